@@ -373,6 +373,7 @@ struct ident {
 	uint64_t pid;  /* profile it maps to, when mapped */
 	bool mapped;   /* the identity key exists */
 	bool conflict; /* stays where it is (user_id rule) */
+	bool deferred; /* stays where it is (PROFILE_MERGE_MAX reached) */
 };
 
 struct ident_list {
@@ -887,7 +888,8 @@ static enum nerr merge_into(struct store_batch *b, const struct profile_config *
 	store_batch_delete(b, STORE_CF_PROFILES, k, 8);
 	log_info("profile", "msg=merged from=%" PRIu64 " into=%" PRIu64, src->id,
 		 dst->id);
-	res->merged++;
+	ASSERT(res->merged < PROFILE_MERGE_MAX);
+	res->merged_ids[res->merged++] = src->id;
 	return NERR_OK;
 }
 
@@ -1213,6 +1215,17 @@ enum nerr profile_apply_event(struct store_batch *b, const struct profile_config
 			prof_fini(&p);
 			continue;
 		}
+		if (nmembers == PROFILE_MERGE_MAX + 1) {
+			/* More merges in one event are deferred: the identity
+			 * stays, and a later event carrying it links them. */
+			log_warn("profile",
+				 "msg=\"too many profiles to merge in one event, "
+				 "identity left\" max=%d",
+				 PROFILE_MERGE_MAX);
+			id->deferred = true;
+			prof_fini(&p);
+			continue;
+		}
 		if (!set_uid && puid)
 			set_uid = xstrdup(puid);
 		members[nmembers++] = p;
@@ -1250,7 +1263,7 @@ enum nerr profile_apply_event(struct store_batch *b, const struct profile_config
 			res->identities_conflicting++;
 			continue;
 		}
-		if (!ids.v[i].mapped)
+		if (!ids.v[i].mapped && !ids.v[i].deferred)
 			prof_attach(b, cfg, &members[surv], ids.v[i].key, res);
 	}
 

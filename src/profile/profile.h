@@ -34,12 +34,18 @@ struct profile_config {
 /* Fills cfg with the defaults above (no identity traits). */
 void profile_config_default(struct profile_config *cfg);
 
+/* Profiles one event merges at most; further ones stay apart until a later
+ * event links them (so callers always learn every merged id). */
+#define PROFILE_MERGE_MAX 16
+
 /* What one profile_apply_event() did; the engine sums these for /metrics. */
 struct profile_result {
-	uint64_t profile_id;		 /* the profile the event was applied to */
-	bool created;			 /* that profile was created by this event */
-	unsigned merged;		 /* profiles merged into it by this event */
-	unsigned identities_rejected;	 /* not attached (or dropped) by the cap */
+	uint64_t profile_id; /* the profile the event was applied to */
+	bool created;	     /* that profile was created by this event */
+	unsigned merged;     /* profiles merged into it by this event */
+	uint64_t merged_ids[PROFILE_MERGE_MAX]; /* their ids (now deleted): move
+						   journey instances etc. */
+	unsigned identities_rejected;		/* not attached (or dropped) by the cap */
 	unsigned identities_conflicting; /* left where they were: a merge would have
 					    put two user_ids on one profile */
 };

@@ -228,6 +228,7 @@ static void test_identify_merges_anonymous_into_known(void **state)
 		  T0 + 30);
 	assert_int_equal(r.profile_id, known.profile_id);
 	assert_int_equal(r.merged, 1);
+	assert_int_equal(r.merged_ids[0], anon.profile_id);
 
 	pid = known.profile_id;
 	assert_int_equal(lookup(f, "user_id", "u1"), pid);
@@ -268,6 +269,41 @@ static void test_merge_goes_into_oldest_profile(void **state)
 	assert_int_equal(r.merged, 1);
 	assert_int_equal(lookup(f, "user_id", "u1"), anon.profile_id);
 	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+}
+
+static void test_one_event_merges_several_profiles(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result a, b, c, r;
+	struct json_object *o;
+
+	a = apply(f, "{\"type\":\"track\",\"anonymousId\":\"a1\",\"event\":\"A\"}", T0);
+	b = apply(f,
+		  "{\"type\":\"identify\",\"anonymousId\":\"a2\","
+		  "\"traits\":{\"email\":\"m@x.io\"}}",
+		  T0 + 1);
+	c = apply(f,
+		  "{\"type\":\"track\",\"anonymousId\":\"a3\",\"event\":\"C\","
+		  "\"context\":{\"externalIds\":[{\"id\":\"7\",\"type\":\"crm\"}]}}",
+		  T0 + 2);
+	r = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a3\","
+		  "\"traits\":{\"email\":\"M@X.IO\"},\"context\":{\"externalIds\":"
+		  "[{\"id\":\"a1\",\"type\":\"anonymous_id\"}]}}",
+		  T0 + 3);
+	assert_false(r.created);
+	assert_int_equal(r.profile_id, a.profile_id);
+	assert_int_equal(r.merged, 2);
+	assert_true(
+		(r.merged_ids[0] == b.profile_id && r.merged_ids[1] == c.profile_id) ||
+		(r.merged_ids[0] == c.profile_id && r.merged_ids[1] == b.profile_id));
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 6);
+	assert_int_equal(lookup(f, "crm", "7"), a.profile_id);
+	o = get(f, a.profile_id);
+	assert_int_equal(len_at(o, "merged_from"), 2);
+	assert_int_equal(len_at(o, "events"), 2);
+	json_object_put(o);
 }
 
 static void test_track_with_user_and_anonymous_links_them(void **state)
@@ -890,6 +926,7 @@ int main(void)
 		T(test_track_then_identify_builds_profile),
 		T(test_identify_merges_anonymous_into_known),
 		T(test_merge_goes_into_oldest_profile),
+		T(test_one_event_merges_several_profiles),
 		T(test_track_with_user_and_anonymous_links_them),
 		T(test_alias_merges),
 		T(test_two_user_ids_never_merge),
