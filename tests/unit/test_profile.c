@@ -891,12 +891,39 @@ static void test_check_finds_corruption(void **state)
 	/* an unreadable profile record */
 	store_put_u64(pk, 555);
 	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{not json", 9);
+	/* a record of the wrong shape, reached through an identity */
+	store_put_u64(pk, 556);
+	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{\"identities\":\"x\"}", 18);
+	store_put_u64(v, 556);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:bad", 16, v, 8);
+	/* u2's profile loses its identity record and its history record */
+	store_batch_delete(f->b, STORE_CF_IDENTITIES, "user_id:u2", 10);
+	store_put_u64(ek, q.profile_id);
+	store_put_u64(ek + 8, T0);
+	store_put_u64(ek + 16, 2);
+	store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
 	commit(f);
+	{
+		struct json_object *ev = json_tokener_parse(
+			"{\"type\":\"track\",\"anonymousId\":\"bad\"}");
+		struct profile_result res;
+		struct nerr_msg msg;
+
+		assert_int_equal(
+			profile_apply_event(f->b, &f->cfg, ev, 99, T0, T0, &res, &msg),
+			NERR_CORRUPT);
+		json_object_put(ev);
+		store_batch_clear(f->b);
+	}
 
 	buf_init(&problems, 0);
 	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_CORRUPT);
-	assert_int_equal(seen, 3);
+	assert_int_equal(seen, 4);
 	assert_non_null(strstr(buf_str(&problems), "email:ghost@x.io"));
+	assert_non_null(strstr(buf_str(&problems), "profile 556: unreadable"));
+	assert_non_null(
+		strstr(buf_str(&problems), "identity user_id:u2 has no identity"));
+	assert_non_null(strstr(buf_str(&problems), "history record"));
 	assert_non_null(strstr(buf_str(&problems), "identity user_id:u1: profile"));
 	assert_non_null(strstr(buf_str(&problems), "identity user_id:u1 points at"));
 	assert_non_null(strstr(buf_str(&problems), "event (777"));
