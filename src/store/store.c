@@ -291,6 +291,11 @@ void store_iter_seek_first(struct store_iter *it)
 	rocksdb_iter_seek_to_first(it->it);
 }
 
+void store_iter_seek_last(struct store_iter *it)
+{
+	rocksdb_iter_seek_to_last(it->it);
+}
+
 bool store_iter_valid(const struct store_iter *it)
 {
 	return rocksdb_iter_valid(it->it) != 0;

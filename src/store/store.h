@@ -82,6 +82,7 @@ struct store_iter *store_iter_new(struct store *s, struct store_batch *b,
 void store_iter_free(struct store_iter *it);
 void store_iter_seek(struct store_iter *it, const void *key, size_t klen);
 void store_iter_seek_first(struct store_iter *it);
+void store_iter_seek_last(struct store_iter *it);
 bool store_iter_valid(const struct store_iter *it);
 void store_iter_next(struct store_iter *it);
 const char *store_iter_key(const struct store_iter *it, size_t *klen);
