@@ -527,6 +527,84 @@ static void hist_insert(struct prof *p, struct hent e)
 	p->nhist++;
 }
 
+static bool is_opt(struct json_object *o, const char *key, enum json_type t)
+{
+	struct json_object *v = jget(o, key);
+
+	return !v || json_object_is_type(v, t);
+}
+
+static bool all_of(struct json_object *container, enum json_type t)
+{
+	if (json_object_is_type(container, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(container); i++)
+			if (!json_object_is_type(json_object_array_get_idx(container, i),
+						 t))
+				return false;
+		return true;
+	}
+	json_object_object_foreach(container, name, v)
+	{
+		(void)name;
+		if (!json_object_is_type(v, t))
+			return false;
+	}
+	return true;
+}
+
+/* True if the record has the shape profile.c writes, so the code reading it
+ * never meets an array where it expects an object. */
+static bool record_shape_ok(struct json_object *j)
+{
+	struct json_object *ids = jget(j, "identities"), *c, *a, *h;
+
+	if (!ids || !json_object_is_type(ids, json_type_array) ||
+	    !all_of(ids, json_type_string))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(ids); i++)
+		if (!strchr(json_object_get_string(json_object_array_get_idx(ids, i)),
+			    ':'))
+			return false;
+	if (!is_opt(j, "traits", json_type_object) ||
+	    !is_opt(j, "consent", json_type_object) ||
+	    !is_opt(j, "timezone", json_type_object) ||
+	    !is_opt(j, "addresses", json_type_object) ||
+	    !is_opt(j, "history", json_type_array) ||
+	    !is_opt(j, "merged_from", json_type_array))
+		return false;
+	if (jget(j, "traits") && !all_of(jget(j, "traits"), json_type_object))
+		return false;
+	if ((c = jget(j, "consent"))) {
+		if (!all_of(c, json_type_object))
+			return false;
+		json_object_object_foreach(c, ch, purposes)
+		{
+			(void)ch;
+			if (!all_of(purposes, json_type_object))
+				return false;
+		}
+	}
+	if ((a = jget(j, "addresses")) &&
+	    (!is_opt(a, "email", json_type_object) ||
+	     !is_opt(a, "phone", json_type_object) ||
+	     !is_opt(a, "push", json_type_array) ||
+	     (jget(a, "push") && !all_of(jget(a, "push"), json_type_object))))
+		return false;
+	if (jget(j, "merged_from") && !all_of(jget(j, "merged_from"), json_type_object))
+		return false;
+	if ((h = jget(j, "history"))) {
+		if (!all_of(h, json_type_array))
+			return false;
+		for (size_t i = 0; i < json_object_array_length(h); i++) {
+			struct json_object *e = json_object_array_get_idx(h, i);
+
+			if (json_object_array_length(e) != 2 || !all_of(e, json_type_int))
+				return false;
+		}
+	}
+	return true;
+}
+
 /* Reads profile pid. NERR_NOTFOUND, NERR_CORRUPT (logged), NERR_IO. */
 static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
 			   struct prof *p)
@@ -544,6 +622,10 @@ static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
 		return rc;
 	p->j = parse_record(val, len);
 	free(val);
+	if (p->j && !record_shape_ok(p->j)) {
+		json_object_put(p->j);
+		p->j = NULL;
+	}
 	if (!p->j) {
 		log_error("profile", "msg=\"unreadable profile record\" profile=%" PRIu64,
 			  pid);
@@ -557,9 +639,6 @@ static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
 		for (size_t i = 0; i < n; i++) {
 			struct json_object *e = json_object_array_get_idx(h, i);
 
-			if (!json_object_is_type(e, json_type_array) ||
-			    json_object_array_length(e) != 2)
-				continue;
 			hist_insert(p, (struct hent){
 					       json_object_get_int64(
 						       json_object_array_get_idx(e, 0)),

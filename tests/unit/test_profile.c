@@ -436,6 +436,12 @@ static void test_newest_timestamp_wins(void **state)
 	o = get(f, p.profile_id);
 	assert_string_equal(str_at(o, "traits.plan"), "c");
 	json_object_put(o);
+	/* equal timestamps: the event applied later wins */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"d\"}}",
+	      T0 + 3000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "traits.plan"), "d");
+	json_object_put(o);
 }
 
 static void test_newest_timestamp_wins_across_merge(void **state)
@@ -458,6 +464,12 @@ static void test_newest_timestamp_wins_across_merge(void **state)
 	apply(f,
 	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"city\":\"Nice\"}}",
 	      T0 + 9000);
+	/* equal timestamps on both sides: the survivor's value stays */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"tie\":\"s\"}}",
+	      T0 + 7000);
+	apply(f,
+	      "{\"type\":\"identify\",\"anonymousId\":\"a1\",\"traits\":{\"tie\":\"m\"}}",
+	      T0 + 7000);
 	r = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\"}",
 		  T0 + 3000);
 	assert_int_equal(r.profile_id, known.profile_id);
@@ -466,6 +478,7 @@ static void test_newest_timestamp_wins_across_merge(void **state)
 	o = get(f, known.profile_id);
 	assert_string_equal(str_at(o, "traits.plan"), "new");
 	assert_string_equal(str_at(o, "traits.city"), "Nice");
+	assert_string_equal(str_at(o, "traits.tie"), "s");
 	json_object_put(o);
 }
 
@@ -891,12 +904,39 @@ static void test_check_finds_corruption(void **state)
 	/* an unreadable profile record */
 	store_put_u64(pk, 555);
 	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{not json", 9);
+	/* a record of the wrong shape, reached through an identity */
+	store_put_u64(pk, 556);
+	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{\"identities\":\"x\"}", 18);
+	store_put_u64(v, 556);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:bad", 16, v, 8);
+	/* u2's profile loses its identity record and its history record */
+	store_batch_delete(f->b, STORE_CF_IDENTITIES, "user_id:u2", 10);
+	store_put_u64(ek, q.profile_id);
+	store_put_u64(ek + 8, T0);
+	store_put_u64(ek + 16, 2);
+	store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
 	commit(f);
+	{
+		struct json_object *ev = json_tokener_parse(
+			"{\"type\":\"track\",\"anonymousId\":\"bad\"}");
+		struct profile_result res;
+		struct nerr_msg msg;
+
+		assert_int_equal(
+			profile_apply_event(f->b, &f->cfg, ev, 99, T0, T0, &res, &msg),
+			NERR_CORRUPT);
+		json_object_put(ev);
+		store_batch_clear(f->b);
+	}
 
 	buf_init(&problems, 0);
 	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_CORRUPT);
-	assert_int_equal(seen, 3);
+	assert_int_equal(seen, 4);
 	assert_non_null(strstr(buf_str(&problems), "email:ghost@x.io"));
+	assert_non_null(strstr(buf_str(&problems), "profile 556: unreadable"));
+	assert_non_null(
+		strstr(buf_str(&problems), "identity user_id:u2 has no identity"));
+	assert_non_null(strstr(buf_str(&problems), "history record"));
 	assert_non_null(strstr(buf_str(&problems), "identity user_id:u1: profile"));
 	assert_non_null(strstr(buf_str(&problems), "identity user_id:u1 points at"));
 	assert_non_null(strstr(buf_str(&problems), "event (777"));
