@@ -436,6 +436,12 @@ static void test_newest_timestamp_wins(void **state)
 	o = get(f, p.profile_id);
 	assert_string_equal(str_at(o, "traits.plan"), "c");
 	json_object_put(o);
+	/* equal timestamps: the event applied later wins */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"d\"}}",
+	      T0 + 3000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "traits.plan"), "d");
+	json_object_put(o);
 }
 
 static void test_newest_timestamp_wins_across_merge(void **state)
@@ -458,6 +464,12 @@ static void test_newest_timestamp_wins_across_merge(void **state)
 	apply(f,
 	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"city\":\"Nice\"}}",
 	      T0 + 9000);
+	/* equal timestamps on both sides: the survivor's value stays */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"tie\":\"s\"}}",
+	      T0 + 7000);
+	apply(f,
+	      "{\"type\":\"identify\",\"anonymousId\":\"a1\",\"traits\":{\"tie\":\"m\"}}",
+	      T0 + 7000);
 	r = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\"}",
 		  T0 + 3000);
 	assert_int_equal(r.profile_id, known.profile_id);
@@ -466,6 +478,7 @@ static void test_newest_timestamp_wins_across_merge(void **state)
 	o = get(f, known.profile_id);
 	assert_string_equal(str_at(o, "traits.plan"), "new");
 	assert_string_equal(str_at(o, "traits.city"), "Nice");
+	assert_string_equal(str_at(o, "traits.tie"), "s");
 	json_object_put(o);
 }
 
