@@ -373,10 +373,9 @@ static int f_strip_newlines(struct rs *st, IN, FA, OUT)
 	return nl_impl(st, in, "", out);
 }
 
-static const char *find_str(const char *p, const char *e, const char *needle)
+static const char *find_strn(const char *p, const char *e, const char *needle, size_t n)
 {
-	size_t n = strlen(needle);
-	if ((size_t)(e - p) < n)
+	if (p > e || (size_t)(e - p) < n)
 		return NULL;
 	return memmem(p, (size_t)(e - p), needle, n);
 }
@@ -402,7 +401,7 @@ static int f_strip_html(struct rs *st, IN, FA, OUT)
 		for (size_t k = 0; k < 3 && !skip; k++) {
 			size_t ol = strlen(blocks[k][0]);
 			if ((size_t)(e - p) >= ol && memcmp(p, blocks[k][0], ol) == 0) {
-				const char *c = find_str(p + ol, e, blocks[k][1]);
+				const char *c = find_strn(p + ol, e, blocks[k][1], strlen(blocks[k][1]));
 				if (c)
 					skip = c + strlen(blocks[k][1]);
 			}
@@ -459,7 +458,7 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 	const char *p = s.s.p, *e = p + s.s.len, *hit;
 	if (which == 2) {
 		const char *last = NULL;
-		for (const char *q = p; (hit = find_str(q, e, from.s.p)); q = hit + 1)
+		for (const char *q = p; (hit = find_strn(q, e, from.s.p, from.s.len)); q = hit + 1)
 			last = hit;
 		if (!last) {
 			tb_put(st, &b);
@@ -471,7 +470,7 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 		buf_append(&b, last + from.s.len, (size_t)(e - last - from.s.len));
 		return mk(st, &b, out);
 	}
-	while ((hit = find_str(p, e, from.s.p))) {
+	while ((hit = find_strn(p, e, from.s.p, from.s.len))) {
 		buf_append(&b, p, (size_t)(hit - p));
 		buf_append(&b, to.s.p, to.s.len);
 		p = hit + from.s.len;
@@ -649,7 +648,7 @@ static int f_split(struct rs *st, IN, FA, OUT)
 		}
 	} else {
 		const char *hit;
-		while ((hit = find_str(p, e, sep.s.p))) {
+		while ((hit = find_strn(p, e, sep.s.p, sep.s.len))) {
 			if (piece(st, &a, p, (size_t)(hit - p)))
 				return -1;
 			p = hit + sep.s.len;
@@ -902,6 +901,11 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 
 	if (n >= sizeof(tmp))
 		return false;
+	for (size_t i = 0, run = 0; i < n; i++) {
+		run = isdigit((unsigned char)s[i]) ? run + 1 : 0;
+		if (run > 9)
+			return false;
+	}
 	memcpy(tmp, s, n);
 	tmp[n] = 0;
 	if (n >= 10 && isdigit((unsigned char)tmp[0]) && tmp[4] == '-') {
@@ -969,7 +973,7 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 	if (am && hh == 12)
 		hh = 0;
 done:
-	if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mi > 59 || ss > 60)
+	if (y < 0 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mi > 59 || ss > 60)
 		return false;
 	struct tm tm = { 0 };
 	tm.tm_year = y - 1900;
@@ -1082,7 +1086,7 @@ static int f_round(struct rs *st, IN, FA, OUT)
 	struct val n = num_from(in), d = val_int(0);
 	if (fa->npos)
 		d = num_from(ARG(0));
-	int64_t nd = d.type == V_INT ? d.i : (int64_t)(isfinite(d.f) ? d.f : 0);
+	int64_t nd = d.type == V_INT ? d.i : (d.f > -1e6 && d.f < 1e6) ? (int64_t)d.f : 0;
 	return num_round(&n, nd, out);
 }
 

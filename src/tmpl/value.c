@@ -90,7 +90,7 @@ static int shortest(double d, char *digits, int *decpt)
 	char *p;
 
 	/* Integral values below 2^53: the digits of the integer. */
-	if (d == (double)(int64_t)d && d > -9007199254740992.0 && d < 9007199254740992.0 && d != 0) {
+	if (d > -9007199254740992.0 && d < 9007199254740992.0 && d != 0 && d == (double)(int64_t)d) {
 		int64_t v = (int64_t)d;
 		uint64_t u = v < 0 ? (uint64_t)-v : (uint64_t)v;
 		char rev[24];
