@@ -168,7 +168,8 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 	UChar *m = rs_alloc(st, ((size_t)ulen * 3 + 4) * sizeof(UChar));
 	if (!u || !m)
 		return -1;
-	u_strFromUTF8Lenient(u, ulen + 1, NULL, s->s.p, (int32_t)s->s.len, &err);
+	/* The lenient preflight may overestimate; take the real length. */
+	u_strFromUTF8Lenient(u, ulen + 1, &ulen, s->s.p, (int32_t)s->s.len, &err);
 	int32_t mlen = 0, cap = ulen * 3 + 4;
 	err = U_ZERO_ERROR;
 	if (mode == CASE_UP) {
@@ -194,7 +195,7 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 	char *r = rs_alloc(st, (size_t)blen + 1);
 	if (!r)
 		return -1;
-	u_strToUTF8(r, blen + 1, NULL, m, mlen, &err);
+	u_strToUTF8(r, blen + 1, &blen, m, mlen, &err);
 	r[blen] = 0;
 	*out = val_str(r, (size_t)blen);
 	return 0;
