@@ -5,8 +5,11 @@
  * Design: an environment is a small array of variable names (a name's index is its
  * slot) and a small array of registered functions; both are searched only at
  * compile time. expr_eval() sets up the per-evaluation context on the caller's
- * stack, catches scratch-arena exhaustion (longjmp from ealloc) and turns an error
- * value into NERR_EVAL plus a message.
+ * stack, catches scratch-arena exhaustion and an exhausted step budget (longjmp
+ * from ealloc and charge) and turns an error value into NERR_EVAL plus a message.
+ * The step budget counts comprehension iterations and, for functions and
+ * operators whose work grows with their input, that input's size, so no
+ * expression can run for long (the fuzzer checks this).
  * Threading: environments and programs are read-only after setup; all mutable
  * evaluation state is in struct ectx (stack) and the caller's scratch arena.
  */
@@ -234,8 +237,14 @@ enum nerr expr_eval(const struct expr_program *prog, const struct expr_value *va
 	c.steps_left = EXPR_DEFAULT_MAX_STEPS;
 	c.gctx = NULL;
 	c.md = NULL;
-	if (setjmp(c.oom)) {
+	switch (setjmp(c.oom)) {
+	case 0:
+		break;
+	case 1:
 		*out = eerr_static("evaluation memory limit exceeded");
+		return nerr_set(msg, NERR_EVAL, "", "%s", out->as.s);
+	default:
+		*out = eerr_static("evaluation step limit exceeded");
 		return nerr_set(msg, NERR_EVAL, "", "%s", out->as.s);
 	}
 	*out = eval_node(&c, prog->root);

@@ -57,8 +57,8 @@ static struct expr_value overflow(void)
 	return eerr_static("integer overflow");
 }
 
-static struct expr_value arith(struct ectx *c, int op, const struct expr_value *a,
-			       const struct expr_value *b)
+__attribute__((noinline)) static struct expr_value
+arith(struct ectx *c, int op, const struct expr_value *a, const struct expr_value *b)
 {
 	int64_t ri;
 	uint64_t ru;
@@ -182,8 +182,8 @@ static struct expr_value arith(struct ectx *c, int op, const struct expr_value *
 	return no_overload(c, op_name(op), args, 2);
 }
 
-static struct expr_value index_value(struct ectx *c, const struct expr_value *t,
-				     const struct expr_value *k)
+__attribute__((noinline)) static struct expr_value
+index_value(struct ectx *c, const struct expr_value *t, const struct expr_value *k)
 {
 	struct expr_value out;
 
@@ -239,7 +239,8 @@ static struct expr_value eval_and_or(struct ectx *c, const struct node *n, bool 
 	return no_overload(c, is_or ? "_||_" : "_&&_", &l, 1);
 }
 
-static struct expr_value build_map(struct ectx *c, const struct node *n)
+__attribute__((noinline)) static struct expr_value build_map(struct ectx *c,
+							     const struct node *n)
 {
 	size_t cnt = n->na / 2;
 	struct expr_value *items = ealloc(c, (cnt ? cnt : 1) * 2 * sizeof(*items));
@@ -278,7 +279,8 @@ static struct expr_value eval_args(struct ectx *c, const struct node *n,
 	return mk_null();
 }
 
-static struct expr_value eval_call(struct ectx *c, const struct node *n)
+__attribute__((noinline)) static struct expr_value eval_call(struct ectx *c,
+							     const struct node *n)
 {
 	struct expr_value small[6], *args = small, r;
 
@@ -287,6 +289,13 @@ static struct expr_value eval_call(struct ectx *c, const struct node *n)
 	r = eval_args(c, n, args);
 	if (r.kind == EXPR_ERROR)
 		return r;
+	/* String and list functions do work in proportion to their inputs. */
+	uint64_t cost = 1;
+
+	for (size_t i = 0; i < n->na; i++)
+		if (args[i].kind != EXPR_INT && args[i].kind != EXPR_DOUBLE)
+			cost += args[i].len / 16;
+	charge(c, cost);
 	switch (n->op) {
 	case N_CALL:
 		return n->u.fn(c, n, args, n->na);
@@ -305,7 +314,8 @@ static struct expr_value eval_call(struct ectx *c, const struct node *n)
 	}
 }
 
-static struct expr_value eval_comprehension(struct ectx *c, const struct node *n)
+__attribute__((noinline)) static struct expr_value
+eval_comprehension(struct ectx *c, const struct node *n)
 {
 	struct expr_value rng = eval_node(c, n->a[0]);
 	int v1 = n->u.comp.v1, v2 = n->u.comp.v2;
@@ -329,9 +339,7 @@ static struct expr_value eval_comprehension(struct ectx *c, const struct node *n
 	for (size_t i = 0; i < rng.len; i++) {
 		struct expr_value k, v, r;
 
-		if (c->steps_left == 0)
-			return eerr_static("evaluation step limit exceeded");
-		c->steps_left--;
+		charge(c, 1);
 		if (is_map) {
 			if (!map_next(&it, &k, &v))
 				break;
@@ -442,7 +450,7 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 		if (a.kind != EXPR_MAP)
 			return eerr(c, "type '%s' does not support field selection",
 				    kind_name(&a));
-		if (map_find_str(&a, n->name, n->len, &r))
+		if (map_find_field(&a, n, &r))
 			return n->op == N_HAS ? mk_bool(true) : r;
 		if (n->op == N_HAS)
 			return mk_bool(false);
@@ -494,6 +502,10 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 		b = eval_node(c, n->a[1]);
 		if (b.kind == EXPR_ERROR)
 			return b;
+		if (a.kind >= EXPR_STRING && a.kind <= EXPR_MAP)
+			charge(c, a.len / 16);
+		if (b.kind >= EXPR_STRING && b.kind <= EXPR_MAP)
+			charge(c, b.len / 16);
 		switch (n->op) {
 		case N_EQ:
 			return mk_bool(val_equal(&a, &b));

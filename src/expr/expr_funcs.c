@@ -179,6 +179,7 @@ struct expr_value call_matches(struct ectx *c, const struct expr_value *s,
 
 	if (!regex_context(c))
 		return eerr_static("out of evaluation memory");
+	charge(c, 100 + s->len / 16); /* a match may backtrack up to the match limit */
 	rc = pcre2_match(re, (PCRE2_SPTR)s->as.s, s->len, 0, 0, c->md, c->prog->mctx);
 	if (rc >= 0)
 		return mk_bool(true);
@@ -199,6 +200,7 @@ FN(f_matches)
 		return NO_OVERLOAD();
 	if (!regex_context(c))
 		return eerr_static("out of evaluation memory");
+	charge(c, 100); /* compiling a pattern costs far more than a step */
 	re = regex_compile(a[1].as.s, a[1].len, c->gctx, err, sizeof(err));
 	if (!re)
 		return eerr(c, "invalid pattern: %s", err);

@@ -71,12 +71,14 @@ enum comp_kind {
 };
 
 struct node {
-	uint8_t op;	  /* enum node_op */
-	uint8_t kind;	  /* enum comp_kind for N_COMPREH */
-	uint16_t na;	  /* number of a[] */
-	uint32_t len;	  /* length of name */
-	struct node **a;  /* children */
-	const char *name; /* field, identifier or function name */
+	uint8_t op;	     /* enum node_op */
+	uint8_t kind;	     /* enum comp_kind for N_COMPREH */
+	uint16_t na;	     /* number of a[] */
+	uint32_t len;	     /* length of name */
+	unsigned long hash;  /* N_SELECT/N_HAS: json-c hash of name, if hash_fn */
+	const void *hash_fn; /* the json-c hash function hash was computed with */
+	struct node **a;     /* children */
+	const char *name;    /* field, identifier or function name */
 	union {
 		struct expr_value lit;
 		size_t slot;
@@ -116,6 +118,13 @@ struct ectx {
 
 /* Memory from the scratch arena; unwinds to expr_eval() on exhaustion. */
 void *ealloc(struct ectx *c, size_t n);
+/* Charges cost steps of work; unwinds to expr_eval() when the budget is spent. */
+static inline void charge(struct ectx *c, uint64_t cost)
+{
+	if (c->steps_left < cost)
+		longjmp(c->oom, 2);
+	c->steps_left -= cost;
+}
 struct expr_value eerr(struct ectx *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 struct expr_value eerr_static(const char *msg);
@@ -182,6 +191,11 @@ bool map_find(const struct expr_value *m, const struct expr_value *key,
 	      struct expr_value *out);
 bool map_find_str(const struct expr_value *m, const char *s, size_t len,
 		  struct expr_value *out);
+/* The same for a field name of a select node (NUL-terminated, hash precomputed). */
+bool map_find_field(const struct expr_value *m, const struct node *n,
+		    struct expr_value *out);
+/* Precomputes n->hash for json-c lookups of n->name (NUL-terminated). */
+void field_hash(struct node *n);
 /* CEL equality: returns a bool value or an error (never errors for kinds). */
 bool val_equal(const struct expr_value *a, const struct expr_value *b);
 /* Ordering: returns -1/0/1, 2 when unordered (NaN), 3 when unsupported. */

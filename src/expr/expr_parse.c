@@ -733,7 +733,7 @@ static struct node *parse_member(struct parser *p, struct node *n)
 			struct node *s = new_node(p, N_SELECT, 1);
 
 			s->a[0] = n;
-			s->name = name;
+			s->name = arena_strndup(p->arena, name, len); /* NUL-terminated */
 			s->len = (uint32_t)len;
 			n = s;
 		} else if (accept(p, "[")) {
@@ -997,6 +997,7 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 
 		h->name = n->a[0]->name;
 		h->len = n->a[0]->len;
+		field_hash(h);
 		h->a[0] = resolve(p, n->a[0]->a[0], depth + 1);
 		return h->a[0] ? h : NULL;
 	}
@@ -1127,6 +1128,11 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 	}
 	case R_CALL:
 		return resolve_call(p, n, depth);
+	case N_SELECT:
+		field_hash(n);
+		if (!(n->a[0] = resolve(p, n->a[0], depth + 1)))
+			return NULL;
+		return n;
 	default:
 		for (size_t i = 0; i < n->na; i++)
 			if (!(n->a[i] = resolve(p, n->a[i], depth + 1)))

@@ -10,7 +10,9 @@
  * Invariants: (1) numeric equality and ordering across int, uint and double follow
  * cel-go exactly (a double outside the int range compares beyond every int; inside
  * it the int is converted to double); (2) NaN is unordered and equal to nothing;
- * (3) values of different non-numeric kinds are unequal, never an error.
+ * (3) values of different non-numeric kinds are unequal, never an error; (4) a
+ * field lookup in a json object uses the hash computed at compile time when the
+ * object's table hashes with the same function, else a plain lookup.
  * References: cel-spec langdef.md "Equality", "Numeric values"; Go strconv 'g'
  * formatting, which string(double) reproduces.
  */
@@ -132,7 +134,7 @@ bool map_find_str(const struct expr_value *m, const char *s, size_t len,
 		if (out)
 			*out = expr_value_from_json(child);
 		return true;
-	slow:
+	slow : {
 		json_object_object_foreach(m->as.json, key, val)
 		{
 			if (strlen(key) == len && memcmp(key, s, len) == 0) {
@@ -142,6 +144,7 @@ bool map_find_str(const struct expr_value *m, const char *s, size_t len,
 			}
 		}
 		return false;
+	}
 	}
 	for (size_t i = 0; i < m->len; i++) {
 		const struct expr_value *k = &m->as.items[2 * i];
@@ -154,6 +157,39 @@ bool map_find_str(const struct expr_value *m, const char *s, size_t len,
 		}
 	}
 	return false;
+}
+
+void field_hash(struct node *n)
+{
+	/* json-c objects all hash string keys with one global function; ask a
+	 * throwaway object which one, so lookups can skip hashing (invariant 4). */
+	struct json_object *o = json_object_new_object();
+	struct lh_table *t = json_object_get_object(o);
+
+	n->hash_fn = (const void *)t->hash_fn;
+	n->hash = t->hash_fn(n->name);
+	json_object_put(o);
+}
+
+bool map_find_field(const struct expr_value *m, const struct node *n,
+		    struct expr_value *out)
+{
+	if (m->flags & EXPR_F_JSON) {
+		struct lh_table *t = json_object_get_object(m->as.json);
+
+		if ((const void *)t->hash_fn == n->hash_fn) {
+			struct lh_entry *e =
+				lh_table_lookup_entry_w_hash(t, n->name, n->hash);
+
+			if (!e)
+				return false;
+			if (out)
+				*out = expr_value_from_json(
+					(struct json_object *)lh_entry_v(e));
+			return true;
+		}
+	}
+	return map_find_str(m, n->name, n->len, out);
 }
 
 static bool is_num(const struct expr_value *v)
