@@ -7,8 +7,8 @@
 #   make bench    benchmarks that print figures
 #   make lint     clang-format check + cppcheck
 #
-# Sources are discovered: every src/<module>/*.c except src/app goes into
-# libnudge.a; src/app/*.c makes the `nudge` binary; tests/unit/test_<m>.c are
+# Sources are discovered: every src/<module>/*.c except src/app/main.c goes into
+# libnudge.a (so unit tests can reach config and wiring); main.c makes `nudge`; tests/unit/test_<m>.c are
 # cmocka programs; tests/fuzz/fuzz_<x>.c are libFuzzer targets; bench/bench_<x>.c
 # print figures. BUILD selects the output folder so several builds (plain, asan,
 # fuzz) live side by side.
@@ -33,8 +33,8 @@ else
 LDFLAGS += $(SAN)
 endif
 
-LIB_SRCS  := $(sort $(filter-out src/app/%,$(wildcard src/*/*.c)))
-APP_SRCS  := $(sort $(wildcard src/app/*.c))
+LIB_SRCS  := $(sort $(filter-out src/app/main.c,$(wildcard src/*/*.c)))
+APP_SRCS  := src/app/main.c
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 APP_OBJS  := $(APP_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))

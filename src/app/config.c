@@ -1,0 +1,253 @@
+/*
+ * config.c -- the option table and its parsing (see config.h).
+ *
+ * Design: the table below is the single source of truth for names, types,
+ * defaults and bounds; docs/configuration.md and nudge.conf describe the same
+ * rows in prose. Durations are stored in milliseconds and sizes in bytes, and
+ * the field names say so. Unknown sections or keys are errors, because a typo
+ * that silently falls back to a default is worse than a refusal to start.
+ */
+#include "app/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define OFF(f) offsetof(struct config, f)
+#define STR(f) OFF(f), sizeof(((struct config *)0)->f)
+#define NUM(f) OFF(f), 0
+#define DAY_MS (86400LL * 1000)
+
+static const struct config_option options[] = {
+	{ "server", "listen", CONFIG_STR, "127.0.0.1:8080", 0, 0, STR(listen),
+	  "HOST:PORT to listen on" },
+	{ "server", "data_dir", CONFIG_STR, "./data", 0, 0, STR(data_dir),
+	  "directory of the RocksDB store and generated keys" },
+	{ "server", "write_key", CONFIG_STR, "", 0, 0, STR(write_key),
+	  "ingest key (HTTP Basic user); generated on first start when empty" },
+	{ "server", "admin_key", CONFIG_STR, "", 0, 0, STR(admin_key),
+	  "admin API key (Bearer); generated on first start when empty" },
+	{ "server", "log_level", CONFIG_STR, "info", 0, 0, STR(log_level),
+	  "debug, info, warn or error" },
+	{ "server", "max_connections", CONFIG_INT, "4096", 1, 1000000, NUM(max_connections),
+	  "open connections beyond which new ones get 503" },
+	{ "server", "max_header_bytes", CONFIG_SIZE, "16k", 1024, 1 << 20,
+	  NUM(max_header_bytes), "request line plus headers" },
+	{ "server", "max_body_bytes", CONFIG_SIZE, "4MiB", 1024, 64 << 20,
+	  NUM(max_body_bytes), "request body" },
+	{ "server", "max_pipelined", CONFIG_INT, "32", 1, 1024, NUM(max_pipelined),
+	  "unanswered requests per connection before reading pauses" },
+	{ "server", "idle_timeout", CONFIG_DURATION, "60s", 100, DAY_MS,
+	  NUM(idle_timeout_ms), "keep-alive connection idle time" },
+	{ "server", "read_timeout", CONFIG_DURATION, "30s", 100, DAY_MS,
+	  NUM(read_timeout_ms), "time to receive a whole request once it started" },
+	{ "server", "shutdown_timeout", CONFIG_DURATION, "10s", 0, DAY_MS,
+	  NUM(shutdown_timeout_ms), "how long SIGTERM waits for in-flight requests" },
+	{ "ingest", "max_event_bytes", CONFIG_SIZE, "32k", 256, 1 << 20,
+	  NUM(max_event_bytes), "one event, serialized" },
+	{ "ingest", "max_batch_items", CONFIG_INT, "1000", 1, 100000, NUM(max_batch_items),
+	  "items in one /v1/batch call" },
+	{ "ingest", "max_json_depth", CONFIG_INT, "32", 2, 256, NUM(max_json_depth),
+	  "JSON nesting depth" },
+	{ "ingest", "dedup_window", CONFIG_DURATION, "7d", 0, 365 * DAY_MS,
+	  NUM(dedup_window_ms), "how long a messageId is remembered" },
+	{ "ingest", "commit_queue_bytes", CONFIG_SIZE, "64MiB", 1 << 20, 1LL << 34,
+	  NUM(commit_queue_bytes), "records waiting for the committer; beyond: 503" },
+	{ "ingest", "commit_batch_max", CONFIG_INT, "20000", 1, 1000000,
+	  NUM(commit_batch_max), "records per group commit" },
+	{ "engine", "batch_max", CONFIG_INT, "2000", 1, 1000000, NUM(engine_batch_max),
+	  "inbox records per engine batch" },
+	{ "profiles", "max_identities", CONFIG_INT, "50", 1, 10000, NUM(max_identities),
+	  "identities attached to one profile" },
+	{ "profiles", "history_max_events", CONFIG_INT, "100", 0, 100000,
+	  NUM(history_max_events), "recent events kept per profile" },
+	{ "profiles", "history_max_age", CONFIG_DURATION, "90d", 0, 3650 * DAY_MS,
+	  NUM(history_max_age_ms), "age beyond which history events are dropped" },
+	{ "profiles", "identity_traits", CONFIG_STR, "", 0, 0, STR(identity_traits),
+	  "comma-separated trait names that are identity namespaces" },
+};
+
+const struct config_option *config_options(size_t *n)
+{
+	*n = sizeof(options) / sizeof(options[0]);
+	return options;
+}
+
+int64_t config_parse_duration_ms(const char *s)
+{
+	char *end;
+	double v;
+	int64_t mult = 1;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s)
+		return -1;
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end == '\0' || strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600 * 1000;
+	else if (strcmp(end, "d") == 0)
+		mult = DAY_MS;
+	else if (strcmp(end, "w") == 0)
+		mult = 7 * DAY_MS;
+	else
+		return -1;
+	if (v * (double)mult > 9.0e15)
+		return -1;
+	return (int64_t)(v * (double)mult);
+}
+
+int64_t config_parse_size(const char *s)
+{
+	char *end;
+	double v;
+	int64_t mult = 1;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s)
+		return -1;
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end == '\0' || strcasecmp(end, "b") == 0)
+		mult = 1;
+	else if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kb") == 0 ||
+		 strcasecmp(end, "kib") == 0)
+		mult = 1024;
+	else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mb") == 0 ||
+		 strcasecmp(end, "mib") == 0)
+		mult = 1024 * 1024;
+	else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gb") == 0 ||
+		 strcasecmp(end, "gib") == 0)
+		mult = 1024LL * 1024 * 1024;
+	else
+		return -1;
+	if (v * (double)mult > 9.0e15)
+		return -1;
+	return (int64_t)(v * (double)mult);
+}
+
+static enum nerr set_option(struct config *cfg, const struct config_option *o,
+			    const char *value, struct nerr_msg *msg)
+{
+	char path[96];
+	int64_t v = 0;
+	char *end;
+
+	snprintf(path, sizeof(path), "%s.%s", o->section, o->name);
+	switch (o->type) {
+	case CONFIG_STR:
+		if (strlen(value) >= o->str_bytes)
+			return nerr_set(msg, NERR_INVAL, path, "value longer than %zu bytes",
+					o->str_bytes - 1);
+		snprintf((char *)cfg + o->offset, o->str_bytes, "%s", value);
+		return NERR_OK;
+	case CONFIG_INT:
+		errno = 0;
+		v = strtoll(value, &end, 10);
+		if (errno || end == value || *end != '\0')
+			return nerr_set(msg, NERR_INVAL, path, "'%s' is not an integer", value);
+		break;
+	case CONFIG_SIZE:
+		v = config_parse_size(value);
+		if (v < 0)
+			return nerr_set(msg, NERR_INVAL, path,
+					"'%s' is not a size (e.g. 512, 32k, 4MiB)", value);
+		break;
+	case CONFIG_DURATION:
+		v = config_parse_duration_ms(value);
+		if (v < 0)
+			return nerr_set(msg, NERR_INVAL, path,
+					"'%s' is not a duration (e.g. 500ms, 30s, 5m, 24h, 7d)",
+					value);
+		break;
+	}
+	if (v < o->min || v > o->max)
+		return nerr_set(msg, NERR_INVAL, path, "%lld is outside [%lld, %lld]",
+				(long long)v, (long long)o->min, (long long)o->max);
+	*(int64_t *)((char *)cfg + o->offset) = v;
+	return NERR_OK;
+}
+
+enum nerr config_set(struct config *cfg, const char *section, const char *name,
+		     const char *value, struct nerr_msg *msg)
+{
+	bool section_known = false;
+
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		if (strcmp(options[i].section, section) != 0)
+			continue;
+		section_known = true;
+		if (strcmp(options[i].name, name) == 0)
+			return set_option(cfg, &options[i], value, msg);
+	}
+	if (!section_known)
+		return nerr_set(msg, NERR_INVAL, section, "unknown section [%s]", section);
+	return nerr_set(msg, NERR_INVAL, name, "unknown option '%s' in [%s]", name,
+			section);
+}
+
+void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		enum nerr rc = set_option(cfg, &options[i], options[i].default_value, NULL);
+
+		(void)rc;
+	}
+}
+
+struct load_ctx {
+	struct config *cfg;
+	struct nerr_msg *msg;
+	enum nerr rc;
+};
+
+static int on_ini_line(void *user, const char *section, const char *name,
+		       const char *value)
+{
+	struct load_ctx *lc = user;
+
+	lc->rc = config_set(lc->cfg, section, name, value, lc->msg);
+	return lc->rc == NERR_OK;
+}
+
+enum nerr config_load(struct config *cfg, const char *path, struct nerr_msg *msg)
+{
+	struct nerr_msg inner = { "", "" };
+	struct load_ctx lc = { cfg, &inner, NERR_OK };
+	int line = ini_parse(path, on_ini_line, &lc);
+
+	if (line == -1)
+		return nerr_set(msg, NERR_IO, "config", "cannot open %s", path);
+	if (line == -2)
+		return nerr_set(msg, NERR_NOMEM, "config", "out of memory reading %s", path);
+	if (line > 0) {
+		if (lc.rc == NERR_OK)
+			return nerr_set(msg, NERR_INVAL, "config", "%s:%d: syntax error", path,
+					line);
+		return nerr_set(msg, lc.rc, inner.field, "%s:%d: %s: %s", path, line,
+				inner.field, inner.message);
+	}
+	return NERR_OK;
+}

@@ -1,0 +1,77 @@
+/*
+ * config.h -- nudge's configuration: one declarative table of options.
+ *
+ * Design: every option is a row (section, name, type, default, bounds, help) in
+ * config.c; the INI file (inih) and the command-line overrides both go through
+ * config_set(), so a value is validated the same way wherever it comes from.
+ * A bad option stops startup and names the file and line. The sample nudge.conf
+ * at the repository root documents every row (a unit test checks it does).
+ */
+#ifndef NUDGE_APP_CONFIG_H
+#define NUDGE_APP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+struct config {
+	/* [server] */
+	char listen[128];
+	char data_dir[1024];
+	char write_key[128];
+	char admin_key[128];
+	char log_level[16];
+	int64_t max_connections;
+	int64_t max_header_bytes;
+	int64_t max_body_bytes;
+	int64_t max_pipelined;
+	int64_t idle_timeout_ms;
+	int64_t read_timeout_ms;
+	int64_t shutdown_timeout_ms;
+	/* [ingest] */
+	int64_t max_event_bytes;
+	int64_t max_batch_items;
+	int64_t max_json_depth;
+	int64_t dedup_window_ms;
+	int64_t commit_queue_bytes;
+	int64_t commit_batch_max;
+	/* [engine] */
+	int64_t engine_batch_max;
+	/* [profiles] */
+	int64_t max_identities;
+	int64_t history_max_events;
+	int64_t history_max_age_ms;
+	char identity_traits[512];
+};
+
+enum config_type { CONFIG_STR, CONFIG_INT, CONFIG_SIZE, CONFIG_DURATION };
+
+struct config_option {
+	const char *section;
+	const char *name;
+	enum config_type type;
+	const char *default_value;
+	int64_t min, max; /* for numbers, sizes and durations (in ms) */
+	size_t offset;	  /* into struct config */
+	size_t str_bytes; /* for strings: capacity */
+	const char *help;
+};
+
+/* The table; *n receives its length. */
+const struct config_option *config_options(size_t *n);
+
+/* Fills cfg with every default. */
+void config_defaults(struct config *cfg);
+/* Sets section.name from text, validating type and bounds. */
+enum nerr config_set(struct config *cfg, const char *section, const char *name,
+		     const char *value, struct nerr_msg *msg);
+/* Loads an INI file on top of cfg; msg names "file:line". */
+enum nerr config_load(struct config *cfg, const char *path, struct nerr_msg *msg);
+
+/* "250ms", "30s", "5m", "24h", "7d", "1w" or a bare number of ms. -1 on error. */
+int64_t config_parse_duration_ms(const char *s);
+/* "4096", "32k", "4MiB", "1g". -1 on error. */
+int64_t config_parse_size(const char *s);
+
+#endif

@@ -1,0 +1,994 @@
+/*
+ * segment.c -- strict JSON for request bodies, and the Segment spec's rules for
+ * the six calls and the batch envelope.
+ *
+ * Design: the HTTP loop thread calls this for every ingest request, so it is
+ * allocation-light and single-pass. Parsing is two passes over the body: our
+ * own RFC 8259 validator first, then json-c to build the tree. json-c 0.16's
+ * "strict" mode still accepts NaN, Infinity, 1e400, single-quoted strings, raw
+ * control characters, overlong UTF-8 and surrogates, stops at a NUL byte, and
+ * silently clamps integers beyond 64 bits (99999999999999999999 becomes
+ * UINT64_MAX), so it cannot be the gatekeeper. The validator is iterative (no
+ * recursion a client could exhaust), knows the path of the value it is reading
+ * so errors name a field, and reports byte offset, line and column. json-c then
+ * runs with STRICT | VALIDATE_UTF8 and the same depth as a second line.
+ * Normalization edits the json-c tree in place; the caller serializes it.
+ *
+ * Invariants: (1) a tree returned by segment_parse_json() came from a body that
+ *   passed the validator: every integer fits in int64, every double is finite,
+ *   no string or key contains U+0000, all text is valid UTF-8 without
+ *   surrogates, nesting <= max_depth. (2) After segment_normalize() returns
+ *   NERR_OK the event has "type", "messageId", "timestamp", "receivedAt" as
+ *   strings, at least one of non-empty string "userId"/"anonymousId", no
+ *   "writeKey", every known field has its spec type, and it serializes to at
+ *   most max_event_bytes. (3) Duplicate object keys: the last one wins (what
+ *   JSON.parse and Segment's Go API do); the key keeps its first position.
+ *
+ * References: RFC 8259 (JSON), RFC 3629 (UTF-8), RFC 4122 (UUID v4), Segment
+ * HTTP Tracking API and Spec (common fields, timestamps, batch).
+ */
+#include "ingest/segment.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "base/clock.h"
+#include "base/mem.h"
+
+#define EVENT_NAME_MAX_CHARS 200
+#define MESSAGE_ID_MAX_CHARS 100
+#define NUMBER_MAX_CHARS     128
+/* 9999-12-31T23:59:59.999Z, the last instant clock_parse_rfc3339 can read. */
+#define WALL_MS_MAX 253402300799999LL
+
+static const char *const type_names[SEGMENT__COUNT] = {
+	[SEGMENT_TRACK] = "track", [SEGMENT_IDENTIFY] = "identify",
+	[SEGMENT_PAGE] = "page",   [SEGMENT_SCREEN] = "screen",
+	[SEGMENT_ALIAS] = "alias", [SEGMENT_GROUP] = "group",
+};
+
+void segment_limits_default(struct segment_limits *lim)
+{
+	lim->max_depth = 32;
+	lim->max_event_bytes = 32 * 1024;
+	lim->max_batch_items = 1000;
+}
+
+const char *segment_type_name(enum segment_type t)
+{
+	return (unsigned)t < SEGMENT__COUNT ? type_names[t] : "?";
+}
+
+int segment_type_from_name(const char *name)
+{
+	if (!name)
+		return -1;
+	for (int i = 0; i < SEGMENT__COUNT; i++)
+		if (strcmp(name, type_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* ---- the validator ---------------------------------------------------- */
+
+/* One open container. For objects, key is the raw text of the member being
+ * read (NULL while the key itself is read); for arrays, index is the element. */
+struct frame {
+	bool in_obj;
+	unsigned index;
+	const unsigned char *key;
+	size_t key_len;
+};
+
+struct scan {
+	const unsigned char *start, *p, *end;
+	int depth, max_depth;
+	const char *err; /* static sentence, set on failure */
+	char err_buf[64];
+	struct frame st[SEGMENT_DEPTH_CAP];
+};
+
+static int scan_fail(struct scan *s, const char *err)
+{
+	s->err = err;
+	return -1;
+}
+
+static void skip_ws(struct scan *s)
+{
+	while (s->p < s->end &&
+	       (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+		s->p++;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, unsigned *cp)
+{
+	unsigned v = 0;
+
+	if (end - p < 4)
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		unsigned char c = p[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	*cp = v;
+	return 0;
+}
+
+/* Returns the length of the well-formed UTF-8 sequence at p (RFC 3629 table:
+ * no overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+	size_t avail = (size_t)(end - p), n;
+	unsigned char lo = 0x80, hi = 0xBF, c = p[0];
+
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2;
+	else if (c >= 0xE0 && c <= 0xEF)
+		n = 3;
+	else if (c >= 0xF0 && c <= 0xF4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xE0)
+		lo = 0xA0;
+	else if (c == 0xED)
+		hi = 0x9F;
+	else if (c == 0xF0)
+		lo = 0x90;
+	else if (c == 0xF4)
+		hi = 0x8F;
+	if (avail < n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xBF)
+			return 0;
+	return n;
+}
+
+/* Reads a string token; s->p is at the opening quote. */
+static int scan_string(struct scan *s)
+{
+	s->p++;
+	for (;;) {
+		if (s->p >= s->end)
+			return scan_fail(s, "unterminated string");
+		unsigned char c = *s->p;
+
+		if (c == '"') {
+			s->p++;
+			return 0;
+		}
+		if (c == '\\') {
+			unsigned cp, lo;
+
+			if (s->end - s->p < 2)
+				return scan_fail(s, "unterminated string");
+			switch (s->p[1]) {
+			case '"':
+			case '\\':
+			case '/':
+			case 'b':
+			case 'f':
+			case 'n':
+			case 'r':
+			case 't':
+				s->p += 2;
+				continue;
+			case 'u':
+				break;
+			default:
+				return scan_fail(s, "invalid escape sequence in string");
+			}
+			if (hex4(s->p + 2, s->end, &cp))
+				return scan_fail(s, "invalid \\u escape in string");
+			if (cp == 0)
+				return scan_fail(s, "\\u0000 is not allowed in strings");
+			if (cp >= 0xDC00 && cp <= 0xDFFF)
+				return scan_fail(s, "unpaired surrogate in \\u escape");
+			if (cp >= 0xD800 && cp <= 0xDBFF) {
+				if (s->end - s->p < 12 || s->p[6] != '\\' ||
+				    s->p[7] != 'u' || hex4(s->p + 8, s->end, &lo) ||
+				    lo < 0xDC00 || lo > 0xDFFF)
+					return scan_fail(
+						s, "unpaired surrogate in \\u escape");
+				s->p += 6;
+			}
+			s->p += 6;
+			continue;
+		}
+		if (c == 0)
+			return scan_fail(s, "NUL byte in string");
+		if (c < 0x20)
+			return scan_fail(s, "unescaped control character in string");
+		if (c < 0x80) {
+			s->p++;
+			continue;
+		}
+		size_t n = utf8_seq(s->p, s->end);
+
+		if (n == 0)
+			return scan_fail(s, "invalid UTF-8 in string");
+		s->p += n;
+	}
+}
+
+static bool is_digit(const struct scan *s)
+{
+	return s->p < s->end && *s->p >= '0' && *s->p <= '9';
+}
+
+/* Reads a number token. Integers must fit in int64 (json-c would clamp them);
+ * other numbers must be finite doubles (underflow to zero is accepted). */
+static int scan_number(struct scan *s)
+{
+	const unsigned char *b = s->p;
+	bool neg = false, is_int = true;
+
+	if (*s->p == '-') {
+		neg = true;
+		s->p++;
+	}
+	if (!is_digit(s))
+		return scan_fail(s, "invalid number");
+	if (*s->p == '0') {
+		s->p++;
+		if (is_digit(s))
+			return scan_fail(s, "leading zeros are not allowed in numbers");
+	} else {
+		while (is_digit(s))
+			s->p++;
+	}
+	if (s->p < s->end && *s->p == '.') {
+		is_int = false;
+		s->p++;
+		if (!is_digit(s))
+			return scan_fail(s, "a digit must follow the decimal point");
+		while (is_digit(s))
+			s->p++;
+	}
+	if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+		is_int = false;
+		s->p++;
+		if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+			s->p++;
+		if (!is_digit(s))
+			return scan_fail(s, "a digit must follow the exponent");
+		while (is_digit(s))
+			s->p++;
+	}
+	if (is_int) {
+		uint64_t v = 0,
+			 limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+
+		for (const unsigned char *q = b + neg; q < s->p; q++) {
+			unsigned d = *q - '0';
+
+			if (v > (limit - d) / 10) {
+				s->p = b;
+				return scan_fail(s, "integer out of the 64-bit range");
+			}
+			v = v * 10 + d;
+		}
+		return 0;
+	}
+	size_t len = (size_t)(s->p - b);
+	char tmp[NUMBER_MAX_CHARS + 1];
+
+	if (len > NUMBER_MAX_CHARS) {
+		s->p = b;
+		return scan_fail(s, "number longer than 128 characters");
+	}
+	memcpy(tmp, b, len);
+	tmp[len] = '\0';
+	if (!isfinite(strtod(tmp, NULL))) {
+		s->p = b;
+		return scan_fail(s, "number out of the double range");
+	}
+	return 0;
+}
+
+static int scan_literal(struct scan *s)
+{
+	static const char *const lits[] = {"true", "false", "null"};
+
+	for (size_t i = 0; i < 3; i++) {
+		size_t n = strlen(lits[i]);
+
+		if ((size_t)(s->end - s->p) >= n && memcmp(s->p, lits[i], n) == 0) {
+			s->p += n;
+			return 0;
+		}
+	}
+	return scan_fail(s, "invalid literal (expected true, false or null)");
+}
+
+static int scan_unexpected(struct scan *s)
+{
+	unsigned char c;
+
+	if (s->p >= s->end)
+		return scan_fail(s, "unexpected end of input");
+	c = *s->p;
+	if (c == 0)
+		return scan_fail(s, "NUL byte");
+	if (c > 0x20 && c < 0x7F)
+		snprintf(s->err_buf, sizeof(s->err_buf), "unexpected character '%c'", c);
+	else
+		snprintf(s->err_buf, sizeof(s->err_buf), "unexpected byte 0x%02X", c);
+	return scan_fail(s, s->err_buf);
+}
+
+enum scan_state { SCAN_VALUE, SCAN_KEY, SCAN_AFTER };
+
+/*
+ * Validates one JSON value followed only by whitespace. Returns 0 and sets
+ * *value_end, or -1 with s->err and s->p at the offending byte.
+ */
+static int scan_document(struct scan *s, const unsigned char **value_end)
+{
+	enum scan_state st = SCAN_VALUE;
+
+	for (;;) {
+		struct frame *top = s->depth ? &s->st[s->depth - 1] : NULL;
+
+		if (st == SCAN_AFTER && !top)
+			break;
+		skip_ws(s);
+		if (s->p >= s->end)
+			return scan_unexpected(s);
+		if (st == SCAN_KEY) {
+			const unsigned char *k = s->p;
+
+			top->key = NULL;
+			if (*s->p != '"')
+				return scan_fail(s, "expected a string key");
+			if (scan_string(s))
+				return -1;
+			top->key = k + 1;
+			top->key_len = (size_t)(s->p - k - 2);
+			skip_ws(s);
+			if (s->p >= s->end || *s->p != ':')
+				return s->p >= s->end
+					       ? scan_unexpected(s)
+					       : scan_fail(s, "expected ':' after key");
+			s->p++;
+			st = SCAN_VALUE;
+			continue;
+		}
+		if (st == SCAN_AFTER) {
+			unsigned char close = top->in_obj ? '}' : ']';
+
+			if (*s->p == ',') {
+				s->p++;
+				top->index++;
+				st = top->in_obj ? SCAN_KEY : SCAN_VALUE;
+			} else if (*s->p == close) {
+				s->p++;
+				s->depth--;
+			} else {
+				return scan_fail(s, top->in_obj ? "expected ',' or '}'"
+								: "expected ',' or ']'");
+			}
+			continue;
+		}
+		/* SCAN_VALUE */
+		unsigned char c = *s->p;
+
+		if (c == '{' || c == '[') {
+			if (s->depth >= s->max_depth) {
+				snprintf(s->err_buf, sizeof(s->err_buf),
+					 "nesting deeper than %d levels", s->max_depth);
+				return scan_fail(s, s->err_buf);
+			}
+			top = &s->st[s->depth++];
+			*top = (struct frame){.in_obj = c == '{'};
+			s->p++;
+			skip_ws(s);
+			if (s->p < s->end && *s->p == (c == '{' ? '}' : ']')) {
+				s->p++;
+				s->depth--;
+				st = SCAN_AFTER;
+			} else {
+				st = c == '{' ? SCAN_KEY : SCAN_VALUE;
+			}
+			continue;
+		}
+		if (c == '"') {
+			if (scan_string(s))
+				return -1;
+		} else if (c == '-' || (c >= '0' && c <= '9')) {
+			if (scan_number(s))
+				return -1;
+		} else if (c == 't' || c == 'f' || c == 'n') {
+			if (scan_literal(s))
+				return -1;
+		} else {
+			return scan_unexpected(s);
+		}
+		st = SCAN_AFTER;
+	}
+	*value_end = s->p;
+	skip_ws(s);
+	if (s->p < s->end) {
+		if (*s->p == 0)
+			return scan_fail(s, "NUL byte after the JSON value");
+		return scan_fail(s, "unexpected bytes after the JSON value");
+	}
+	return 0;
+}
+
+/* Writes the path of the value the validator was reading ("a.b[2]"). */
+static void scan_path(const struct scan *s, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (int i = 0; i < s->depth && n < cap; i++) {
+		const struct frame *f = &s->st[i];
+		int w;
+
+		if (f->in_obj) {
+			if (!f->key)
+				break;
+			w = snprintf(out + n, cap - n, "%s%.*s", n ? "." : "",
+				     (int)f->key_len, (const char *)f->key);
+		} else {
+			w = snprintf(out + n, cap - n, "[%u]", f->index);
+		}
+		if (w < 0)
+			break;
+		n += (size_t)w;
+	}
+}
+
+static void where(const char *body, size_t off, unsigned *line, unsigned *col)
+{
+	*line = 1;
+	*col = 1;
+	for (size_t i = 0; i < off; i++) {
+		if (body[i] == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}
+
+enum nerr segment_parse_json(const char *body, size_t len,
+			     const struct segment_limits *lim, struct json_object **out,
+			     struct nerr_msg *msg)
+{
+	struct scan *s = NULL;
+	struct json_tokener *tok = NULL;
+	struct json_object *obj = NULL;
+	const unsigned char *value_end = NULL;
+	char path[sizeof(msg->field)];
+	unsigned line, col;
+	enum nerr rc = NERR_OK;
+	int depth = lim->max_depth;
+
+	*out = NULL;
+	nerr_clear(msg);
+	if (depth < 1)
+		depth = 1;
+	if (depth > SEGMENT_DEPTH_CAP)
+		depth = SEGMENT_DEPTH_CAP;
+	if (len > INT_MAX) {
+		rc = nerr_set(msg, NERR_TOOBIG, "", "The body is larger than 2 GiB.");
+		goto out;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->start = s->p = (const unsigned char *)body;
+	s->end = s->start + len;
+	s->max_depth = depth;
+	skip_ws(s);
+	if (s->p == s->end) {
+		rc = nerr_set(msg, NERR_PARSE, "",
+			      "The body is empty; expected a JSON object.");
+		goto out;
+	}
+	if (scan_document(s, &value_end)) {
+		size_t off = (size_t)(s->p - s->start);
+
+		where(body, off, &line, &col);
+		scan_path(s, path, sizeof(path));
+		rc = nerr_set(msg, NERR_PARSE, path,
+			      "Invalid JSON at line %u, column %u (byte %zu): %s.", line,
+			      col, off, s->err);
+		goto out;
+	}
+	s->p = s->start;
+	skip_ws(s);
+	if (*s->p != '{') {
+		rc = nerr_set(msg, NERR_INVAL, "", "The body must be a JSON object.");
+		goto out;
+	}
+	tok = json_tokener_new_ex(depth);
+	ASSERT(tok);
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	obj = json_tokener_parse_ex(tok, body, (int)(value_end - s->start));
+	if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
+	    !json_object_is_type(obj, json_type_object)) {
+		/* Not expected after our validator; kept as a second line. */
+		size_t off = json_tokener_get_parse_end(tok);
+
+		where(body, off, &line, &col);
+		rc = nerr_set(msg, NERR_PARSE, "",
+			      "Invalid JSON at line %u, column %u (byte %zu): %s.", line,
+			      col, off,
+			      json_tokener_error_desc(json_tokener_get_error(tok)));
+		json_object_put(obj);
+		goto out;
+	}
+	*out = obj;
+out:
+	if (tok)
+		json_tokener_free(tok);
+	free(s);
+	return rc;
+}
+
+/* ---- normalization ---------------------------------------------------- */
+
+/* Fills msg with field = path joined with name, and returns rc. */
+static enum nerr field_err(struct nerr_msg *msg, enum nerr rc, const char *path,
+			   const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static enum nerr field_err(struct nerr_msg *msg, enum nerr rc, const char *path,
+			   const char *name, const char *fmt, ...)
+{
+	char field[sizeof(msg->field)], text[sizeof(msg->message)];
+	va_list ap;
+
+	if (!msg)
+		return rc;
+	if (!path[0])
+		snprintf(field, sizeof(field), "%s", name);
+	else if (!name[0])
+		snprintf(field, sizeof(field), "%s", path);
+	else
+		snprintf(field, sizeof(field), "%s.%s", path, name);
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	return nerr_set(msg, rc, field, "%s", text);
+}
+
+/* Returns the number of code points in valid UTF-8 text. */
+static size_t utf8_chars(const char *s, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		n += ((unsigned char)s[i] & 0xC0) != 0x80;
+	return n;
+}
+
+/* Returns the field's value and whether it is there; a JSON null is removed
+ * and counts as absent (SDKs send "userId": null for anonymous users). */
+static bool get_field(struct json_object *ev, const char *key, struct json_object **v)
+{
+	if (!json_object_object_get_ex(ev, key, v))
+		return false;
+	if (*v == NULL) {
+		json_object_object_del(ev, key);
+		return false;
+	}
+	return true;
+}
+
+static void set_string(struct json_object *ev, const char *key, const char *val)
+{
+	json_object_object_add(ev, key, json_object_new_string(val));
+}
+
+/* Writes a double the way JavaScript's String() would for the common cases:
+ * integral values without a fraction, others in the shortest form that reads
+ * back to the same double. */
+static void format_double(double d, char *out, size_t cap)
+{
+	if (d == floor(d) && fabs(d) < 1e15) {
+		snprintf(out, cap, "%.0f", d == 0 ? 0.0 : d);
+		return;
+	}
+	for (int prec = 15; prec <= 17; prec++) {
+		snprintf(out, cap, "%.*g", prec, d);
+		if (strtod(out, NULL) == d)
+			return;
+	}
+}
+
+/*
+ * Normalizes an identifier (userId, anonymousId, previousId, groupId): a
+ * number becomes its string form, an empty string is removed. *present says
+ * whether a non-empty string remains.
+ */
+static enum nerr norm_id(struct json_object *ev, const char *key, const char *path,
+			 bool *present, struct nerr_msg *msg)
+{
+	struct json_object *v;
+	char buf[64];
+
+	*present = false;
+	if (!get_field(ev, key, &v))
+		return NERR_OK;
+	switch (json_object_get_type(v)) {
+	case json_type_string:
+		if (json_object_get_string_len(v) == 0) {
+			json_object_object_del(ev, key);
+			return NERR_OK;
+		}
+		break;
+	case json_type_int:
+		snprintf(buf, sizeof(buf), "%" PRId64, json_object_get_int64(v));
+		set_string(ev, key, buf);
+		break;
+	case json_type_double: {
+		double d = json_object_get_double(v);
+
+		if (!isfinite(d))
+			return field_err(msg, NERR_INVAL, path, key,
+					 "%s must be a finite number.", key);
+		format_double(d, buf, sizeof(buf));
+		set_string(ev, key, buf);
+		break;
+	}
+	default:
+		return field_err(msg, NERR_INVAL, path, key,
+				 "%s must be a string or a number.", key);
+	}
+	*present = true;
+	return NERR_OK;
+}
+
+/* Checks an optional field of the given json type; null is removed. */
+static enum nerr check_type(struct json_object *ev, const char *key, enum json_type want,
+			    const char *path, struct nerr_msg *msg)
+{
+	struct json_object *v;
+
+	if (!get_field(ev, key, &v) || json_object_is_type(v, want))
+		return NERR_OK;
+	return field_err(msg, NERR_INVAL, path, key, "%s must be %s.", key,
+			 want == json_type_object ? "an object" : "a string");
+}
+
+/* Reads an optional date-time field. On success *raw is the client's string
+ * (borrowed from ev) or NULL when absent, and *ms its instant. */
+static enum nerr get_time(struct json_object *ev, const char *key, const char *path,
+			  const char **raw, int64_t *ms, struct nerr_msg *msg)
+{
+	struct json_object *v;
+
+	*raw = NULL;
+	if (!get_field(ev, key, &v))
+		return NERR_OK;
+	if (!json_object_is_type(v, json_type_string) ||
+	    clock_parse_rfc3339(json_object_get_string(v), ms) != 0)
+		return field_err(msg, NERR_INVAL, path, key,
+				 "%s must be an ISO-8601 date-time string with a time "
+				 "zone, such as 2026-01-02T03:04:05.678Z.",
+				 key);
+	*raw = json_object_get_string(v);
+	return NERR_OK;
+}
+
+/* Writes a random (version 4) UUID in lower-case 8-4-4-4-12 form. */
+static enum nerr uuid_v4(char out[37])
+{
+	unsigned char b[16];
+	size_t got = 0;
+
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return NERR_IO;
+		}
+		got += (size_t)n;
+	}
+	b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
+	snprintf(out, 37,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+		 b[12], b[13], b[14], b[15]);
+	return NERR_OK;
+}
+
+/* Reads or sets the event's type (see segment_normalize). */
+static enum nerr norm_type(struct json_object *ev, int type, const char *path, int *out,
+			   struct nerr_msg *msg)
+{
+	struct json_object *v;
+
+	if (type >= 0) {
+		ASSERT(type < SEGMENT__COUNT);
+		set_string(ev, "type", type_names[type]);
+		*out = type;
+		return NERR_OK;
+	}
+	if (!get_field(ev, "type", &v))
+		return field_err(msg, NERR_INVAL, path, "type", "type is required.");
+	if (!json_object_is_type(v, json_type_string) ||
+	    (*out = segment_type_from_name(json_object_get_string(v))) < 0)
+		return field_err(msg, NERR_INVAL, path, "type",
+				 "type must be one of track, identify, page, screen, "
+				 "alias, group.");
+	return NERR_OK;
+}
+
+/* Applies the rules of one call type to its specific fields. */
+static enum nerr norm_specific(struct json_object *ev, int type, const char *path,
+			       struct nerr_msg *msg)
+{
+	struct json_object *v;
+	enum nerr rc = NERR_OK;
+	bool present;
+
+	switch (type) {
+	case SEGMENT_TRACK:
+		if (!get_field(ev, "event", &v))
+			return field_err(msg, NERR_INVAL, path, "event",
+					 "event is required for track.");
+		if (!json_object_is_type(v, json_type_string) ||
+		    json_object_get_string_len(v) == 0)
+			return field_err(msg, NERR_INVAL, path, "event",
+					 "event must be a non-empty string.");
+		if (utf8_chars(json_object_get_string(v),
+			       (size_t)json_object_get_string_len(v)) >
+		    EVENT_NAME_MAX_CHARS)
+			return field_err(msg, NERR_INVAL, path, "event",
+					 "event must be at most %d characters.",
+					 EVENT_NAME_MAX_CHARS);
+		break;
+	case SEGMENT_PAGE:
+		rc = check_type(ev, "category", json_type_string, path, msg);
+		if (rc == NERR_OK)
+			rc = check_type(ev, "name", json_type_string, path, msg);
+		break;
+	case SEGMENT_SCREEN:
+		rc = check_type(ev, "name", json_type_string, path, msg);
+		break;
+	case SEGMENT_ALIAS:
+		rc = norm_id(ev, "previousId", path, &present, msg);
+		if (rc == NERR_OK && !present)
+			rc = field_err(msg, NERR_INVAL, path, "previousId",
+				       "previousId is required for alias.");
+		break;
+	case SEGMENT_GROUP:
+		rc = norm_id(ev, "groupId", path, &present, msg);
+		if (rc == NERR_OK && !present)
+			rc = field_err(msg, NERR_INVAL, path, "groupId",
+				       "groupId is required for group.");
+		break;
+	default:
+		break;
+	}
+	return rc;
+}
+
+/*
+ * Settles the timestamps (Segment's rules): receivedAt is now; the client's
+ * time is timestamp, else originalTimestamp; with sentAt it is corrected for
+ * the device's clock skew, timestamp = receivedAt - (sentAt - client time);
+ * originalTimestamp keeps what the client said; without any client time the
+ * event happened when it was received.
+ */
+static enum nerr norm_times(struct json_object *ev, const char *path, int64_t now_ms,
+			    int64_t *ts_ms, struct nerr_msg *msg)
+{
+	const char *ts_raw, *orig_raw, *sent_raw;
+	int64_t ts = 0, orig = 0, sent = 0, eff = now_ms;
+	char buf[32];
+	enum nerr rc;
+
+	if ((rc = get_time(ev, "timestamp", path, &ts_raw, &ts, msg)) ||
+	    (rc = get_time(ev, "originalTimestamp", path, &orig_raw, &orig, msg)) ||
+	    (rc = get_time(ev, "sentAt", path, &sent_raw, &sent, msg)))
+		return rc;
+	if (ts_raw || orig_raw) {
+		int64_t client = ts_raw ? ts : orig;
+
+		if (!orig_raw)
+			set_string(ev, "originalTimestamp", ts_raw);
+		eff = sent_raw ? now_ms - (sent - client) : client;
+		if (eff < 0 || eff > WALL_MS_MAX)
+			return field_err(
+				msg, NERR_INVAL, path, "sentAt",
+				"sentAt is so far from the event's timestamp that "
+				"the corrected time is out of range.");
+	}
+	clock_format_rfc3339(now_ms, buf);
+	set_string(ev, "receivedAt", buf);
+	clock_format_rfc3339(eff, buf);
+	set_string(ev, "timestamp", buf);
+	*ts_ms = eff;
+	return NERR_OK;
+}
+
+enum nerr segment_normalize(struct json_object *ev, int type, const char *path,
+			    int64_t now_ms, const struct segment_limits *lim,
+			    int64_t *ts_ms, struct nerr_msg *msg)
+{
+	static const char *const objects[] = {"properties", "traits", "context",
+					      "integrations"};
+	struct json_object *v;
+	int64_t eff = 0;
+	bool has_user, has_anon;
+	size_t size_bytes;
+	enum nerr rc;
+	char id[37];
+
+	nerr_clear(msg);
+	if (!path)
+		path = "";
+	if (!json_object_is_type(ev, json_type_object))
+		return field_err(msg, NERR_INVAL, path, "",
+				 "The event must be a JSON object.");
+	if ((rc = norm_type(ev, type, path, &type, msg)))
+		return rc;
+	json_object_object_del(ev, "writeKey");
+	if ((rc = norm_id(ev, "userId", path, &has_user, msg)) ||
+	    (rc = norm_id(ev, "anonymousId", path, &has_anon, msg)))
+		return rc;
+	if (type == SEGMENT_ALIAS && !has_user)
+		return field_err(msg, NERR_INVAL, path, "userId",
+				 "userId is required for alias.");
+	if (!has_user && !has_anon)
+		return field_err(msg, NERR_INVAL, path, "userId",
+				 "userId or anonymousId is required.");
+	if ((rc = norm_specific(ev, type, path, msg)))
+		return rc;
+	for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++)
+		if ((rc = check_type(ev, objects[i], json_type_object, path, msg)))
+			return rc;
+	if (json_object_object_get_ex(ev, "context", &v) &&
+	    json_object_object_get_ex(v, "traits", &v) && v &&
+	    !json_object_is_type(v, json_type_object))
+		return field_err(msg, NERR_INVAL, path, "context.traits",
+				 "context.traits must be an object.");
+	if (get_field(ev, "messageId", &v)) {
+		if (!json_object_is_type(v, json_type_string))
+			return field_err(msg, NERR_INVAL, path, "messageId",
+					 "messageId must be a string.");
+		if (utf8_chars(json_object_get_string(v),
+			       (size_t)json_object_get_string_len(v)) >
+		    MESSAGE_ID_MAX_CHARS)
+			return field_err(msg, NERR_INVAL, path, "messageId",
+					 "messageId must be at most %d characters.",
+					 MESSAGE_ID_MAX_CHARS);
+		if (json_object_get_string_len(v) == 0)
+			json_object_object_del(ev, "messageId");
+	}
+	if (!json_object_object_get_ex(ev, "messageId", NULL)) {
+		if (uuid_v4(id) != NERR_OK)
+			return field_err(
+				msg, NERR_IO, path, "messageId",
+				"No randomness available to generate a messageId.");
+		set_string(ev, "messageId", id);
+	}
+	if ((rc = norm_times(ev, path, now_ms, &eff, msg)))
+		return rc;
+	json_object_to_json_string_length(
+		ev, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &size_bytes);
+	if (size_bytes > lim->max_event_bytes)
+		return field_err(msg, NERR_TOOBIG, path, "",
+				 "The event is %zu bytes as JSON; the limit is %zu.",
+				 size_bytes, lim->max_event_bytes);
+	if (ts_ms)
+		*ts_ms = eff;
+	return NERR_OK;
+}
+
+const char *segment_body_write_key(struct json_object *body)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(body, "writeKey", &v) ||
+	    !json_object_is_type(v, json_type_string) ||
+	    json_object_get_string_len(v) == 0)
+		return NULL;
+	return json_object_get_string(v);
+}
+
+enum nerr segment_batch_items(struct json_object *body, const struct segment_limits *lim,
+			      struct json_object **items, struct nerr_msg *msg)
+{
+	struct json_object *v;
+	const char *raw;
+	int64_t ms;
+	enum nerr rc;
+	size_t n;
+
+	*items = NULL;
+	nerr_clear(msg);
+	if (!json_object_is_type(body, json_type_object))
+		return nerr_set(msg, NERR_INVAL, "", "The body must be a JSON object.");
+	if (!json_object_object_get_ex(body, "batch", &v) || !v)
+		return nerr_set(msg, NERR_INVAL, "batch", "batch is required.");
+	if (!json_object_is_type(v, json_type_array))
+		return nerr_set(msg, NERR_INVAL, "batch", "batch must be an array.");
+	n = json_object_array_length(v);
+	if (n > lim->max_batch_items)
+		return nerr_set(msg, NERR_TOOBIG, "batch",
+				"batch has %zu items; the limit is %u.", n,
+				lim->max_batch_items);
+	if ((rc = check_type(body, "context", json_type_object, "", msg)) ||
+	    (rc = check_type(body, "integrations", json_type_object, "", msg)) ||
+	    (rc = get_time(body, "sentAt", "", &raw, &ms, msg)))
+		return rc;
+	*items = v;
+	return NERR_OK;
+}
+
+static struct json_object *dup_value(struct json_object *v)
+{
+	struct json_object *copy = NULL;
+
+	if (!v)
+		return NULL;
+	if (json_object_deep_copy(v, &copy, NULL) != 0)
+		mem_assert_fail("json_object_deep_copy", __FILE__, __LINE__);
+	return copy;
+}
+
+/* Merges the envelope's object field key into the item's, the item winning. */
+static void merge_object(struct json_object *body, struct json_object *item,
+			 const char *key)
+{
+	struct json_object *src, *dst;
+
+	if (!json_object_object_get_ex(body, key, &src) ||
+	    !json_object_is_type(src, json_type_object))
+		return;
+	if (!json_object_object_get_ex(item, key, &dst) || !dst) {
+		json_object_object_add(item, key, dup_value(src));
+		return;
+	}
+	if (!json_object_is_type(dst, json_type_object))
+		return;
+	json_object_object_foreach(src, k, val)
+	{
+		if (!json_object_object_get_ex(dst, k, NULL))
+			json_object_object_add(dst, k, dup_value(val));
+	}
+}
+
+void segment_batch_merge_context(struct json_object *body, struct json_object *item)
+{
+	struct json_object *sent, *have;
+
+	if (!json_object_is_type(body, json_type_object) ||
+	    !json_object_is_type(item, json_type_object))
+		return;
+	merge_object(body, item, "context");
+	merge_object(body, item, "integrations");
+	if (json_object_object_get_ex(body, "sentAt", &sent) &&
+	    json_object_is_type(sent, json_type_string) &&
+	    (!json_object_object_get_ex(item, "sentAt", &have) || !have))
+		set_string(item, "sentAt", json_object_get_string(sent));
+}

@@ -1,0 +1,101 @@
+/*
+ * segment.h -- parsing and validation of Segment-spec calls (track, identify,
+ * page, screen, alias, group, batch) as Segment's SDKs send them.
+ *
+ * Use: the HTTP handler parses the body with segment_parse_json(), reads the
+ * body's write key with segment_body_write_key() (before normalizing: writeKey
+ * is removed from stored events), then either normalizes the one event with
+ * segment_normalize(body, SEGMENT_TRACK, "", ...) or, for /v1/batch, gets the
+ * items with segment_batch_items() and for each item i calls
+ * segment_batch_merge_context(body, item) then
+ * segment_normalize(item, -1, "batch[i]", ...), keeping the valid items.
+ *
+ * Error codes: NERR_PARSE (not strict JSON: syntax, depth, UTF-8, NUL, NaN,
+ * numbers out of range, trailing bytes), NERR_INVAL (a rule of the spec;
+ * msg->field names the field), NERR_TOOBIG (event over max_event_bytes, batch
+ * over max_batch_items), NERR_IO (no randomness for a generated messageId).
+ * docs/segment.md lists what is accepted and how events are normalized.
+ */
+#ifndef NUDGE_INGEST_SEGMENT_H
+#define NUDGE_INGEST_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+struct json_object;
+
+enum segment_type {
+	SEGMENT_TRACK,
+	SEGMENT_IDENTIFY,
+	SEGMENT_PAGE,
+	SEGMENT_SCREEN,
+	SEGMENT_ALIAS,
+	SEGMENT_GROUP,
+	SEGMENT__COUNT
+};
+
+/* The largest max_depth honoured; larger values are clamped to it. */
+#define SEGMENT_DEPTH_CAP 128
+
+/* Client-sized caps (DESIGN.md §5); each one is a config option. */
+struct segment_limits {
+	int max_depth;		/* nesting of objects/arrays, the body itself is 1 */
+	size_t max_event_bytes; /* one normalized event, serialized */
+	unsigned max_batch_items;
+};
+
+/* Fills the defaults: depth 32, event 32 KiB, batch 1,000. */
+void segment_limits_default(struct segment_limits *lim);
+
+/* Returns "track", "identify", ... or "?" for an out-of-range value. */
+const char *segment_type_name(enum segment_type t);
+
+/* Returns the type named exactly (lower case) by name, or -1. */
+int segment_type_from_name(const char *name);
+
+/*
+ * Parses a request body of len bytes (need not be NUL-terminated) as strict
+ * RFC 8259 JSON whose top level is an object. On success *out is a new object
+ * the caller releases with json_object_put(). On error *out is NULL, msg->field
+ * is the path of the value being read when it broke ("" at the top level) and
+ * msg->message says what and where (offset, line, column).
+ */
+enum nerr segment_parse_json(const char *body, size_t len,
+			     const struct segment_limits *lim, struct json_object **out,
+			     struct nerr_msg *msg);
+
+/*
+ * Validates and normalizes one event in place (see docs/segment.md). type < 0
+ * reads the type from the event's "type" field (batch items); otherwise the
+ * endpoint's type is written into the event. path is the prefix of field paths
+ * in errors ("" or "batch[3]"). now_ms is the receive time. On success
+ * *ts_ms (may be NULL) is the effective event time in ms since the epoch. On
+ * error the event may be partly normalized and must not be stored.
+ */
+enum nerr segment_normalize(struct json_object *ev, int type, const char *path,
+			    int64_t now_ms, const struct segment_limits *lim,
+			    int64_t *ts_ms, struct nerr_msg *msg);
+
+/* Returns the body's non-empty string "writeKey" (borrowed from body), or NULL. */
+const char *segment_body_write_key(struct json_object *body);
+
+/*
+ * Validates a batch envelope: "batch" is an array of at most max_batch_items,
+ * and "context", "integrations" (objects) and "sentAt" (ISO-8601) are valid
+ * when present. On success *items is the array, borrowed from body.
+ */
+enum nerr segment_batch_items(struct json_object *body, const struct segment_limits *lim,
+			      struct json_object **items, struct nerr_msg *msg);
+
+/*
+ * Applies the batch envelope to one item, as Segment does: the envelope's
+ * context and integrations are merged key by key into the item's (the item's
+ * keys win), and the envelope's sentAt is copied when the item has none.
+ * Values are deep copies, so items stay independent. Non-object items and
+ * non-object item contexts are left alone for segment_normalize() to report.
+ */
+void segment_batch_merge_context(struct json_object *body, struct json_object *item);
+
+#endif

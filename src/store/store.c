@@ -1,0 +1,318 @@
+/*
+ * store.c -- RocksDB behind the store.h interface.
+ *
+ * Design: one rocksdb_t with a fixed list of column families (created when
+ * missing, so older data directories gain new families). Batches are
+ * WriteBatchWithIndex so the engine can read its own uncommitted writes.
+ * Options favour small synced batches: WAL on, sync per commit, a modest block
+ * cache. Failure of a synced write is reported as NERR_IO and logged once here
+ * with the RocksDB message; upper layers decide to stop accepting.
+ * On-disk format: the column families of store.h; values are owned by the
+ * modules that write them (profile JSON, inbox records, ...).
+ */
+#include "store/store.h"
+
+#include <rocksdb/c.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+
+static const char *const cf_names[STORE_CF__COUNT] = {
+	[STORE_CF_DEFAULT] = "default",	      [STORE_CF_INBOX] = "inbox",
+	[STORE_CF_PROFILES] = "profiles",     [STORE_CF_IDENTITIES] = "identities",
+	[STORE_CF_EVENTS] = "events",	      [STORE_CF_DEDUP] = "dedup",
+	[STORE_CF_DEDUP_TIME] = "dedup_time", [STORE_CF_JOURNEYS] = "journeys",
+	[STORE_CF_INSTANCES] = "instances",   [STORE_CF_WAITS] = "waits",
+	[STORE_CF_TIMERS] = "timers",	      [STORE_CF_OUTBOX] = "outbox",
+	[STORE_CF_SUPPRESSION] = "suppression", [STORE_CF_CAPS] = "caps",
+	[STORE_CF_COUNTERS] = "counters",     [STORE_CF_META] = "meta",
+	[STORE_CF_TEMPLATES] = "templates",   [STORE_CF_INDEX] = "index",
+};
+
+struct store {
+	rocksdb_t *db;
+	rocksdb_options_t *opts;
+	rocksdb_readoptions_t *ropts;
+	rocksdb_writeoptions_t *wopts_sync;
+	rocksdb_writeoptions_t *wopts_nosync;
+	rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
+	rocksdb_cache_t *cache;
+	rocksdb_block_based_table_options_t *bbto;
+};
+
+struct store_batch {
+	struct store *s;
+	rocksdb_writebatch_wi_t *wb;
+};
+
+struct store_iter {
+	rocksdb_iterator_t *it;
+};
+
+const char *store_cf_name(enum store_cf cf)
+{
+	return (unsigned)cf < STORE_CF__COUNT ? cf_names[cf] : "?";
+}
+
+void store_put_u64(void *dst, uint64_t v)
+{
+	unsigned char *p = dst;
+
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+}
+
+uint64_t store_get_u64(const void *src)
+{
+	const unsigned char *p = src;
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static enum nerr open_common(const char *dir, bool readonly, struct store **out,
+			     struct nerr_msg *msg)
+{
+	struct store *s = xcalloc(1, sizeof(*s));
+	const rocksdb_options_t *cf_opts[STORE_CF__COUNT];
+	char *err = NULL;
+
+	s->opts = rocksdb_options_create();
+	rocksdb_options_set_create_if_missing(s->opts, !readonly);
+	rocksdb_options_set_create_missing_column_families(s->opts, !readonly);
+	rocksdb_options_increase_parallelism(s->opts, 2);
+	rocksdb_options_set_max_open_files(s->opts, 512);
+	rocksdb_options_set_info_log_level(s->opts, 2); /* warn */
+	rocksdb_options_set_keep_log_file_num(s->opts, 3);
+	s->cache = rocksdb_cache_create_lru(64 << 20);
+	s->bbto = rocksdb_block_based_options_create();
+	rocksdb_block_based_options_set_block_cache(s->bbto, s->cache);
+	rocksdb_options_set_block_based_table_factory(s->opts, s->bbto);
+	for (int i = 0; i < STORE_CF__COUNT; i++)
+		cf_opts[i] = s->opts;
+	if (readonly)
+		s->db = rocksdb_open_for_read_only_column_families(
+			s->opts, dir, STORE_CF__COUNT, cf_names, cf_opts, s->cf, 0, &err);
+	else
+		s->db = rocksdb_open_column_families(s->opts, dir, STORE_CF__COUNT,
+						     cf_names, cf_opts, s->cf, &err);
+	if (err) {
+		nerr_set(msg, NERR_IO, "data_dir", "cannot open store in %s: %s", dir,
+			 err);
+		log_error("store", "msg=\"open failed\" dir=%s err=\"%s\"", dir, err);
+		free(err);
+		s->db = NULL;
+		store_close(s);
+		return NERR_IO;
+	}
+	s->ropts = rocksdb_readoptions_create();
+	s->wopts_sync = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_set_sync(s->wopts_sync, 1);
+	s->wopts_nosync = rocksdb_writeoptions_create();
+	*out = s;
+	return NERR_OK;
+}
+
+enum nerr store_open(const char *dir, struct store **out, struct nerr_msg *msg)
+{
+	return open_common(dir, false, out, msg);
+}
+
+enum nerr store_open_readonly(const char *dir, struct store **out, struct nerr_msg *msg)
+{
+	return open_common(dir, true, out, msg);
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->db) {
+		for (int i = 0; i < STORE_CF__COUNT; i++)
+			if (s->cf[i])
+				rocksdb_column_family_handle_destroy(s->cf[i]);
+		rocksdb_close(s->db);
+	}
+	if (s->ropts)
+		rocksdb_readoptions_destroy(s->ropts);
+	if (s->wopts_sync)
+		rocksdb_writeoptions_destroy(s->wopts_sync);
+	if (s->wopts_nosync)
+		rocksdb_writeoptions_destroy(s->wopts_nosync);
+	rocksdb_options_destroy(s->opts);
+	rocksdb_block_based_options_destroy(s->bbto);
+	rocksdb_cache_destroy(s->cache);
+	free(s);
+}
+
+/* RocksDB values are not NUL-terminated; hand out a terminated copy. */
+static char *terminated_copy(char *v, size_t len)
+{
+	char *p = xmalloc(len + 1);
+
+	memcpy(p, v, len);
+	p[len] = '\0';
+	free(v);
+	return p;
+}
+
+enum nerr store_get(struct store *s, enum store_cf cf, const void *key, size_t klen,
+		    char **val, size_t *len)
+{
+	char *err = NULL;
+	size_t vl = 0;
+	char *v = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, klen, &vl, &err);
+
+	if (err) {
+		log_error("store", "msg=\"get failed\" cf=%s err=\"%s\"", cf_names[cf],
+			  err);
+		free(err);
+		return NERR_IO;
+	}
+	if (!v)
+		return NERR_NOTFOUND;
+	*val = terminated_copy(v, vl);
+	if (len)
+		*len = vl;
+	return NERR_OK;
+}
+
+struct store_batch *store_batch_new(struct store *s)
+{
+	struct store_batch *b = xcalloc(1, sizeof(*b));
+
+	b->s = s;
+	b->wb = rocksdb_writebatch_wi_create(0, 1);
+	return b;
+}
+
+void store_batch_free(struct store_batch *b)
+{
+	if (!b)
+		return;
+	rocksdb_writebatch_wi_destroy(b->wb);
+	free(b);
+}
+
+void store_batch_clear(struct store_batch *b)
+{
+	rocksdb_writebatch_wi_clear(b->wb);
+}
+
+unsigned store_batch_count(const struct store_batch *b)
+{
+	return (unsigned)rocksdb_writebatch_wi_count(b->wb);
+}
+
+void store_batch_put(struct store_batch *b, enum store_cf cf, const void *key,
+		     size_t klen, const void *val, size_t vlen)
+{
+	rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[cf], key, klen, val, vlen);
+}
+
+void store_batch_delete(struct store_batch *b, enum store_cf cf, const void *key,
+			size_t klen)
+{
+	rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[cf], key, klen);
+}
+
+enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *key,
+			  size_t klen, char **val, size_t *len)
+{
+	char *err = NULL;
+	size_t vl = 0;
+	char *v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
+		b->wb, b->s->db, b->s->ropts, b->s->cf[cf], key, klen, &vl, &err);
+
+	if (err) {
+		log_error("store", "msg=\"batch get failed\" cf=%s err=\"%s\"",
+			  cf_names[cf], err);
+		free(err);
+		return NERR_IO;
+	}
+	if (!v)
+		return NERR_NOTFOUND;
+	*val = terminated_copy(v, vl);
+	if (len)
+		*len = vl;
+	return NERR_OK;
+}
+
+enum nerr store_batch_commit(struct store_batch *b, bool sync, struct nerr_msg *msg)
+{
+	char *err = NULL;
+
+	rocksdb_write_writebatch_wi(b->s->db, sync ? b->s->wopts_sync : b->s->wopts_nosync,
+				    b->wb, &err);
+	if (err) {
+		nerr_set(msg, NERR_IO, NULL, "write failed: %s", err);
+		log_error("store", "msg=\"commit failed\" sync=%d err=\"%s\"", sync, err);
+		free(err);
+		return NERR_IO;
+	}
+	rocksdb_writebatch_wi_clear(b->wb);
+	return NERR_OK;
+}
+
+struct store_iter *store_iter_new(struct store *s, struct store_batch *b,
+				  enum store_cf cf)
+{
+	struct store_iter *it = xcalloc(1, sizeof(*it));
+	rocksdb_iterator_t *base = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[cf]);
+
+	if (b)
+		it->it = rocksdb_writebatch_wi_create_iterator_with_base_cf(b->wb, base,
+									    s->cf[cf]);
+	else
+		it->it = base;
+	return it;
+}
+
+void store_iter_free(struct store_iter *it)
+{
+	if (!it)
+		return;
+	rocksdb_iter_destroy(it->it);
+	free(it);
+}
+
+void store_iter_seek(struct store_iter *it, const void *key, size_t klen)
+{
+	rocksdb_iter_seek(it->it, key, klen);
+}
+
+void store_iter_seek_first(struct store_iter *it)
+{
+	rocksdb_iter_seek_to_first(it->it);
+}
+
+void store_iter_seek_last(struct store_iter *it)
+{
+	rocksdb_iter_seek_to_last(it->it);
+}
+
+bool store_iter_valid(const struct store_iter *it)
+{
+	return rocksdb_iter_valid(it->it) != 0;
+}
+
+void store_iter_next(struct store_iter *it)
+{
+	rocksdb_iter_next(it->it);
+}
+
+const char *store_iter_key(const struct store_iter *it, size_t *klen)
+{
+	return rocksdb_iter_key(it->it, klen);
+}
+
+const char *store_iter_value(const struct store_iter *it, size_t *vlen)
+{
+	return rocksdb_iter_value(it->it, vlen);
+}

@@ -1,0 +1,97 @@
+/*
+ * store.h -- nudge's one narrow layer over RocksDB.
+ *
+ * Design: every byte nudge keeps lives in one RocksDB database under data_dir,
+ * split into column families by concern (DESIGN.md §4). All reads and writes go
+ * through this interface so crashes and I/O errors can be simulated in one place.
+ * Writes are grouped in a `store_batch` (a RocksDB WriteBatchWithIndex): reads
+ * through the batch see its own pending writes, which the engine needs because
+ * one batch may create a profile and update it again before committing. A batch
+ * commits atomically; `sync` commits are durable when they return (invariants 1
+ * and 2). Keys that are numbers are big-endian so iteration order is numeric.
+ * Threading: a store is shared; a batch or an iterator belongs to one thread.
+ */
+#ifndef NUDGE_STORE_STORE_H
+#define NUDGE_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+enum store_cf {
+	STORE_CF_DEFAULT,
+	STORE_CF_INBOX,	      /* seq (u64) -> inbox record */
+	STORE_CF_PROFILES,    /* profile id (u64) -> profile JSON */
+	STORE_CF_IDENTITIES,  /* "namespace:value" -> profile id (u64) */
+	STORE_CF_EVENTS,      /* profile id, time ms, seq -> event JSON */
+	STORE_CF_DEDUP,	      /* messageId -> (time ms, seq) */
+	STORE_CF_DEDUP_TIME,  /* time ms, messageId -> "" (expiry order) */
+	STORE_CF_JOURNEYS,    /* definitions, all versions */
+	STORE_CF_INSTANCES,   /* journey instances */
+	STORE_CF_WAITS,	      /* (profile, event name) -> instance */
+	STORE_CF_TIMERS,      /* (due ms, instance) -> step */
+	STORE_CF_OUTBOX,      /* envelope id -> envelope */
+	STORE_CF_SUPPRESSION, /* channel address -> reason */
+	STORE_CF_CAPS,	      /* frequency cap counters */
+	STORE_CF_COUNTERS,    /* report counters */
+	STORE_CF_META,	      /* applied seq, schema version, keys, ids */
+	STORE_CF_TEMPLATES,   /* template id -> versions */
+	STORE_CF_INDEX,	      /* secondary indexes (journey -> instances, ...) */
+	STORE_CF__COUNT
+};
+
+struct store;
+struct store_batch;
+struct store_iter;
+
+/* Returns the column family's on-disk name. */
+const char *store_cf_name(enum store_cf cf);
+
+/* Opens (creating if missing) the database in dir. */
+enum nerr store_open(const char *dir, struct store **out, struct nerr_msg *msg);
+/* Opens an existing database read-only (for `nudge check`). */
+enum nerr store_open_readonly(const char *dir, struct store **out, struct nerr_msg *msg);
+void store_close(struct store *s);
+
+/*
+ * Point read from the committed state. On NERR_OK *val is a malloc'd copy
+ * (NUL-terminated, not counted in *len) the caller frees; NERR_NOTFOUND if absent.
+ */
+enum nerr store_get(struct store *s, enum store_cf cf, const void *key, size_t klen,
+		    char **val, size_t *len);
+
+/* A write batch whose reads see its own writes. */
+struct store_batch *store_batch_new(struct store *s);
+void store_batch_free(struct store_batch *b);
+void store_batch_clear(struct store_batch *b);
+unsigned store_batch_count(const struct store_batch *b);
+void store_batch_put(struct store_batch *b, enum store_cf cf, const void *key,
+		     size_t klen, const void *val, size_t vlen);
+void store_batch_delete(struct store_batch *b, enum store_cf cf, const void *key,
+			size_t klen);
+/* Like store_get, but sees the batch's pending writes first. */
+enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *key,
+			  size_t klen, char **val, size_t *len);
+/* Writes the batch atomically; with sync, durable on return. Clears it on success.
+ * NERR_IO means the durability promise may be broken: callers stop accepting. */
+enum nerr store_batch_commit(struct store_batch *b, bool sync, struct nerr_msg *msg);
+
+/* Ordered iteration over one column family; with a batch, merged with its writes. */
+struct store_iter *store_iter_new(struct store *s, struct store_batch *b,
+				  enum store_cf cf);
+void store_iter_free(struct store_iter *it);
+void store_iter_seek(struct store_iter *it, const void *key, size_t klen);
+void store_iter_seek_first(struct store_iter *it);
+void store_iter_seek_last(struct store_iter *it);
+bool store_iter_valid(const struct store_iter *it);
+void store_iter_next(struct store_iter *it);
+const char *store_iter_key(const struct store_iter *it, size_t *klen);
+const char *store_iter_value(const struct store_iter *it, size_t *vlen);
+
+/* Big-endian integer key parts. */
+void store_put_u64(void *dst, uint64_t v);
+uint64_t store_get_u64(const void *src);
+
+#endif

@@ -1,0 +1,94 @@
+/*
+ * fuzz_segment.c -- arbitrary bytes through segment_parse_json(), then every
+ * call type and the batch path through segment_normalize().
+ *
+ * Design: besides crashes, leaks and UB (ASan/UBSan/LSan), it checks segment.c
+ * invariants (1) and (2): an accepted event has its required string fields and
+ * serializes to JSON our own strict parser accepts, within the size cap.
+ */
+#include <json-c/json.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ingest/segment.h"
+
+#define NOW_MS 1767323045678LL
+
+static void must(int cond, const char *what)
+{
+	if (!cond) {
+		fprintf(stderr, "invariant broken: %s\n", what);
+		abort();
+	}
+}
+
+/* Checks invariant (2) on an event segment_normalize() accepted. */
+static void check_event(struct json_object *ev, const struct segment_limits *lim)
+{
+	static const char *const required[] = {"type", "messageId", "timestamp",
+					       "receivedAt"};
+	struct json_object *v, *again = NULL;
+	struct nerr_msg msg;
+	const char *s;
+	size_t len;
+
+	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+		must(json_object_object_get_ex(ev, required[i], &v) &&
+			     json_object_is_type(v, json_type_string),
+		     required[i]);
+	must(!json_object_object_get_ex(ev, "writeKey", NULL), "writeKey removed");
+	s = json_object_to_json_string_length(
+		ev, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	must(len <= lim->max_event_bytes, "size cap");
+	must(segment_parse_json(s, len, lim, &again, &msg) == NERR_OK, "round trip");
+	json_object_put(again);
+}
+
+static struct json_object *copy_of(struct json_object *o)
+{
+	struct json_object *c = NULL;
+
+	must(json_object_deep_copy(o, &c, NULL) == 0, "deep copy");
+	return c;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct segment_limits lim;
+	struct json_object *body = NULL, *items = NULL;
+	struct nerr_msg msg;
+	int64_t ts;
+
+	segment_limits_default(&lim);
+	if (segment_parse_json((const char *)data, size, &lim, &body, &msg) != NERR_OK) {
+		must(body == NULL, "no tree on error");
+		return 0;
+	}
+	must(json_object_is_type(body, json_type_object), "object body");
+	(void)segment_body_write_key(body);
+	for (int t = 0; t < SEGMENT__COUNT; t++) {
+		struct json_object *ev = copy_of(body);
+
+		if (segment_normalize(ev, t, "", NOW_MS, &lim, &ts, &msg) == NERR_OK)
+			check_event(ev, &lim);
+		json_object_put(ev);
+	}
+	if (segment_batch_items(body, &lim, &items, &msg) == NERR_OK) {
+		size_t n = json_object_array_length(items);
+
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *it = json_object_array_get_idx(items, i);
+			char path[32];
+
+			snprintf(path, sizeof(path), "batch[%zu]", i);
+			segment_batch_merge_context(body, it);
+			if (segment_normalize(it, -1, path, NOW_MS, &lim, &ts, &msg) ==
+			    NERR_OK)
+				check_event(it, &lim);
+		}
+	}
+	json_object_put(body);
+	return 0;
+}

@@ -1,0 +1,666 @@
+/*
+ * test_expr.c -- unit tests for src/expr: the cel-spec conformance cases, and one
+ * test per behaviour the journey engine relies on (errors, limits, json variables,
+ * registered functions, printing, no heap on the hot path, threads).
+ *
+ * Design: the conformance runner reads ../shared/conformance/cel-cases.json (found
+ * through NUDGE_SHARED or the SHARED_DIR macro), binds each case's typed variables,
+ * compiles and evaluates, and compares the result strictly (an int is not a uint).
+ * A case with "expect.error" passes when compiling or evaluating fails. It prints
+ * the pass rate and the failing names, and fails below 95 %. A case that crashes
+ * crashes the whole test, so it cannot go unnoticed.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "expr/expr.h"
+
+#ifndef SHARED_DIR
+#define SHARED_DIR "../shared"
+#endif
+
+static const char *shared_dir(void)
+{
+	const char *s = getenv("NUDGE_SHARED");
+
+	return s && *s ? s : SHARED_DIR;
+}
+
+/* ---- typed values of cel-cases.json to expr values ---- */
+
+static int hexval(char ch)
+{
+	return ch <= '9' ? ch - '0' : (ch | 32) - 'a' + 10;
+}
+
+static bool typed_to_value(struct json_object *t, struct arena *a, struct expr_value *out)
+{
+	memset(out, 0, sizeof(*out));
+	json_object_object_foreach(t, kind, val)
+	{
+		if (strcmp(kind, "int") == 0) {
+			out->kind = EXPR_INT;
+			out->as.i = strtoll(json_object_get_string(val), NULL, 10);
+		} else if (strcmp(kind, "uint") == 0) {
+			out->kind = EXPR_UINT;
+			out->as.u = strtoull(json_object_get_string(val), NULL, 10);
+		} else if (strcmp(kind, "double") == 0) {
+			out->kind = EXPR_DOUBLE;
+			if (json_object_is_type(val, json_type_string)) {
+				const char *s = json_object_get_string(val);
+
+				out->as.d = strcmp(s, "NaN") == 0	 ? NAN
+					    : strcmp(s, "Infinity") == 0 ? INFINITY
+									 : -INFINITY;
+			} else {
+				out->as.d = json_object_get_double(val);
+			}
+		} else if (strcmp(kind, "string") == 0) {
+			out->kind = EXPR_STRING;
+			out->len = (uint32_t)json_object_get_string_len(val);
+			out->as.s =
+				arena_strndup(a, json_object_get_string(val), out->len);
+		} else if (strcmp(kind, "bytes") == 0) {
+			const char *h = json_object_get_string(val);
+			size_t n = strlen(h) / 2;
+			char *b = arena_alloc(a, n + 1);
+
+			for (size_t i = 0; i < n; i++)
+				b[i] = (char)(hexval(h[2 * i]) * 16 +
+					      hexval(h[2 * i + 1]));
+			out->kind = EXPR_BYTES;
+			out->len = (uint32_t)n;
+			out->as.s = b;
+		} else if (strcmp(kind, "bool") == 0) {
+			out->kind = EXPR_BOOL;
+			out->as.b = json_object_get_boolean(val);
+		} else if (strcmp(kind, "null") == 0) {
+			out->kind = EXPR_NULL;
+		} else if (strcmp(kind, "list") == 0) {
+			size_t n = json_object_array_length(val);
+			struct expr_value *items =
+				arena_alloc(a, (n + 1) * sizeof(*items));
+
+			for (size_t i = 0; i < n; i++)
+				if (!typed_to_value(json_object_array_get_idx(val, i), a,
+						    &items[i]))
+					return false;
+			out->kind = EXPR_LIST;
+			out->len = (uint32_t)n;
+			out->as.items = items;
+		} else if (strcmp(kind, "map") == 0) {
+			size_t n = json_object_array_length(val);
+			struct expr_value *items =
+				arena_alloc(a, (2 * n + 1) * sizeof(*items));
+
+			for (size_t i = 0; i < n; i++) {
+				struct json_object *kv =
+					json_object_array_get_idx(val, i);
+
+				if (!typed_to_value(json_object_array_get_idx(kv, 0), a,
+						    &items[2 * i]) ||
+				    !typed_to_value(json_object_array_get_idx(kv, 1), a,
+						    &items[2 * i + 1]))
+					return false;
+			}
+			out->kind = EXPR_MAP;
+			out->len = (uint32_t)n;
+			out->as.items = items;
+		} else {
+			return false;
+		}
+		return true;
+	}
+	return false;
+}
+
+static struct expr_value item(const struct expr_value *v, size_t i)
+{
+	return v->as.items[i];
+}
+
+/* Strict structural equality: kinds must match exactly (1 is not 1u nor 1.0). */
+static bool strict_equal(const struct expr_value *want, const struct expr_value *got,
+			 struct arena *a);
+
+static struct expr_value native(const struct expr_value *v, struct arena *a)
+{
+	/* json-backed collections do not occur in results here; values built by
+	 * the evaluator are native. */
+	(void)a;
+	return *v;
+}
+
+static bool strict_equal(const struct expr_value *want, const struct expr_value *got,
+			 struct arena *a)
+{
+	if (want->kind != got->kind)
+		return false;
+	switch (want->kind) {
+	case EXPR_NULL:
+		return true;
+	case EXPR_BOOL:
+		return want->as.b == got->as.b;
+	case EXPR_INT:
+		return want->as.i == got->as.i;
+	case EXPR_UINT:
+		return want->as.u == got->as.u;
+	case EXPR_DOUBLE:
+		if (isnan(want->as.d))
+			return isnan(got->as.d);
+		return want->as.d == got->as.d &&
+		       signbit(want->as.d) == signbit(got->as.d);
+	case EXPR_STRING:
+	case EXPR_BYTES:
+		return want->len == got->len &&
+		       memcmp(want->as.s, got->as.s, want->len) == 0;
+	case EXPR_LIST: {
+		struct expr_value g = native(got, a);
+
+		if (want->len != g.len || (g.flags & EXPR_F_JSON))
+			return false;
+		for (size_t i = 0; i < want->len; i++) {
+			struct expr_value x = item(want, i), y = item(&g, i);
+
+			if (!strict_equal(&x, &y, a))
+				return false;
+		}
+		return true;
+	}
+	case EXPR_MAP: {
+		struct expr_value g = native(got, a);
+
+		if (want->len != g.len || (g.flags & EXPR_F_JSON))
+			return false;
+		for (size_t i = 0; i < want->len; i++) {
+			bool found = false;
+
+			for (size_t j = 0; j < g.len && !found; j++) {
+				struct expr_value wk = item(want, 2 * i),
+						  gk = item(&g, 2 * j);
+				struct expr_value wv = item(want, 2 * i + 1),
+						  gv = item(&g, 2 * j + 1);
+
+				found = strict_equal(&wk, &gk, a) &&
+					strict_equal(&wv, &gv, a);
+			}
+			if (!found)
+				return false;
+		}
+		return true;
+	}
+	default:
+		return false;
+	}
+}
+
+/* Runs one case; returns true when it passes. why gets a short reason. */
+static bool run_case(struct json_object *cs, char *why, size_t whylen)
+{
+	struct json_object *bindings = json_object_object_get(cs, "bindings");
+	struct json_object *expect = json_object_object_get(cs, "expect");
+	struct json_object *want_val = json_object_object_get(expect, "value");
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog = NULL;
+	struct expr_value vars[EXPR_MAX_VARS], got, want;
+	struct nerr_msg msg;
+	struct arena a;
+	size_t nvars = 0;
+	bool ok = false;
+	enum nerr rc;
+
+	arena_init(&a, 0);
+	a.limit_bytes = 64u << 20;
+	if (bindings) {
+		json_object_object_foreach(bindings, name, typed)
+		{
+			if (expr_env_add_var(env, name, NULL) != NERR_OK ||
+			    !typed_to_value(typed, &a, &vars[nvars++])) {
+				snprintf(why, whylen, "bad binding");
+				goto out;
+			}
+		}
+	}
+	struct json_object *src = json_object_object_get(cs, "expr");
+
+	rc = expr_compile_n(json_object_get_string(src),
+			    (size_t)json_object_get_string_len(src), env, &prog, &msg);
+	if (rc != NERR_OK) {
+		ok = !want_val;
+		snprintf(why, whylen, "compile: %s", msg.message);
+		goto out;
+	}
+	rc = expr_eval(prog, vars, nvars, &a, &got, &msg);
+	if (!want_val) {
+		ok = rc != NERR_OK;
+		snprintf(why, whylen, "expected an error");
+		goto out;
+	}
+	if (rc != NERR_OK) {
+		snprintf(why, whylen, "error: %s", msg.message);
+		goto out;
+	}
+	if (!typed_to_value(want_val, &a, &want)) {
+		snprintf(why, whylen, "bad expectation");
+		goto out;
+	}
+	ok = strict_equal(&want, &got, &a);
+	if (!ok) {
+		struct buf b;
+
+		buf_init(&b, 200);
+		expr_value_format(&got, &b);
+		snprintf(why, whylen, "got %s", buf_str(&b));
+		buf_fini(&b);
+	}
+out:
+	expr_program_free(prog);
+	expr_env_free(env);
+	arena_fini(&a);
+	return ok;
+}
+
+static void test_conformance_cases(void **state)
+{
+	char path[1024], why[300];
+	struct json_object *root, *cases;
+	size_t n, pass = 0;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/conformance/cel-cases.json", shared_dir());
+	root = json_object_from_file(path);
+	assert_non_null(root);
+	cases = json_object_object_get(root, "cases");
+	n = json_object_array_length(cases);
+	assert_true(n > 0);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *cs = json_object_array_get_idx(cases, i);
+
+		if (run_case(cs, why, sizeof(why)))
+			pass++;
+		else
+			printf("  FAIL %s/%s/%s: %s\n",
+			       json_object_get_string(json_object_object_get(cs, "file")),
+			       json_object_get_string(
+				       json_object_object_get(cs, "section")),
+			       json_object_get_string(json_object_object_get(cs, "name")),
+			       why);
+	}
+	printf("cel conformance: %zu/%zu passed (%.1f %%)\n", pass, n, 100.0 * pass / n);
+	json_object_put(root);
+	assert_true(pass * 100 >= n * 95);
+}
+
+/* ---- helpers for the behaviour tests ---- */
+
+struct fixture {
+	struct expr_env *env;
+	struct arena arena;
+};
+
+/* Compiles and evaluates src with no variables; returns the CEL literal text or
+ * "error: ..." in out. */
+static enum nerr eval_text(const char *src, char *out, size_t outlen)
+{
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog = NULL;
+	struct expr_value v;
+	struct nerr_msg msg;
+	struct arena a;
+	enum nerr rc;
+
+	arena_init(&a, 0);
+	rc = expr_compile(src, env, &prog, &msg);
+	if (rc == NERR_OK)
+		rc = expr_eval(prog, NULL, 0, &a, &v, &msg);
+	if (rc == NERR_OK) {
+		struct buf b;
+
+		buf_init(&b, 0);
+		expr_value_format(&v, &b);
+		snprintf(out, outlen, "%s", buf_str(&b));
+		buf_fini(&b);
+	} else {
+		snprintf(out, outlen, "error: %s", msg.message);
+	}
+	expr_program_free(prog);
+	expr_env_free(env);
+	arena_fini(&a);
+	return rc;
+}
+
+static void check(const char *src, enum nerr want_rc, const char *want)
+{
+	char got[512];
+	enum nerr rc = eval_text(src, got, sizeof(got));
+
+	if (rc != want_rc || strcmp(got, want) != 0) {
+		print_error("%s => [%s] rc=%d, want [%s] rc=%d\n", src, got, rc, want,
+			    want_rc);
+		fail();
+	}
+}
+
+static void test_literals_print_as_cel(void **state)
+{
+	(void)state;
+	check("1", NERR_OK, "1");
+	check("1u", NERR_OK, "1u");
+	check("1.0", NERR_OK, "1.0");
+	check("2.5e20", NERR_OK, "2.5e+20");
+	check("-0.0", NERR_OK, "-0.0");
+	check("1.0/0.0", NERR_OK, "double(\"+Infinity\")");
+	check("-1.0/0.0", NERR_OK, "double(\"-Infinity\")");
+	check("0.0/0.0", NERR_OK, "double(\"NaN\")");
+	check("'a\"b\\n'", NERR_OK, "\"a\\\"b\\n\"");
+	check("b'\\x00\\xff'", NERR_OK, "b\"\\x00\\xff\"");
+	check("[1, 'x', null, true]", NERR_OK, "[1, \"x\", null, true]");
+	check("{'a': 1}", NERR_OK, "{\"a\": 1}");
+	check("timestamp('2026-01-02T03:04:05.120Z')", NERR_OK,
+	      "timestamp(\"2026-01-02T03:04:05.12Z\")");
+	check("duration('1h1.5s')", NERR_OK, "duration(\"3601.5s\")");
+	check("0x10 + 0x10u == 32", NERR_EVAL, "error: no such overload: _+_(int, uint)");
+	check("r'\\n' + '''x\ny'''", NERR_OK, "\"\\\\nx\\ny\"");
+}
+
+static void test_int_overflow_is_an_error(void **state)
+{
+	(void)state;
+	check("9223372036854775807 + 1", NERR_EVAL, "error: integer overflow");
+	check("-9223372036854775808 - 1", NERR_EVAL, "error: integer overflow");
+	check("-9223372036854775808 / -1", NERR_EVAL, "error: integer overflow");
+	check("4611686018427387904 * 2", NERR_EVAL, "error: integer overflow");
+	check("0u - 1u", NERR_EVAL, "error: integer overflow");
+	check("1 / 0", NERR_EVAL, "error: division by zero");
+	check("1 % 0", NERR_EVAL, "error: modulus by zero");
+	check("-9223372036854775808", NERR_OK, "-9223372036854775808");
+}
+
+static void test_errors_absorbed_by_and_or(void **state)
+{
+	(void)state;
+	check("1/0 == 1 || true", NERR_OK, "true");
+	check("true || 1/0 == 1", NERR_OK, "true");
+	check("1/0 == 1 && false", NERR_OK, "false");
+	check("false && 1/0 == 1", NERR_OK, "false");
+	check("1/0 == 1 && true", NERR_EVAL, "error: division by zero");
+	check("[1, 0].exists(x, 1 / x == 1)", NERR_OK, "true");
+	check("[0, 1].all(x, 1 / x == 2)", NERR_OK, "false");
+	check("{'a': 1}.b", NERR_EVAL, "error: no such key: b");
+	check("[1][5]", NERR_EVAL, "error: index out of bounds: 5");
+}
+
+static void test_heterogeneous_numbers(void **state)
+{
+	(void)state;
+	check("1 == 1.0 && 1u == 1 && 2.5 > 2 && 3u < 3.5 && -1 < 0u", NERR_OK, "true");
+	check("1 in [1.0] && 1.0 in {1u: 'x'}", NERR_OK, "true");
+	check("{1: 'a'}[1u]", NERR_OK, "\"a\"");
+	check("'a' < 1", NERR_EVAL, "error: no such overload: _<_(string, int)");
+}
+
+static void test_strings_count_code_points(void **state)
+{
+	(void)state;
+	check("size('héllo') == 5 && 'héllo'.charAt(1) == 'é'", NERR_OK, "true");
+	check("'ta©o©αT'.indexOf('α') == 5 && 'ta©o©αT'.substring(2, 5) == '©o©'",
+	      NERR_OK, "true");
+	check("'a,b,,c'.split(',')", NERR_OK, "[\"a\", \"b\", \"\", \"c\"]");
+	check("['a', 'b'].join('-') + ' X '.trim().lowerAscii()", NERR_OK, "\"a-bx\"");
+}
+
+static void test_timestamps_and_zones(void **state)
+{
+	(void)state;
+	check("timestamp('2026-03-29T00:30:00Z').getHours('Europe/Paris')", NERR_OK, "1");
+	check("timestamp('2026-03-29T01:30:00Z').getHours('Europe/Paris')", NERR_OK, "3");
+	check("timestamp('2026-01-01T00:00:00Z').getDayOfWeek()", NERR_OK, "4");
+	check("timestamp('2026-01-01T00:00:00Z') - duration('24h')", NERR_OK,
+	      "timestamp(\"2025-12-31T00:00:00Z\")");
+	check("timestamp('0001-01-01T00:00:00Z').getFullYear()", NERR_OK, "1");
+	check("timestamp('2026-01-01T00:00:00Z').getHours('Mars/Olympus')", NERR_EVAL,
+	      "error: unknown time zone 'Mars/Olympus'");
+	check("timestamp('10000-01-01T00:00:00Z')", NERR_EVAL,
+	      "error: timestamp conversion error: '10000-01-01T00:00:00Z' (want RFC 3339 "
+	      "in "
+	      "range)");
+}
+
+static void test_parse_error_names_line_and_column(void **state)
+{
+	char got[512];
+
+	(void)state;
+	assert_int_equal(eval_text("1 +\n  (2 * )", got, sizeof(got)), NERR_PARSE);
+	assert_string_equal(got, "error: line 2, column 8: unexpected ')'");
+	assert_int_equal(eval_text("'abc", got, sizeof(got)), NERR_PARSE);
+	assert_string_equal(got, "error: line 1, column 1: unterminated string literal");
+	assert_int_equal(eval_text("99999999999999999999", got, sizeof(got)), NERR_PARSE);
+	assert_int_equal(eval_text("a.all(x.y, true)", got, sizeof(got)), NERR_PARSE);
+	assert_int_equal(eval_text("'é' + ?", got, sizeof(got)), NERR_PARSE);
+	assert_string_equal(got, "error: line 1, column 7: unexpected '?'");
+}
+
+static void test_limits_bound_nesting_and_size(void **state)
+{
+	char *src = malloc(EXPR_MAX_SOURCE_BYTES + 2);
+	char got[512];
+	size_t n = 0;
+
+	(void)state;
+	for (int i = 0; i < EXPR_MAX_DEPTH + 5; i++)
+		src[n++] = '(';
+	src[n++] = '1';
+	for (int i = 0; i < EXPR_MAX_DEPTH + 5; i++)
+		src[n++] = ')';
+	src[n] = '\0';
+	assert_int_equal(eval_text(src, got, sizeof(got)), NERR_LIMIT);
+	memset(src, ' ', EXPR_MAX_SOURCE_BYTES + 1);
+	src[EXPR_MAX_SOURCE_BYTES + 1] = '\0';
+	src[0] = '1';
+	assert_int_equal(eval_text(src, got, sizeof(got)), NERR_TOOBIG);
+	/* a long && chain is fine: it is built balanced */
+	n = 0;
+	for (int i = 0; i < 1000; i++)
+		n += (size_t)sprintf(src + n, "true && ");
+	sprintf(src + n, "false");
+	assert_int_equal(eval_text(src, got, sizeof(got)), NERR_OK);
+	assert_string_equal(got, "false");
+	free(src);
+	/* pathological regex hits the match limit instead of hanging */
+	assert_int_equal(eval_text("'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!'.matches("
+				   "'^(a|aa|a?)+$' + '')",
+				   got, sizeof(got)),
+			 NERR_EVAL);
+}
+
+static const char *event_json =
+	"{\"name\":\"checkout\",\"properties\":{\"price\":79.9,\"n\":3,\"tags\":[\"a\","
+	"\"b\"],"
+	"\"items\":[{\"sku\":\"A\",\"qty\":1},{\"sku\":\"X1\",\"qty\":2}]}}";
+
+static void test_json_variables_and_no_heap(void **state)
+{
+	struct json_object *ev = json_tokener_parse(event_json);
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value vars[1], out;
+	struct nerr_msg msg;
+	struct arena a;
+	size_t slot;
+
+	(void)state;
+	arena_init(&a, 0);
+	assert_int_equal(expr_env_add_var(env, "event", &slot), NERR_OK);
+	assert_int_equal(slot, 0);
+	assert_int_equal(expr_env_add_var(env, "event", NULL), NERR_EXISTS);
+	vars[0] = expr_value_from_json(ev);
+	assert_int_equal(
+		expr_compile(
+			"event.properties.price > 50.0 && event.properties.n == 3 "
+			"&& 'b' in event.properties.tags && "
+			"event.properties.items.exists(i, i.sku == 'X1' && i.qty > 1)",
+			env, &prog, &msg),
+		NERR_OK);
+	assert_int_equal(expr_eval(prog, vars, 1, &a, &out, &msg), NERR_OK);
+	assert_true(expr_value_is_true(&out));
+	/* the common path allocates nothing, not even from the scratch arena */
+	assert_int_equal(a.used_bytes, 0);
+	expr_program_free(prog);
+	assert_int_equal(expr_compile("event.properties.tags + ['c']", env, &prog, &msg),
+			 NERR_OK);
+	assert_int_equal(expr_eval(prog, vars, 1, &a, &out, &msg), NERR_OK);
+	struct json_object *j = expr_value_to_json(&out);
+
+	assert_string_equal(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN),
+			    "[\"a\",\"b\",\"c\"]");
+	json_object_put(j);
+	expr_program_free(prog);
+	expr_env_free(env);
+	json_object_put(ev);
+	arena_fini(&a);
+}
+
+static struct expr_value consent_fn(const struct expr_call *call,
+				    const struct expr_value *args, size_t nargs)
+{
+	const char *granted = call->userdata;
+
+	if (nargs != 1 || args[0].kind != EXPR_STRING)
+		return expr_value_error(call, "consent() wants a channel name");
+	return expr_value_bool(args[0].len == strlen(granted) &&
+			       memcmp(args[0].as.s, granted, args[0].len) == 0);
+}
+
+static void test_registered_function(void **state)
+{
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value out;
+	struct nerr_msg msg;
+	struct arena a;
+
+	(void)state;
+	arena_init(&a, 0);
+	assert_int_equal(expr_env_add_function(env, "consent", 1, consent_fn, "email"),
+			 NERR_OK);
+	assert_int_equal(
+		expr_compile("consent('email') && !consent('sms')", env, &prog, &msg),
+		NERR_OK);
+	assert_int_equal(expr_eval(prog, NULL, 0, &a, &out, &msg), NERR_OK);
+	assert_true(expr_value_is_true(&out));
+	expr_program_free(prog);
+	assert_int_equal(expr_compile("consent(1)", env, &prog, &msg), NERR_OK);
+	assert_int_equal(expr_eval(prog, NULL, 0, &a, &out, &msg), NERR_EVAL);
+	assert_string_equal(msg.message, "consent() wants a channel name");
+	expr_program_free(prog);
+	expr_env_free(env);
+	arena_fini(&a);
+}
+
+struct thread_arg {
+	const struct expr_program *prog;
+	const struct expr_value *vars;
+	int trues;
+};
+
+static void *thread_main(void *p)
+{
+	struct thread_arg *t = p;
+	struct arena a;
+	struct expr_value out;
+
+	arena_init(&a, 0);
+	for (int i = 0; i < 2000; i++) {
+		if (expr_eval(t->prog, t->vars, 1, &a, &out, NULL) == NERR_OK &&
+		    expr_value_is_true(&out))
+			t->trues++;
+		arena_reset(&a);
+	}
+	arena_fini(&a);
+	return NULL;
+}
+
+static void test_one_program_many_threads(void **state)
+{
+	struct json_object *ev = json_tokener_parse(event_json);
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value vars[1];
+	struct nerr_msg msg;
+	pthread_t th[4];
+	struct thread_arg args[4];
+
+	(void)state;
+	expr_env_add_var(env, "event", NULL);
+	vars[0] = expr_value_from_json(ev);
+	assert_int_equal(
+		expr_compile("event.name.matches('^check') && "
+			     "event.properties.items.map(i, i.sku).join(',') == 'A,X1'",
+			     env, &prog, &msg),
+		NERR_OK);
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct thread_arg){prog, vars, 0};
+		pthread_create(&th[i], NULL, thread_main, &args[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(args[i].trues, 2000);
+	}
+	expr_program_free(prog);
+	expr_env_free(env);
+	json_object_put(ev);
+}
+
+static void test_scratch_limit_stops_growth(void **state)
+{
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value out;
+	struct nerr_msg msg;
+	struct arena a;
+
+	(void)state;
+	arena_init(&a, 0);
+	a.limit_bytes = 1 << 16;
+	assert_int_equal(
+		expr_compile("[1,2,3,4,5,6,7,8,9,10].map(x, [1,2,3,4,5,6,7,8,9,10]"
+			     ".map(y, [1,2,3,4,5,6,7,8,9,10].map(z, 'abc' + 'def')))",
+			     env, &prog, &msg),
+		NERR_OK);
+	assert_int_equal(expr_eval(prog, NULL, 0, &a, &out, &msg), NERR_EVAL);
+	assert_string_equal(msg.message, "evaluation memory limit exceeded");
+	expr_program_free(prog);
+	expr_env_free(env);
+	arena_fini(&a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_conformance_cases),
+		cmocka_unit_test(test_literals_print_as_cel),
+		cmocka_unit_test(test_int_overflow_is_an_error),
+		cmocka_unit_test(test_errors_absorbed_by_and_or),
+		cmocka_unit_test(test_heterogeneous_numbers),
+		cmocka_unit_test(test_strings_count_code_points),
+		cmocka_unit_test(test_timestamps_and_zones),
+		cmocka_unit_test(test_parse_error_names_line_and_column),
+		cmocka_unit_test(test_limits_bound_nesting_and_size),
+		cmocka_unit_test(test_json_variables_and_no_heap),
+		cmocka_unit_test(test_registered_function),
+		cmocka_unit_test(test_one_program_many_threads),
+		cmocka_unit_test(test_scratch_limit_stops_growth),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

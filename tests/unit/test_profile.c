@@ -1,0 +1,992 @@
+/*
+ * test_profile.c -- the profile store and identity graph on a real RocksDB.
+ *
+ * Each test opens a fresh store in a mkdtemp() directory, applies Segment-shaped
+ * events through profile_apply_event() inside store batches (committed as the
+ * engine would), and checks lookups, the admin JSON, the §6 view, and what is
+ * (not) left in the column families. docs/profiles.md states the rules tested.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "base/log.h"
+#include "profile/profile.h"
+#include "store/store.h"
+
+#define DAY_MS (24LL * 3600 * 1000)
+#define T0     1767225600000LL /* 2026-01-01T00:00:00Z */
+
+struct fx {
+	char dir[64];
+	struct store *s;
+	struct store_batch *b;
+	struct profile_config cfg;
+	uint64_t seq;
+};
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct nerr_msg msg;
+
+	log_set_level(LOG_ERROR);
+	strcpy(f->dir, "/tmp/nudge-test-profile-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	assert_int_equal(store_open(f->dir, &f->s, &msg), NERR_OK);
+	f->b = store_batch_new(f->s);
+	profile_config_default(&f->cfg);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	store_batch_free(f->b);
+	store_close(f->s);
+	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static void commit(struct fx *f)
+{
+	struct nerr_msg msg;
+
+	assert_int_equal(store_batch_commit(f->b, true, &msg), NERR_OK);
+}
+
+/* Applies one event (JSON text) in the open batch at event time ts, engine
+ * clock now; returns the result. */
+static struct profile_result apply_at(struct fx *f, const char *json, int64_t ts,
+				      int64_t now)
+{
+	struct json_object *ev = json_tokener_parse(json);
+	struct profile_result res;
+	struct nerr_msg msg;
+
+	assert_non_null(ev);
+	assert_int_equal(
+		profile_apply_event(f->b, &f->cfg, ev, ++f->seq, ts, now, &res, &msg),
+		NERR_OK);
+	json_object_put(ev);
+	return res;
+}
+
+/* Applies and commits at event time ts with the clock one second later. */
+static struct profile_result apply(struct fx *f, const char *json, int64_t ts)
+{
+	struct profile_result res = apply_at(f, json, ts, ts + 1000);
+
+	commit(f);
+	return res;
+}
+
+static uint64_t lookup(struct fx *f, const char *ns, const char *value)
+{
+	uint64_t pid = 0;
+
+	assert_int_equal(profile_lookup(f->s, NULL, ns, value, &pid), NERR_OK);
+	return pid;
+}
+
+static void assert_no_identity(struct fx *f, const char *ns, const char *value)
+{
+	uint64_t pid = 0;
+
+	assert_int_equal(profile_lookup(f->s, NULL, ns, value, &pid), NERR_NOTFOUND);
+}
+
+static struct json_object *get(struct fx *f, uint64_t pid)
+{
+	struct json_object *o = NULL;
+
+	assert_int_equal(profile_get_json(f->s, NULL, pid, &o), NERR_OK);
+	return o;
+}
+
+/* o at a dotted path ("traits.plan"); NULL if absent. */
+static struct json_object *at(struct json_object *o, const char *path)
+{
+	char buf[256], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = strtok_r(buf, ".", &save); p && o; p = strtok_r(NULL, ".", &save))
+		if (!json_object_object_get_ex(o, p, &o))
+			return NULL;
+	return o;
+}
+
+static const char *str_at(struct json_object *o, const char *path)
+{
+	struct json_object *v = at(o, path);
+
+	return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+							     : NULL;
+}
+
+static size_t len_at(struct json_object *o, const char *path)
+{
+	struct json_object *v = at(o, path);
+
+	return v && json_object_is_type(v, json_type_array) ? json_object_array_length(v)
+							    : 0;
+}
+
+static size_t count_cf(struct fx *f, enum store_cf cf)
+{
+	struct store_iter *it = store_iter_new(f->s, NULL, cf);
+	size_t n = 0;
+
+	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
+		n++;
+	store_iter_free(it);
+	return n;
+}
+
+static void test_track_then_identify_builds_profile(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result r1, r2;
+	struct json_object *o;
+	uint64_t pid;
+
+	r1 = apply(f,
+		   "{\"type\":\"track\",\"anonymousId\":\"a1\",\"event\":\"Viewed\","
+		   "\"properties\":{\"sku\":\"x\"}}",
+		   T0);
+	assert_true(r1.created);
+	r2 = apply(f,
+		   "{\"type\":\"identify\",\"anonymousId\":\"a1\",\"userId\":\"u1\","
+		   "\"traits\":{\"name\":\"Ada\",\"email\":\" Ada@Example.COM \"},"
+		   "\"context\":{\"traits\":{\"plan\":\"pro\"},\"timezone\":\"Europe/"
+		   "Paris\"}}",
+		   T0 + 1000);
+	assert_false(r2.created);
+	assert_int_equal(r2.profile_id, r1.profile_id);
+	pid = lookup(f, "user_id", "u1");
+	assert_int_equal(pid, r1.profile_id);
+	assert_int_equal(lookup(f, "anonymous_id", "a1"), pid);
+	assert_int_equal(lookup(f, "email", "ada@example.com"), pid);
+
+	o = get(f, pid);
+	assert_string_equal(str_at(o, "traits.name"), "Ada");
+	assert_string_equal(str_at(o, "traits.plan"), "pro");
+	assert_string_equal(str_at(o, "timezone"), "Europe/Paris");
+	assert_string_equal(str_at(o, "addresses.email"), "ada@example.com");
+	assert_int_equal(len_at(o, "identities.user_id"), 1);
+	assert_int_equal(len_at(o, "identities.anonymous_id"), 1);
+	assert_int_equal(len_at(o, "identities.email"), 1);
+	assert_int_equal(len_at(o, "events"), 1);
+	assert_string_equal(
+		str_at(json_object_array_get_idx(at(o, "events"), 0), "event"), "Viewed");
+	assert_non_null(str_at(o, "created_at"));
+	assert_non_null(str_at(o, "updated_at"));
+	json_object_put(o);
+}
+
+static void test_identify_merges_anonymous_into_known(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result known, anon, r;
+	struct json_object *o;
+	uint64_t pid;
+
+	known = apply(f,
+		      "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a0\","
+		      "\"traits\":{\"plan\":\"pro\"}}",
+		      T0);
+	apply(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Login\"}", T0 + 10);
+	anon = apply(f,
+		     "{\"type\":\"track\",\"anonymousId\":\"a2\",\"event\":\"Browse\","
+		     "\"context\":{\"traits\":{\"color\":\"red\"}}}",
+		     T0 + 20);
+	assert_true(anon.created);
+	assert_int_not_equal(anon.profile_id, known.profile_id);
+
+	r = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a2\"}",
+		  T0 + 30);
+	assert_int_equal(r.profile_id, known.profile_id);
+	assert_int_equal(r.merged, 1);
+	assert_int_equal(r.merged_ids[0], anon.profile_id);
+
+	pid = known.profile_id;
+	assert_int_equal(lookup(f, "user_id", "u1"), pid);
+	assert_int_equal(lookup(f, "anonymous_id", "a0"), pid);
+	assert_int_equal(lookup(f, "anonymous_id", "a2"), pid);
+	o = NULL;
+	assert_int_equal(profile_get_json(f->s, NULL, anon.profile_id, &o),
+			 NERR_NOTFOUND);
+
+	o = get(f, pid);
+	assert_string_equal(str_at(o, "traits.plan"), "pro");
+	assert_string_equal(str_at(o, "traits.color"), "red");
+	assert_int_equal(len_at(o, "events"), 2);
+	/* newest first */
+	assert_string_equal(
+		str_at(json_object_array_get_idx(at(o, "events"), 0), "event"), "Browse");
+	assert_int_equal(len_at(o, "merged_from"), 1);
+	assert_non_null(str_at(json_object_array_get_idx(at(o, "merged_from"), 0), "at"));
+	json_object_put(o);
+
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 2);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 3);
+}
+
+static void test_merge_goes_into_oldest_profile(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result anon, known, r;
+
+	anon = apply(f, "{\"type\":\"track\",\"anonymousId\":\"a1\",\"event\":\"E\"}",
+		     T0);
+	known = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\"}", T0 + 1);
+	assert_true(anon.profile_id < known.profile_id);
+	r = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\"}",
+		  T0 + 2);
+	assert_int_equal(r.profile_id, anon.profile_id);
+	assert_int_equal(r.merged, 1);
+	assert_int_equal(lookup(f, "user_id", "u1"), anon.profile_id);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+}
+
+static void test_one_event_merges_several_profiles(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result a, b, c, r;
+	struct json_object *o;
+
+	a = apply(f, "{\"type\":\"track\",\"anonymousId\":\"a1\",\"event\":\"A\"}", T0);
+	b = apply(f,
+		  "{\"type\":\"identify\",\"anonymousId\":\"a2\","
+		  "\"traits\":{\"email\":\"m@x.io\"}}",
+		  T0 + 1);
+	c = apply(f,
+		  "{\"type\":\"track\",\"anonymousId\":\"a3\",\"event\":\"C\","
+		  "\"context\":{\"externalIds\":[{\"id\":\"7\",\"type\":\"crm\"}]}}",
+		  T0 + 2);
+	r = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a3\","
+		  "\"traits\":{\"email\":\"M@X.IO\"},\"context\":{\"externalIds\":"
+		  "[{\"id\":\"a1\",\"type\":\"anonymous_id\"}]}}",
+		  T0 + 3);
+	assert_false(r.created);
+	assert_int_equal(r.profile_id, a.profile_id);
+	assert_int_equal(r.merged, 2);
+	assert_true(
+		(r.merged_ids[0] == b.profile_id && r.merged_ids[1] == c.profile_id) ||
+		(r.merged_ids[0] == c.profile_id && r.merged_ids[1] == b.profile_id));
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 6);
+	assert_int_equal(lookup(f, "crm", "7"), a.profile_id);
+	o = get(f, a.profile_id);
+	assert_int_equal(len_at(o, "merged_from"), 2);
+	assert_int_equal(len_at(o, "events"), 2);
+	json_object_put(o);
+}
+
+static void test_track_with_user_and_anonymous_links_them(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result r;
+
+	apply(f, "{\"type\":\"track\",\"anonymousId\":\"a1\",\"event\":\"E\"}", T0);
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\"}", T0 + 1);
+	r = apply(f,
+		  "{\"type\":\"track\",\"userId\":\"u1\",\"anonymousId\":\"a1\","
+		  "\"event\":\"F\"}",
+		  T0 + 2);
+	assert_int_equal(r.merged, 1);
+	assert_int_equal(lookup(f, "user_id", "u1"), lookup(f, "anonymous_id", "a1"));
+}
+
+static void test_alias_merges(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result anon, known, r;
+	uint64_t pid;
+
+	anon = apply(f, "{\"type\":\"page\",\"anonymousId\":\"a9\",\"name\":\"Home\"}",
+		     T0);
+	known = apply(f,
+		      "{\"type\":\"identify\",\"userId\":\"u9\","
+		      "\"traits\":{\"email\":\"u9@example.com\"}}",
+		      T0 + 1);
+	r = apply(f, "{\"type\":\"alias\",\"previousId\":\"a9\",\"userId\":\"u9\"}",
+		  T0 + 2);
+	assert_int_equal(r.merged, 1);
+	pid = lookup(f, "user_id", "u9");
+	assert_int_equal(pid, anon.profile_id < known.profile_id ? anon.profile_id
+								 : known.profile_id);
+	assert_int_equal(lookup(f, "anonymous_id", "a9"), pid);
+	assert_int_equal(lookup(f, "email", "U9@example.com"), pid);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+
+	/* previousId never seen: attached as an anonymous_id */
+	apply(f, "{\"type\":\"alias\",\"previousId\":\"new-anon\",\"userId\":\"u9\"}",
+	      T0 + 3);
+	assert_int_equal(lookup(f, "anonymous_id", "new-anon"), pid);
+}
+
+static void test_two_user_ids_never_merge(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p1, p2, r;
+	struct json_object *o;
+
+	p1 = apply(f,
+		   "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"shared\","
+		   "\"traits\":{\"email\":\"one@example.com\"}}",
+		   T0);
+	p2 = apply(f, "{\"type\":\"identify\",\"userId\":\"u2\",\"traits\":{\"k\":1}}",
+		   T0 + 1);
+	assert_int_not_equal(p1.profile_id, p2.profile_id);
+
+	/* u2 logs in on u1's device: the anonymous id stays with u1 and the
+	 * event goes to u2's profile. */
+	r = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u2\",\"anonymousId\":\"shared\","
+		  "\"traits\":{\"seen\":true}}",
+		  T0 + 2);
+	assert_int_equal(r.profile_id, p2.profile_id);
+	assert_int_equal(r.merged, 0);
+	assert_int_equal(r.identities_conflicting, 1);
+	assert_int_equal(lookup(f, "anonymous_id", "shared"), p1.profile_id);
+	o = get(f, p2.profile_id);
+	assert_true(json_object_get_boolean(at(o, "traits.seen")));
+	assert_null(at(o, "identities.anonymous_id"));
+	json_object_put(o);
+
+	/* an event without user_id whose identities point at both: no merge; the
+	 * first identity's profile (anonymous_id before email) gets the event and
+	 * the email stays with u2. */
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u2\","
+	      "\"traits\":{\"email\":\"two@example.com\"}}",
+	      T0 + 4);
+	r = apply(f,
+		  "{\"type\":\"identify\",\"anonymousId\":\"shared\","
+		  "\"traits\":{\"email\":\"Two@example.com\",\"x\":1}}",
+		  T0 + 5);
+	assert_int_equal(r.profile_id, p1.profile_id);
+	assert_int_equal(r.merged, 0);
+	assert_int_equal(r.identities_conflicting, 1);
+	assert_int_equal(lookup(f, "email", "two@example.com"), p2.profile_id);
+	assert_int_equal(lookup(f, "user_id", "u1"), p1.profile_id);
+	assert_int_equal(lookup(f, "user_id", "u2"), p2.profile_id);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 2);
+
+	/* alias from one user id to another does not merge either */
+	r = apply(f, "{\"type\":\"alias\",\"previousId\":\"u1\",\"userId\":\"u2\"}",
+		  T0 + 6);
+	assert_int_equal(r.profile_id, p2.profile_id);
+	assert_int_equal(r.merged, 0);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 2);
+
+	/* a second, different user_id in externalIds is not attached */
+	r = apply(f,
+		  "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\",\"context\":"
+		  "{\"externalIds\":[{\"id\":\"u3\",\"type\":\"user_id\"}]}}",
+		  T0 + 7);
+	assert_int_equal(r.identities_conflicting, 1);
+	assert_no_identity(f, "user_id", "u3");
+}
+
+static void test_newest_timestamp_wins(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p;
+	struct json_object *o;
+
+	p = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"b\"}}",
+		  T0 + 2000);
+	/* an older event arriving later does not overwrite */
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"a\","
+	      "\"first\":1}}",
+	      T0 + 1000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "traits.plan"), "b");
+	assert_int_equal(json_object_get_int(at(o, "traits.first")), 1);
+	json_object_put(o);
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"c\"}}",
+	      T0 + 3000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "traits.plan"), "c");
+	json_object_put(o);
+	/* equal timestamps: the event applied later wins */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"d\"}}",
+	      T0 + 3000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "traits.plan"), "d");
+	json_object_put(o);
+}
+
+static void test_newest_timestamp_wins_across_merge(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result known, anon, r;
+	struct json_object *o;
+
+	known = apply(
+		f,
+		"{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"old\","
+		"\"city\":\"Paris\"}}",
+		T0 + 1000);
+	anon = apply(f,
+		     "{\"type\":\"identify\",\"anonymousId\":\"a1\",\"traits\":{\"plan\":"
+		     "\"new\","
+		     "\"city\":\"Lyon\"}}",
+		     T0 + 5000);
+	/* the merged-away profile has a newer plan; the survivor a newer city */
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"city\":\"Nice\"}}",
+	      T0 + 9000);
+	/* equal timestamps on both sides: the survivor's value stays */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"tie\":\"s\"}}",
+	      T0 + 7000);
+	apply(f,
+	      "{\"type\":\"identify\",\"anonymousId\":\"a1\",\"traits\":{\"tie\":\"m\"}}",
+	      T0 + 7000);
+	r = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\"}",
+		  T0 + 3000);
+	assert_int_equal(r.profile_id, known.profile_id);
+	assert_int_equal(r.merged, 1);
+	(void)anon;
+	o = get(f, known.profile_id);
+	assert_string_equal(str_at(o, "traits.plan"), "new");
+	assert_string_equal(str_at(o, "traits.city"), "Nice");
+	assert_string_equal(str_at(o, "traits.tie"), "s");
+	json_object_put(o);
+}
+
+static void test_null_removes_trait(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p;
+	struct json_object *o;
+
+	p = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"pro\","
+		  "\"keep\":1}}",
+		  T0);
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":null}}",
+	      T0 + 10);
+	o = get(f, p.profile_id);
+	assert_null(at(o, "traits.plan"));
+	assert_non_null(at(o, "traits.keep"));
+	json_object_put(o);
+	/* an older event cannot bring it back */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"x\"}}",
+	      T0 + 5);
+	o = get(f, p.profile_id);
+	assert_null(at(o, "traits.plan"));
+	json_object_put(o);
+	/* a newer one can */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"y\"}}",
+	      T0 + 20);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "traits.plan"), "y");
+	json_object_put(o);
+}
+
+static void test_consent_both_forms(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p;
+	struct json_object *o, *v = NULL;
+
+	p = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"consent\":"
+		  "{\"email\":\"granted\",\"sms\":{\"marketing\":\"denied\","
+		  "\"transactional\":\"granted\"},\"fax\":\"granted\","
+		  "\"push\":{\"marketing\":\"maybe\"}}}}",
+		  T0);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "consent.email.marketing"), "granted");
+	assert_string_equal(str_at(o, "consent.email.transactional"), "granted");
+	assert_string_equal(str_at(o, "consent.sms.marketing"), "denied");
+	assert_string_equal(str_at(o, "consent.sms.transactional"), "granted");
+	assert_null(at(o, "consent.fax"));
+	assert_null(at(o, "consent.push.marketing"));
+	assert_null(at(o, "traits.consent"));
+	assert_string_equal(str_at(o, "consent_updated_at.email.marketing"),
+			    "2026-01-01T00:00:00.000Z");
+	json_object_put(o);
+
+	/* per purpose, custom purpose, then a channel-wide value covering it */
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"consent\":"
+	      "{\"email\":{\"Newsletter\":\"granted\",\"marketing\":\"denied\"}}}}",
+	      T0 + 1000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "consent.email.marketing"), "denied");
+	assert_string_equal(str_at(o, "consent.email.transactional"), "granted");
+	assert_string_equal(str_at(o, "consent.email.newsletter"), "granted");
+	json_object_put(o);
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"consent\":"
+	      "{\"email\":\"denied\"}}}",
+	      T0 + 2000);
+	assert_int_equal(profile_view_json(f->s, NULL, p.profile_id, &v), NERR_OK);
+	assert_string_equal(str_at(v, "consent.email.marketing"), "denied");
+	assert_string_equal(str_at(v, "consent.email.transactional"), "denied");
+	assert_string_equal(str_at(v, "consent.email.newsletter"), "denied");
+	assert_string_equal(str_at(v, "consent.sms.transactional"), "granted");
+	json_object_put(v);
+	/* an older call does not override */
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"consent\":"
+	      "{\"email\":\"granted\"}}}",
+	      T0 + 1500);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "consent.email.marketing"), "denied");
+	json_object_put(o);
+}
+
+static void test_email_and_phone_normalization(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p, q;
+	uint64_t pid = 0;
+	struct json_object *o;
+
+	p = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"email\":"
+		  "\"\\tMiXed.Case@Example.Org  \",\"phone\":\"+1 (415) 555-26.71\"}}",
+		  T0);
+	assert_int_equal(lookup(f, "email", "mixed.case@example.org"), p.profile_id);
+	assert_int_equal(lookup(f, "email", "  MIXED.case@EXAMPLE.org"), p.profile_id);
+	assert_int_equal(lookup(f, "phone", "+14155552671"), p.profile_id);
+	assert_int_equal(lookup(f, "phone", "+1-415-555-2671"), p.profile_id);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "addresses.phone"), "+14155552671");
+	assert_string_equal(json_object_get_string(json_object_array_get_idx(
+				    at(o, "identities.phone"), 0)),
+			    "+14155552671");
+	json_object_put(o);
+
+	/* invalid phones and emails are not identities (they stay traits) */
+	q = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u2\",\"traits\":{\"email\":"
+		  "\"nobody\","
+		  "\"phone\":\"415 555 2671\"}}",
+		  T0);
+	o = get(f, q.profile_id);
+	assert_null(at(o, "identities.phone"));
+	assert_null(at(o, "identities.email"));
+	assert_string_equal(str_at(o, "traits.phone"), "415 555 2671");
+	json_object_put(o);
+	assert_int_equal(profile_lookup(f->s, NULL, "phone", "415 555 2671", &pid),
+			 NERR_INVAL);
+	assert_int_equal(profile_lookup(f->s, NULL, "phone", "+1234567", &pid),
+			 NERR_INVAL); /* 7 digits */
+	assert_int_equal(profile_lookup(f->s, NULL, "phone", "+1234567890123456", &pid),
+			 NERR_INVAL); /* 16 digits */
+	assert_int_equal(profile_lookup(f->s, NULL, "phone", "+44 20 7946 0958x", &pid),
+			 NERR_INVAL);
+	assert_int_equal(profile_lookup(f->s, NULL, "phone", "+12345678", &pid),
+			 NERR_NOTFOUND); /* 8 digits: valid, absent */
+	assert_int_equal(profile_lookup(f->s, NULL, "email", "a@", &pid), NERR_INVAL);
+	assert_int_equal(profile_lookup(f->s, NULL, "email", "a b@c.d", &pid),
+			 NERR_INVAL);
+	assert_int_equal(profile_lookup(f->s, NULL, "bad ns", "x", &pid), NERR_INVAL);
+}
+
+static void test_custom_namespaces(void **state)
+{
+	struct fx *f = *state;
+	static const char *const id_traits[] = {"crm_id", NULL};
+	struct profile_result p, r;
+	struct json_object *o;
+
+	f->cfg.identity_traits = id_traits;
+	p = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"crm_id\":4711},"
+		  "\"context\":{\"externalIds\":[{\"id\":\"abc\",\"type\":\"Shopify_Id\","
+		  "\"collection\":\"users\"},{\"id\":\"X@Y.COM\",\"type\":\"email\"}]}}",
+		  T0);
+	assert_int_equal(lookup(f, "crm_id", "4711"), p.profile_id);
+	assert_int_equal(lookup(f, "shopify_id", "abc"), p.profile_id);
+	assert_int_equal(lookup(f, "email", "x@y.com"), p.profile_id);
+	o = get(f, p.profile_id);
+	assert_int_equal(len_at(o, "identities.shopify_id"), 1);
+	assert_int_equal(len_at(o, "identities.crm_id"), 1);
+	json_object_put(o);
+
+	/* a later anonymous event carrying only the custom id finds the profile */
+	r = apply(
+		f,
+		"{\"type\":\"track\",\"anonymousId\":\"a5\",\"event\":\"E\",\"context\":"
+		"{\"externalIds\":[{\"id\":\"abc\",\"type\":\"shopify_id\"}]}}",
+		T0 + 1);
+	assert_int_equal(r.profile_id, p.profile_id);
+	assert_false(r.created);
+	assert_int_equal(lookup(f, "anonymous_id", "a5"), p.profile_id);
+}
+
+static void test_identity_cap(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p, r, q;
+	char ev[256];
+	uint64_t pid;
+
+	f->cfg.max_identities = 3;
+	p = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\"}",
+		  T0);
+	r = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a2\","
+		  "\"traits\":{\"email\":\"e@x.io\"}}",
+		  T0 + 1);
+	assert_int_equal(r.identities_rejected, 1); /* email after a2 */
+	assert_int_equal(lookup(f, "anonymous_id", "a2"), p.profile_id);
+	assert_int_equal(profile_lookup(f->s, NULL, "email", "e@x.io", &pid),
+			 NERR_NOTFOUND);
+	for (int i = 0; i < 5; i++) {
+		snprintf(ev, sizeof(ev),
+			 "{\"type\":\"track\",\"userId\":\"u1\",\"anonymousId\":\"z%d\","
+			 "\"event\":\"E\"}",
+			 i);
+		r = apply(f, ev, T0 + 10 + i);
+		assert_int_equal(r.profile_id, p.profile_id);
+		assert_int_equal(r.identities_rejected, 1);
+	}
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 3);
+
+	/* a merge that would exceed the cap drops the extra identities */
+	q = apply(f,
+		  "{\"type\":\"identify\",\"anonymousId\":\"b1\",\"traits\":"
+		  "{\"email\":\"b@x.io\"}}",
+		  T0 + 20);
+	assert_int_not_equal(q.profile_id, p.profile_id);
+	r = apply(f, "{\"type\":\"alias\",\"previousId\":\"b1\",\"userId\":\"u1\"}",
+		  T0 + 21);
+	assert_int_equal(r.merged, 1);
+	assert_int_equal(r.identities_rejected, 2);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 3);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	assert_int_equal(profile_lookup(f->s, NULL, "anonymous_id", "b1", &pid),
+			 NERR_NOTFOUND);
+}
+
+static void test_history_count_cap(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result r = {0};
+	struct json_object *o, *first, *last;
+	char ev[128];
+
+	f->cfg.history_max_events = 5;
+	for (int i = 0; i < 8; i++) {
+		snprintf(ev, sizeof(ev),
+			 "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E%d\"}", i);
+		r = apply(f, ev, T0 + i * 1000);
+	}
+	/* an out-of-order event older than all kept ones is not kept */
+	apply(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Old\"}", T0 - 5000);
+	/* identify is not history */
+	apply(f, "{\"type\":\"identify\",\"userId\":\"u1\"}", T0 + 99000);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 5);
+	o = get(f, r.profile_id);
+	assert_int_equal(len_at(o, "events"), 5);
+	first = json_object_array_get_idx(at(o, "events"), 0);
+	last = json_object_array_get_idx(at(o, "events"), 4);
+	assert_string_equal(str_at(first, "event"), "E7");
+	assert_string_equal(str_at(last, "event"), "E3");
+	json_object_put(o);
+}
+
+static void test_history_age_cap(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result r;
+	struct json_object *o;
+
+	f->cfg.history_max_age_ms = 10 * DAY_MS;
+	apply_at(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"A\"}", T0, T0);
+	apply_at(f, "{\"type\":\"screen\",\"userId\":\"u1\",\"name\":\"B\"}",
+		 T0 + 5 * DAY_MS, T0 + 5 * DAY_MS);
+	commit(f);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 2);
+	/* 12 days later: A is older than 10 days and dropped on insert */
+	r = apply_at(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"C\"}",
+		     T0 + 12 * DAY_MS, T0 + 12 * DAY_MS);
+	/* an event already too old on arrival is not stored */
+	apply_at(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Stale\"}",
+		 T0 + DAY_MS, T0 + 12 * DAY_MS);
+	commit(f);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 2);
+	o = get(f, r.profile_id);
+	assert_string_equal(
+		str_at(json_object_array_get_idx(at(o, "events"), 0), "event"), "C");
+	assert_string_equal(str_at(json_object_array_get_idx(at(o, "events"), 1), "name"),
+			    "B");
+	json_object_put(o);
+}
+
+static void test_erase_removes_everything(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p;
+	struct json_object *o = NULL;
+	uint64_t pid;
+
+	apply(f, "{\"type\":\"track\",\"anonymousId\":\"a1\",\"event\":\"E\"}", T0);
+	p = apply(f,
+		  "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\","
+		  "\"traits\":{\"email\":\"a@b.co\",\"phone\":\"+33 6 12 34 56 78\"}}",
+		  T0 + 1);
+	apply(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"F\"}", T0 + 2);
+	/* someone else stays */
+	apply(f, "{\"type\":\"track\",\"userId\":\"other\",\"event\":\"G\"}", T0 + 3);
+	assert_int_equal(profile_erase(f->b, p.profile_id), NERR_OK);
+	commit(f);
+
+	assert_no_identity(f, "user_id", "u1");
+	assert_no_identity(f, "anonymous_id", "a1");
+	assert_no_identity(f, "email", "a@b.co");
+	assert_no_identity(f, "phone", "+33612345678");
+	assert_int_equal(profile_get_json(f->s, NULL, p.profile_id, &o), NERR_NOTFOUND);
+	assert_int_equal(profile_view_json(f->s, NULL, p.profile_id, &o), NERR_NOTFOUND);
+	assert_int_equal(profile_erase(f->b, p.profile_id), NERR_NOTFOUND);
+
+	/* only the other person's records are left */
+	pid = lookup(f, "user_id", "other");
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 1);
+	{
+		struct store_iter *it = store_iter_new(f->s, NULL, STORE_CF_EVENTS);
+		size_t klen = 0;
+		const char *k;
+
+		store_iter_seek_first(it);
+		assert_true(store_iter_valid(it));
+		k = store_iter_key(it, &klen);
+		assert_int_equal(klen, 24);
+		assert_int_equal(store_get_u64(k), pid);
+		store_iter_free(it);
+	}
+}
+
+static void test_read_your_writes_in_one_batch(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result r1, r2, r3;
+	uint64_t pid = 0;
+	struct json_object *o = NULL;
+
+	r1 = apply_at(f, "{\"type\":\"track\",\"anonymousId\":\"n1\",\"event\":\"A\"}",
+		      T0, T0);
+	r2 = apply_at(f,
+		      "{\"type\":\"identify\",\"anonymousId\":\"n1\",\"userId\":\"nu\","
+		      "\"traits\":{\"k\":\"v\"}}",
+		      T0 + 1, T0 + 1);
+	r3 = apply_at(f, "{\"type\":\"track\",\"userId\":\"nu\",\"event\":\"B\"}", T0 + 2,
+		      T0 + 2);
+	assert_true(r1.created);
+	assert_false(r2.created);
+	assert_int_equal(r2.profile_id, r1.profile_id);
+	assert_int_equal(r3.profile_id, r1.profile_id);
+	/* visible through the batch, not yet committed */
+	assert_int_equal(profile_lookup(f->s, f->b, "user_id", "nu", &pid), NERR_OK);
+	assert_int_equal(pid, r1.profile_id);
+	assert_int_equal(profile_lookup(f->s, NULL, "user_id", "nu", &pid),
+			 NERR_NOTFOUND);
+	assert_int_equal(profile_get_json(f->s, f->b, pid, &o), NERR_OK);
+	assert_int_equal(len_at(o, "events"), 2);
+	json_object_put(o);
+	commit(f);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	/* ids keep counting from the committed counter */
+	r1 = apply(f, "{\"type\":\"track\",\"anonymousId\":\"n2\",\"event\":\"A\"}", T0);
+	assert_int_equal(r1.profile_id, pid + 1);
+}
+
+static void test_view_shape(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p;
+	struct json_object *v = NULL;
+
+	p = apply(
+		f,
+		"{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"name\":\"Ada\"},"
+		"\"context\":{\"timezone\":\"Not/AZone\",\"device\":{\"token\":\"tok1\","
+		"\"type\":\"ios\"}}}",
+		T0);
+	assert_int_equal(profile_view_json(f->s, NULL, p.profile_id, &v), NERR_OK);
+	assert_true(json_object_is_type(at(v, "id"), json_type_string));
+	assert_string_equal(str_at(v, "traits.name"), "Ada");
+	assert_int_equal(len_at(v, "identities.user_id"), 1);
+	assert_true(json_object_is_type(at(v, "audiences"), json_type_array));
+	assert_true(json_object_is_type(at(v, "computed"), json_type_object));
+	assert_true(json_object_is_type(at(v, "consent"), json_type_object));
+	assert_true(json_object_object_get_ex(v, "timezone", NULL));
+	assert_null(at(v, "timezone")); /* invalid zone ignored */
+	json_object_put(v);
+
+	v = get(f, p.profile_id);
+	assert_int_equal(len_at(v, "addresses.push"), 1);
+	assert_string_equal(
+		str_at(json_object_array_get_idx(at(v, "addresses.push"), 0), "token"),
+		"tok1");
+	assert_string_equal(
+		str_at(json_object_array_get_idx(at(v, "addresses.push"), 0), "type"),
+		"ios");
+	json_object_put(v);
+}
+
+static void test_check_clean_store(void **state)
+{
+	struct fx *f = *state;
+	struct buf problems;
+	uint64_t seen = 0;
+
+	apply(f, "{\"type\":\"track\",\"anonymousId\":\"a1\",\"event\":\"E\"}", T0);
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"email\":\"x@y.z\"}"
+	      "}",
+	      T0 + 1);
+	apply(f, "{\"type\":\"alias\",\"previousId\":\"a1\",\"userId\":\"u1\"}", T0 + 2);
+	apply(f, "{\"type\":\"track\",\"userId\":\"u2\",\"event\":\"E\"}", T0 + 3);
+	buf_init(&problems, 0);
+	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_OK);
+	assert_int_equal(seen, 2);
+	assert_int_equal(problems.len, 0);
+	buf_fini(&problems);
+}
+
+static void test_check_finds_corruption(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p, q;
+	struct buf problems;
+	uint64_t seen = 0;
+	unsigned char v[8], ek[24], pk[8];
+
+	p = apply(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\"}", T0);
+	q = apply(f, "{\"type\":\"track\",\"userId\":\"u2\",\"event\":\"E\"}", T0);
+	/* an identity pointing at a missing profile */
+	store_put_u64(v, 999);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, "email:ghost@x.io", 16, v, 8);
+	/* an identity pointing at a profile that does not list it */
+	store_put_u64(v, q.profile_id);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u1", 10, v, 8);
+	/* a history record of no profile */
+	store_put_u64(ek, 777);
+	store_put_u64(ek + 8, 1);
+	store_put_u64(ek + 16, 1);
+	store_batch_put(f->b, STORE_CF_EVENTS, ek, 24, "{}", 2);
+	/* an unreadable profile record */
+	store_put_u64(pk, 555);
+	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{not json", 9);
+	/* a record of the wrong shape, reached through an identity */
+	store_put_u64(pk, 556);
+	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{\"identities\":\"x\"}", 18);
+	store_put_u64(v, 556);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:bad", 16, v, 8);
+	/* u2's profile loses its identity record and its history record */
+	store_batch_delete(f->b, STORE_CF_IDENTITIES, "user_id:u2", 10);
+	store_put_u64(ek, q.profile_id);
+	store_put_u64(ek + 8, T0);
+	store_put_u64(ek + 16, 2);
+	store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
+	commit(f);
+	{
+		struct json_object *ev = json_tokener_parse(
+			"{\"type\":\"track\",\"anonymousId\":\"bad\"}");
+		struct profile_result res;
+		struct nerr_msg msg;
+
+		assert_int_equal(
+			profile_apply_event(f->b, &f->cfg, ev, 99, T0, T0, &res, &msg),
+			NERR_CORRUPT);
+		json_object_put(ev);
+		store_batch_clear(f->b);
+	}
+
+	buf_init(&problems, 0);
+	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_CORRUPT);
+	assert_int_equal(seen, 4);
+	assert_non_null(strstr(buf_str(&problems), "email:ghost@x.io"));
+	assert_non_null(strstr(buf_str(&problems), "profile 556: unreadable"));
+	assert_non_null(
+		strstr(buf_str(&problems), "identity user_id:u2 has no identity"));
+	assert_non_null(strstr(buf_str(&problems), "history record"));
+	assert_non_null(strstr(buf_str(&problems), "identity user_id:u1: profile"));
+	assert_non_null(strstr(buf_str(&problems), "identity user_id:u1 points at"));
+	assert_non_null(strstr(buf_str(&problems), "event (777"));
+	assert_non_null(strstr(buf_str(&problems), "profile 555: unreadable"));
+	(void)p;
+	buf_fini(&problems);
+}
+
+static void test_event_without_identity_is_invalid(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *ev =
+		json_tokener_parse("{\"type\":\"track\",\"event\":\"E\"}");
+	struct profile_result res;
+	struct nerr_msg msg;
+
+	assert_int_equal(profile_apply_event(f->b, &f->cfg, ev, 1, T0, T0, &res, &msg),
+			 NERR_INVAL);
+	json_object_put(ev);
+	assert_int_equal(store_batch_count(f->b), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+		T(test_track_then_identify_builds_profile),
+		T(test_identify_merges_anonymous_into_known),
+		T(test_merge_goes_into_oldest_profile),
+		T(test_one_event_merges_several_profiles),
+		T(test_track_with_user_and_anonymous_links_them),
+		T(test_alias_merges),
+		T(test_two_user_ids_never_merge),
+		T(test_newest_timestamp_wins),
+		T(test_newest_timestamp_wins_across_merge),
+		T(test_null_removes_trait),
+		T(test_consent_both_forms),
+		T(test_email_and_phone_normalization),
+		T(test_custom_namespaces),
+		T(test_identity_cap),
+		T(test_history_count_cap),
+		T(test_history_age_cap),
+		T(test_erase_removes_everything),
+		T(test_read_your_writes_in_one_batch),
+		T(test_view_shape),
+		T(test_check_clean_store),
+		T(test_check_finds_corruption),
+		T(test_event_without_identity_is_invalid),
+#undef T
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
