@@ -811,7 +811,8 @@ static int on_headers_complete(http_parser *p)
 	/* http-parser 2.9 lets a request through with a Transfer-Encoding that
 	 * does not end in chunked; its body length would be unknowable. */
 	if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
-		return reject_in_cb(c, 400, "invalid", NULL, "Invalid Transfer-Encoding.");
+		return reject_in_cb(c, 400, "invalid", NULL,
+				    "Invalid Transfer-Encoding.");
 	has_body = (p->flags & F_CHUNKED) ||
 		   ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
 	if ((p->method == HTTP_POST || p->method == HTTP_PUT ||
