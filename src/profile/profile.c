@@ -66,7 +66,8 @@
 #define EMAIL_MAX_BYTES 254
 #define TZ_MAX_BYTES	64
 #define PUSH_TOKENS_MAX 10
-#define PARSE_DEPTH	64 /* events are ≤ 32 deep; the record adds a few levels */
+/* Events are at most 128 deep (SEGMENT_DEPTH_CAP); records add a few levels. */
+#define PARSE_DEPTH	256
 #define EVENT_KEY_BYTES 24
 
 static const char next_id_key[] = "profile.next_id";

@@ -945,6 +945,40 @@ static void test_check_finds_corruption(void **state)
 	buf_fini(&problems);
 }
 
+static void test_deep_values_survive_storage(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *ev = json_object_new_object(),
+			   *traits = json_object_new_object();
+	struct json_object *deep = json_object_new_string("bottom"), *o, *v;
+	struct profile_result res;
+	struct nerr_msg msg;
+	int depth = 0;
+
+	/* ingest allows events up to 128 levels deep */
+	for (int i = 0; i < 125; i++) {
+		struct json_object *a = json_object_new_array();
+
+		json_object_array_add(a, deep);
+		deep = a;
+	}
+	json_object_object_add(traits, "deep", deep);
+	json_object_object_add(ev, "type", json_object_new_string("identify"));
+	json_object_object_add(ev, "userId", json_object_new_string("u1"));
+	json_object_object_add(ev, "traits", traits);
+	assert_int_equal(profile_apply_event(f->b, &f->cfg, ev, 1, T0, T0, &res, &msg),
+			 NERR_OK);
+	json_object_put(ev);
+	commit(f);
+	o = get(f, res.profile_id);
+	for (v = at(o, "traits.deep"); v && json_object_is_type(v, json_type_array);
+	     v = json_object_array_get_idx(v, 0))
+		depth++;
+	assert_int_equal(depth, 125);
+	assert_string_equal(json_object_get_string(v), "bottom");
+	json_object_put(o);
+}
+
 static void test_event_without_identity_is_invalid(void **state)
 {
 	struct fx *f = *state;
@@ -984,6 +1018,7 @@ int main(void)
 		T(test_view_shape),
 		T(test_check_clean_store),
 		T(test_check_finds_corruption),
+		T(test_deep_values_survive_storage),
 		T(test_event_without_identity_is_invalid),
 #undef T
 	};
