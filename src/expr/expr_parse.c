@@ -96,7 +96,7 @@ static void *fail_at(struct parser *p, const char *at, enum nerr rc, const char 
 		}
 	}
 	p->rc = nerr_set(p->msg, rc, "", "line %d, column %zu: %s", line,
-			 utf8_count(ls, (size_t)(at - ls)) + 1, reason);
+			 expr_utf8_count(ls, (size_t)(at - ls)) + 1, reason);
 	return NULL;
 }
 
@@ -467,7 +467,7 @@ static struct node *string_literal(struct parser *p)
 				return fail_at(p, at, NERR_PARSE,
 					       "invalid code point in escape");
 			s += nd_ + 1;
-			n += utf8_encode(cp, out + n);
+			n += expr_utf8_encode(cp, out + n);
 			continue;
 		}
 		default:
@@ -488,10 +488,10 @@ static struct node *string_literal(struct parser *p)
 		if (bytes)
 			out[n++] = (char)cp;
 		else
-			n += utf8_encode(cp, out + n);
+			n += expr_utf8_encode(cp, out + n);
 	}
 	out[n] = '\0';
-	if (!bytes && !utf8_valid(out, n))
+	if (!bytes && !expr_utf8_valid(out, n))
 		return fail_at(p, t->start, NERR_PARSE,
 			       "invalid UTF-8 in string literal");
 	nd = new_node(p, N_LIT, 0);
@@ -1022,7 +1022,7 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 
 		h->name = n->a[0]->name;
 		h->len = n->a[0]->len;
-		field_hash(h);
+		expr_field_hash(h);
 		h->a[0] = resolve(p, n->a[0]->a[0], depth + 1);
 		return h->a[0] ? h : NULL;
 	}
@@ -1066,14 +1066,14 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 		struct node *t = n->a[0];
 
 		if (t->op == R_IDENT && find_local(p, t->name, t->len) < 0 &&
-		    !env_find_var(p->env, t->name, t->len, NULL) &&
+		    !expr_env_find_var(p->env, t->name, t->len, NULL) &&
 		    t->len + 1 + n->len < sizeof(qname)) {
 			size_t ql = (size_t)snprintf(qname, sizeof(qname), "%.*s.%.*s",
 						     (int)t->len, t->name, (int)n->len,
 						     n->name);
 
-			if (env_find_function(p->env, qname, ql, nargs, &ufn, &ud) ||
-			    builtin_lookup(qname, ql, nargs, false)) {
+			if (expr_env_find_function(p->env, qname, ql, nargs, &ufn, &ud) ||
+			    expr_builtin_lookup(qname, ql, nargs, false)) {
 				const char *keep = arena_strndup(p->arena, qname, ql);
 				struct node *g =
 					make_call(p, keep, ql, NULL, n->a + 1, nargs);
@@ -1089,13 +1089,13 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 	for (size_t i = 0; i < n->na; i++)
 		if (!(c->a[i] = resolve(p, n->a[i], depth + 1)))
 			return NULL;
-	if (!recv && env_find_function(p->env, name, len, nargs, &ufn, &ud)) {
+	if (!recv && expr_env_find_function(p->env, name, len, nargs, &ufn, &ud)) {
 		c->op = N_USER;
 		c->u.user.fn = ufn;
 		c->u.user.userdata = ud;
 		return c;
 	}
-	c->u.fn = builtin_lookup(name, len, n->na, recv);
+	c->u.fn = expr_builtin_lookup(name, len, n->na, recv);
 	if (!c->u.fn) {
 		c->op = N_NOFUNC;
 		return c;
@@ -1106,7 +1106,7 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 		char err[160];
 		const struct expr_value *pat = &c->a[1]->u.lit;
 		pcre2_code *re =
-			regex_compile(pat->as.s, pat->len, NULL, err, sizeof(err));
+			expr_regex_compile(pat->as.s, pat->len, NULL, err, sizeof(err));
 
 		if (!re)
 			return fail_at(p, n->name, NERR_PARSE, "bad pattern: %s", err);
@@ -1135,7 +1135,7 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 		if (li >= 0) {
 			n->op = N_LOCAL;
 			n->u.slot = (size_t)li;
-		} else if (env_find_var(p->env, n->name, n->len, &slot)) {
+		} else if (expr_env_find_var(p->env, n->name, n->len, &slot)) {
 			n->op = N_VAR;
 			n->u.slot = slot;
 		} else {
@@ -1161,13 +1161,13 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 		size_t slot;
 
 		if (qualified_name(p, n, qn, sizeof(qn)) &&
-		    env_find_var(p->env, qn, strlen(qn), &slot)) {
+		    expr_env_find_var(p->env, qn, strlen(qn), &slot)) {
 			n->op = N_VAR;
 			n->u.slot = slot;
 			n->na = 0;
 			return n;
 		}
-		field_hash(n);
+		expr_field_hash(n);
 		if (!(n->a[0] = resolve(p, n->a[0], depth + 1)))
 			return NULL;
 		return n;
