@@ -68,7 +68,7 @@ static bool valid_name(const char *name, bool dots)
 
 enum nerr expr_env_add_var(struct expr_env *env, const char *name, size_t *slot)
 {
-	if (!valid_name(name, false))
+	if (!valid_name(name, true))
 		return NERR_INVAL;
 	if (env_find_var(env, name, strlen(name), NULL))
 		return NERR_EXISTS;

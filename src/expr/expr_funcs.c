@@ -327,7 +327,7 @@ FN(f_string)
 	case EXPR_NULL:
 	case EXPR_TYPE:
 		buf_init(&b, 0);
-		val_print(x, &b, false);
+		val_print(x, &b, PRINT_STRING);
 		len = b.len;
 		s = sdup(c, buf_str(&b), len);
 		buf_fini(&b);
@@ -822,9 +822,7 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 
 	switch (verb) {
 	case 's':
-		if (x->kind == EXPR_DOUBLE && special_double(b, x->as.d))
-			return mk_null();
-		val_print(x, b, false);
+		val_print(x, b, PRINT_FORMAT);
 		return mk_null();
 	case 'd':
 		if (x->kind == EXPR_INT)

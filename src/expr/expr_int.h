@@ -200,8 +200,12 @@ void field_hash(struct node *n);
 bool val_equal(const struct expr_value *a, const struct expr_value *b);
 /* Ordering: returns -1/0/1, 2 when unordered (NaN), 3 when unsupported. */
 int val_compare(const struct expr_value *a, const struct expr_value *b);
-/* Appends a CEL literal (quote = true) or the string() form (format %s). */
-enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal);
+enum print_mode {
+	PRINT_LITERAL, /* a CEL literal: 1u, "a\n", b"\x00", timestamp("...") */
+	PRINT_STRING,  /* what string() returns */
+	PRINT_FORMAT,  /* format("%s"): infinities spelled out, map keys sorted */
+};
+enum nerr val_print(const struct expr_value *v, struct buf *out, enum print_mode mode);
 void print_double(double d, struct buf *out, bool literal);
 bool utf8_valid(const char *s, size_t len);
 size_t utf8_count(const char *s, size_t len);

@@ -932,6 +932,31 @@ static int find_local(const struct parser *p, const char *name, size_t len)
 	return -1;
 }
 
+/* Writes "a.b.c" for a select chain over a plain identifier (not a comprehension
+ * variable); returns false for anything else or when it does not fit. */
+static bool qualified_name(const struct parser *p, const struct node *n, char *out,
+			   size_t cap)
+{
+	size_t len;
+
+	if (n->op == R_IDENT) {
+		if (find_local(p, n->name, n->len) >= 0 || n->len >= cap)
+			return false;
+		memcpy(out, n->name, n->len);
+		out[n->len] = '\0';
+		return true;
+	}
+	if (n->op != N_SELECT || !qualified_name(p, n->a[0], out, cap))
+		return false;
+	len = strlen(out);
+	if (len + 1 + n->len >= cap)
+		return false;
+	out[len] = '.';
+	memcpy(out + len + 1, n->name, n->len);
+	out[len + 1 + n->len] = '\0';
+	return true;
+}
+
 static bool name_is(const struct node *n, const char *s)
 {
 	return n->len == strlen(s) && memcmp(n->name, s, n->len) == 0;
@@ -1128,11 +1153,25 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 	}
 	case R_CALL:
 		return resolve_call(p, n, depth);
-	case N_SELECT:
+	case N_SELECT: {
+		/* A declared variable may have a dotted name ("a.b"): the longest
+		 * declared prefix of a select chain wins, as cel-spec resolves
+		 * qualified identifiers. Inner selects try shorter prefixes. */
+		char qn[256];
+		size_t slot;
+
+		if (qualified_name(p, n, qn, sizeof(qn)) &&
+		    env_find_var(p->env, qn, strlen(qn), &slot)) {
+			n->op = N_VAR;
+			n->u.slot = slot;
+			n->na = 0;
+			return n;
+		}
 		field_hash(n);
 		if (!(n->a[0] = resolve(p, n->a[0], depth + 1)))
 			return NULL;
 		return n;
+	}
 	default:
 		for (size_t i = 0; i < n->na; i++)
 			if (!(n->a[i] = resolve(p, n->a[i], depth + 1)))

@@ -610,9 +610,59 @@ static void print_quoted(const char *s, size_t len, struct buf *out, bool bytes)
 	buf_putc(out, '"');
 }
 
-enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
+struct sorted_entry {
+	char *key; /* printed key, owned */
+	struct expr_value val;
+};
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct sorted_entry *)a)->key,
+		      ((const struct sorted_entry *)b)->key);
+}
+
+/* A map in format("%s") form: entries sorted by their printed key, as cel-go. */
+static enum nerr print_sorted_map(const struct expr_value *v, struct buf *out)
+{
+	struct sorted_entry *e = calloc(v->len ? v->len : 1, sizeof(*e));
+	struct map_iter it;
+	struct expr_value k;
+	size_t n = 0;
+	enum nerr rc = NERR_OK;
+
+	if (!e)
+		return NERR_NOMEM;
+	map_iter_init(&it, v);
+	while (n < v->len && map_next(&it, &k, &e[n].val)) {
+		struct buf kb;
+
+		buf_init(&kb, 0);
+		val_print(&k, &kb, PRINT_FORMAT);
+		e[n++].key = buf_take(&kb);
+	}
+	qsort(e, n, sizeof(*e), cmp_entry);
+	rc = buf_putc(out, '{');
+	for (size_t i = 0; i < n && rc == NERR_OK; i++) {
+		if (i)
+			rc = buf_puts(out, ", ");
+		if (rc == NERR_OK)
+			rc = buf_puts(out, e[i].key);
+		if (rc == NERR_OK)
+			rc = buf_puts(out, ": ");
+		if (rc == NERR_OK)
+			rc = val_print(&e[i].val, out, PRINT_FORMAT);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(e[i].key);
+	free(e);
+	return rc == NERR_OK ? buf_putc(out, '}') : rc;
+}
+
+enum nerr val_print(const struct expr_value *v, struct buf *out, enum print_mode mode)
 {
 	char tmp[48];
+	bool literal = mode == PRINT_LITERAL;
+	enum nerr rc = NERR_OK;
 
 	switch (v->kind) {
 	case EXPR_NULL:
@@ -624,6 +674,10 @@ enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
 	case EXPR_UINT:
 		return buf_printf(out, "%" PRIu64 "%s", v->as.u, literal ? "u" : "");
 	case EXPR_DOUBLE:
+		if (mode == PRINT_FORMAT && (isnan(v->as.d) || isinf(v->as.d)))
+			return buf_puts(out, isnan(v->as.d) ? "NaN"
+					     : v->as.d > 0  ? "Infinity"
+							    : "-Infinity");
 		print_double(v->as.d, out, literal);
 		return NERR_OK;
 	case EXPR_STRING:
@@ -646,31 +700,37 @@ enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
 	case EXPR_ERROR:
 		return buf_printf(out, "error(%.*s)", (int)v->len, v->as.s);
 	case EXPR_LIST:
-		buf_putc(out, '[');
-		for (size_t i = 0; i < v->len; i++) {
+		rc = buf_putc(out, '[');
+		for (size_t i = 0; i < v->len && rc == NERR_OK; i++) {
 			struct expr_value x = list_get(v, i);
 
 			if (i)
-				buf_puts(out, ", ");
-			val_print(&x, out, literal);
+				rc = buf_puts(out, ", ");
+			if (rc == NERR_OK)
+				rc = val_print(&x, out, mode);
 		}
-		return buf_putc(out, ']');
+		return rc == NERR_OK ? buf_putc(out, ']') : rc;
 	case EXPR_MAP: {
 		struct map_iter it;
 		struct expr_value k, x;
 		bool first = true;
 
-		buf_putc(out, '{');
+		if (mode == PRINT_FORMAT)
+			return print_sorted_map(v, out);
+		rc = buf_putc(out, '{');
 		map_iter_init(&it, v);
-		while (map_next(&it, &k, &x)) {
+		while (rc == NERR_OK && map_next(&it, &k, &x)) {
 			if (!first)
-				buf_puts(out, ", ");
+				rc = buf_puts(out, ", ");
 			first = false;
-			val_print(&k, out, literal);
-			buf_puts(out, ": ");
-			val_print(&x, out, literal);
+			if (rc == NERR_OK)
+				rc = val_print(&k, out, mode);
+			if (rc == NERR_OK)
+				rc = buf_puts(out, ": ");
+			if (rc == NERR_OK)
+				rc = val_print(&x, out, mode);
 		}
-		return buf_putc(out, '}');
+		return rc == NERR_OK ? buf_putc(out, '}') : rc;
 	}
 	}
 	return NERR_INVAL;
@@ -679,7 +739,7 @@ enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
 enum nerr expr_value_format(const struct expr_value *v, struct buf *out)
 {
 	size_t before = out->len;
-	enum nerr rc = val_print(v, out, true);
+	enum nerr rc = val_print(v, out, PRINT_LITERAL);
 
 	/* A capped buffer that overflowed mid-way is left as it was. */
 	if (rc != NERR_OK && out->data) {
@@ -743,7 +803,7 @@ struct json_object *expr_value_to_json(const struct expr_value *v)
 		map_iter_init(&it, v);
 		while (map_next(&it, &k, &x)) {
 			buf_reset(&kb);
-			val_print(&k, &kb, false);
+			val_print(&k, &kb, PRINT_STRING);
 			json_object_object_add(o, buf_str(&kb), expr_value_to_json(&x));
 		}
 		buf_fini(&kb);
