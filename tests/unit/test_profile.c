@@ -686,6 +686,15 @@ static void test_identity_cap(void **state)
 		  T0 + 21);
 	assert_int_equal(r.merged, 1);
 	assert_int_equal(r.identities_rejected, 2);
+	{
+		struct profile_stats st = {0};
+
+		profile_stats_add(&st, &q);
+		profile_stats_add(&st, &r);
+		assert_int_equal(st.profiles_created, 1);
+		assert_int_equal(st.merges, 1);
+		assert_int_equal(st.identities_rejected, 2);
+	}
 	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 3);
 	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
 	assert_int_equal(profile_lookup(f->s, NULL, "anonymous_id", "b1", &pid),
@@ -744,6 +753,17 @@ static void test_history_age_cap(void **state)
 		str_at(json_object_array_get_idx(at(o, "events"), 0), "event"), "C");
 	assert_string_equal(str_at(json_object_array_get_idx(at(o, "events"), 1), "name"),
 			    "B");
+	json_object_put(o);
+	/* the window CEL's event_count() reads */
+	assert_int_equal(
+		profile_history_json(f->s, NULL, r.profile_id, T0 + 6 * DAY_MS, &o),
+		NERR_OK);
+	assert_int_equal(json_object_array_length(o), 1);
+	assert_string_equal(str_at(json_object_array_get_idx(o, 0), "event"), "C");
+	json_object_put(o);
+	assert_int_equal(profile_history_json(f->s, NULL, r.profile_id, INT64_MIN, &o),
+			 NERR_OK);
+	assert_int_equal(json_object_array_length(o), 2);
 	json_object_put(o);
 }
 
