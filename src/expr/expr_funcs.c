@@ -234,7 +234,9 @@ FN(f_int)
 		errno = 0;
 		long long v = strtoll(tmp, &end, 10);
 
-		if (*end || errno || tmp[0] == ' ' || tmp[0] == '+')
+		/* Go's ParseInt: an optional sign, decimal digits, nothing else */
+		if (*end || errno ||
+		    !(tmp[0] == '-' || tmp[0] == '+' || (tmp[0] >= '0' && tmp[0] <= '9')))
 			return expr_eerr(c, "int conversion error: '%s'", tmp);
 		return mk_int(v);
 	case EXPR_TIMESTAMP:
@@ -290,13 +292,15 @@ FN(f_double)
 	case EXPR_UINT:
 		return mk_double((double)x->as.u);
 	case EXPR_STRING:
-		if (x->len == 0 || x->len >= sizeof(tmp) || x->as.s[0] == ' ')
+		if (x->len == 0 || x->len >= sizeof(tmp) ||
+		    strchr(" \t\n\r\f\v", x->as.s[0]))
 			return expr_eerr_static("double conversion error: bad string");
 		memcpy(tmp, x->as.s, x->len);
 		tmp[x->len] = '\0';
+		errno = 0;
 		double d = strtod(tmp, &end);
 
-		if (*end)
+		if (*end || (errno == ERANGE && isinf(d)))
 			return expr_eerr(c, "double conversion error: '%s'", tmp);
 		return mk_double(d);
 	default:

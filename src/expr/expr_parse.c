@@ -159,12 +159,6 @@ static const char *scan_quoted(struct parser *p, const char *q, bool raw)
 			s += 2;
 			continue;
 		}
-		if (*s == '\\' && raw) {
-			/* In a raw string a backslash still keeps the quote from ending
-			 * it. */
-			s += (s + 1 < end && s[1] == quote) ? 2 : 1;
-			continue;
-		}
 		if (triple) {
 			if (s + 2 < end && s[0] == quote && s[1] == quote &&
 			    s[2] == quote)
@@ -1120,6 +1114,40 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 	return c;
 }
 
+/*
+ * Turns a list or map literal whose items are all constants into one constant,
+ * built once in the program's arena, so evaluating `x in ['a', 'b']` allocates
+ * nothing. A map literal that would fail (a bad or repeated key) is left for
+ * evaluation to report.
+ */
+static void fold_literal(struct parser *p, struct node *n)
+{
+	struct expr_value *items, v = {.kind = n->op == N_LIST ? EXPR_LIST : EXPR_MAP};
+
+	for (size_t i = 0; i < n->na; i++)
+		if (n->a[i]->op != N_LIT)
+			return;
+	items = arena_alloc(p->arena, (n->na ? n->na : 1) * sizeof(*items));
+	v.as.items = items;
+	for (size_t i = 0; i < n->na; i++) {
+		const struct expr_value *x = &n->a[i]->u.lit;
+
+		if (n->op == N_MAP && i % 2 == 0) {
+			if (x->kind != EXPR_INT && x->kind != EXPR_UINT &&
+			    x->kind != EXPR_BOOL && x->kind != EXPR_STRING)
+				return;
+			v.len = (uint32_t)(i / 2);
+			if (expr_map_find(&v, x, NULL))
+				return;
+		}
+		items[i] = *x;
+	}
+	v.len = n->op == N_LIST ? n->na : n->na / 2;
+	n->op = N_LIT;
+	n->na = 0;
+	n->u.lit = v;
+}
+
 static struct node *resolve(struct parser *p, struct node *n, int depth)
 {
 	if (!n)
@@ -1176,6 +1204,8 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 		for (size_t i = 0; i < n->na; i++)
 			if (!(n->a[i] = resolve(p, n->a[i], depth + 1)))
 				return NULL;
+		if (n->op == N_LIST || n->op == N_MAP)
+			fold_literal(p, n);
 		return n;
 	}
 }

@@ -45,6 +45,10 @@ struct expr_value expr_value_from_json(struct json_object *j)
 		break;
 	case json_type_int:
 		v = mk_int(json_object_get_int64(j));
+		/* json-c keeps integers above INT64_MAX as uint64: do not clamp them */
+		if (v.as.i == INT64_MAX &&
+		    json_object_get_uint64(j) > (uint64_t)INT64_MAX)
+			v = mk_uint(json_object_get_uint64(j));
 		break;
 	case json_type_double:
 		v = mk_double(json_object_get_double(j));
