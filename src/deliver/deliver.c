@@ -287,7 +287,6 @@ static void job_free(struct job *job)
 		host_unref(d, job->host);
 		job->host = NULL;
 	}
-	atomic_fetch_sub(&d->pending, 1);
 	uv_close((uv_handle_t *)&job->timer, job_timer_closed);
 }
 
@@ -317,6 +316,7 @@ static void report(struct job *job, enum deliver_result result, int status,
 			"envelope=%s state=%s status=%d attempts=%u reason=\"%s\" url=%s",
 			o.envelope_id, deliver_result_str(result), status, o.attempts,
 			reason, job->url.origin ? job->url.origin : "-");
+	atomic_fetch_sub(&d->pending, 1);
 	d->fn(d->cb_ud, &o);
 	job_free(job);
 }
@@ -658,6 +658,7 @@ static void teardown(struct deliver *d)
 			job->host->qtail = &job->host->qhead;
 			job->host->runnable = false;
 		}
+		atomic_fetch_sub(&d->pending, 1);
 		job_free(job);
 	}
 	d->rhead = NULL;

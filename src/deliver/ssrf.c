@@ -314,7 +314,9 @@ bool deliver_url_parse(const char *url, struct deliver_url *out, const char **re
 		*p = (char)tolower((unsigned char)*p);
 	size_t olen = strlen(scheme) + strlen(host) + strlen(port) + 8;
 	out->origin = xmalloc(olen);
-	snprintf(out->origin, olen, "%s://%s:%s", scheme, out->host, port);
+	bool v6 = strchr(out->host, ':') != NULL;
+	snprintf(out->origin, olen, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", out->host,
+		 v6 ? "]" : "", port);
 	ok = true;
 	*reason = NULL;
 out:

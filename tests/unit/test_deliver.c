@@ -188,7 +188,8 @@ static struct peer *peer_start(void)
 	uv_loop_init(&p->loop);
 	uv_async_init(&p->loop, &p->stop, on_stop);
 	p->stop.data = p;
-	assert_int_equal(http_server_new(&p->loop, NULL, on_request, p, &p->srv), NERR_OK);
+	assert_int_equal(http_server_new(&p->loop, NULL, on_request, p, &p->srv),
+			 NERR_OK);
 	assert_int_equal(http_server_listen(p->srv, "127.0.0.1", 0, &msg), NERR_OK);
 	p->port = http_server_port(p->srv);
 	assert_int_equal(pthread_create(&p->thread, NULL, peer_main, p), 0);
@@ -234,7 +235,7 @@ static struct {
 	pthread_cond_t cv;
 	struct got got[64];
 	unsigned n;
-} sink = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
+} sink = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static void on_outcome(void *cb_ud, const struct deliver_outcome *o)
 {
@@ -250,8 +251,9 @@ static void on_outcome(void *cb_ud, const struct deliver_outcome *o)
 		g->response_len = o->response_len;
 		if (o->response)
 			memcpy(g->response, o->response,
-			       o->response_len < sizeof(g->response) - 1 ? o->response_len
-									  : sizeof(g->response) - 1);
+			       o->response_len < sizeof(g->response) - 1
+				       ? o->response_len
+				       : sizeof(g->response) - 1);
 		g->truncated = o->response_truncated;
 		g->attempts = o->attempts;
 		g->duration_ms = o->duration_ms;
@@ -521,7 +523,8 @@ static void connection_refused_is_tempfail(void **state)
 {
 	/* a port that was free a moment ago: bind, learn it, close */
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(0x7f000001)};
 	socklen_t sl = sizeof(sa);
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
@@ -543,16 +546,36 @@ static void connection_refused_is_tempfail(void **state)
 static void guard_refuses_internal_addresses_by_default(void **state)
 {
 	static const char *refused[] = {
-		"127.0.0.1",	   "127.1.2.3",	     "10.0.0.1",	"10.255.255.255",
-		"172.16.0.1",	   "172.31.255.1",   "192.168.1.10",	"169.254.169.254",
-		"0.0.0.0",	   "100.64.0.1",     "224.0.0.1",	"255.255.255.255",
-		"::1",		   "::",	     "fe80::1",		"fc00::1",
-		"fd12:3456::1",	   "ff02::1",	     "::ffff:127.0.0.1", "::ffff:10.1.1.1",
-		"64:ff9b::a00:1",  "2002:c0a8:0101::1",
+		"127.0.0.1",
+		"127.1.2.3",
+		"10.0.0.1",
+		"10.255.255.255",
+		"172.16.0.1",
+		"172.31.255.1",
+		"192.168.1.10",
+		"169.254.169.254",
+		"0.0.0.0",
+		"100.64.0.1",
+		"224.0.0.1",
+		"255.255.255.255",
+		"::1",
+		"::",
+		"fe80::1",
+		"fc00::1",
+		"fd12:3456::1",
+		"ff02::1",
+		"::ffff:127.0.0.1",
+		"::ffff:10.1.1.1",
+		"64:ff9b::a00:1",
+		"2002:c0a8:0101::1",
 	};
-	static const char *public[] = { "8.8.8.8",     "1.1.1.1",	 "172.32.0.1",
-					"192.169.0.1", "2001:4860:4860::8888", "::ffff:8.8.8.8",
-					"11.0.0.1" };
+	static const char *public[] = {"8.8.8.8",
+				       "1.1.1.1",
+				       "172.32.0.1",
+				       "192.169.0.1",
+				       "2001:4860:4860::8888",
+				       "::ffff:8.8.8.8",
+				       "11.0.0.1"};
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
 		if (deliver_address_allowed(NULL, "example.com", refused[i]))
 			fail_msg("%s was allowed", refused[i]);
@@ -566,14 +589,15 @@ static void guard_refuses_internal_addresses_by_default(void **state)
 
 static void allow_list_opens_ranges_and_hosts(void **state)
 {
-	struct deliver *d = start("127.0.0.1/32, 10.0.0.0/8 192.168.1.0/24,169.254.169.254,"
-				  "::1, fe80::/10, fc00::/7, hooks.internal, *.corp.example",
-				  0, 0);
-	static const char *allowed[] = { "127.0.0.1",	    "10.1.2.3",	     "192.168.1.77",
-					 "169.254.169.254", "::1",	     "fe80::abcd",
-					 "fd00::5",	    "::ffff:10.9.9.9" };
-	static const char *still_refused[] = { "127.0.0.2", "192.168.2.1", "169.254.1.1",
-					       "172.16.0.1", "ff02::1" };
+	struct deliver *d =
+		start("127.0.0.1/32, 10.0.0.0/8 192.168.1.0/24,169.254.169.254,"
+		      "::1, fe80::/10, fc00::/7, hooks.internal, *.corp.example",
+		      0, 0);
+	static const char *allowed[] = {
+		"127.0.0.1", "10.1.2.3",   "192.168.1.77", "169.254.169.254",
+		"::1",	     "fe80::abcd", "fd00::5",	   "::ffff:10.9.9.9"};
+	static const char *still_refused[] = {"127.0.0.2", "192.168.2.1", "169.254.1.1",
+					      "172.16.0.1", "ff02::1"};
 	for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
 		if (!deliver_address_allowed(d, "x.example", allowed[i]))
 			fail_msg("%s was refused", allowed[i]);
@@ -596,15 +620,16 @@ static void bad_allow_entry_is_named(void **state)
 	struct deliver_config cfg;
 	struct deliver *d = NULL;
 	struct nerr_msg msg;
-	static const char *bad[] = { "10.0.0.0/33", "::1/129", "bad host!", "10.0.0.0/",
-				     "example.com/8", "*." };
+	static const char *bad[] = {"10.0.0.0/33", "::1/129",	    "bad-host!",
+				    "10.0.0.0/",   "example.com/8", "*."};
 	deliver_config_default(&cfg);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char text[64];
 		snprintf(text, sizeof(text), "127.0.0.1, %s", bad[i]);
 		cfg.allow = text;
 		nerr_clear(&msg);
-		assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_INVAL);
+		assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg),
+				 NERR_INVAL);
 		assert_null(d);
 		if (!strstr(msg.message, bad[i]))
 			fail_msg("message '%s' does not name '%s'", msg.message, bad[i]);
@@ -636,7 +661,8 @@ static void bad_requests_are_permfail(void **state)
 {
 	struct deliver *d = start("127.0.0.1/32", 0, 0);
 	struct deliver_request *r;
-	assert_int_equal(deliver_submit(d, request("b1", "ftp://127.0.0.1/x", "{}")), NERR_OK);
+	assert_int_equal(deliver_submit(d, request("b1", "ftp://127.0.0.1/x", "{}")),
+			 NERR_OK);
 	assert_int_equal(deliver_submit(d, request("b2", "http://u:p@127.0.0.1/", "{}")),
 			 NERR_OK);
 	assert_int_equal(deliver_submit(d, request("b3", "not a url", "{}")), NERR_OK);
@@ -651,9 +677,9 @@ static void bad_requests_are_permfail(void **state)
 	r->headers[0].value = xstrdup("a\r\nHost: other");
 	assert_int_equal(deliver_submit(d, r), NERR_OK);
 	wait_outcomes(5);
-	static const char *reasons[] = { "url scheme must be http or https",
-					 "url must not carry user info", "invalid url",
-					 "method must be POST or PUT", "invalid header value" };
+	static const char *reasons[] = {
+		"url scheme must be http or https", "url must not carry user info",
+		"invalid url", "method must be POST or PUT", "invalid header value"};
 	for (int i = 0; i < 5; i++) {
 		assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
 		assert_int_equal(sink.got[i].attempts, 0);
@@ -765,8 +791,8 @@ static void stop_abandons_in_flight_without_reporting(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(post_carries_body_headers_and_a_verifiable_signature,
-				       reset_sink),
+		cmocka_unit_test_setup(
+			post_carries_body_headers_and_a_verifiable_signature, reset_sink),
 		cmocka_unit_test_setup(put_without_secret_sends_no_signature, reset_sink),
 		cmocka_unit_test_setup(tempfail_503_is_retried_until_success, reset_sink),
 		cmocka_unit_test_setup(last_tempfail_is_reported_final, reset_sink),
@@ -779,10 +805,12 @@ int main(void)
 		cmocka_unit_test(bad_allow_entry_is_named),
 		cmocka_unit_test_setup(guard_refuses_loopback_in_flight, reset_sink),
 		cmocka_unit_test_setup(bad_requests_are_permfail, reset_sink),
-		cmocka_unit_test_setup(per_host_cap_limits_concurrent_requests, reset_sink),
+		cmocka_unit_test_setup(per_host_cap_limits_concurrent_requests,
+				       reset_sink),
 		cmocka_unit_test_setup(global_cap_limits_concurrent_requests, reset_sink),
 		cmocka_unit_test_setup(response_is_captured_up_to_the_cap, reset_sink),
-		cmocka_unit_test_setup(stop_abandons_in_flight_without_reporting, reset_sink),
+		cmocka_unit_test_setup(stop_abandons_in_flight_without_reporting,
+				       reset_sink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
