@@ -1,10 +1,11 @@
 -- wrk script: batches of 100 unique track events per request (see bench/ingest.sh).
 local counter = 0
-local tid = 0
+
 local threads = {}
 local n = 100
-function setup(thread) thread:set("tid", #threads); table.insert(threads, thread) end
+function setup(thread) thread:set("tid", #threads + 1); table.insert(threads, thread) end
 function init(args)
+  math.randomseed(os.time() * 1000 + (tid or 0) * 7919 + math.floor(os.clock() * 1e6))
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Basic " .. os.getenv("NUDGE_AUTH")
 end

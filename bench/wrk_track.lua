@@ -1,9 +1,10 @@
 -- wrk script: one unique track event per request (see bench/ingest.sh).
 local counter = 0
-local tid = 0
+
 local threads = {}
-function setup(thread) thread:set("tid", #threads); table.insert(threads, thread) end
+function setup(thread) thread:set("tid", #threads + 1); table.insert(threads, thread) end
 function init(args)
+  math.randomseed(os.time() * 1000 + (tid or 0) * 7919 + math.floor(os.clock() * 1e6))
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Basic " .. os.getenv("NUDGE_AUTH")
 end

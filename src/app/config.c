@@ -246,8 +246,8 @@ enum nerr config_load(struct config *cfg, const char *path, struct nerr_msg *msg
 		if (lc.rc == NERR_OK)
 			return nerr_set(msg, NERR_INVAL, "config", "%s:%d: syntax error", path,
 					line);
-		return nerr_set(msg, lc.rc, inner.field, "%s:%d: %s", path, line,
-				inner.message);
+		return nerr_set(msg, lc.rc, inner.field, "%s:%d: %s: %s", path, line,
+				inner.field, inner.message);
 	}
 	return NERR_OK;
 }

@@ -179,6 +179,7 @@ static void *committer_main(void *arg)
 	struct inbox *ib = arg;
 	struct store_batch *b = store_batch_new(ib->s);
 
+	pthread_setname_np(pthread_self(), "nudge-commit");
 	for (;;) {
 		struct inbox_job *take, **take_tail = &take, *j;
 		unsigned nrec = 0;

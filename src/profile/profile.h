@@ -66,7 +66,9 @@ void profile_stats_add(struct profile_stats *st, const struct profile_result *re
  * increasing); ts_ms the event's effective time (trait/consent timestamps, history
  * order); now_ms the engine's clock (created/updated times, history age cap).
  * NERR_INVAL if the event carries no usable identity; NERR_CORRUPT if a stored
- * record cannot be read; NERR_IO from the store.
+ * record it needs cannot be read; NERR_IO from the store. NERR_INVAL and
+ * NERR_CORRUPT leave the batch untouched; after NERR_IO the batch may hold part
+ * of the event's writes and must be discarded.
  */
 enum nerr profile_apply_event(struct store_batch *b, const struct profile_config *cfg,
 			      struct json_object *event, uint64_t seq, int64_t ts_ms,
@@ -90,6 +92,12 @@ enum nerr profile_get_json(struct store *s, struct store_batch *b, uint64_t prof
 /* The §6 view for CEL/Liquid (caller json_object_put()s it). NERR_NOTFOUND. */
 enum nerr profile_view_json(struct store *s, struct store_batch *b, uint64_t profile_id,
 			    struct json_object **out);
+
+/* The recent-event history with event time >= since_ms (INT64_MIN: all), newest
+ * first, each the event as received: for CEL event_count(). Caller puts *out. */
+enum nerr profile_history_json(struct store *s, struct store_batch *b,
+			       uint64_t profile_id, int64_t since_ms,
+			       struct json_object **out);
 
 /* Erases everything about the person in batch b: profile, identities, history.
  * NERR_NOTFOUND if there is no such profile. */

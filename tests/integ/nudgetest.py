@@ -108,7 +108,15 @@ class NudgeServer:
         for f in ("log", "out"):
             if hasattr(self, f):
                 getattr(self, f).close()
+        self.check_sanitizers()
         return rc
+
+    def check_sanitizers(self):
+        """Under `make asan` a sanitizer report in the server's log fails the test."""
+        log = self.read_log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                raise AssertionError("sanitizer report in the server log:\n" + log)
 
     def kill(self):
         return self.stop(signal.SIGKILL)
@@ -148,6 +156,8 @@ class NudgeServer:
             h["Content-Type"] = "application/json"
         if isinstance(body, str):
             body = body.encode()
+        if body is not None and "Content-Type" not in (headers or {}):
+            h["Content-Type"] = "application/json"
         h.update(self.auth_headers(auth))
         h.update(headers or {})
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
