@@ -680,7 +680,7 @@ static void test_scratch_limit_stops_growth(void **state)
 
 	(void)state;
 	arena_init(&a, 0);
-	a.limit_bytes = 1 << 16;
+	a.limit_bytes = 1 << 13;
 	assert_int_equal(
 		expr_compile("[1,2,3,4,5,6,7,8,9,10].map(x, [1,2,3,4,5,6,7,8,9,10]"
 			     ".map(y, [1,2,3,4,5,6,7,8,9,10].map(z, 'abc' + 'def')))",
