@@ -93,6 +93,12 @@ enum nerr profile_get_json(struct store *s, struct store_batch *b, uint64_t prof
 enum nerr profile_view_json(struct store *s, struct store_batch *b, uint64_t profile_id,
 			    struct json_object **out);
 
+/* The recent-event history with event time >= since_ms (INT64_MIN: all), newest
+ * first, each the event as received: for CEL event_count(). Caller puts *out. */
+enum nerr profile_history_json(struct store *s, struct store_batch *b,
+			       uint64_t profile_id, int64_t since_ms,
+			       struct json_object **out);
+
 /* Erases everything about the person in batch b: profile, identities, history.
  * NERR_NOTFOUND if there is no such profile. */
 enum nerr profile_erase(struct store_batch *b, uint64_t profile_id);

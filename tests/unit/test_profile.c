@@ -686,6 +686,15 @@ static void test_identity_cap(void **state)
 		  T0 + 21);
 	assert_int_equal(r.merged, 1);
 	assert_int_equal(r.identities_rejected, 2);
+	{
+		struct profile_stats st = {0};
+
+		profile_stats_add(&st, &q);
+		profile_stats_add(&st, &r);
+		assert_int_equal(st.profiles_created, 1);
+		assert_int_equal(st.merges, 1);
+		assert_int_equal(st.identities_rejected, 2);
+	}
 	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 3);
 	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
 	assert_int_equal(profile_lookup(f->s, NULL, "anonymous_id", "b1", &pid),
@@ -744,6 +753,17 @@ static void test_history_age_cap(void **state)
 		str_at(json_object_array_get_idx(at(o, "events"), 0), "event"), "C");
 	assert_string_equal(str_at(json_object_array_get_idx(at(o, "events"), 1), "name"),
 			    "B");
+	json_object_put(o);
+	/* the window CEL's event_count() reads */
+	assert_int_equal(
+		profile_history_json(f->s, NULL, r.profile_id, T0 + 6 * DAY_MS, &o),
+		NERR_OK);
+	assert_int_equal(json_object_array_length(o), 1);
+	assert_string_equal(str_at(json_object_array_get_idx(o, 0), "event"), "C");
+	json_object_put(o);
+	assert_int_equal(profile_history_json(f->s, NULL, r.profile_id, INT64_MIN, &o),
+			 NERR_OK);
+	assert_int_equal(json_object_array_length(o), 2);
 	json_object_put(o);
 }
 
@@ -945,6 +965,40 @@ static void test_check_finds_corruption(void **state)
 	buf_fini(&problems);
 }
 
+static void test_deep_values_survive_storage(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *ev = json_object_new_object(),
+			   *traits = json_object_new_object();
+	struct json_object *deep = json_object_new_string("bottom"), *o, *v;
+	struct profile_result res;
+	struct nerr_msg msg;
+	int depth = 0;
+
+	/* ingest allows events up to 128 levels deep */
+	for (int i = 0; i < 125; i++) {
+		struct json_object *a = json_object_new_array();
+
+		json_object_array_add(a, deep);
+		deep = a;
+	}
+	json_object_object_add(traits, "deep", deep);
+	json_object_object_add(ev, "type", json_object_new_string("identify"));
+	json_object_object_add(ev, "userId", json_object_new_string("u1"));
+	json_object_object_add(ev, "traits", traits);
+	assert_int_equal(profile_apply_event(f->b, &f->cfg, ev, 1, T0, T0, &res, &msg),
+			 NERR_OK);
+	json_object_put(ev);
+	commit(f);
+	o = get(f, res.profile_id);
+	for (v = at(o, "traits.deep"); v && json_object_is_type(v, json_type_array);
+	     v = json_object_array_get_idx(v, 0))
+		depth++;
+	assert_int_equal(depth, 125);
+	assert_string_equal(json_object_get_string(v), "bottom");
+	json_object_put(o);
+}
+
 static void test_event_without_identity_is_invalid(void **state)
 {
 	struct fx *f = *state;
@@ -984,6 +1038,7 @@ int main(void)
 		T(test_view_shape),
 		T(test_check_clean_store),
 		T(test_check_finds_corruption),
+		T(test_deep_values_survive_storage),
 		T(test_event_without_identity_is_invalid),
 #undef T
 	};
