@@ -880,6 +880,41 @@ static void test_view_shape(void **state)
 	json_object_put(v);
 }
 
+static struct profile_result apply_tz(struct fx *f, const char *tz, int64_t ts)
+{
+	char ev[160];
+
+	snprintf(ev, sizeof(ev),
+		 "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\","
+		 "\"context\":{\"timezone\":\"%s\"}}",
+		 tz);
+	return apply(f, ev, ts);
+}
+
+static void test_timezone_valid_newest_wins(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p = apply_tz(f, "Europe/Paris", T0);
+	struct json_object *o;
+
+	apply_tz(f, "America/New_York", T0 - 1000); /* older */
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Europe/Paris");
+	json_object_put(o);
+	apply_tz(f, "Asia/Tokyo", T0 + 1000);
+	apply_tz(f, "Mars/Olympus_Mons", T0 + 2000); /* not IANA: ignored */
+	apply_tz(f, "GMT+05:00", T0 + 3000);	     /* custom, not a zone name */
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Asia/Tokyo");
+	json_object_put(o);
+	/* the same zone again refreshes its time: an older change no longer wins */
+	apply_tz(f, "Asia/Tokyo", T0 + 5000);
+	apply_tz(f, "Europe/Paris", T0 + 4000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Asia/Tokyo");
+	json_object_put(o);
+}
+
 static void test_check_clean_store(void **state)
 {
 	struct fx *f = *state;
@@ -1036,6 +1071,7 @@ int main(void)
 		T(test_erase_removes_everything),
 		T(test_read_your_writes_in_one_batch),
 		T(test_view_shape),
+		T(test_timezone_valid_newest_wins),
 		T(test_check_clean_store),
 		T(test_check_finds_corruption),
 		T(test_deep_values_survive_storage),
