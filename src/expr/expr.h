@@ -61,10 +61,18 @@ enum expr_kind {
 /* Set in expr_value.flags when a list or map is a view of a json-c object. */
 #define EXPR_F_JSON 1u
 
+/*
+ * 16 bytes, so the x86-64 ABI returns it in two registers: the evaluator passes
+ * values around by value without touching memory.
+ */
 struct expr_value {
 	uint8_t kind;  /* enum expr_kind */
 	uint8_t flags; /* EXPR_F_* */
-	uint32_t len;  /* bytes of a string/bytes/type/error, items of a list/map */
+	union {
+		uint32_t
+			len; /* bytes of a string/bytes/type/error, items of a list/map */
+		int32_t nsec; /* timestamp/duration: nanoseconds, same sign as as.sec */
+	};
 	union {
 		bool b;
 		int64_t i;
@@ -74,10 +82,7 @@ struct expr_value {
 		/* list: len values; map: 2*len values, key then value */
 		const struct expr_value *items;
 		struct json_object *json; /* when flags & EXPR_F_JSON */
-		struct {
-			int64_t sec;
-			int32_t nsec;
-		} t;
+		int64_t sec;		  /* timestamp/duration: seconds */
 	} as;
 };
 
@@ -108,7 +113,8 @@ void expr_env_free(struct expr_env *env);
 /*
  * Declares a variable; *slot (may be NULL) receives its index in the vars array
  * expr_eval() takes. Returns NERR_EXISTS for a duplicate, NERR_LIMIT past
- * EXPR_MAX_VARS, NERR_INVAL for a name that is not a CEL identifier.
+ * EXPR_MAX_VARS, NERR_INVAL for a name that is not a CEL identifier. A dotted
+ * name ("journey.entry") is a qualified identifier: `journey.entry.x` reads it.
  */
 enum nerr expr_env_add_var(struct expr_env *env, const char *name, size_t *slot);
 /* The number of declared variables (the length expr_eval() expects). */

@@ -1,0 +1,135 @@
+/*
+ * fuzz_http.c -- arbitrary bytes through the real HTTP connection state machine.
+ *
+ * Design: one server on a private loop, one socketless connection per input
+ * (http_conn_attach). The first input byte seeds how the rest is cut into reads
+ * and when held requests are answered; requests to /later are held and answered
+ * later in reverse order (some only after the connection is released, as
+ * orphans), the rest at once. Everything the server writes is parsed back with
+ * http-parser in response mode: it must be a well-formed sequence of answers.
+ * After each input the connection must be gone once the loop runs (no hang) and
+ * nothing may leak (libFuzzer's leak check).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <http_parser.h>
+
+#include "base/mem.h"
+#include "ingest/http.h"
+
+#define MAX_HELD 64
+
+static uv_loop_t loop;
+static struct http_server *srv;
+static struct http_req *held[MAX_HELD];
+static int nheld;
+static http_parser resp_parser;
+static http_parser_settings resp_settings;
+static uint32_t rng;
+
+static uint32_t next_rand(void)
+{
+	rng = rng * 1103515245u + 12345u;
+	return rng >> 16;
+}
+
+static void out_fn(void *ud, const char *data, size_t len)
+{
+	size_t n;
+
+	(void)ud;
+	n = http_parser_execute(&resp_parser, &resp_settings, data, len);
+	if (n != len || HTTP_PARSER_ERRNO(&resp_parser) != HPE_OK) {
+		fprintf(stderr, "server wrote a malformed answer: %s\n",
+			http_errno_name(HTTP_PARSER_ERRNO(&resp_parser)));
+		abort();
+	}
+}
+
+static void handler(void *ud, struct http_req *r)
+{
+	const char *path = http_req_path(r);
+	size_t blen;
+	const char *body = http_req_body(r, &blen);
+
+	(void)ud;
+	if (strncmp(path, "/later", 6) == 0 && nheld < MAX_HELD) {
+		held[nheld++] = r;
+		return;
+	}
+	if (strcmp(http_req_method(r), "HEAD") == 0) {
+		http_respond(r, 200, NULL, "", 0, NULL);
+		return;
+	}
+	if (strncmp(path, "/err", 4) == 0) {
+		http_respond_error(r, 422, "invalid", http_req_query(r), body);
+		return;
+	}
+	if (http_req_header(r, "x-a") && strlen(http_req_header(r, "x-a")) > 2048)
+		abort(); /* header bytes are capped at 2048 */
+	http_respond(r, 200, "text/plain", body, blen, "X-Fuzz: 1\r\n");
+}
+
+static void answer_held(int keep)
+{
+	while (nheld > keep) {
+		struct http_req *r = held[--nheld];
+		/* The checker cannot know an answer is to HEAD: give it no body. */
+		size_t n = strcmp(http_req_method(r), "HEAD") == 0 ? 0 : 5;
+
+		http_respond(r, 200, NULL, "later", n, NULL);
+	}
+}
+
+static void setup(void)
+{
+	struct http_limits lim;
+
+	http_limits_default(&lim);
+	lim.max_header_bytes = 2048;
+	lim.max_body_bytes = 8192;
+	lim.max_pipelined = 4;
+	lim.max_connections = 8;
+	if (uv_loop_init(&loop) || http_server_new(&loop, &lim, handler, NULL, &srv))
+		abort();
+	http_parser_settings_init(&resp_settings);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct http_conn *c;
+	size_t pos = 1;
+	int round = 0;
+
+	if (!srv)
+		setup();
+	if (size < 1)
+		return 0;
+	rng = data[0];
+	http_parser_init(&resp_parser, HTTP_RESPONSE);
+	c = http_conn_attach(srv, out_fn, NULL);
+	while (pos < size) {
+		size_t chunk = 1 + next_rand() % (data[0] & 0x80 ? 7 : 200);
+
+		if (chunk > size - pos)
+			chunk = size - pos;
+		http_conn_feed(c, data + pos, chunk);
+		pos += chunk;
+		if (++round % 3 == 0)
+			answer_held((int)(next_rand() % 3));
+	}
+	if (data[0] & 1)
+		http_conn_eof(c);
+	answer_held(data[0] & 2 ? 1 : 0);
+	http_conn_release(c);
+	answer_held(0); /* orphans */
+	for (int i = 0; http_server_connection_count(srv); i++) {
+		if (i > 1000)
+			abort(); /* the connection never finished closing */
+		uv_run(&loop, UV_RUN_NOWAIT);
+	}
+	return 0;
+}
