@@ -345,6 +345,33 @@ static int f_rstrip(struct rs *st, IN, FA, OUT)
 	return strip_impl(st, in, false, true, out);
 }
 
+/* squish: strip, and every run of whitespace inside becomes one space. */
+static int f_squish(struct rs *st, IN, FA, OUT)
+{
+	struct val s;
+	struct buf b;
+	bool gap = false;
+
+	if (in->type == V_NIL) {
+		*out = *in;
+		return 0;
+	}
+	if (to_s(st, in, &s))
+		return -1;
+	tb_get(st, &b);
+	for (size_t i = 0; i < s.s.len; i++) {
+		if (ws(s.s.p[i]) && s.s.p[i]) {
+			gap = b.len > 0;
+			continue;
+		}
+		if (gap)
+			buf_putc(&b, ' ');
+		gap = false;
+		buf_putc(&b, s.s.p[i]);
+	}
+	return mk(st, &b, out);
+}
+
 static int nl_impl(struct rs *st, IN, const char *rep, OUT)
 {
 	struct val s;
@@ -1191,8 +1218,13 @@ static int item_prop(struct rs *st, const struct val *item, const struct val *pr
 		val_obj_get(item, ps.s.p, out);
 		return 0;
 	}
-	if ((item->type == V_INT || item->type == V_FLOAT) && val_eq(item, prop)) {
-		*out = *item;
+	if (item->type == V_INT || item->type == V_FLOAT) {
+		/* Ruby: 5['title'] raises; 5[2] is a bit test. */
+		if (prop->type == V_STR)
+			return rs_fail(st, NERR_EVAL, NULL, "cannot read property '%s' of a number",
+				       prop->s.p);
+		if (val_eq(item, prop))
+			*out = *item;
 		return 0;
 	}
 	if (item->type == V_STR && prop->type != V_NIL) {
@@ -1617,6 +1649,7 @@ static const struct filter_def FILTERS[] = {
 	{ "sort", 0, 1, NULL, f_sort },
 	{ "sort_natural", 0, 1, NULL, f_sort_natural },
 	{ "split", 1, 1, NULL, f_split },
+	{ "squish", 0, 0, NULL, f_squish },
 	{ "strip", 0, 0, NULL, f_strip },
 	{ "strip_html", 0, 0, NULL, f_strip_html },
 	{ "strip_newlines", 0, 0, NULL, f_strip_newlines },

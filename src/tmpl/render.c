@@ -62,6 +62,8 @@ int rs_fail(struct rs *st, enum nerr rc, const char *at, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
+	if (!at)
+		at = st->cur_at;
 	pos_in(st->t->src, st->t->len, at, &line, &col);
 	if (!line)
 		line = col = 1;
@@ -708,7 +710,7 @@ static bool liquid_eq(const struct val *l, const struct val *r)
 
 static int contains(struct rs *st, const struct val *l, const struct val *r)
 {
-	if (r->type == V_NIL)
+	if (r->type == V_NIL || (r->type == V_BOOL && !r->b))
 		return 0;
 	if (l->type == V_STR) {
 		struct val rs;
@@ -835,6 +837,16 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 			bool ok;
 			c = val_cmp(&l, &r, &ok);
 			if (!ok) {
+				/* Ruby compares strings with strings and numbers with
+				 * numbers; a string against a number raises, anything
+				 * else (nil, booleans, arrays) is just false. */
+				bool ls = l.type == V_STR, rsn = r.type == V_STR;
+				bool ln = l.type == V_INT || l.type == V_FLOAT;
+				bool rn = r.type == V_INT || r.type == V_FLOAT;
+				if ((ls && rn) || (ln && rsn))
+					return rs_fail(st, NERR_EVAL, e->at,
+						       "cannot compare a %s with a %s",
+						       ls ? "string" : "number", rsn ? "string" : "number");
 				*out = val_bool(false);
 				return 0;
 			}
@@ -880,6 +892,7 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 		if (rs_charge(st, 1 + (cur.type == V_STR ? cur.s.len : 0)))
 			return -1;
 		res = val_nil();
+		st->cur_at = fc->at;
 		if (fc->def->fn(st, &cur, &fa, &res))
 			return -1;
 		if (res.type == V_STR && res.s.len > st->lim.output_bytes)
@@ -1241,9 +1254,12 @@ static int render_partial_body(struct rs *st, struct tmpl *pt)
 	const struct tmpl *saved = st->t;
 	int rc;
 
+	const char *saved_at = st->cur_at;
+
 	st->t = pt;
 	rc = render_body(st, &pt->body);
 	st->t = saved;
+	st->cur_at = saved_at;
 	return rc;
 }
 
@@ -1360,12 +1376,27 @@ static int render_include(struct rs *st, const struct node *n)
 	}
 	st->depth--;
 	st->nbinds = nb;
+	if (rc && st->msg && true) {
+		/* Point at the include in this template, then say where inside. */
+		char inner[sizeof(st->msg->message)];
+		int line, col;
+		snprintf(inner, sizeof(inner), "%s", st->msg->message);
+		pos_in(st->t->src, st->t->len, n->at, &line, &col);
+		struct buf m;
+		buf_init(&m, 0);
+		buf_printf(&m, "%d:%d: in snippet '%.60s': %s", line, col, nv.s.p, inner);
+		snprintf(st->msg->message, sizeof(st->msg->message), "%.*s",
+			 (int)(sizeof(st->msg->message) - 1), buf_str(&m));
+		buf_fini(&m);
+	}
 	return rc;
 }
 
 static int render_node(struct rs *st, const struct node *n)
 {
 	struct val v;
+
+	st->cur_at = n->at;
 
 	switch (n->kind) {
 	case N_TEXT:

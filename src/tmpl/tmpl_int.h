@@ -266,6 +266,7 @@ struct rs {
 	enum nerr rc;
 	struct nerr_msg *msg;
 	bool failed;
+	const char *cur_at; /* node or filter being run: where errors point */
 };
 
 /* value.c */
