@@ -60,12 +60,13 @@
 #include "base/log.h"
 #include "base/mem.h"
 
-#define FORMAT_VERSION	1
-#define NS_MAX_BYTES	64
-#define VALUE_MAX_BYTES 1024
-#define EMAIL_MAX_BYTES 254
-#define TZ_MAX_BYTES	64
-#define PUSH_TOKENS_MAX 10
+#define FORMAT_VERSION	   1
+#define NS_MAX_BYTES	   64
+#define VALUE_MAX_BYTES	   1024
+#define EMAIL_MAX_BYTES	   254
+#define TZ_MAX_BYTES	   64
+#define PUSH_TOKENS_MAX	   10
+#define MAX_TRAITS_DEFAULT 1000
 /* Events are at most 128 deep (SEGMENT_DEPTH_CAP); records add a few levels. */
 #define PARSE_DEPTH	256
 #define EVENT_KEY_BYTES 24
@@ -79,7 +80,7 @@ void profile_config_default(struct profile_config *cfg)
 	cfg->history_max_events = 100;
 	cfg->history_max_age_ms = 90LL * 24 * 3600 * 1000;
 	cfg->identity_traits = NULL;
-	cfg->max_traits = 1000;
+	cfg->max_traits = MAX_TRAITS_DEFAULT;
 }
 
 void profile_stats_add(struct profile_stats *st, const struct profile_result *res)
@@ -983,7 +984,9 @@ static void set_trait(const struct profile_config *cfg, struct prof *p, const ch
 
 	if (cur && entry_time(cur) > ts_ms)
 		return; /* a newer event already set (or removed) it */
-	if (!cur && json_object_object_length(traits) >= (int)cfg->max_traits) {
+	if (!cur &&
+	    json_object_object_length(traits) >=
+		    (int)(cfg->max_traits ? cfg->max_traits : MAX_TRAITS_DEFAULT)) {
 		log_warn("profile",
 			 "msg=\"trait cap reached, trait not kept\" profile=%" PRIu64
 			 " cap=%u",
@@ -1124,8 +1127,14 @@ static void apply_content(const struct profile_config *cfg, struct prof *p,
 	}
 	if (tz) {
 		struct json_object *cur = jget(p->j, "timezone");
+		const char *cur_tz = jstr(cur, "v");
 
-		if (!tz_valid(tz))
+		if (cur_tz && strcmp(cur_tz, tz) == 0) {
+			/* Same zone as stored: already validated; refresh its time. */
+			if (entry_time(cur) < ts_ms)
+				json_object_object_add(cur, "t",
+						       json_object_new_int64(ts_ms));
+		} else if (!tz_valid(tz))
 			log_warn("profile",
 				 "msg=\"invalid time zone ignored\" profile=%" PRIu64
 				 " tz=\"%.64s\"",

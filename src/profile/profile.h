@@ -28,7 +28,7 @@ struct profile_config {
 	const char *const *identity_traits; /* NULL-terminated trait names that are
 					       identities (namespace = trait name);
 					       borrowed, may be NULL */
-	unsigned max_traits; /* trait names kept per profile (default 1000) */
+	unsigned max_traits; /* trait names per profile (default 1000; 0 = default) */
 };
 
 /* Fills cfg with the defaults above (no identity traits). */

@@ -844,6 +844,23 @@ static void test_read_your_writes_in_one_batch(void **state)
 	/* ids keep counting from the committed counter */
 	r1 = apply(f, "{\"type\":\"track\",\"anonymousId\":\"n2\",\"event\":\"A\"}", T0);
 	assert_int_equal(r1.profile_id, pid + 1);
+
+	/* merge, erase and re-create within one uncommitted batch */
+	r2 = apply_at(f, "{\"type\":\"alias\",\"previousId\":\"n2\",\"userId\":\"nu\"}",
+		      T0 + 3, T0 + 3);
+	assert_int_equal(r2.merged, 1);
+	assert_int_equal(profile_get_json(f->s, f->b, r1.profile_id, &o), NERR_NOTFOUND);
+	assert_int_equal(profile_erase(f->b, pid), NERR_OK);
+	assert_int_equal(profile_lookup(f->s, f->b, "anonymous_id", "n2", &pid),
+			 NERR_NOTFOUND);
+	r3 = apply_at(f, "{\"type\":\"track\",\"userId\":\"nu\",\"event\":\"Z\"}", T0 + 4,
+		      T0 + 4);
+	assert_true(r3.created);
+	assert_int_equal(r3.profile_id, r1.profile_id + 1);
+	commit(f);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 1);
 }
 
 static void test_view_shape(void **state)
@@ -878,6 +895,41 @@ static void test_view_shape(void **state)
 		str_at(json_object_array_get_idx(at(v, "addresses.push"), 0), "type"),
 		"ios");
 	json_object_put(v);
+}
+
+static struct profile_result apply_tz(struct fx *f, const char *tz, int64_t ts)
+{
+	char ev[160];
+
+	snprintf(ev, sizeof(ev),
+		 "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\","
+		 "\"context\":{\"timezone\":\"%s\"}}",
+		 tz);
+	return apply(f, ev, ts);
+}
+
+static void test_timezone_valid_newest_wins(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p = apply_tz(f, "Europe/Paris", T0);
+	struct json_object *o;
+
+	apply_tz(f, "America/New_York", T0 - 1000); /* older */
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Europe/Paris");
+	json_object_put(o);
+	apply_tz(f, "Asia/Tokyo", T0 + 1000);
+	apply_tz(f, "Mars/Olympus_Mons", T0 + 2000); /* not IANA: ignored */
+	apply_tz(f, "GMT+05:00", T0 + 3000);	     /* custom, not a zone name */
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Asia/Tokyo");
+	json_object_put(o);
+	/* the same zone again refreshes its time: an older change no longer wins */
+	apply_tz(f, "Asia/Tokyo", T0 + 5000);
+	apply_tz(f, "Europe/Paris", T0 + 4000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Asia/Tokyo");
+	json_object_put(o);
 }
 
 static void test_check_clean_store(void **state)
@@ -1036,6 +1088,7 @@ int main(void)
 		T(test_erase_removes_everything),
 		T(test_read_your_writes_in_one_batch),
 		T(test_view_shape),
+		T(test_timezone_valid_newest_wins),
 		T(test_check_clean_store),
 		T(test_check_finds_corruption),
 		T(test_deep_values_survive_storage),

@@ -465,6 +465,27 @@ static void test_syntax_errors_give_line_and_column(void **state)
 	parse_fails("{\"a\":x}", "a", "line 1, column 6 (byte 5)");
 }
 
+static void test_long_error_paths_are_cut_on_a_character_boundary(void **state)
+{
+	char body[512], want[256];
+	size_t n = 0, w = 0;
+
+	body[n++] = '{';
+	body[n++] = '"';
+	for (int i = 0; i < 100; i++) {
+		body[n++] = '\xc3';
+		body[n++] = '\xa9';
+	}
+	snprintf(body + n, sizeof(body) - n, "\":x}");
+	/* 127 bytes fit in the field: 63 whole characters, not half of the 64th */
+	for (int i = 0; i < 63; i++) {
+		want[w++] = '\xc3';
+		want[w++] = '\xa9';
+	}
+	want[w] = '\0';
+	parse_fails(body, want, "unexpected character 'x'");
+}
+
 static void test_top_level_must_be_an_object(void **state)
 {
 	parse_fails_n("[]", 2, NERR_INVAL, "", "must be a JSON object");
@@ -616,6 +637,58 @@ static void test_object_fields_must_be_objects(void **state)
 	assert_false(has(ev, "properties"));
 	assert_false(has(ev, "context"));
 	json_object_put(ev);
+}
+
+static void test_context_external_ids_are_checked(void **state)
+{
+	struct json_object *ev, *ctx, *ids, *first;
+
+	ev = norm_ok("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"a@b.c\","
+		     "\"type\":\"email\",\"collection\":\"users\",\"encoding\":\"none\"},"
+		     "{\"id\":12345,\"type\":\"crm_id\"}]}}",
+		     SEGMENT_IDENTIFY, NULL);
+	assert_true(json_object_object_get_ex(ev, "context", &ctx));
+	assert_true(json_object_object_get_ex(ctx, "externalIds", &ids));
+	first = json_object_array_get_idx(ids, 1);
+	assert_string_equal(get_str(first, "id"), "12345");
+	json_object_put(ev);
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":{}}}",
+		   SEGMENT_IDENTIFY, "context.externalIds");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[1]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[0]");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"x\","
+		   "\"type\":\"t\"},{\"type\":\"email\"}]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[1].id");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"x\"}]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[0].type");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"x\","
+		   "\"type\":\"t\",\"encoding\":5}]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[0].encoding");
+	norm_fails_at(
+		"{\"type\":\"identify\",\"userId\":\"u\",\"context\":{\"externalIds\":"
+		"[{\"id\":true,\"type\":\"t\"}]}}",
+		-1, "batch[2]", NERR_INVAL, "batch[2].context.externalIds[0].id");
+}
+
+static void test_null_limits_mean_the_defaults(void **state)
+{
+	struct json_object *o = NULL, *items;
+	struct nerr_msg msg;
+	char body[256];
+	size_t n = (size_t)snprintf(body, sizeof(body), "{\"a\":");
+
+	for (int i = 0; i < 32; i++)
+		body[n++] = '[';
+	body[n] = '\0';
+	assert_int_equal(segment_parse_json(body, n, NULL, &o, &msg), NERR_PARSE);
+	assert_non_null(strstr(msg.message, "deeper than 32"));
+	snprintf(body, sizeof(body), "{\"batch\":[],\"userId\":\"u\"}");
+	assert_int_equal(segment_parse_json(body, strlen(body), NULL, &o, &msg), NERR_OK);
+	assert_int_equal(segment_batch_items(o, NULL, &items, &msg), NERR_OK);
+	assert_int_equal(
+		segment_normalize(o, SEGMENT_IDENTIFY, "", NOW_MS, NULL, NULL, &msg),
+		NERR_OK);
+	json_object_put(o);
 }
 
 static void test_event_must_be_an_object(void **state)
@@ -848,8 +921,7 @@ static void test_event_size_is_capped_on_the_stored_form(void **state)
 	size_t len;
 	struct nerr_msg msg;
 
-	json_object_to_json_string_length(
-		ev, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	json_object_to_json_string_length(ev, SEGMENT_JSON_FLAGS, &len);
 	json_object_put(ev);
 	lim.max_event_bytes = len;
 	json_object_put(norm_ok(body, SEGMENT_IDENTIFY, NULL));
@@ -1021,6 +1093,28 @@ static void test_batch_reports_invalid_items_and_keeps_valid_ones(void **state)
 	json_object_put(body);
 }
 
+static void test_normalize_json_hands_back_the_serialized_event(void **state)
+{
+	struct json_object *ev = parse_ok(ajs_track);
+	const char *json = NULL;
+	size_t len = 0;
+	int64_t ts = 0;
+	char *copy;
+
+	assert_int_equal(segment_normalize_json(ev, SEGMENT_TRACK, "", NOW_MS, &lim, &ts,
+						&json, &len, NULL),
+			 NERR_OK);
+	assert_int_equal(ts, NOW_MS - 1000);
+	assert_non_null(json);
+	assert_int_equal(strlen(json), len);
+	assert_non_null(strstr(json, "\"receivedAt\":\"2026-01-02T03:04:05.678Z\""));
+	assert_null(strstr(json, "writeKey"));
+	copy = strdup(json);
+	assert_string_equal(copy, json_object_to_json_string_ext(ev, SEGMENT_JSON_FLAGS));
+	free(copy);
+	json_object_put(ev);
+}
+
 /* Invariant (1)/(2): a normalized event serializes to JSON our parser takes. */
 static void test_normalized_events_round_trip_through_the_parser(void **state)
 {
@@ -1063,6 +1157,8 @@ int main(void)
 		cmocka_unit_test_setup(test_nul_bytes_are_rejected, setup),
 		cmocka_unit_test_setup(test_other_syntax_errors_are_rejected, setup),
 		cmocka_unit_test_setup(test_syntax_errors_give_line_and_column, setup),
+		cmocka_unit_test_setup(
+			test_long_error_paths_are_cut_on_a_character_boundary, setup),
 		cmocka_unit_test_setup(test_top_level_must_be_an_object, setup),
 		cmocka_unit_test_setup(test_duplicate_keys_last_one_wins, setup),
 		cmocka_unit_test_setup(test_user_or_anonymous_id_is_required, setup),
@@ -1076,6 +1172,8 @@ int main(void)
 		cmocka_unit_test_setup(test_page_and_screen_names_are_optional_strings,
 				       setup),
 		cmocka_unit_test_setup(test_object_fields_must_be_objects, setup),
+		cmocka_unit_test_setup(test_context_external_ids_are_checked, setup),
+		cmocka_unit_test_setup(test_null_limits_mean_the_defaults, setup),
 		cmocka_unit_test_setup(test_event_must_be_an_object, setup),
 		cmocka_unit_test_setup(test_type_names_round_trip, setup),
 		cmocka_unit_test_setup(test_batch_item_type_is_required_and_known, setup),
@@ -1100,6 +1198,8 @@ int main(void)
 				       setup),
 		cmocka_unit_test_setup(
 			test_batch_reports_invalid_items_and_keeps_valid_ones, setup),
+		cmocka_unit_test_setup(
+			test_normalize_json_hands_back_the_serialized_event, setup),
 		cmocka_unit_test_setup(
 			test_normalized_events_round_trip_through_the_parser, setup),
 	};
