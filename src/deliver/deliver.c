@@ -76,6 +76,7 @@ struct job {
 	struct buf resp;
 	bool truncated;
 	unsigned attempts;
+	unsigned connections;	     /* new ones, over all attempts */
 	unsigned nrefused, nallowed; /* connect addresses judged this attempt */
 	uint64_t submit_ns;
 	uv_timer_t timer; /* backoff */
@@ -303,6 +304,7 @@ static void report(struct job *job, enum deliver_result result, int status,
 		.response_len = job->req->capture ? job->resp.len : 0,
 		.response_truncated = job->truncated,
 		.attempts = job->attempts,
+		.connections = job->connections,
 		.duration_ms = (int64_t)((clock_mono_ns() - job->submit_ns) / 1000000),
 		.ud = job->req->ud,
 	};
@@ -451,11 +453,14 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 {
 	long status = 0;
 	curl_off_t retry_after_s = 0;
+	long connects = 0;
 	char reason[CURL_ERROR_SIZE + 32];
 	enum deliver_result result;
 
 	curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(job->easy, CURLINFO_RETRY_AFTER, &retry_after_s);
+	curl_easy_getinfo(job->easy, CURLINFO_NUM_CONNECTS, &connects);
+	job->connections += (unsigned)connects;
 	curl_multi_remove_handle(d->multi, job->easy);
 	curl_easy_cleanup(job->easy);
 	job->easy = NULL;

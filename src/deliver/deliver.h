@@ -86,7 +86,9 @@ struct deliver_outcome {
 	size_t response_len;
 	bool response_truncated; /* the body was longer than max_response_bytes */
 	unsigned attempts;
-	int64_t duration_ms; /* from submission to this outcome */
+	unsigned connections; /* new connections opened over all attempts; 0
+				 when every attempt reused a kept-alive one */
+	int64_t duration_ms;  /* from submission to this outcome */
 	void *ud;
 };
 
