@@ -557,8 +557,8 @@ static int64_t cb_event_count(void *ud, const char *name, int64_t window_ms,
 			vars[JOURNEY_VAR_JOURNEY] = expr_value_from_json(NULL);
 			vars[JOURNEY_VAR_NOW].kind = EXPR_TIMESTAMP;
 			vars[JOURNEY_VAR_NOW].flags = 0;
-			vars[JOURNEY_VAR_NOW].as.t.sec = ec->jb->now_ms / 1000;
-			vars[JOURNEY_VAR_NOW].as.t.nsec =
+			vars[JOURNEY_VAR_NOW].as.sec = ec->jb->now_ms / 1000;
+			vars[JOURNEY_VAR_NOW].nsec =
 				(int32_t)(ec->jb->now_ms % 1000) * 1000000;
 			arena_reset(&ec->rt->scratch2);
 			if (expr_eval(prog, vars, JOURNEY_VAR__COUNT, &ec->rt->scratch2,
@@ -618,8 +618,8 @@ static enum nerr eval(struct evctx *ec, struct inst *in, const struct expr_progr
 	vars[JOURNEY_VAR_NOW].kind = EXPR_TIMESTAMP;
 	vars[JOURNEY_VAR_NOW].flags = 0;
 	vars[JOURNEY_VAR_NOW].len = 0;
-	vars[JOURNEY_VAR_NOW].as.t.sec = ec->jb->now_ms / 1000;
-	vars[JOURNEY_VAR_NOW].as.t.nsec = (int32_t)(ec->jb->now_ms % 1000) * 1000000;
+	vars[JOURNEY_VAR_NOW].as.sec = ec->jb->now_ms / 1000;
+	vars[JOURNEY_VAR_NOW].nsec = (int32_t)(ec->jb->now_ms % 1000) * 1000000;
 	journey_eval_ctx_set(&ctx);
 	arena_reset(&rt->scratch);
 	rc = expr_eval(prog, vars, JOURNEY_VAR__COUNT, &rt->scratch, out, &msg);
@@ -1314,8 +1314,8 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 
 				if (eval(ec, in, w->until.prog, &out) == NERR_OK &&
 				    out.kind == EXPR_TIMESTAMP)
-					due = out.as.t.sec * 1000 +
-					      out.as.t.nsec / 1000000;
+					due = out.as.sec * 1000 +
+					      out.nsec / 1000000;
 				else {
 					inst_end(rt, jb, in, "error");
 					goto out;
