@@ -584,6 +584,18 @@ static void test_garbage_is_400_and_closes(void **state)
 		"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
 		"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
 		"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+		/* What the non-strict http-parser build lets through: */
+		"POST /echo HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
+		"GET /echo HTTP/1.1\r\nX-A: a\rX-B: b\r\n\r\n",
+		"GET /echo HTTP/1.1\r\n\rX",
+		"\r\rGET /echo HTTP/1.1\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n2\r\nabXY0\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n2\rXab\r\n0\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: "
+		"x\r\n\rX",
+		"GET /echo\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n",
 	};
 	struct resp r;
@@ -597,7 +609,8 @@ static void test_garbage_is_400_and_closes(void **state)
 			n = 29; /* includes the NUL */
 		assert_int_equal(cli_send_n(c, bad[i], n), 0);
 		assert_int_equal(cli_read_resp(c, &r), 0);
-		assert_int_equal(r.status, 400);
+		if (r.status != 400)
+			fail_msg("case %zu: status %d", i, r.status);
 		assert_non_null(strstr(r.body, "{\"error\":{\"code\":\"invalid\""));
 		assert_true(cli_wait_closed(c, 3000) >= 0);
 		cli_close(c);
