@@ -1,14 +1,366 @@
 /*
- * cmd_serve.c -- placeholder until the module behind `nudge serve` lands.
+ * cmd_serve.c -- `nudge serve`: wire the store, the committer, the engine and
+ * the HTTP server together, and take them down cleanly.
+ *
+ * Startup: defaults < config file < flags; the data directory is created; keys
+ * come from the config, else from data_dir/keys, else are generated once
+ * (printed once, stored 0600). The inbox continues after the engine's applied
+ * position so sequence numbers never repeat.
+ * Shutdown (SIGTERM/SIGINT): stop accepting; let in-flight requests finish
+ * (their commits complete: the committer drains its queue before it stops);
+ * stop the engine after its current batch; close the store; exit 0. A second
+ * signal, or shutdown_timeout, forces the exit.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
 
+#include "app/api.h"
 #include "app/cmd.h"
+#include "app/config.h"
+#include "app/engine.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "ingest/http.h"
+#include "ingest/inbox.h"
+#include "store/store.h"
+
+struct server {
+	struct config cfg;
+	uv_loop_t loop;
+	uv_signal_t sigterm, sigint;
+	uv_timer_t force_timer;
+	struct store *store;
+	struct inbox *inbox;
+	struct engine *engine;
+	struct http_server *http;
+	struct api *api;
+	char *identity_traits[64];
+	bool stopping;
+};
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: nudge serve [--config FILE] [--listen HOST:PORT] "
+			"[--data-dir DIR]\n"
+			"                   [--write-key K] [--admin-key K] [--log-level "
+			"LEVEL]\n");
+}
+
+static int mkdir_p(const char *dir)
+{
+	char tmp[1024];
+
+	snprintf(tmp, sizeof(tmp), "%s", dir);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0700) && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+static void random_key(char *out, size_t hex_len)
+{
+	unsigned char raw[32];
+
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+		log_error("serve", "msg=\"getrandom failed\"");
+		exit(1);
+	}
+	for (size_t i = 0; i < hex_len / 2 && i < sizeof(raw); i++)
+		sprintf(out + 2 * i, "%02x", raw[i]);
+}
+
+/* Reads or creates data_dir/keys for keys not given in the config or flags. */
+static int resolve_keys(struct config *cfg)
+{
+	char path[1100], line[256], wk[256] = "", ak[256] = "";
+	FILE *f;
+
+	if (cfg->write_key[0] && cfg->admin_key[0])
+		return 0;
+	snprintf(path, sizeof(path), "%s/keys", cfg->data_dir);
+	f = fopen(path, "r");
+	if (f) {
+		while (fgets(line, sizeof(line), f)) {
+			line[strcspn(line, "\r\n")] = '\0';
+			if (strncmp(line, "write_key=", 10) == 0)
+				snprintf(wk, sizeof(wk), "%s", line + 10);
+			else if (strncmp(line, "admin_key=", 10) == 0)
+				snprintf(ak, sizeof(ak), "%s", line + 10);
+		}
+		fclose(f);
+	}
+	if (!wk[0] || !ak[0]) {
+		int fd;
+
+		if (!wk[0])
+			random_key(wk, 32);
+		if (!ak[0])
+			random_key(ak, 48);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dprintf(fd, "write_key=%s\nadmin_key=%s\n", wk, ak) < 0 ||
+		    fsync(fd) < 0) {
+			log_error(
+				"serve",
+				"msg=\"cannot store generated keys\" path=%s err=\"%s\"",
+				path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+		if (!cfg->write_key[0])
+			printf("nudge: generated write key: %s\n", wk);
+		if (!cfg->admin_key[0])
+			printf("nudge: generated admin key: %s\n", ak);
+		printf("nudge: keys stored in %s (shown only this once)\n", path);
+		fflush(stdout);
+	}
+	if (!cfg->write_key[0])
+		snprintf(cfg->write_key, sizeof(cfg->write_key), "%.127s", wk);
+	if (!cfg->admin_key[0])
+		snprintf(cfg->admin_key, sizeof(cfg->admin_key), "%.127s", ak);
+	return 0;
+}
+
+static int split_listen(const char *listen, char *host, size_t hsz, int *port)
+{
+	const char *colon = strrchr(listen, ':');
+	char *end;
+	long p;
+
+	if (!colon || colon == listen)
+		return -1;
+	if ((size_t)(colon - listen) >= hsz)
+		return -1;
+	if (listen[0] == '[' && colon[-1] == ']') {
+		memcpy(host, listen + 1, (size_t)(colon - listen - 2));
+		host[colon - listen - 2] = '\0';
+	} else {
+		memcpy(host, listen, (size_t)(colon - listen));
+		host[colon - listen] = '\0';
+	}
+	p = strtol(colon + 1, &end, 10);
+	if (*end || p < 0 || p > 65535)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+static void on_committed(void *ud, uint64_t seq)
+{
+	struct server *srv = ud;
+
+	if (srv->engine)
+		engine_notify(srv->engine, seq);
+}
+
+static void on_http_closed(void *ud)
+{
+	struct server *srv = ud;
+
+	/* Every request is answered or dropped; the committer has nothing more. */
+	inbox_close(srv->inbox);
+	engine_stop(srv->engine);
+	api_cancel_waiters(srv->api);
+	uv_close((uv_handle_t *)&srv->sigterm, NULL);
+	uv_close((uv_handle_t *)&srv->sigint, NULL);
+	uv_close((uv_handle_t *)&srv->force_timer, NULL);
+}
+
+static void on_force(uv_timer_t *t)
+{
+	log_warn("serve", "msg=\"shutdown timeout; exiting with work in flight\"");
+	_exit(1);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct server *srv = h->data;
+
+	if (srv->stopping) {
+		log_warn("serve", "msg=\"second signal; exiting now\"");
+		_exit(1);
+	}
+	srv->stopping = true;
+	log_info("serve", "msg=\"shutting down\" signal=%d", signum);
+	uv_timer_start(&srv->force_timer, on_force,
+		       (uint64_t)srv->cfg.shutdown_timeout_ms, 0);
+	uv_unref((uv_handle_t *)&srv->force_timer);
+	http_server_shutdown(srv->http, on_http_closed, srv);
+}
+
+static void parse_identity_traits(struct server *srv, struct engine_config *ec)
+{
+	char *list = xstrdup(srv->cfg.identity_traits), *save = NULL, *tok;
+	size_t n = 0;
+
+	for (tok = strtok_r(list, ", ", &save); tok && n < 63;
+	     tok = strtok_r(NULL, ", ", &save))
+		srv->identity_traits[n++] = xstrdup(tok);
+	srv->identity_traits[n] = NULL;
+	free(list);
+	ec->profile.identity_traits = (const char *const *)srv->identity_traits;
+}
 
 int cmd_serve(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "nudge serve: not built yet\n");
-	return 1;
+	struct server srv;
+	struct nerr_msg msg = {"", ""};
+	struct http_limits lim;
+	struct engine_config ec;
+	struct inbox_config ic;
+	char host[256];
+	int port, rc = 1;
+	enum log_level lvl;
+	const char *config_path = NULL;
+	static const struct {
+		const char *flag, *section, *name;
+	} overrides[] = {
+		{"--listen", "server", "listen"},
+		{"--data-dir", "server", "data_dir"},
+		{"--write-key", "server", "write_key"},
+		{"--admin-key", "server", "admin_key"},
+		{"--log-level", "server", "log_level"},
+	};
+
+	memset(&srv, 0, sizeof(srv));
+	config_defaults(&srv.cfg);
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			config_path = argv[++i];
+	if (config_path && config_load(&srv.cfg, config_path, &msg)) {
+		fprintf(stderr, "nudge serve: %s\n", msg.message);
+		return 2;
+	}
+	for (int i = 1; i < argc; i++) {
+		bool known = false;
+
+		if (strcmp(argv[i], "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage();
+			return 0;
+		}
+		for (size_t j = 0; j < sizeof(overrides) / sizeof(overrides[0]); j++) {
+			if (strcmp(argv[i], overrides[j].flag) != 0)
+				continue;
+			known = true;
+			if (i + 1 >= argc) {
+				fprintf(stderr, "nudge serve: %s needs a value\n",
+					argv[i]);
+				return 2;
+			}
+			if (config_set(&srv.cfg, overrides[j].section, overrides[j].name,
+				       argv[++i], &msg)) {
+				fprintf(stderr, "nudge serve: %s: %s\n", argv[i - 1],
+					msg.message);
+				return 2;
+			}
+		}
+		if (!known) {
+			fprintf(stderr, "nudge serve: unknown argument '%s'\n", argv[i]);
+			usage();
+			return 2;
+		}
+	}
+	if (log_parse_level(srv.cfg.log_level, &lvl)) {
+		fprintf(stderr, "nudge serve: server.log_level: unknown level '%s'\n",
+			srv.cfg.log_level);
+		return 2;
+	}
+	log_set_level(lvl);
+	if (split_listen(srv.cfg.listen, host, sizeof(host), &port)) {
+		fprintf(stderr, "nudge serve: server.listen: '%s' is not HOST:PORT\n",
+			srv.cfg.listen);
+		return 2;
+	}
+	if (mkdir_p(srv.cfg.data_dir)) {
+		fprintf(stderr, "nudge serve: cannot create %s: %s\n", srv.cfg.data_dir,
+			strerror(errno));
+		return 1;
+	}
+	if (resolve_keys(&srv.cfg))
+		return 1;
+	if (store_open(srv.cfg.data_dir, &srv.store, &msg)) {
+		fprintf(stderr, "nudge serve: %s\n", msg.message);
+		return 1;
+	}
+
+	uv_loop_init(&srv.loop);
+	ic.max_queue_bytes = (size_t)srv.cfg.commit_queue_bytes;
+	ic.max_batch = (unsigned)srv.cfg.commit_batch_max;
+	if (inbox_open(srv.store, &srv.loop, &ic, on_committed, &srv, &srv.inbox))
+		goto out;
+	inbox_set_min_seq(srv.inbox, engine_stored_applied_seq(srv.store));
+	srv.api = api_new(&srv.cfg, srv.store, srv.inbox);
+
+	memset(&ec, 0, sizeof(ec));
+	ec.batch_max = (unsigned)srv.cfg.engine_batch_max;
+	ec.dedup_window_ms = srv.cfg.dedup_window_ms;
+	profile_config_default(&ec.profile);
+	ec.profile.max_identities = (unsigned)srv.cfg.max_identities;
+	ec.profile.history_max_events = (unsigned)srv.cfg.history_max_events;
+	ec.profile.history_max_age_ms = srv.cfg.history_max_age_ms;
+	parse_identity_traits(&srv, &ec);
+	if (engine_start(srv.store, &ec, &srv.loop, api_on_applied, srv.api, &srv.engine))
+		goto out;
+	api_set_engine(srv.api, srv.engine);
+	engine_notify(srv.engine, inbox_committed_seq(srv.inbox));
+
+	http_limits_default(&lim);
+	lim.max_header_bytes = (size_t)srv.cfg.max_header_bytes;
+	lim.max_body_bytes = (size_t)srv.cfg.max_body_bytes;
+	lim.max_connections = (unsigned)srv.cfg.max_connections;
+	lim.max_pipelined = (unsigned)srv.cfg.max_pipelined;
+	lim.idle_timeout_ms = (uint64_t)srv.cfg.idle_timeout_ms;
+	lim.read_timeout_ms = (uint64_t)srv.cfg.read_timeout_ms;
+	if (http_server_new(&srv.loop, &lim, api_handle, srv.api, &srv.http) ||
+	    http_server_listen(srv.http, host, port, &msg)) {
+		fprintf(stderr, "nudge serve: cannot listen on %s: %s\n", srv.cfg.listen,
+			msg.message);
+		on_http_closed(&srv);
+		goto out;
+	}
+	uv_signal_init(&srv.loop, &srv.sigterm);
+	uv_signal_init(&srv.loop, &srv.sigint);
+	uv_timer_init(&srv.loop, &srv.force_timer);
+	srv.sigterm.data = srv.sigint.data = &srv;
+	uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
+	uv_signal_start(&srv.sigint, on_signal, SIGINT);
+	signal(SIGPIPE, SIG_IGN);
+	log_info("serve", "msg=listening addr=%s:%d data_dir=%s", host,
+		 http_server_port(srv.http), srv.cfg.data_dir);
+	uv_run(&srv.loop, UV_RUN_DEFAULT);
+	rc = 0;
+	log_info("serve", "msg=stopped");
+out:
+	uv_run(&srv.loop, UV_RUN_DEFAULT); /* let close callbacks run */
+	if (srv.http)
+		http_server_free(srv.http);
+	if (uv_loop_close(&srv.loop) != 0)
+		log_warn("serve", "msg=\"loop closed with handles open\"");
+	engine_free(srv.engine);
+	inbox_free(srv.inbox);
+	api_free(srv.api);
+	store_close(srv.store);
+	for (int i = 0; srv.identity_traits[i]; i++)
+		free(srv.identity_traits[i]);
+	return rc;
 }

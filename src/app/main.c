@@ -35,6 +35,7 @@ static const struct {
 	{ "expr", cmd_expr, "evaluate a CEL expression ([--vars FILE|-] EXPR)" },
 	{ "render", cmd_render,
 	  "render a Liquid template (FILE [--data FILE|-] [--partials DIR] [--html] [--strict])" },
+	{ "journey", cmd_journey, "check a journey document (validate FILE [--templates DIR])" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this text" },
 };

@@ -6,7 +6,7 @@
  * slot) and a small array of registered functions; both are searched only at
  * compile time. expr_eval() sets up the per-evaluation context on the caller's
  * stack, catches scratch-arena exhaustion and an exhausted step budget (longjmp
- * from ealloc and charge) and turns an error value into NERR_EVAL plus a message.
+ * from expr_ealloc and charge) and turns an error value into NERR_EVAL plus a message.
  * The step budget counts comprehension iterations and, for functions and
  * operators whose work grows with their input, that input's size, so no
  * expression can run for long (the fuzzer checks this).
@@ -68,9 +68,9 @@ static bool valid_name(const char *name, bool dots)
 
 enum nerr expr_env_add_var(struct expr_env *env, const char *name, size_t *slot)
 {
-	if (!valid_name(name, false))
+	if (!valid_name(name, true))
 		return NERR_INVAL;
-	if (env_find_var(env, name, strlen(name), NULL))
+	if (expr_env_find_var(env, name, strlen(name), NULL))
 		return NERR_EXISTS;
 	if (env->nvars == EXPR_MAX_VARS)
 		return NERR_LIMIT;
@@ -96,7 +96,8 @@ enum nerr expr_env_add_function(struct expr_env *env, const char *name, int arit
 	return NERR_OK;
 }
 
-bool env_find_var(const struct expr_env *env, const char *name, size_t len, size_t *slot)
+bool expr_env_find_var(const struct expr_env *env, const char *name, size_t len,
+		       size_t *slot)
 {
 	if (!env)
 		return false;
@@ -110,8 +111,8 @@ bool env_find_var(const struct expr_env *env, const char *name, size_t len, size
 	return false;
 }
 
-bool env_find_function(const struct expr_env *env, const char *name, size_t len,
-		       size_t na, expr_function_fn *fn, void **userdata)
+bool expr_env_find_function(const struct expr_env *env, const char *name, size_t len,
+			    size_t na, expr_function_fn *fn, void **userdata)
 {
 	if (!env)
 		return false;
@@ -130,7 +131,7 @@ bool env_find_function(const struct expr_env *env, const char *name, size_t len,
 
 /* ---- errors and memory during evaluation ---- */
 
-void *ealloc(struct ectx *c, size_t n)
+void *expr_ealloc(struct ectx *c, size_t n)
 {
 	void *p = arena_alloc(c->scratch, n ? n : 1);
 
@@ -139,7 +140,7 @@ void *ealloc(struct ectx *c, size_t n)
 	return p;
 }
 
-struct expr_value eerr_static(const char *msg)
+struct expr_value expr_eerr_static(const char *msg)
 {
 	struct expr_value v = {.kind = EXPR_ERROR, .len = (uint32_t)strlen(msg)};
 
@@ -161,7 +162,7 @@ static struct expr_value verr(struct arena *a, jmp_buf *oom, const char *fmt, va
 	if (!s) {
 		if (oom)
 			longjmp(*oom, 1);
-		return eerr_static("out of evaluation memory");
+		return expr_eerr_static("out of evaluation memory");
 	}
 	struct expr_value v = {.kind = EXPR_ERROR, .len = (uint32_t)n};
 
@@ -169,7 +170,7 @@ static struct expr_value verr(struct arena *a, jmp_buf *oom, const char *fmt, va
 	return v;
 }
 
-struct expr_value eerr(struct ectx *c, const char *fmt, ...)
+struct expr_value expr_eerr(struct ectx *c, const char *fmt, ...)
 {
 	va_list ap;
 	struct expr_value v;
@@ -191,8 +192,8 @@ struct expr_value expr_value_error(const struct expr_call *call, const char *fmt
 	return v;
 }
 
-struct expr_value no_overload(struct ectx *c, const char *fn, const struct expr_value *a,
-			      size_t na)
+struct expr_value expr_no_overload(struct ectx *c, const char *fn,
+				   const struct expr_value *a, size_t na)
 {
 	char types[160];
 	size_t off = 0;
@@ -200,8 +201,8 @@ struct expr_value no_overload(struct ectx *c, const char *fn, const struct expr_
 	types[0] = '\0';
 	for (size_t i = 0; i < na && off < sizeof(types) - 20; i++)
 		off += (size_t)snprintf(types + off, sizeof(types) - off, "%s%s",
-					i ? ", " : "", kind_name(&a[i]));
-	return eerr(c, "no such overload: %s(%s)", fn, types);
+					i ? ", " : "", expr_kind_name(&a[i]));
+	return expr_eerr(c, "no such overload: %s(%s)", fn, types);
 }
 
 struct expr_value expr_value_bool(bool b)
@@ -241,13 +242,13 @@ enum nerr expr_eval(const struct expr_program *prog, const struct expr_value *va
 	case 0:
 		break;
 	case 1:
-		*out = eerr_static("evaluation memory limit exceeded");
+		*out = expr_eerr_static("evaluation memory limit exceeded");
 		return nerr_set(msg, NERR_EVAL, "", "%s", out->as.s);
 	default:
-		*out = eerr_static("evaluation step limit exceeded");
+		*out = expr_eerr_static("evaluation step limit exceeded");
 		return nerr_set(msg, NERR_EVAL, "", "%s", out->as.s);
 	}
-	*out = eval_node(&c, prog->root);
+	*out = expr_eval_node(&c, prog->root);
 	if (out->kind == EXPR_ERROR)
 		return nerr_set(msg, NERR_EVAL, "", "%.*s", (int)out->len, out->as.s);
 	return NERR_OK;

@@ -108,7 +108,8 @@ void expr_env_free(struct expr_env *env);
 /*
  * Declares a variable; *slot (may be NULL) receives its index in the vars array
  * expr_eval() takes. Returns NERR_EXISTS for a duplicate, NERR_LIMIT past
- * EXPR_MAX_VARS, NERR_INVAL for a name that is not a CEL identifier.
+ * EXPR_MAX_VARS, NERR_INVAL for a name that is not a CEL identifier. A dotted
+ * name ("journey.entry") is a qualified identifier: `journey.entry.x` reads it.
  */
 enum nerr expr_env_add_var(struct expr_env *env, const char *name, size_t *slot);
 /* The number of declared variables (the length expr_eval() expects). */

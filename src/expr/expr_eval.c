@@ -1,12 +1,12 @@
 /*
  * expr_eval.c -- the tree-walking evaluator: operators, literals and macros.
  *
- * Design: eval_node() switches on the node op; everything it needs was resolved at
+ * Design: expr_eval_node() switches on the node op; everything it needs was resolved at
  * compile time. Errors are values: an operator or function whose operand is an
  * error returns that error, except && and || (commutative: an error on one side
  * is absorbed when the other side decides) and the all/exists macros (an error
  * for one element is absorbed when another element decides). Intermediate
- * results (strings, lists, maps) go to the scratch arena via ealloc().
+ * results (strings, lists, maps) go to the scratch arena via expr_ealloc().
  * Invariants: (1) int and uint arithmetic never wraps: overflow is an error;
  * (2) recursion depth is bounded by the tree depth (EXPR_MAX_DEPTH), and loop work
  * by the step budget, so no evaluation runs unbounded; (3) an operation on kinds
@@ -54,7 +54,7 @@ static const char *op_name(int op)
 
 static struct expr_value overflow(void)
 {
-	return eerr_static("integer overflow");
+	return expr_eerr_static("integer overflow");
 }
 
 __attribute__((noinline)) static struct expr_value
@@ -79,8 +79,8 @@ arith(struct ectx *c, int op, const struct expr_value *a, const struct expr_valu
 		case N_DIV:
 		case N_MOD:
 			if (b->as.i == 0)
-				return eerr_static(op == N_DIV ? "division by zero"
-							       : "modulus by zero");
+				return expr_eerr_static(op == N_DIV ? "division by zero"
+								    : "modulus by zero");
 			if (a->as.i == INT64_MIN && b->as.i == -1)
 				return overflow();
 			return mk_int(op == N_DIV ? a->as.i / b->as.i
@@ -104,8 +104,8 @@ arith(struct ectx *c, int op, const struct expr_value *a, const struct expr_valu
 		case N_DIV:
 		case N_MOD:
 			if (b->as.u == 0)
-				return eerr_static(op == N_DIV ? "division by zero"
-							       : "modulus by zero");
+				return expr_eerr_static(op == N_DIV ? "division by zero"
+								    : "modulus by zero");
 			return mk_uint(op == N_DIV ? a->as.u / b->as.u
 						   : a->as.u % b->as.u);
 		}
@@ -129,8 +129,8 @@ arith(struct ectx *c, int op, const struct expr_value *a, const struct expr_valu
 			char *s;
 
 			if (n > UINT32_MAX)
-				return eerr_static("string too long");
-			s = ealloc(c, n + 1);
+				return expr_eerr_static("string too long");
+			s = expr_ealloc(c, n + 1);
 			memcpy(s, a->as.s, a->len);
 			memcpy(s + a->len, b->as.s, b->len);
 			s[n] = '\0';
@@ -140,13 +140,13 @@ arith(struct ectx *c, int op, const struct expr_value *a, const struct expr_valu
 	case EXPR_LIST * 16 + EXPR_LIST:
 		if (op == N_ADD) {
 			size_t n = (size_t)a->len + b->len;
-			struct expr_value *items = ealloc(c, n * sizeof(*items));
+			struct expr_value *items = expr_ealloc(c, n * sizeof(*items));
 			struct expr_value r = {.kind = EXPR_LIST, .len = (uint32_t)n};
 
 			for (size_t i = 0; i < a->len; i++)
-				items[i] = list_get(a, i);
+				items[i] = expr_list_get(a, i);
 			for (size_t i = 0; i < b->len; i++)
-				items[a->len + i] = list_get(b, i);
+				items[a->len + i] = expr_list_get(b, i);
 			r.as.items = items;
 			return r;
 		}
@@ -157,29 +157,29 @@ arith(struct ectx *c, int op, const struct expr_value *a, const struct expr_valu
 						: a->as.t.sec - b->as.t.sec;
 			int64_t ns = op == N_ADD ? (int64_t)a->as.t.nsec + b->as.t.nsec
 						 : (int64_t)a->as.t.nsec - b->as.t.nsec;
-			return ts_make(c, s, ns);
+			return expr_ts_make(c, s, ns);
 		}
 		break;
 	case EXPR_DURATION * 16 + EXPR_TIMESTAMP:
 		if (op == N_ADD)
-			return ts_make(c, a->as.t.sec + b->as.t.sec,
-				       (int64_t)a->as.t.nsec + b->as.t.nsec);
+			return expr_ts_make(c, a->as.t.sec + b->as.t.sec,
+					    (int64_t)a->as.t.nsec + b->as.t.nsec);
 		break;
 	case EXPR_DURATION * 16 + EXPR_DURATION:
 		if (op == N_ADD)
-			return dur_make(c, a->as.t.sec + b->as.t.sec,
-					(int64_t)a->as.t.nsec + b->as.t.nsec);
+			return expr_dur_make(c, a->as.t.sec + b->as.t.sec,
+					     (int64_t)a->as.t.nsec + b->as.t.nsec);
 		if (op == N_SUB)
-			return dur_make(c, a->as.t.sec - b->as.t.sec,
-					(int64_t)a->as.t.nsec - b->as.t.nsec);
+			return expr_dur_make(c, a->as.t.sec - b->as.t.sec,
+					     (int64_t)a->as.t.nsec - b->as.t.nsec);
 		break;
 	case EXPR_TIMESTAMP * 16 + EXPR_TIMESTAMP:
 		if (op == N_SUB)
-			return dur_make(c, a->as.t.sec - b->as.t.sec,
-					(int64_t)a->as.t.nsec - b->as.t.nsec);
+			return expr_dur_make(c, a->as.t.sec - b->as.t.sec,
+					     (int64_t)a->as.t.nsec - b->as.t.nsec);
 		break;
 	}
-	return no_overload(c, op_name(op), args, 2);
+	return expr_no_overload(c, op_name(op), args, 2);
 }
 
 __attribute__((noinline)) static struct expr_value
@@ -199,68 +199,69 @@ index_value(struct ectx *c, const struct expr_value *t, const struct expr_value 
 			i = (int64_t)k->as.d;
 		} else {
 			struct expr_value args[2] = {*t, *k};
-			return no_overload(c, "_[_]", args, 2);
+			return expr_no_overload(c, "_[_]", args, 2);
 		}
 		if (i < 0 || (uint64_t)i >= t->len)
-			return eerr(c, "index out of bounds: %lld", (long long)i);
-		return list_get(t, (size_t)i);
+			return expr_eerr(c, "index out of bounds: %lld", (long long)i);
+		return expr_list_get(t, (size_t)i);
 	}
 	if (t->kind == EXPR_MAP) {
-		if (map_find(t, k, &out))
+		if (expr_map_find(t, k, &out))
 			return out;
 		if (k->kind == EXPR_STRING)
-			return eerr(c, "no such key: %.*s",
-				    (int)(k->len > 100 ? 100 : k->len), k->as.s);
-		return eerr_static("no such key");
+			return expr_eerr(c, "no such key: %.*s",
+					 (int)(k->len > 100 ? 100 : k->len), k->as.s);
+		return expr_eerr_static("no such key");
 	}
 	struct expr_value args[2] = {*t, *k};
-	return no_overload(c, "_[_]", args, 2);
+	return expr_no_overload(c, "_[_]", args, 2);
 }
 
 static struct expr_value eval_and_or(struct ectx *c, const struct node *n, bool is_or)
 {
-	struct expr_value l = eval_node(c, n->a[0]), r;
+	struct expr_value l = expr_eval_node(c, n->a[0]), r;
 
 	/* The deciding value is true for ||, false for &&. */
 	if (l.kind == EXPR_BOOL && l.as.b == is_or)
 		return l;
-	r = eval_node(c, n->a[1]);
+	r = expr_eval_node(c, n->a[1]);
 	if (r.kind == EXPR_BOOL && r.as.b == is_or)
 		return r;
 	if (l.kind == EXPR_BOOL) {
 		if (r.kind == EXPR_BOOL || r.kind == EXPR_ERROR)
 			return r;
-		return no_overload(c, is_or ? "_||_" : "_&&_", &r, 1);
+		return expr_no_overload(c, is_or ? "_||_" : "_&&_", &r, 1);
 	}
 	if (l.kind == EXPR_ERROR)
 		return l;
 	if (r.kind == EXPR_ERROR)
 		return r;
-	return no_overload(c, is_or ? "_||_" : "_&&_", &l, 1);
+	return expr_no_overload(c, is_or ? "_||_" : "_&&_", &l, 1);
 }
 
 __attribute__((noinline)) static struct expr_value build_map(struct ectx *c,
 							     const struct node *n)
 {
 	size_t cnt = n->na / 2;
-	struct expr_value *items = ealloc(c, (cnt ? cnt : 1) * 2 * sizeof(*items));
+	struct expr_value *items = expr_ealloc(c, (cnt ? cnt : 1) * 2 * sizeof(*items));
 	struct expr_value m = {.kind = EXPR_MAP, .len = 0};
 
 	m.as.items = items;
 	for (size_t i = 0; i < cnt; i++) {
-		struct expr_value k = eval_node(c, n->a[2 * i]);
+		struct expr_value k = expr_eval_node(c, n->a[2 * i]);
 		struct expr_value v;
 
 		if (k.kind == EXPR_ERROR)
 			return k;
-		v = eval_node(c, n->a[2 * i + 1]);
+		v = expr_eval_node(c, n->a[2 * i + 1]);
 		if (v.kind == EXPR_ERROR)
 			return v;
 		if (k.kind != EXPR_INT && k.kind != EXPR_UINT && k.kind != EXPR_BOOL &&
 		    k.kind != EXPR_STRING)
-			return eerr(c, "unsupported key type: %s", kind_name(&k));
-		if (map_find(&m, &k, NULL))
-			return eerr_static("Failed with repeated key");
+			return expr_eerr(c, "unsupported key type: %s",
+					 expr_kind_name(&k));
+		if (expr_map_find(&m, &k, NULL))
+			return expr_eerr_static("Failed with repeated key");
 		items[2 * i] = k;
 		items[2 * i + 1] = v;
 		m.len++;
@@ -272,7 +273,7 @@ static struct expr_value eval_args(struct ectx *c, const struct node *n,
 				   struct expr_value *args)
 {
 	for (size_t i = 0; i < n->na; i++) {
-		args[i] = eval_node(c, n->a[i]);
+		args[i] = expr_eval_node(c, n->a[i]);
 		if (args[i].kind == EXPR_ERROR)
 			return args[i];
 	}
@@ -285,7 +286,7 @@ __attribute__((noinline)) static struct expr_value eval_call(struct ectx *c,
 	struct expr_value small[6], *args = small, r;
 
 	if (n->na > 6)
-		args = ealloc(c, n->na * sizeof(*args));
+		args = expr_ealloc(c, n->na * sizeof(*args));
 	r = eval_args(c, n, args);
 	if (r.kind == EXPR_ERROR)
 		return r;
@@ -304,20 +305,22 @@ __attribute__((noinline)) static struct expr_value eval_call(struct ectx *c,
 
 		r = n->u.user.fn(&call, args, n->na);
 		if (r.kind > EXPR_ERROR)
-			return eerr_static("native function returned a bad value");
+			return expr_eerr_static("native function returned a bad value");
+		/* r points into the scratch arena or static data, never into call */
+		// cppcheck-suppress returnDanglingLifetime
 		return r;
 	}
 	default:
-		return eerr(c,
-			    "no such overload: unknown function '%.*s' with %u arguments",
-			    (int)n->len, n->name, (unsigned)n->na);
+		return expr_eerr(
+			c, "no such overload: unknown function '%.*s' with %u arguments",
+			(int)n->len, n->name, (unsigned)n->na);
 	}
 }
 
 __attribute__((noinline)) static struct expr_value
 eval_comprehension(struct ectx *c, const struct node *n)
 {
-	struct expr_value rng = eval_node(c, n->a[0]);
+	struct expr_value rng = expr_eval_node(c, n->a[0]);
 	int v1 = n->u.comp.v1, v2 = n->u.comp.v2;
 	bool is_map = rng.kind == EXPR_MAP;
 	struct expr_value err = {.kind = EXPR_NULL}, out = {.kind = EXPR_NULL};
@@ -330,22 +333,22 @@ eval_comprehension(struct ectx *c, const struct node *n)
 	if (rng.kind == EXPR_ERROR)
 		return rng;
 	if (rng.kind != EXPR_LIST && rng.kind != EXPR_MAP)
-		return no_overload(c, "comprehension", &rng, 1);
+		return expr_no_overload(c, "comprehension", &rng, 1);
 	if (n->kind == C_MAP || n->kind == C_FILTER || n->kind == C_TMAP)
-		items = ealloc(c, (cap ? cap : 1) * (n->kind == C_TMAP ? 2 : 1) *
-					  sizeof(*items));
+		items = expr_ealloc(c, (cap ? cap : 1) * (n->kind == C_TMAP ? 2 : 1) *
+					       sizeof(*items));
 	if (is_map)
-		map_iter_init(&it, &rng);
+		expr_map_iter_init(&it, &rng);
 	for (size_t i = 0; i < rng.len; i++) {
 		struct expr_value k, v, r;
 
 		charge(c, 1);
 		if (is_map) {
-			if (!map_next(&it, &k, &v))
+			if (!expr_map_next(&it, &k, &v))
 				break;
 		} else {
 			k = mk_int((int64_t)i);
-			v = list_get(&rng, i);
+			v = expr_list_get(&rng, i);
 		}
 		if (v2 >= 0) {
 			c->locals[v1] = k;
@@ -358,46 +361,46 @@ eval_comprehension(struct ectx *c, const struct node *n)
 		case C_EXISTS: {
 			bool decide = n->kind == C_EXISTS;
 
-			r = eval_node(c, body);
+			r = expr_eval_node(c, body);
 			if (r.kind == EXPR_BOOL) {
 				if (r.as.b == decide)
 					return r;
 			} else if (err.kind != EXPR_ERROR) {
 				err = r.kind == EXPR_ERROR
 					      ? r
-					      : no_overload(c, "predicate", &r, 1);
+					      : expr_no_overload(c, "predicate", &r, 1);
 			}
 			break;
 		}
 		case C_EXISTS_ONE:
-			r = eval_node(c, body);
+			r = expr_eval_node(c, body);
 			if (r.kind == EXPR_ERROR)
 				return r;
 			if (r.kind != EXPR_BOOL)
-				return no_overload(c, "predicate", &r, 1);
+				return expr_no_overload(c, "predicate", &r, 1);
 			count += r.as.b;
 			break;
 		case C_FILTER:
-			r = eval_node(c, body);
+			r = expr_eval_node(c, body);
 			if (r.kind == EXPR_ERROR)
 				return r;
 			if (r.kind != EXPR_BOOL)
-				return no_overload(c, "predicate", &r, 1);
+				return expr_no_overload(c, "predicate", &r, 1);
 			if (r.as.b)
 				items[count++] = is_map ? k : v;
 			break;
 		case C_MAP:
 		case C_TMAP:
 			if (pred) {
-				r = eval_node(c, pred);
+				r = expr_eval_node(c, pred);
 				if (r.kind == EXPR_ERROR)
 					return r;
 				if (r.kind != EXPR_BOOL)
-					return no_overload(c, "predicate", &r, 1);
+					return expr_no_overload(c, "predicate", &r, 1);
 				if (!r.as.b)
 					break;
 			}
-			r = eval_node(c, body);
+			r = expr_eval_node(c, body);
 			if (r.kind == EXPR_ERROR)
 				return r;
 			if (n->kind == C_MAP) {
@@ -425,7 +428,7 @@ eval_comprehension(struct ectx *c, const struct node *n)
 	}
 }
 
-struct expr_value eval_node(struct ectx *c, const struct node *n)
+struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 {
 	struct expr_value a, b, r;
 	int cmp;
@@ -435,31 +438,32 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 		return n->u.lit;
 	case N_VAR:
 		if (n->u.slot >= c->nvars)
-			return eerr(c, "no value for variable '%.*s'", (int)n->len,
-				    n->name);
+			return expr_eerr(c, "no value for variable '%.*s'", (int)n->len,
+					 n->name);
 		return c->vars[n->u.slot];
 	case N_LOCAL:
 		return c->locals[n->u.slot];
 	case N_UNDECL:
-		return eerr(c, "undeclared reference to '%.*s'", (int)n->len, n->name);
+		return expr_eerr(c, "undeclared reference to '%.*s'", (int)n->len,
+				 n->name);
 	case N_SELECT:
 	case N_HAS:
-		a = eval_node(c, n->a[0]);
+		a = expr_eval_node(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
 		if (a.kind != EXPR_MAP)
-			return eerr(c, "type '%s' does not support field selection",
-				    kind_name(&a));
-		if (map_find_field(&a, n, &r))
+			return expr_eerr(c, "type '%s' does not support field selection",
+					 expr_kind_name(&a));
+		if (expr_map_find_field(&a, n, &r))
 			return n->op == N_HAS ? mk_bool(true) : r;
 		if (n->op == N_HAS)
 			return mk_bool(false);
-		return eerr(c, "no such key: %.*s", (int)n->len, n->name);
+		return expr_eerr(c, "no such key: %.*s", (int)n->len, n->name);
 	case N_INDEX:
-		a = eval_node(c, n->a[0]);
+		a = expr_eval_node(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
-		b = eval_node(c, n->a[1]);
+		b = expr_eval_node(c, n->a[1]);
 		if (b.kind == EXPR_ERROR)
 			return b;
 		return index_value(c, &a, &b);
@@ -468,22 +472,22 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 	case N_OR:
 		return eval_and_or(c, n, true);
 	case N_NOT:
-		a = eval_node(c, n->a[0]);
+		a = expr_eval_node(c, n->a[0]);
 		if (a.kind == EXPR_BOOL)
 			return mk_bool(!a.as.b);
-		return a.kind == EXPR_ERROR ? a : no_overload(c, "!_", &a, 1);
+		return a.kind == EXPR_ERROR ? a : expr_no_overload(c, "!_", &a, 1);
 	case N_NEG:
-		a = eval_node(c, n->a[0]);
+		a = expr_eval_node(c, n->a[0]);
 		if (a.kind == EXPR_INT)
 			return a.as.i == INT64_MIN ? overflow() : mk_int(-a.as.i);
 		if (a.kind == EXPR_DOUBLE)
 			return mk_double(-a.as.d);
-		return a.kind == EXPR_ERROR ? a : no_overload(c, "-_", &a, 1);
+		return a.kind == EXPR_ERROR ? a : expr_no_overload(c, "-_", &a, 1);
 	case N_COND:
-		a = eval_node(c, n->a[0]);
+		a = expr_eval_node(c, n->a[0]);
 		if (a.kind == EXPR_BOOL)
-			return eval_node(c, n->a[a.as.b ? 1 : 2]);
-		return a.kind == EXPR_ERROR ? a : no_overload(c, "_?_:_", &a, 1);
+			return expr_eval_node(c, n->a[a.as.b ? 1 : 2]);
+		return a.kind == EXPR_ERROR ? a : expr_no_overload(c, "_?_:_", &a, 1);
 	case N_EQ:
 	case N_NE:
 	case N_LT:
@@ -496,10 +500,10 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 	case N_MUL:
 	case N_DIV:
 	case N_MOD:
-		a = eval_node(c, n->a[0]);
+		a = expr_eval_node(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
-		b = eval_node(c, n->a[1]);
+		b = expr_eval_node(c, n->a[1]);
 		if (b.kind == EXPR_ERROR)
 			return b;
 		if (a.kind >= EXPR_STRING && a.kind <= EXPR_MAP)
@@ -508,27 +512,27 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 			charge(c, b.len / 16);
 		switch (n->op) {
 		case N_EQ:
-			return mk_bool(val_equal(&a, &b));
+			return mk_bool(expr_val_equal(&a, &b));
 		case N_NE:
-			return mk_bool(!val_equal(&a, &b));
+			return mk_bool(!expr_val_equal(&a, &b));
 		case N_IN:
 			if (b.kind == EXPR_LIST) {
 				for (size_t i = 0; i < b.len; i++) {
-					struct expr_value x = list_get(&b, i);
+					struct expr_value x = expr_list_get(&b, i);
 
-					if (val_equal(&a, &x))
+					if (expr_val_equal(&a, &x))
 						return mk_bool(true);
 				}
 				return mk_bool(false);
 			}
 			if (b.kind == EXPR_MAP)
-				return mk_bool(map_find(&b, &a, NULL));
+				return mk_bool(expr_map_find(&b, &a, NULL));
 			break;
 		case N_LT:
 		case N_LE:
 		case N_GT:
 		case N_GE:
-			cmp = val_compare(&a, &b);
+			cmp = expr_val_compare(&a, &b);
 			if (cmp == 3)
 				break;
 			if (cmp == 2)
@@ -542,11 +546,11 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 		}
 		{
 			struct expr_value args[2] = {a, b};
-			return no_overload(c, op_name(n->op), args, 2);
+			return expr_no_overload(c, op_name(n->op), args, 2);
 		}
 	case N_LIST: {
 		struct expr_value *items =
-			ealloc(c, (n->na ? n->na : 1) * sizeof(*items));
+			expr_ealloc(c, (n->na ? n->na : 1) * sizeof(*items));
 
 		r = eval_args(c, n, items);
 		if (r.kind == EXPR_ERROR)
@@ -566,12 +570,12 @@ struct expr_value eval_node(struct ectx *c, const struct node *n)
 	case N_COMPREH:
 		return eval_comprehension(c, n);
 	case N_MATCHES_CONST:
-		a = eval_node(c, n->a[0]);
+		a = expr_eval_node(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
 		if (a.kind != EXPR_STRING)
-			return no_overload(c, "matches", &a, 1);
-		return call_matches(c, &a, n->u.re);
+			return expr_no_overload(c, "matches", &a, 1);
+		return expr_call_matches(c, &a, n->u.re);
 	}
-	return eerr_static("internal error: bad node");
+	return expr_eerr_static("internal error: bad node");
 }

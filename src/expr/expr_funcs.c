@@ -27,7 +27,7 @@
 	static struct expr_value name(struct ectx *c, const struct node *n,              \
 				      const struct expr_value *a, size_t na)
 
-#define NO_OVERLOAD() no_overload(c, fname(n), a, na)
+#define NO_OVERLOAD() expr_no_overload(c, fname(n), a, na)
 
 /* Call nodes carry their NUL-terminated function name (see resolve_call). */
 static const char *fname(const struct node *n)
@@ -53,7 +53,7 @@ static size_t cp_offset(const char *s, size_t len, size_t cp)
 
 static char *sdup(struct ectx *c, const char *s, size_t len)
 {
-	char *p = ealloc(c, len + 1);
+	char *p = expr_ealloc(c, len + 1);
 
 	memcpy(p, s, len);
 	p[len] = '\0';
@@ -64,7 +64,7 @@ static struct expr_value make_list(struct ectx *c, size_t n, struct expr_value *
 {
 	struct expr_value l = {.kind = EXPR_LIST, .len = (uint32_t)n};
 
-	*items = ealloc(c, (n ? n : 1) * sizeof(**items));
+	*items = expr_ealloc(c, (n ? n : 1) * sizeof(**items));
 	l.as.items = *items;
 	return l;
 }
@@ -75,7 +75,7 @@ FN(f_size)
 {
 	switch (a[0].kind) {
 	case EXPR_STRING:
-		return mk_int((int64_t)utf8_count(a[0].as.s, a[0].len));
+		return mk_int((int64_t)expr_utf8_count(a[0].as.s, a[0].len));
 	case EXPR_BYTES:
 	case EXPR_LIST:
 	case EXPR_MAP:
@@ -129,8 +129,8 @@ static void re_free(void *p, void *data)
 	(void)data;
 }
 
-pcre2_code *regex_compile(const char *pat, size_t len, pcre2_general_context *g,
-			  char *err, size_t errlen)
+pcre2_code *expr_regex_compile(const char *pat, size_t len, pcre2_general_context *g,
+			       char *err, size_t errlen)
 {
 	pcre2_compile_context *cc;
 	pcre2_code *re;
@@ -172,13 +172,13 @@ static bool regex_context(struct ectx *c)
 	return c->md != NULL;
 }
 
-struct expr_value call_matches(struct ectx *c, const struct expr_value *s,
-			       const pcre2_code *re)
+struct expr_value expr_call_matches(struct ectx *c, const struct expr_value *s,
+				    const pcre2_code *re)
 {
 	int rc;
 
 	if (!regex_context(c))
-		return eerr_static("out of evaluation memory");
+		return expr_eerr_static("out of evaluation memory");
 	charge(c, 100 + s->len / 16); /* a match may backtrack up to the match limit */
 	rc = pcre2_match(re, (PCRE2_SPTR)s->as.s, s->len, 0, 0, c->md, c->prog->mctx);
 	if (rc >= 0)
@@ -187,8 +187,8 @@ struct expr_value call_matches(struct ectx *c, const struct expr_value *s,
 		return mk_bool(false);
 	if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
 	    rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT)
-		return eerr_static("matches: pattern exceeded the match limit");
-	return eerr(c, "matches: error %d", rc);
+		return expr_eerr_static("matches: pattern exceeded the match limit");
+	return expr_eerr(c, "matches: error %d", rc);
 }
 
 FN(f_matches)
@@ -199,12 +199,12 @@ FN(f_matches)
 	if (!both_strings(a, 2))
 		return NO_OVERLOAD();
 	if (!regex_context(c))
-		return eerr_static("out of evaluation memory");
+		return expr_eerr_static("out of evaluation memory");
 	charge(c, 100); /* compiling a pattern costs far more than a step */
-	re = regex_compile(a[1].as.s, a[1].len, c->gctx, err, sizeof(err));
+	re = expr_regex_compile(a[1].as.s, a[1].len, c->gctx, err, sizeof(err));
 	if (!re)
-		return eerr(c, "invalid pattern: %s", err);
-	return call_matches(c, &a[0], re);
+		return expr_eerr(c, "invalid pattern: %s", err);
+	return expr_call_matches(c, &a[0], re);
 }
 
 /* ---- conversions ---- */
@@ -219,23 +219,25 @@ FN(f_int)
 		return *x;
 	case EXPR_UINT:
 		if (x->as.u > INT64_MAX)
-			return eerr_static("int conversion out of range");
+			return expr_eerr_static("int conversion out of range");
 		return mk_int((int64_t)x->as.u);
 	case EXPR_DOUBLE:
 		if (!(x->as.d > -9223372036854775808.0 &&
 		      x->as.d < 9223372036854775808.0))
-			return eerr_static("int conversion out of range");
+			return expr_eerr_static("int conversion out of range");
 		return mk_int((int64_t)x->as.d);
 	case EXPR_STRING:
 		if (x->len == 0 || x->len >= sizeof(tmp))
-			return eerr_static("int conversion error: bad string");
+			return expr_eerr_static("int conversion error: bad string");
 		memcpy(tmp, x->as.s, x->len);
 		tmp[x->len] = '\0';
 		errno = 0;
 		long long v = strtoll(tmp, &end, 10);
 
-		if (*end || errno || tmp[0] == ' ' || tmp[0] == '+')
-			return eerr(c, "int conversion error: '%s'", tmp);
+		/* Go's ParseInt: an optional sign, decimal digits, nothing else */
+		if (*end || errno ||
+		    !(tmp[0] == '-' || tmp[0] == '+' || (tmp[0] >= '0' && tmp[0] <= '9')))
+			return expr_eerr(c, "int conversion error: '%s'", tmp);
 		return mk_int(v);
 	case EXPR_TIMESTAMP:
 		return mk_int(x->as.t.sec);
@@ -254,23 +256,23 @@ FN(f_uint)
 		return *x;
 	case EXPR_INT:
 		if (x->as.i < 0)
-			return eerr_static("uint conversion out of range");
+			return expr_eerr_static("uint conversion out of range");
 		return mk_uint((uint64_t)x->as.i);
 	case EXPR_DOUBLE:
 		if (!(x->as.d > -1.0 && x->as.d < 18446744073709551616.0))
-			return eerr_static("uint conversion out of range");
+			return expr_eerr_static("uint conversion out of range");
 		return mk_uint((uint64_t)x->as.d);
 	case EXPR_STRING:
 		if (x->len == 0 || x->len >= sizeof(tmp) || x->as.s[0] < '0' ||
 		    x->as.s[0] > '9')
-			return eerr_static("uint conversion error: bad string");
+			return expr_eerr_static("uint conversion error: bad string");
 		memcpy(tmp, x->as.s, x->len);
 		tmp[x->len] = '\0';
 		errno = 0;
 		unsigned long long v = strtoull(tmp, &end, 10);
 
 		if (*end || errno)
-			return eerr(c, "uint conversion error: '%s'", tmp);
+			return expr_eerr(c, "uint conversion error: '%s'", tmp);
 		return mk_uint(v);
 	default:
 		return NO_OVERLOAD();
@@ -290,14 +292,16 @@ FN(f_double)
 	case EXPR_UINT:
 		return mk_double((double)x->as.u);
 	case EXPR_STRING:
-		if (x->len == 0 || x->len >= sizeof(tmp) || x->as.s[0] == ' ')
-			return eerr_static("double conversion error: bad string");
+		if (x->len == 0 || x->len >= sizeof(tmp) ||
+		    strchr(" \t\n\r\f\v", x->as.s[0]))
+			return expr_eerr_static("double conversion error: bad string");
 		memcpy(tmp, x->as.s, x->len);
 		tmp[x->len] = '\0';
+		errno = 0;
 		double d = strtod(tmp, &end);
 
-		if (*end)
-			return eerr(c, "double conversion error: '%s'", tmp);
+		if (*end || (errno == ERANGE && isinf(d)))
+			return expr_eerr(c, "double conversion error: '%s'", tmp);
 		return mk_double(d);
 	default:
 		return NO_OVERLOAD();
@@ -315,8 +319,8 @@ FN(f_string)
 	case EXPR_STRING:
 		return *x;
 	case EXPR_BYTES:
-		if (!utf8_valid(x->as.s, x->len))
-			return eerr_static("string conversion error: invalid UTF-8");
+		if (!expr_utf8_valid(x->as.s, x->len))
+			return expr_eerr_static("string conversion error: invalid UTF-8");
 		return mk_str(x->as.s, x->len);
 	case EXPR_INT:
 	case EXPR_UINT:
@@ -327,7 +331,7 @@ FN(f_string)
 	case EXPR_NULL:
 	case EXPR_TYPE:
 		buf_init(&b, 0);
-		val_print(x, &b, false);
+		expr_val_print(x, &b, PRINT_STRING);
 		len = b.len;
 		s = sdup(c, buf_str(&b), len);
 		buf_fini(&b);
@@ -361,8 +365,8 @@ FN(f_bool)
 		if (a[0].len == strlen(f[i]) && memcmp(a[0].as.s, f[i], a[0].len) == 0)
 			return mk_bool(false);
 	}
-	return eerr(c, "Type conversion error: bool('%.*s')",
-		    (int)(a[0].len > 40 ? 40 : a[0].len), a[0].as.s);
+	return expr_eerr(c, "Type conversion error: bool('%.*s')",
+			 (int)(a[0].len > 40 ? 40 : a[0].len), a[0].as.s);
 }
 
 FN(f_dyn)
@@ -383,7 +387,7 @@ FN(f_type)
 		s = "google.protobuf.Duration";
 		break;
 	default:
-		s = kind_name(&a[0]);
+		s = expr_kind_name(&a[0]);
 		break;
 	}
 	t.as.s = s;
@@ -400,14 +404,15 @@ FN(f_timestamp)
 	case EXPR_TIMESTAMP:
 		return a[0];
 	case EXPR_INT:
-		return ts_make(c, a[0].as.i, 0);
+		return expr_ts_make(c, a[0].as.i, 0);
 	case EXPR_STRING:
-		if (!ts_parse(a[0].as.s, a[0].len, &sec, &ns))
-			return eerr(c,
-				    "timestamp conversion error: '%.*s' (want RFC 3339 "
-				    "in range)",
-				    (int)(a[0].len > 60 ? 60 : a[0].len), a[0].as.s);
-		return ts_make(c, sec, ns);
+		if (!expr_ts_parse(a[0].as.s, a[0].len, &sec, &ns))
+			return expr_eerr(
+				c,
+				"timestamp conversion error: '%.*s' (want RFC 3339 "
+				"in range)",
+				(int)(a[0].len > 60 ? 60 : a[0].len), a[0].as.s);
+		return expr_ts_make(c, sec, ns);
 	default:
 		return NO_OVERLOAD();
 	}
@@ -422,13 +427,13 @@ FN(f_duration)
 	case EXPR_DURATION:
 		return a[0];
 	case EXPR_INT:
-		return dur_make(c, a[0].as.i, 0);
+		return expr_dur_make(c, a[0].as.i, 0);
 	case EXPR_STRING:
-		if (!dur_parse(a[0].as.s, a[0].len, &sec, &ns))
-			return eerr(c,
-				    "duration conversion error: '%.*s' (range or syntax)",
-				    (int)(a[0].len > 60 ? 60 : a[0].len), a[0].as.s);
-		return dur_make(c, sec, ns);
+		if (!expr_dur_parse(a[0].as.s, a[0].len, &sec, &ns))
+			return expr_eerr(
+				c, "duration conversion error: '%.*s' (range or syntax)",
+				(int)(a[0].len > 60 ? 60 : a[0].len), a[0].as.s);
+		return expr_dur_make(c, sec, ns);
 	default:
 		return NO_OVERLOAD();
 	}
@@ -451,9 +456,9 @@ FN(f_char_at)
 
 	if (a[0].kind != EXPR_STRING || !get_int(&a[1], &i))
 		return NO_OVERLOAD();
-	cps = utf8_count(a[0].as.s, a[0].len);
+	cps = expr_utf8_count(a[0].as.s, a[0].len);
 	if (i < 0 || (uint64_t)i > cps)
-		return eerr(c, "index out of range: %" PRId64, i);
+		return expr_eerr(c, "index out of range: %" PRId64, i);
 	off = cp_offset(a[0].as.s, a[0].len, (size_t)i);
 	end = cp_offset(a[0].as.s + off, a[0].len - off, 1) + off;
 	return mk_str(a[0].as.s + off, end - off);
@@ -467,16 +472,16 @@ FN(f_index_of)
 
 	if (!both_strings(a, 2) || (na == 3 && !get_int(&a[2], &from)))
 		return NO_OVERLOAD();
-	cps = utf8_count(a[0].as.s, a[0].len);
+	cps = expr_utf8_count(a[0].as.s, a[0].len);
 	if (from < 0 || (uint64_t)from > cps)
-		return eerr(c, "index out of range: %" PRId64, from);
+		return expr_eerr(c, "index out of range: %" PRId64, from);
 	off = cp_offset(a[0].as.s, a[0].len, (size_t)from);
 	if (a[1].len == 0)
 		return mk_int(from);
 	hit = memmem(a[0].as.s + off, a[0].len - off, a[1].as.s, a[1].len);
 	if (!hit)
 		return mk_int(-1);
-	return mk_int((int64_t)utf8_count(a[0].as.s, (size_t)(hit - a[0].as.s)));
+	return mk_int((int64_t)expr_utf8_count(a[0].as.s, (size_t)(hit - a[0].as.s)));
 }
 
 FN(f_last_index_of)
@@ -486,11 +491,11 @@ FN(f_last_index_of)
 
 	if (!both_strings(a, 2) || (na == 3 && !get_int(&a[2], &from)))
 		return NO_OVERLOAD();
-	cps = utf8_count(a[0].as.s, a[0].len);
+	cps = expr_utf8_count(a[0].as.s, a[0].len);
 	if (na == 2)
 		from = (int64_t)cps;
 	if (from < 0 || (uint64_t)from > cps)
-		return eerr(c, "index out of range: %" PRId64, from);
+		return expr_eerr(c, "index out of range: %" PRId64, from);
 	if (a[1].len == 0)
 		return mk_int(from);
 	/* the match must start at or before code point from */
@@ -500,7 +505,7 @@ FN(f_last_index_of)
 			continue;
 		if (i + a[1].len <= a[0].len &&
 		    memcmp(a[0].as.s + i, a[1].as.s, a[1].len) == 0)
-			return mk_int((int64_t)utf8_count(a[0].as.s, i));
+			return mk_int((int64_t)expr_utf8_count(a[0].as.s, i));
 	}
 	return mk_int(-1);
 }
@@ -629,17 +634,17 @@ FN(f_substring)
 	if (a[0].kind != EXPR_STRING || !get_int(&a[1], &start) ||
 	    (na == 3 && !get_int(&a[2], &stop)))
 		return NO_OVERLOAD();
-	cps = utf8_count(a[0].as.s, a[0].len);
+	cps = expr_utf8_count(a[0].as.s, a[0].len);
 	if (na == 2)
 		stop = (int64_t)cps;
 	if (start < 0 || (uint64_t)start > cps)
-		return eerr(c, "index out of range: %" PRId64, start);
+		return expr_eerr(c, "index out of range: %" PRId64, start);
 	if (stop < 0 || (uint64_t)stop > cps)
-		return eerr(c, "index out of range: %" PRId64, stop);
+		return expr_eerr(c, "index out of range: %" PRId64, stop);
 	if (stop < start)
-		return eerr(c,
-			    "invalid substring range. start: %" PRId64 ", end: %" PRId64,
-			    start, stop);
+		return expr_eerr(
+			c, "invalid substring range. start: %" PRId64 ", end: %" PRId64,
+			start, stop);
 	o1 = cp_offset(a[0].as.s, a[0].len, (size_t)start);
 	o2 = cp_offset(a[0].as.s, a[0].len, (size_t)stop);
 	return mk_str(a[0].as.s + o1, o2 - o1);
@@ -662,7 +667,7 @@ FN(f_trim)
 	if (a[0].kind != EXPR_STRING)
 		return NO_OVERLOAD();
 	while (b < len) {
-		size_t k = utf8_decode(s + b, len - b, &cp);
+		size_t k = expr_utf8_decode(s + b, len - b, &cp);
 
 		if (!is_space(cp))
 			break;
@@ -674,7 +679,7 @@ FN(f_trim)
 
 		while (st > b && (s[st] & 0xC0) == 0x80)
 			st--;
-		utf8_decode(s + st, e - st, &cp);
+		expr_utf8_decode(s + st, e - st, &cp);
 		if (!is_space(cp))
 			break;
 		e = st;
@@ -692,12 +697,12 @@ FN(f_join)
 		return NO_OVERLOAD();
 	buf_init(&b, 0);
 	for (size_t i = 0; i < a[0].len; i++) {
-		struct expr_value x = list_get(&a[0], i);
+		struct expr_value x = expr_list_get(&a[0], i);
 
 		if (x.kind != EXPR_STRING) {
 			buf_fini(&b);
-			return eerr(c, "join: list item %zu is %s, not string", i,
-				    kind_name(&x));
+			return expr_eerr(c, "join: list item %zu is %s, not string", i,
+					 expr_kind_name(&x));
 		}
 		if (i && na == 2)
 			buf_append(&b, a[1].as.s, a[1].len);
@@ -717,7 +722,7 @@ FN(f_reverse)
 
 	if (a[0].kind != EXPR_STRING)
 		return NO_OVERLOAD();
-	out = ealloc(c, len + 1);
+	out = expr_ealloc(c, len + 1);
 	while (i < len) {
 		size_t k = cp_offset(s + i, len - i, 1);
 
@@ -741,7 +746,7 @@ FN(f_quote)
 	buf_putc(&b, '"');
 	while (i < len) {
 		uint32_t cp;
-		size_t k = utf8_decode(s + i, len - i, &cp);
+		size_t k = expr_utf8_decode(s + i, len - i, &cp);
 
 		switch (cp) {
 		case '\a':
@@ -822,9 +827,7 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 
 	switch (verb) {
 	case 's':
-		if (x->kind == EXPR_DOUBLE && special_double(b, x->as.d))
-			return mk_null();
-		val_print(x, b, false);
+		expr_val_print(x, b, PRINT_FORMAT);
 		return mk_null();
 	case 'd':
 		if (x->kind == EXPR_INT)
@@ -832,11 +835,12 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 		else if (x->kind == EXPR_UINT)
 			buf_printf(b, "%" PRIu64, x->as.u);
 		else if (!(x->kind == EXPR_DOUBLE && special_double(b, x->as.d)))
-			return eerr(c,
-				    "error during formatting: decimal clause can only be "
-				    "used "
-				    "on integers, was given %s",
-				    kind_name(x));
+			return expr_eerr(
+				c,
+				"error during formatting: decimal clause can only be "
+				"used "
+				"on integers, was given %s",
+				expr_kind_name(x));
 		return mk_null();
 	case 'f':
 	case 'e':
@@ -847,11 +851,12 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 		else if (x->kind == EXPR_UINT)
 			d = (double)x->as.u;
 		else
-			return eerr(
+			return expr_eerr(
 				c,
 				"error during formatting: %s clause can only be used on "
 				"doubles, was given %s",
-				verb == 'f' ? "fixed-point" : "scientific", kind_name(x));
+				verb == 'f' ? "fixed-point" : "scientific",
+				expr_kind_name(x));
 		if (!special_double(b, d))
 			buf_printf(b, verb == 'f' ? "%.*f" : "%.*e", prec < 0 ? 6 : prec,
 				   d);
@@ -867,11 +872,11 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 		else if (x->kind == EXPR_UINT)
 			put_int_base(b, false, x->as.u, 2, false);
 		else
-			return eerr(
+			return expr_eerr(
 				c,
 				"error during formatting: only integers and bools can be "
 				"formatted as binary, was given %s",
-				kind_name(x));
+				expr_kind_name(x));
 		return mk_null();
 	case 'o':
 		if (x->kind == EXPR_INT)
@@ -882,11 +887,12 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 		else if (x->kind == EXPR_UINT)
 			put_int_base(b, false, x->as.u, 8, false);
 		else
-			return eerr(c,
-				    "error during formatting: octal clause can only be "
-				    "used on "
-				    "integers, was given %s",
-				    kind_name(x));
+			return expr_eerr(
+				c,
+				"error during formatting: octal clause can only be "
+				"used on "
+				"integers, was given %s",
+				expr_kind_name(x));
 		return mk_null();
 	case 'x':
 	case 'X':
@@ -902,18 +908,19 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 				buf_printf(b, verb == 'X' ? "%02X" : "%02x",
 					   (unsigned char)x->as.s[i]);
 		} else {
-			return eerr(c,
-				    "error during formatting: only integers, byte "
-				    "buffers, and "
-				    "strings can be formatted as hex, was given %s",
-				    kind_name(x));
+			return expr_eerr(c,
+					 "error during formatting: only integers, byte "
+					 "buffers, and "
+					 "strings can be formatted as hex, was given %s",
+					 expr_kind_name(x));
 		}
 		return mk_null();
 	}
-	return eerr(c,
-		    "could not parse formatting clause: unrecognized formatting clause "
-		    "\"%c\"",
-		    verb);
+	return expr_eerr(
+		c,
+		"could not parse formatting clause: unrecognized formatting clause "
+		"\"%c\"",
+		verb);
 }
 
 FN(f_format)
@@ -948,23 +955,24 @@ FN(f_format)
 				prec = prec * 10 + (*s++ - '0');
 		}
 		if (s >= end) {
-			r = eerr_static("could not parse formatting clause: unexpected "
-					"end of string");
+			r = expr_eerr_static(
+				"could not parse formatting clause: unexpected "
+				"end of string");
 			break;
 		}
 		if (!strchr("sdfebxXo", *s)) {
-			r = eerr(c,
-				 "could not parse formatting clause: unrecognized "
-				 "formatting "
-				 "clause \"%c\"",
-				 *s);
+			r = expr_eerr(c,
+				      "could not parse formatting clause: unrecognized "
+				      "formatting "
+				      "clause \"%c\"",
+				      *s);
 			break;
 		}
 		if (argi >= a[1].len) {
-			r = eerr(c, "index %zu out of range", argi);
+			r = expr_eerr(c, "index %zu out of range", argi);
 			break;
 		}
-		struct expr_value x = list_get(&a[1], argi++);
+		struct expr_value x = expr_list_get(&a[1], argi++);
 
 		r = format_one(c, &b, *s++, prec, &x);
 		if (r.kind == EXPR_ERROR)
@@ -998,17 +1006,17 @@ static struct expr_value extreme(struct ectx *c, const struct node *n,
 		list = &a[0];
 		cnt = a[0].len;
 		if (cnt == 0)
-			return eerr(c, "%s(): list is empty", fname(n));
+			return expr_eerr(c, "%s(): list is empty", fname(n));
 	}
 	for (size_t i = 0; i < cnt; i++) {
-		x = list ? list_get(list, i) : a[i];
+		x = list ? expr_list_get(list, i) : a[i];
 		if (!is_num(&x))
-			return no_overload(c, fname(n), &x, 1);
+			return expr_no_overload(c, fname(n), &x, 1);
 		if (i == 0) {
 			best = x;
 			continue;
 		}
-		int r = val_compare(&x, &best);
+		int r = expr_val_compare(&x, &best);
 
 		if (r != 2 && (greatest ? r > 0 : r < 0))
 			best = x;
@@ -1047,7 +1055,7 @@ FN(f_abs)
 	switch (a[0].kind) {
 	case EXPR_INT:
 		if (a[0].as.i == INT64_MIN)
-			return eerr_static("integer overflow");
+			return expr_eerr_static("integer overflow");
 		return mk_int(a[0].as.i < 0 ? -a[0].as.i : a[0].as.i);
 	case EXPR_UINT:
 		return a[0];
@@ -1122,7 +1130,7 @@ static struct expr_value shift(struct ectx *c, const struct node *n,
 	if ((a[0].kind != EXPR_INT && a[0].kind != EXPR_UINT) || !get_int(&a[1], &k))
 		return NO_OVERLOAD();
 	if (k < 0)
-		return eerr(c, "%s(): negative shift %" PRId64, fname(n), k);
+		return expr_eerr(c, "%s(): negative shift %" PRId64, fname(n), k);
 	uint64_t x = a[0].kind == EXPR_INT ? (uint64_t)a[0].as.i : a[0].as.u;
 
 	x = k >= 64 ? 0 : left ? x << k : x >> k;
@@ -1196,7 +1204,7 @@ static const struct builtin {
 	{"math.bitShiftRight", 2, 2, GLOBAL, f_shr},
 };
 
-builtin_fn builtin_lookup(const char *name, size_t len, size_t na, bool receiver)
+builtin_fn expr_builtin_lookup(const char *name, size_t len, size_t na, bool receiver)
 {
 	char tmp[64];
 
@@ -1212,6 +1220,6 @@ builtin_fn builtin_lookup(const char *name, size_t len, size_t na, bool receiver
 			return b->fn;
 	}
 	if (receiver)
-		return time_getter(tmp, na);
+		return expr_time_getter(tmp, na);
 	return NULL;
 }

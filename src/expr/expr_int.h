@@ -7,7 +7,7 @@
  * nodes. The evaluator (expr_eval.c) walks the tree with a per-evaluation context
  * (struct ectx) that holds the scratch arena, the locals and the step budget.
  * Out-of-memory in the scratch arena (when it has a limit) unwinds with longjmp
- * from ealloc() to expr_eval(); nothing between holds a heap resource.
+ * from expr_ealloc() to expr_eval(); nothing between holds a heap resource.
  */
 #ifndef NUDGE_EXPR_INT_H
 #define NUDGE_EXPR_INT_H
@@ -117,7 +117,7 @@ struct ectx {
 };
 
 /* Memory from the scratch arena; unwinds to expr_eval() on exhaustion. */
-void *ealloc(struct ectx *c, size_t n);
+void *expr_ealloc(struct ectx *c, size_t n);
 /* Charges cost steps of work; unwinds to expr_eval() when the budget is spent. */
 static inline void charge(struct ectx *c, uint64_t cost)
 {
@@ -125,11 +125,11 @@ static inline void charge(struct ectx *c, uint64_t cost)
 		longjmp(c->oom, 2);
 	c->steps_left -= cost;
 }
-struct expr_value eerr(struct ectx *c, const char *fmt, ...)
+struct expr_value expr_eerr(struct ectx *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-struct expr_value eerr_static(const char *msg);
-struct expr_value no_overload(struct ectx *c, const char *fn, const struct expr_value *a,
-			      size_t na);
+struct expr_value expr_eerr_static(const char *msg);
+struct expr_value expr_no_overload(struct ectx *c, const char *fn,
+				   const struct expr_value *a, size_t na);
 
 static inline struct expr_value mk_bool(bool b)
 {
@@ -174,68 +174,73 @@ static inline struct expr_value mk_null(void)
 }
 
 /* expr_value.c: lists, maps, equality, ordering, printing. */
-const char *kind_name(const struct expr_value *v);
-size_t coll_size(const struct expr_value *v);
+const char *expr_kind_name(const struct expr_value *v);
 /* Item i of a list (i < coll_size). */
-struct expr_value list_get(const struct expr_value *v, size_t i);
+struct expr_value expr_list_get(const struct expr_value *v, size_t i);
 /* Iterates a map's entries (json maps: in json-c's insertion order). */
 struct map_iter {
 	const struct expr_value *m;
 	size_t i;
 	void *entry; /* json-c lh_entry cursor */
 };
-void map_iter_init(struct map_iter *it, const struct expr_value *m);
-bool map_next(struct map_iter *it, struct expr_value *k, struct expr_value *val);
+void expr_map_iter_init(struct map_iter *it, const struct expr_value *m);
+bool expr_map_next(struct map_iter *it, struct expr_value *k, struct expr_value *val);
 /* Looks key up; returns false when absent or when the key type cannot match. */
-bool map_find(const struct expr_value *m, const struct expr_value *key,
-	      struct expr_value *out);
-bool map_find_str(const struct expr_value *m, const char *s, size_t len,
-		  struct expr_value *out);
+bool expr_map_find(const struct expr_value *m, const struct expr_value *key,
+		   struct expr_value *out);
+bool expr_map_find_str(const struct expr_value *m, const char *s, size_t len,
+		       struct expr_value *out);
 /* The same for a field name of a select node (NUL-terminated, hash precomputed). */
-bool map_find_field(const struct expr_value *m, const struct node *n,
-		    struct expr_value *out);
+bool expr_map_find_field(const struct expr_value *m, const struct node *n,
+			 struct expr_value *out);
 /* Precomputes n->hash for json-c lookups of n->name (NUL-terminated). */
-void field_hash(struct node *n);
+void expr_field_hash(struct node *n);
 /* CEL equality: returns a bool value or an error (never errors for kinds). */
-bool val_equal(const struct expr_value *a, const struct expr_value *b);
+bool expr_val_equal(const struct expr_value *a, const struct expr_value *b);
 /* Ordering: returns -1/0/1, 2 when unordered (NaN), 3 when unsupported. */
-int val_compare(const struct expr_value *a, const struct expr_value *b);
-/* Appends a CEL literal (quote = true) or the string() form (format %s). */
-enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal);
-void print_double(double d, struct buf *out, bool literal);
-bool utf8_valid(const char *s, size_t len);
-size_t utf8_count(const char *s, size_t len);
+int expr_val_compare(const struct expr_value *a, const struct expr_value *b);
+enum print_mode {
+	PRINT_LITERAL, /* a CEL literal: 1u, "a\n", b"\x00", timestamp("...") */
+	PRINT_STRING,  /* what string() returns */
+	PRINT_FORMAT,  /* format("%s"): infinities spelled out, map keys sorted */
+};
+enum nerr expr_val_print(const struct expr_value *v, struct buf *out,
+			 enum print_mode mode);
+void expr_print_double(double d, struct buf *out, bool literal);
+bool expr_utf8_valid(const char *s, size_t len);
+size_t expr_utf8_count(const char *s, size_t len);
 /* Decodes one code point at s (len > 0); returns bytes consumed (1 on bad). */
-size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
-size_t utf8_encode(uint32_t cp, char *out);
+size_t expr_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
+size_t expr_utf8_encode(uint32_t cp, char *out);
 
 /* expr_time.c */
 #define TS_MIN_SEC (-62135596800LL) /* 0001-01-01T00:00:00Z */
 #define TS_MAX_SEC 253402300799LL   /* 9999-12-31T23:59:59Z */
 /* Durations span what cel-go's time.Duration does: int64 nanoseconds (~292 years). */
 #define DUR_MAX_NSEC INT64_MAX
-bool ts_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec);
-void ts_format(int64_t sec, int32_t nsec, char *out /* >= 40 */);
-bool dur_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec);
-void dur_format(int64_t sec, int32_t nsec, char *out /* >= 40 */);
-struct expr_value ts_make(struct ectx *c, int64_t sec, int64_t nsec);
-struct expr_value dur_make(struct ectx *c, int64_t sec, int64_t nsec);
+bool expr_ts_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec);
+void expr_ts_format(int64_t sec, int32_t nsec, char *out /* >= 40 */);
+bool expr_dur_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec);
+void expr_dur_format(int64_t sec, int32_t nsec, char *out /* >= 40 */);
+struct expr_value expr_ts_make(struct ectx *c, int64_t sec, int64_t nsec);
+struct expr_value expr_dur_make(struct ectx *c, int64_t sec, int64_t nsec);
 /* Timestamp and duration getters (name = "getFullYear", ...). */
-builtin_fn time_getter(const char *name, size_t na);
+builtin_fn expr_time_getter(const char *name, size_t na);
 
 /* expr_funcs.c: resolves a call at compile time (receiver counts in na). */
-builtin_fn builtin_lookup(const char *name, size_t len, size_t na, bool receiver);
-struct expr_value call_matches(struct ectx *c, const struct expr_value *s,
-			       const pcre2_code *re);
-pcre2_code *regex_compile(const char *pat, size_t len, pcre2_general_context *g,
-			  char *err, size_t errlen);
+builtin_fn expr_builtin_lookup(const char *name, size_t len, size_t na, bool receiver);
+struct expr_value expr_call_matches(struct ectx *c, const struct expr_value *s,
+				    const pcre2_code *re);
+pcre2_code *expr_regex_compile(const char *pat, size_t len, pcre2_general_context *g,
+			       char *err, size_t errlen);
 
 /* expr_eval.c */
-struct expr_value eval_node(struct ectx *c, const struct node *n);
+struct expr_value expr_eval_node(struct ectx *c, const struct node *n);
 
 /* expr_env (expr.c) */
-bool env_find_var(const struct expr_env *env, const char *name, size_t len, size_t *slot);
-bool env_find_function(const struct expr_env *env, const char *name, size_t len,
-		       size_t na, expr_function_fn *fn, void **userdata);
+bool expr_env_find_var(const struct expr_env *env, const char *name, size_t len,
+		       size_t *slot);
+bool expr_env_find_function(const struct expr_env *env, const char *name, size_t len,
+			    size_t na, expr_function_fn *fn, void **userdata);
 
 #endif

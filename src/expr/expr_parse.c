@@ -96,7 +96,7 @@ static void *fail_at(struct parser *p, const char *at, enum nerr rc, const char 
 		}
 	}
 	p->rc = nerr_set(p->msg, rc, "", "line %d, column %zu: %s", line,
-			 utf8_count(ls, (size_t)(at - ls)) + 1, reason);
+			 expr_utf8_count(ls, (size_t)(at - ls)) + 1, reason);
 	return NULL;
 }
 
@@ -157,12 +157,6 @@ static const char *scan_quoted(struct parser *p, const char *q, bool raw)
 	while (s < end) {
 		if (*s == '\\' && !raw) {
 			s += 2;
-			continue;
-		}
-		if (*s == '\\' && raw) {
-			/* In a raw string a backslash still keeps the quote from ending
-			 * it. */
-			s += (s + 1 < end && s[1] == quote) ? 2 : 1;
 			continue;
 		}
 		if (triple) {
@@ -467,7 +461,7 @@ static struct node *string_literal(struct parser *p)
 				return fail_at(p, at, NERR_PARSE,
 					       "invalid code point in escape");
 			s += nd_ + 1;
-			n += utf8_encode(cp, out + n);
+			n += expr_utf8_encode(cp, out + n);
 			continue;
 		}
 		default:
@@ -488,10 +482,10 @@ static struct node *string_literal(struct parser *p)
 		if (bytes)
 			out[n++] = (char)cp;
 		else
-			n += utf8_encode(cp, out + n);
+			n += expr_utf8_encode(cp, out + n);
 	}
 	out[n] = '\0';
-	if (!bytes && !utf8_valid(out, n))
+	if (!bytes && !expr_utf8_valid(out, n))
 		return fail_at(p, t->start, NERR_PARSE,
 			       "invalid UTF-8 in string literal");
 	nd = new_node(p, N_LIT, 0);
@@ -932,6 +926,31 @@ static int find_local(const struct parser *p, const char *name, size_t len)
 	return -1;
 }
 
+/* Writes "a.b.c" for a select chain over a plain identifier (not a comprehension
+ * variable); returns false for anything else or when it does not fit. */
+static bool qualified_name(const struct parser *p, const struct node *n, char *out,
+			   size_t cap)
+{
+	size_t len;
+
+	if (n->op == R_IDENT) {
+		if (find_local(p, n->name, n->len) >= 0 || n->len >= cap)
+			return false;
+		memcpy(out, n->name, n->len);
+		out[n->len] = '\0';
+		return true;
+	}
+	if (n->op != N_SELECT || !qualified_name(p, n->a[0], out, cap))
+		return false;
+	len = strlen(out);
+	if (len + 1 + n->len >= cap)
+		return false;
+	out[len] = '.';
+	memcpy(out + len + 1, n->name, n->len);
+	out[len + 1 + n->len] = '\0';
+	return true;
+}
+
 static bool name_is(const struct node *n, const char *s)
 {
 	return n->len == strlen(s) && memcmp(n->name, s, n->len) == 0;
@@ -997,7 +1016,7 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 
 		h->name = n->a[0]->name;
 		h->len = n->a[0]->len;
-		field_hash(h);
+		expr_field_hash(h);
 		h->a[0] = resolve(p, n->a[0]->a[0], depth + 1);
 		return h->a[0] ? h : NULL;
 	}
@@ -1041,14 +1060,14 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 		struct node *t = n->a[0];
 
 		if (t->op == R_IDENT && find_local(p, t->name, t->len) < 0 &&
-		    !env_find_var(p->env, t->name, t->len, NULL) &&
+		    !expr_env_find_var(p->env, t->name, t->len, NULL) &&
 		    t->len + 1 + n->len < sizeof(qname)) {
 			size_t ql = (size_t)snprintf(qname, sizeof(qname), "%.*s.%.*s",
 						     (int)t->len, t->name, (int)n->len,
 						     n->name);
 
-			if (env_find_function(p->env, qname, ql, nargs, &ufn, &ud) ||
-			    builtin_lookup(qname, ql, nargs, false)) {
+			if (expr_env_find_function(p->env, qname, ql, nargs, &ufn, &ud) ||
+			    expr_builtin_lookup(qname, ql, nargs, false)) {
 				const char *keep = arena_strndup(p->arena, qname, ql);
 				struct node *g =
 					make_call(p, keep, ql, NULL, n->a + 1, nargs);
@@ -1064,13 +1083,13 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 	for (size_t i = 0; i < n->na; i++)
 		if (!(c->a[i] = resolve(p, n->a[i], depth + 1)))
 			return NULL;
-	if (!recv && env_find_function(p->env, name, len, nargs, &ufn, &ud)) {
+	if (!recv && expr_env_find_function(p->env, name, len, nargs, &ufn, &ud)) {
 		c->op = N_USER;
 		c->u.user.fn = ufn;
 		c->u.user.userdata = ud;
 		return c;
 	}
-	c->u.fn = builtin_lookup(name, len, n->na, recv);
+	c->u.fn = expr_builtin_lookup(name, len, n->na, recv);
 	if (!c->u.fn) {
 		c->op = N_NOFUNC;
 		return c;
@@ -1081,7 +1100,7 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 		char err[160];
 		const struct expr_value *pat = &c->a[1]->u.lit;
 		pcre2_code *re =
-			regex_compile(pat->as.s, pat->len, NULL, err, sizeof(err));
+			expr_regex_compile(pat->as.s, pat->len, NULL, err, sizeof(err));
 
 		if (!re)
 			return fail_at(p, n->name, NERR_PARSE, "bad pattern: %s", err);
@@ -1093,6 +1112,40 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 		c->u.re = re;
 	}
 	return c;
+}
+
+/*
+ * Turns a list or map literal whose items are all constants into one constant,
+ * built once in the program's arena, so evaluating `x in ['a', 'b']` allocates
+ * nothing. A map literal that would fail (a bad or repeated key) is left for
+ * evaluation to report.
+ */
+static void fold_literal(struct parser *p, struct node *n)
+{
+	struct expr_value *items, v = {.kind = n->op == N_LIST ? EXPR_LIST : EXPR_MAP};
+
+	for (size_t i = 0; i < n->na; i++)
+		if (n->a[i]->op != N_LIT)
+			return;
+	items = arena_alloc(p->arena, (n->na ? n->na : 1) * sizeof(*items));
+	v.as.items = items;
+	for (size_t i = 0; i < n->na; i++) {
+		const struct expr_value *x = &n->a[i]->u.lit;
+
+		if (n->op == N_MAP && i % 2 == 0) {
+			if (x->kind != EXPR_INT && x->kind != EXPR_UINT &&
+			    x->kind != EXPR_BOOL && x->kind != EXPR_STRING)
+				return;
+			v.len = (uint32_t)(i / 2);
+			if (expr_map_find(&v, x, NULL))
+				return;
+		}
+		items[i] = *x;
+	}
+	v.len = n->op == N_LIST ? n->na : n->na / 2;
+	n->op = N_LIT;
+	n->na = 0;
+	n->u.lit = v;
 }
 
 static struct node *resolve(struct parser *p, struct node *n, int depth)
@@ -1110,7 +1163,7 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 		if (li >= 0) {
 			n->op = N_LOCAL;
 			n->u.slot = (size_t)li;
-		} else if (env_find_var(p->env, n->name, n->len, &slot)) {
+		} else if (expr_env_find_var(p->env, n->name, n->len, &slot)) {
 			n->op = N_VAR;
 			n->u.slot = slot;
 		} else {
@@ -1128,15 +1181,31 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 	}
 	case R_CALL:
 		return resolve_call(p, n, depth);
-	case N_SELECT:
-		field_hash(n);
+	case N_SELECT: {
+		/* A declared variable may have a dotted name ("a.b"): the longest
+		 * declared prefix of a select chain wins, as cel-spec resolves
+		 * qualified identifiers. Inner selects try shorter prefixes. */
+		char qn[256];
+		size_t slot;
+
+		if (qualified_name(p, n, qn, sizeof(qn)) &&
+		    expr_env_find_var(p->env, qn, strlen(qn), &slot)) {
+			n->op = N_VAR;
+			n->u.slot = slot;
+			n->na = 0;
+			return n;
+		}
+		expr_field_hash(n);
 		if (!(n->a[0] = resolve(p, n->a[0], depth + 1)))
 			return NULL;
 		return n;
+	}
 	default:
 		for (size_t i = 0; i < n->na; i++)
 			if (!(n->a[i] = resolve(p, n->a[i], depth + 1)))
 				return NULL;
+		if (n->op == N_LIST || n->op == N_MAP)
+			fold_literal(p, n);
 		return n;
 	}
 }

@@ -64,7 +64,7 @@ static bool digits(const char *s, int n, int *out)
 	return true;
 }
 
-bool ts_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec)
+bool expr_ts_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec)
 {
 	int y, mo, d, h, mi, se, ns = 0, off = 0;
 	size_t i = 19;
@@ -133,7 +133,7 @@ static int frac(char *out, int32_t ns)
 	return n;
 }
 
-void ts_format(int64_t sec, int32_t nsec, char *out)
+void expr_ts_format(int64_t sec, int32_t nsec, char *out)
 {
 	int64_t days = floor_div(sec, 86400), y;
 	int64_t rem = sec - days * 86400;
@@ -151,7 +151,7 @@ void ts_format(int64_t sec, int32_t nsec, char *out)
  * Parses a Go-style duration ("1h30m", "-1.5s", "300ms", "0") into seconds and
  * nanoseconds. Units: h, m, s, ms, us, µs, ns.
  */
-bool dur_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec)
+bool expr_dur_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec)
 {
 	__int128 total = 0;
 	const __int128 limit = (__int128)DUR_MAX_NSEC;
@@ -226,7 +226,7 @@ bool dur_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec)
 	return true;
 }
 
-void dur_format(int64_t sec, int32_t nsec, char *out)
+void expr_dur_format(int64_t sec, int32_t nsec, char *out)
 {
 	int n = 0;
 
@@ -240,7 +240,7 @@ void dur_format(int64_t sec, int32_t nsec, char *out)
 	strcpy(out + n, "s");
 }
 
-struct expr_value ts_make(struct ectx *c, int64_t sec, int64_t nsec)
+struct expr_value expr_ts_make(struct ectx *c, int64_t sec, int64_t nsec)
 {
 	struct expr_value v = {.kind = EXPR_TIMESTAMP};
 
@@ -248,20 +248,20 @@ struct expr_value ts_make(struct ectx *c, int64_t sec, int64_t nsec)
 	sec += floor_div(nsec, 1000000000);
 	nsec -= floor_div(nsec, 1000000000) * 1000000000;
 	if (sec < TS_MIN_SEC || sec > TS_MAX_SEC)
-		return eerr_static("timestamp out of range");
+		return expr_eerr_static("timestamp out of range");
 	v.as.t.sec = sec;
 	v.as.t.nsec = (int32_t)nsec;
 	return v;
 }
 
-struct expr_value dur_make(struct ectx *c, int64_t sec, int64_t nsec)
+struct expr_value expr_dur_make(struct ectx *c, int64_t sec, int64_t nsec)
 {
 	struct expr_value v = {.kind = EXPR_DURATION};
 	__int128 total = (__int128)sec * 1000000000 + nsec;
 
 	(void)c;
 	if (total > (__int128)DUR_MAX_NSEC || total < -(__int128)DUR_MAX_NSEC)
-		return eerr_static("duration out of range");
+		return expr_eerr_static("duration out of range");
 	v.as.t.sec = (int64_t)(total / 1000000000);
 	v.as.t.nsec = (int32_t)(total % 1000000000);
 	return v;
@@ -351,13 +351,13 @@ static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr
 		}
 	}
 	if (a[0].kind != EXPR_TIMESTAMP || (na == 2 && a[1].kind != EXPR_STRING))
-		return no_overload(c, name, a, na);
+		return expr_no_overload(c, name, a, na);
 	int64_t sec = a[0].as.t.sec, off = 0, days, y;
 	unsigned m, d;
 
 	if (na == 2 && !zone_offset(&a[1], sec, &off))
-		return eerr(c, "unknown time zone '%.*s'",
-			    (int)(a[1].len > 64 ? 64 : a[1].len), a[1].as.s);
+		return expr_eerr(c, "unknown time zone '%.*s'",
+				 (int)(a[1].len > 64 ? 64 : a[1].len), a[1].as.s);
 	sec += off;
 	days = floor_div(sec, 86400);
 	int64_t rem = sec - days * 86400;
@@ -385,7 +385,7 @@ static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr
 	case F_MILLIS:
 		return mk_int(a[0].as.t.nsec / 1000000);
 	}
-	return no_overload(c, name, a, na);
+	return expr_no_overload(c, name, a, na);
 }
 
 #define GETTER(fn, field, nm)                                                            \
@@ -406,7 +406,7 @@ GETTER(g_minutes, F_MINUTES, "getMinutes")
 GETTER(g_seconds, F_SECONDS, "getSeconds")
 GETTER(g_millis, F_MILLIS, "getMilliseconds")
 
-builtin_fn time_getter(const char *name, size_t na)
+builtin_fn expr_time_getter(const char *name, size_t na)
 {
 	static const struct {
 		const char *name;

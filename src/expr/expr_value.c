@@ -3,12 +3,11 @@
  * ordering, UTF-8, and printing as CEL literals or as string() text.
  *
  * Design: a list or map is either an arena array (items, len) or a view of a json-c
- * array/object (EXPR_F_JSON); every reader goes through coll_size, list_get,
- * map_find and map_next so the evaluator never copies a variable. Scalars read out
- * of json are converted on access without allocation (a string points into the
- * json object).
- * Invariants: (1) numeric equality and ordering across int, uint and double follow
- * cel-go exactly (a double outside the int range compares beyond every int; inside
+ * array/object (EXPR_F_JSON); every reader goes through expr_list_get,
+ * expr_map_find and expr_map_next so the evaluator never copies a variable. Scalars read
+ * out of json are converted on access without allocation (a string points into the json
+ * object). Invariants: (1) numeric equality and ordering across int, uint and double
+ * follow cel-go exactly (a double outside the int range compares beyond every int; inside
  * it the int is converted to double); (2) NaN is unordered and equal to nothing;
  * (3) values of different non-numeric kinds are unequal, never an error; (4) a
  * field lookup in a json object uses the hash computed at compile time when the
@@ -26,7 +25,7 @@
 
 #include "expr/expr_int.h"
 
-const char *kind_name(const struct expr_value *v)
+const char *expr_kind_name(const struct expr_value *v)
 {
 	static const char *names[] = {"null_type", "bool",  "int",  "uint", "double",
 				      "string",	   "bytes", "list", "map",  "timestamp",
@@ -46,6 +45,10 @@ struct expr_value expr_value_from_json(struct json_object *j)
 		break;
 	case json_type_int:
 		v = mk_int(json_object_get_int64(j));
+		/* json-c keeps integers above INT64_MAX as uint64: do not clamp them */
+		if (v.as.i == INT64_MAX &&
+		    json_object_get_uint64(j) > (uint64_t)INT64_MAX)
+			v = mk_uint(json_object_get_uint64(j));
 		break;
 	case json_type_double:
 		v = mk_double(json_object_get_double(j));
@@ -70,19 +73,14 @@ struct expr_value expr_value_from_json(struct json_object *j)
 	return v;
 }
 
-size_t coll_size(const struct expr_value *v)
-{
-	return v->len;
-}
-
-struct expr_value list_get(const struct expr_value *v, size_t i)
+struct expr_value expr_list_get(const struct expr_value *v, size_t i)
 {
 	if (v->flags & EXPR_F_JSON)
 		return expr_value_from_json(json_object_array_get_idx(v->as.json, i));
 	return v->as.items[i];
 }
 
-void map_iter_init(struct map_iter *it, const struct expr_value *m)
+void expr_map_iter_init(struct map_iter *it, const struct expr_value *m)
 {
 	it->m = m;
 	it->i = 0;
@@ -90,7 +88,7 @@ void map_iter_init(struct map_iter *it, const struct expr_value *m)
 					     : NULL;
 }
 
-bool map_next(struct map_iter *it, struct expr_value *k, struct expr_value *val)
+bool expr_map_next(struct map_iter *it, struct expr_value *k, struct expr_value *val)
 {
 	if (it->m->flags & EXPR_F_JSON) {
 		struct lh_entry *e = it->entry;
@@ -114,8 +112,8 @@ bool map_next(struct map_iter *it, struct expr_value *k, struct expr_value *val)
 	return true;
 }
 
-bool map_find_str(const struct expr_value *m, const char *s, size_t len,
-		  struct expr_value *out)
+bool expr_map_find_str(const struct expr_value *m, const char *s, size_t len,
+		       struct expr_value *out)
 {
 	if (m->flags & EXPR_F_JSON) {
 		struct json_object *child;
@@ -159,7 +157,7 @@ bool map_find_str(const struct expr_value *m, const char *s, size_t len,
 	return false;
 }
 
-void field_hash(struct node *n)
+void expr_field_hash(struct node *n)
 {
 	/* json-c objects all hash string keys with one global function; ask a
 	 * throwaway object which one, so lookups can skip hashing (invariant 4). */
@@ -171,8 +169,8 @@ void field_hash(struct node *n)
 	json_object_put(o);
 }
 
-bool map_find_field(const struct expr_value *m, const struct node *n,
-		    struct expr_value *out)
+bool expr_map_find_field(const struct expr_value *m, const struct node *n,
+			 struct expr_value *out)
 {
 	if (m->flags & EXPR_F_JSON) {
 		struct lh_table *t = json_object_get_object(m->as.json);
@@ -189,7 +187,7 @@ bool map_find_field(const struct expr_value *m, const struct node *n,
 			return true;
 		}
 	}
-	return map_find_str(m, n->name, n->len, out);
+	return expr_map_find_str(m, n->name, n->len, out);
 }
 
 static bool is_num(const struct expr_value *v)
@@ -197,11 +195,11 @@ static bool is_num(const struct expr_value *v)
 	return v->kind == EXPR_INT || v->kind == EXPR_UINT || v->kind == EXPR_DOUBLE;
 }
 
-bool map_find(const struct expr_value *m, const struct expr_value *key,
-	      struct expr_value *out)
+bool expr_map_find(const struct expr_value *m, const struct expr_value *key,
+		   struct expr_value *out)
 {
 	if (key->kind == EXPR_STRING)
-		return map_find_str(m, key->as.s, key->len, out);
+		return expr_map_find_str(m, key->as.s, key->len, out);
 	if (m->flags & EXPR_F_JSON)
 		return false;
 	if (!is_num(key) && key->kind != EXPR_BOOL)
@@ -210,7 +208,7 @@ bool map_find(const struct expr_value *m, const struct expr_value *key,
 		const struct expr_value *k = &m->as.items[2 * i];
 
 		if ((k->kind == key->kind || (is_num(k) && is_num(key))) &&
-		    val_equal(k, key)) {
+		    expr_val_equal(k, key)) {
 			if (out)
 				*out = m->as.items[2 * i + 1];
 			return true;
@@ -295,7 +293,7 @@ static int cmp_mem(const char *a, size_t al, const char *b, size_t bl)
 	return al < bl ? -1 : al > bl;
 }
 
-int val_compare(const struct expr_value *a, const struct expr_value *b)
+int expr_val_compare(const struct expr_value *a, const struct expr_value *b)
 {
 	if (is_num(a) && is_num(b))
 		return cmp_num(a, b);
@@ -317,7 +315,7 @@ int val_compare(const struct expr_value *a, const struct expr_value *b)
 	}
 }
 
-bool val_equal(const struct expr_value *a, const struct expr_value *b)
+bool expr_val_equal(const struct expr_value *a, const struct expr_value *b)
 {
 	if (is_num(a) && is_num(b))
 		return cmp_num(a, b) == 0;
@@ -339,9 +337,10 @@ bool val_equal(const struct expr_value *a, const struct expr_value *b)
 		if (a->len != b->len)
 			return false;
 		for (size_t i = 0; i < a->len; i++) {
-			struct expr_value x = list_get(a, i), y = list_get(b, i);
+			struct expr_value x = expr_list_get(a, i),
+					  y = expr_list_get(b, i);
 
-			if (!val_equal(&x, &y))
+			if (!expr_val_equal(&x, &y))
 				return false;
 		}
 		return true;
@@ -351,9 +350,9 @@ bool val_equal(const struct expr_value *a, const struct expr_value *b)
 
 		if (a->len != b->len)
 			return false;
-		map_iter_init(&it, a);
-		while (map_next(&it, &k, &v)) {
-			if (!map_find(b, &k, &w) || !val_equal(&v, &w))
+		expr_map_iter_init(&it, a);
+		while (expr_map_next(&it, &k, &v)) {
+			if (!expr_map_find(b, &k, &w) || !expr_val_equal(&v, &w))
 				return false;
 		}
 		return true;
@@ -365,7 +364,7 @@ bool val_equal(const struct expr_value *a, const struct expr_value *b)
 
 /* ---- UTF-8 ---- */
 
-size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
+size_t expr_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
 {
 	uint32_t c = s[0];
 	size_t n;
@@ -404,7 +403,7 @@ bad:
 	return 1;
 }
 
-bool utf8_valid(const char *s, size_t len)
+bool expr_utf8_valid(const char *s, size_t len)
 {
 	size_t i = 0;
 
@@ -416,7 +415,7 @@ bool utf8_valid(const char *s, size_t len)
 			i++;
 			continue;
 		}
-		n = utf8_decode((const unsigned char *)s + i, len - i, &cp);
+		n = expr_utf8_decode((const unsigned char *)s + i, len - i, &cp);
 		if (cp == 0xFFFD && n == 1)
 			return false;
 		i += n;
@@ -424,7 +423,7 @@ bool utf8_valid(const char *s, size_t len)
 	return true;
 }
 
-size_t utf8_count(const char *s, size_t len)
+size_t expr_utf8_count(const char *s, size_t len)
 {
 	size_t n = 0;
 
@@ -434,7 +433,7 @@ size_t utf8_count(const char *s, size_t len)
 	return n;
 }
 
-size_t utf8_encode(uint32_t cp, char *out)
+size_t expr_utf8_encode(uint32_t cp, char *out)
 {
 	if (cp < 0x80) {
 		out[0] = (char)cp;
@@ -467,7 +466,7 @@ size_t utf8_encode(uint32_t cp, char *out)
  * double("...") and a '.0' is added to integral values so the text reads back as a
  * double.
  */
-void print_double(double d, struct buf *out, bool literal)
+void expr_print_double(double d, struct buf *out, bool literal)
 {
 	char tmp[40], digits[24];
 	int prec, exp, nd = 0;
@@ -597,7 +596,7 @@ static void print_quoted(const char *s, size_t len, struct buf *out, bool bytes)
 			i++;
 			continue;
 		}
-		n = utf8_decode((const unsigned char *)s + i, len - i, &cp);
+		n = expr_utf8_decode((const unsigned char *)s + i, len - i, &cp);
 		if (bytes || (cp == 0xFFFD && n == 1)) {
 			/* bytes print octet by octet; a bad UTF-8 octet likewise */
 			buf_printf(out, "\\x%02x", ch);
@@ -610,9 +609,60 @@ static void print_quoted(const char *s, size_t len, struct buf *out, bool bytes)
 	buf_putc(out, '"');
 }
 
-enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
+struct sorted_entry {
+	char *key; /* printed key, owned */
+	struct expr_value val;
+};
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct sorted_entry *)a)->key,
+		      ((const struct sorted_entry *)b)->key);
+}
+
+/* A map in format("%s") form: entries sorted by their printed key, as cel-go. */
+static enum nerr print_sorted_map(const struct expr_value *v, struct buf *out)
+{
+	struct sorted_entry *e = calloc(v->len ? v->len : 1, sizeof(*e));
+	struct map_iter it;
+	struct expr_value k;
+	size_t n = 0;
+	enum nerr rc = NERR_OK;
+
+	if (!e)
+		return NERR_NOMEM;
+	expr_map_iter_init(&it, v);
+	while (n < v->len && expr_map_next(&it, &k, &e[n].val)) {
+		struct buf kb;
+
+		buf_init(&kb, 0);
+		expr_val_print(&k, &kb, PRINT_FORMAT);
+		e[n++].key = buf_take(&kb);
+	}
+	qsort(e, n, sizeof(*e), cmp_entry);
+	rc = buf_putc(out, '{');
+	for (size_t i = 0; i < n && rc == NERR_OK; i++) {
+		if (i)
+			rc = buf_puts(out, ", ");
+		if (rc == NERR_OK)
+			rc = buf_puts(out, e[i].key);
+		if (rc == NERR_OK)
+			rc = buf_puts(out, ": ");
+		if (rc == NERR_OK)
+			rc = expr_val_print(&e[i].val, out, PRINT_FORMAT);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(e[i].key);
+	free(e);
+	return rc == NERR_OK ? buf_putc(out, '}') : rc;
+}
+
+enum nerr expr_val_print(const struct expr_value *v, struct buf *out,
+			 enum print_mode mode)
 {
 	char tmp[48];
+	bool literal = mode == PRINT_LITERAL;
+	enum nerr rc = NERR_OK;
 
 	switch (v->kind) {
 	case EXPR_NULL:
@@ -624,7 +674,11 @@ enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
 	case EXPR_UINT:
 		return buf_printf(out, "%" PRIu64 "%s", v->as.u, literal ? "u" : "");
 	case EXPR_DOUBLE:
-		print_double(v->as.d, out, literal);
+		if (mode == PRINT_FORMAT && (isnan(v->as.d) || isinf(v->as.d)))
+			return buf_puts(out, isnan(v->as.d) ? "NaN"
+					     : v->as.d > 0  ? "Infinity"
+							    : "-Infinity");
+		expr_print_double(v->as.d, out, literal);
 		return NERR_OK;
 	case EXPR_STRING:
 	case EXPR_BYTES:
@@ -634,11 +688,11 @@ enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
 			buf_append(out, v->as.s, v->len);
 		return NERR_OK;
 	case EXPR_TIMESTAMP:
-		ts_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_ts_format(v->as.t.sec, v->as.t.nsec, tmp);
 		return literal ? buf_printf(out, "timestamp(\"%s\")", tmp)
 			       : buf_puts(out, tmp);
 	case EXPR_DURATION:
-		dur_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_dur_format(v->as.t.sec, v->as.t.nsec, tmp);
 		return literal ? buf_printf(out, "duration(\"%s\")", tmp)
 			       : buf_puts(out, tmp);
 	case EXPR_TYPE:
@@ -646,31 +700,37 @@ enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
 	case EXPR_ERROR:
 		return buf_printf(out, "error(%.*s)", (int)v->len, v->as.s);
 	case EXPR_LIST:
-		buf_putc(out, '[');
-		for (size_t i = 0; i < v->len; i++) {
-			struct expr_value x = list_get(v, i);
+		rc = buf_putc(out, '[');
+		for (size_t i = 0; i < v->len && rc == NERR_OK; i++) {
+			struct expr_value x = expr_list_get(v, i);
 
 			if (i)
-				buf_puts(out, ", ");
-			val_print(&x, out, literal);
+				rc = buf_puts(out, ", ");
+			if (rc == NERR_OK)
+				rc = expr_val_print(&x, out, mode);
 		}
-		return buf_putc(out, ']');
+		return rc == NERR_OK ? buf_putc(out, ']') : rc;
 	case EXPR_MAP: {
 		struct map_iter it;
 		struct expr_value k, x;
 		bool first = true;
 
-		buf_putc(out, '{');
-		map_iter_init(&it, v);
-		while (map_next(&it, &k, &x)) {
+		if (mode == PRINT_FORMAT)
+			return print_sorted_map(v, out);
+		rc = buf_putc(out, '{');
+		expr_map_iter_init(&it, v);
+		while (rc == NERR_OK && expr_map_next(&it, &k, &x)) {
 			if (!first)
-				buf_puts(out, ", ");
+				rc = buf_puts(out, ", ");
 			first = false;
-			val_print(&k, out, literal);
-			buf_puts(out, ": ");
-			val_print(&x, out, literal);
+			if (rc == NERR_OK)
+				rc = expr_val_print(&k, out, mode);
+			if (rc == NERR_OK)
+				rc = buf_puts(out, ": ");
+			if (rc == NERR_OK)
+				rc = expr_val_print(&x, out, mode);
 		}
-		return buf_putc(out, '}');
+		return rc == NERR_OK ? buf_putc(out, '}') : rc;
 	}
 	}
 	return NERR_INVAL;
@@ -679,7 +739,7 @@ enum nerr val_print(const struct expr_value *v, struct buf *out, bool literal)
 enum nerr expr_value_format(const struct expr_value *v, struct buf *out)
 {
 	size_t before = out->len;
-	enum nerr rc = val_print(v, out, true);
+	enum nerr rc = expr_val_print(v, out, PRINT_LITERAL);
 
 	/* A capped buffer that overflowed mid-way is left as it was. */
 	if (rc != NERR_OK && out->data) {
@@ -718,16 +778,16 @@ struct json_object *expr_value_to_json(const struct expr_value *v)
 		return a;
 	}
 	case EXPR_TIMESTAMP:
-		ts_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_ts_format(v->as.t.sec, v->as.t.nsec, tmp);
 		return json_object_new_string(tmp);
 	case EXPR_DURATION:
-		dur_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_dur_format(v->as.t.sec, v->as.t.nsec, tmp);
 		return json_object_new_string(tmp);
 	case EXPR_LIST: {
 		struct json_object *a = json_object_new_array();
 
 		for (size_t i = 0; i < v->len; i++) {
-			struct expr_value x = list_get(v, i);
+			struct expr_value x = expr_list_get(v, i);
 
 			json_object_array_add(a, expr_value_to_json(&x));
 		}
@@ -740,10 +800,10 @@ struct json_object *expr_value_to_json(const struct expr_value *v)
 		struct buf kb;
 
 		buf_init(&kb, 0);
-		map_iter_init(&it, v);
-		while (map_next(&it, &k, &x)) {
+		expr_map_iter_init(&it, v);
+		while (expr_map_next(&it, &k, &x)) {
 			buf_reset(&kb);
-			val_print(&k, &kb, false);
+			expr_val_print(&k, &kb, PRINT_STRING);
 			json_object_object_add(o, buf_str(&kb), expr_value_to_json(&x));
 		}
 		buf_fini(&kb);

@@ -478,14 +478,14 @@ enum nerr segment_parse_json(const char *body, size_t len,
 			     const struct segment_limits *lim, struct json_object **out,
 			     struct nerr_msg *msg)
 {
-	struct scan *s = NULL;
+	struct scan scan, *s = &scan; /* frames are set when pushed, not zeroed */
 	struct json_tokener *tok = NULL;
 	struct json_object *obj = NULL;
 	const unsigned char *value_end = NULL;
 	char path[sizeof(msg->field)];
 	unsigned line, col;
 	enum nerr rc = NERR_OK;
-	int depth = lim->max_depth;
+	int depth = lim ? lim->max_depth : 32;
 
 	*out = NULL;
 	nerr_clear(msg);
@@ -497,8 +497,9 @@ enum nerr segment_parse_json(const char *body, size_t len,
 		rc = nerr_set(msg, NERR_TOOBIG, "", "The body is larger than 2 GiB.");
 		goto out;
 	}
-	s = xcalloc(1, sizeof(*s));
 	s->start = s->p = (const unsigned char *)body;
+	s->depth = 0;
+	s->err = NULL;
 	s->end = s->start + len;
 	s->max_depth = depth;
 	skip_ws(s);
@@ -544,7 +545,6 @@ enum nerr segment_parse_json(const char *body, size_t len,
 out:
 	if (tok)
 		json_tokener_free(tok);
-	free(s);
 	return rc;
 }
 
@@ -719,6 +719,49 @@ static enum nerr uuid_v4(char out[37])
 	return NERR_OK;
 }
 
+/*
+ * Checks context.externalIds, Segment's list of extra identities
+ * ([{"id","type","collection","encoding"}]): an array of objects, each with a
+ * non-empty id (a number becomes its string) and a non-empty string type.
+ */
+static enum nerr check_external_ids(struct json_object *ctx, const char *path,
+				    struct nerr_msg *msg)
+{
+	struct json_object *arr, *v;
+	char prefix[sizeof(msg->field)];
+	bool present;
+	enum nerr rc;
+
+	if (!json_object_object_get_ex(ctx, "externalIds", &arr) || !arr)
+		return NERR_OK;
+	if (!json_object_is_type(arr, json_type_array))
+		return field_err(msg, NERR_INVAL, path, "context.externalIds",
+				 "context.externalIds must be an array.");
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		struct json_object *it = json_object_array_get_idx(arr, i);
+
+		snprintf(prefix, sizeof(prefix), "%s%scontext.externalIds[%zu]", path,
+			 path[0] ? "." : "", i);
+		if (!json_object_is_type(it, json_type_object))
+			return field_err(msg, NERR_INVAL, prefix, "",
+					 "Each external id must be an object.");
+		if ((rc = norm_id(it, "id", prefix, &present, msg)))
+			return rc;
+		if (!present)
+			return field_err(msg, NERR_INVAL, prefix, "id",
+					 "An external id needs a non-empty id.");
+		if (!get_field(it, "type", &v) ||
+		    !json_object_is_type(v, json_type_string) ||
+		    json_object_get_string_len(v) == 0)
+			return field_err(msg, NERR_INVAL, prefix, "type",
+					 "An external id needs a non-empty string type.");
+		if ((rc = check_type(it, "collection", json_type_string, prefix, msg)) ||
+		    (rc = check_type(it, "encoding", json_type_string, prefix, msg)))
+			return rc;
+	}
+	return NERR_OK;
+}
+
 /* Reads or sets the event's type (see segment_normalize). */
 static enum nerr norm_type(struct json_object *ev, int type, const char *path, int *out,
 			   struct nerr_msg *msg)
@@ -834,16 +877,31 @@ enum nerr segment_normalize(struct json_object *ev, int type, const char *path,
 			    int64_t now_ms, const struct segment_limits *lim,
 			    int64_t *ts_ms, struct nerr_msg *msg)
 {
+	return segment_normalize_json(ev, type, path, now_ms, lim, ts_ms, NULL, NULL,
+				      msg);
+}
+
+enum nerr segment_normalize_json(struct json_object *ev, int type, const char *path,
+				 int64_t now_ms, const struct segment_limits *lim,
+				 int64_t *ts_ms, const char **json, size_t *json_len,
+				 struct nerr_msg *msg)
+{
 	static const char *const objects[] = {"properties", "traits", "context",
 					      "integrations"};
-	struct json_object *v;
+	struct segment_limits defaults;
+	struct json_object *v, *ctx;
 	int64_t eff = 0;
 	bool has_user, has_anon;
 	size_t size_bytes;
+	const char *text;
 	enum nerr rc;
 	char id[37];
 
 	nerr_clear(msg);
+	if (!lim) {
+		segment_limits_default(&defaults);
+		lim = &defaults;
+	}
 	if (!path)
 		path = "";
 	if (!json_object_is_type(ev, json_type_object))
@@ -866,11 +924,14 @@ enum nerr segment_normalize(struct json_object *ev, int type, const char *path,
 	for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++)
 		if ((rc = check_type(ev, objects[i], json_type_object, path, msg)))
 			return rc;
-	if (json_object_object_get_ex(ev, "context", &v) &&
-	    json_object_object_get_ex(v, "traits", &v) && v &&
-	    !json_object_is_type(v, json_type_object))
-		return field_err(msg, NERR_INVAL, path, "context.traits",
-				 "context.traits must be an object.");
+	if (json_object_object_get_ex(ev, "context", &ctx) && ctx) {
+		if (json_object_object_get_ex(ctx, "traits", &v) && v &&
+		    !json_object_is_type(v, json_type_object))
+			return field_err(msg, NERR_INVAL, path, "context.traits",
+					 "context.traits must be an object.");
+		if ((rc = check_external_ids(ctx, path, msg)))
+			return rc;
+	}
 	if (get_field(ev, "messageId", &v)) {
 		if (!json_object_is_type(v, json_type_string))
 			return field_err(msg, NERR_INVAL, path, "messageId",
@@ -893,14 +954,17 @@ enum nerr segment_normalize(struct json_object *ev, int type, const char *path,
 	}
 	if ((rc = norm_times(ev, path, now_ms, &eff, msg)))
 		return rc;
-	json_object_to_json_string_length(
-		ev, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &size_bytes);
+	text = json_object_to_json_string_length(ev, SEGMENT_JSON_FLAGS, &size_bytes);
 	if (size_bytes > lim->max_event_bytes)
 		return field_err(msg, NERR_TOOBIG, path, "",
 				 "The event is %zu bytes as JSON; the limit is %zu.",
 				 size_bytes, lim->max_event_bytes);
 	if (ts_ms)
 		*ts_ms = eff;
+	if (json)
+		*json = text;
+	if (json_len)
+		*json_len = size_bytes;
 	return NERR_OK;
 }
 
@@ -933,10 +997,10 @@ enum nerr segment_batch_items(struct json_object *body, const struct segment_lim
 	if (!json_object_is_type(v, json_type_array))
 		return nerr_set(msg, NERR_INVAL, "batch", "batch must be an array.");
 	n = json_object_array_length(v);
-	if (n > lim->max_batch_items)
+	if (n > (lim ? lim->max_batch_items : 1000))
 		return nerr_set(msg, NERR_TOOBIG, "batch",
 				"batch has %zu items; the limit is %u.", n,
-				lim->max_batch_items);
+				lim ? lim->max_batch_items : 1000);
 	if ((rc = check_type(body, "context", json_type_object, "", msg)) ||
 	    (rc = check_type(body, "integrations", json_type_object, "", msg)) ||
 	    (rc = get_time(body, "sentAt", "", &raw, &ms, msg)))

@@ -46,7 +46,8 @@ struct segment_limits {
 	unsigned max_batch_items;
 };
 
-/* Fills the defaults: depth 32, event 32 KiB, batch 1,000. */
+/* Fills the defaults: depth 32, event 32 KiB, batch 1,000. Every function
+ * taking limits also accepts NULL for these defaults. */
 void segment_limits_default(struct segment_limits *lim);
 
 /* Returns "track", "identify", ... or "?" for an out-of-range value. */
@@ -77,6 +78,20 @@ enum nerr segment_parse_json(const char *body, size_t len,
 enum nerr segment_normalize(struct json_object *ev, int type, const char *path,
 			    int64_t now_ms, const struct segment_limits *lim,
 			    int64_t *ts_ms, struct nerr_msg *msg);
+
+/* The json-c flags events are measured (and should be stored) with. */
+#define SEGMENT_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/*
+ * segment_normalize() that also hands back the event serialized with
+ * SEGMENT_JSON_FLAGS (it is serialized anyway for the size cap), so the caller
+ * need not serialize it again. *json (may be NULL) is borrowed from ev: valid
+ * until ev is changed, serialized again or released.
+ */
+enum nerr segment_normalize_json(struct json_object *ev, int type, const char *path,
+				 int64_t now_ms, const struct segment_limits *lim,
+				 int64_t *ts_ms, const char **json, size_t *json_len,
+				 struct nerr_msg *msg);
 
 /* Returns the body's non-empty string "writeKey" (borrowed from body), or NULL. */
 const char *segment_body_write_key(struct json_object *body);

@@ -60,13 +60,15 @@
 #include "base/log.h"
 #include "base/mem.h"
 
-#define FORMAT_VERSION	1
-#define NS_MAX_BYTES	64
-#define VALUE_MAX_BYTES 1024
-#define EMAIL_MAX_BYTES 254
-#define TZ_MAX_BYTES	64
-#define PUSH_TOKENS_MAX 10
-#define PARSE_DEPTH	64 /* events are ≤ 32 deep; the record adds a few levels */
+#define FORMAT_VERSION	   1
+#define NS_MAX_BYTES	   64
+#define VALUE_MAX_BYTES	   1024
+#define EMAIL_MAX_BYTES	   254
+#define TZ_MAX_BYTES	   64
+#define PUSH_TOKENS_MAX	   10
+#define MAX_TRAITS_DEFAULT 1000
+/* Events are at most 128 deep (SEGMENT_DEPTH_CAP); records add a few levels. */
+#define PARSE_DEPTH	256
 #define EVENT_KEY_BYTES 24
 
 static const char next_id_key[] = "profile.next_id";
@@ -78,7 +80,7 @@ void profile_config_default(struct profile_config *cfg)
 	cfg->history_max_events = 100;
 	cfg->history_max_age_ms = 90LL * 24 * 3600 * 1000;
 	cfg->identity_traits = NULL;
-	cfg->max_traits = 1000;
+	cfg->max_traits = MAX_TRAITS_DEFAULT;
 }
 
 void profile_stats_add(struct profile_stats *st, const struct profile_result *res)
@@ -982,7 +984,9 @@ static void set_trait(const struct profile_config *cfg, struct prof *p, const ch
 
 	if (cur && entry_time(cur) > ts_ms)
 		return; /* a newer event already set (or removed) it */
-	if (!cur && json_object_object_length(traits) >= (int)cfg->max_traits) {
+	if (!cur &&
+	    json_object_object_length(traits) >=
+		    (int)(cfg->max_traits ? cfg->max_traits : MAX_TRAITS_DEFAULT)) {
 		log_warn("profile",
 			 "msg=\"trait cap reached, trait not kept\" profile=%" PRIu64
 			 " cap=%u",
@@ -1123,8 +1127,14 @@ static void apply_content(const struct profile_config *cfg, struct prof *p,
 	}
 	if (tz) {
 		struct json_object *cur = jget(p->j, "timezone");
+		const char *cur_tz = jstr(cur, "v");
 
-		if (!tz_valid(tz))
+		if (cur_tz && strcmp(cur_tz, tz) == 0) {
+			/* Same zone as stored: already validated; refresh its time. */
+			if (entry_time(cur) < ts_ms)
+				json_object_object_add(cur, "t",
+						       json_object_new_int64(ts_ms));
+		} else if (!tz_valid(tz))
 			log_warn("profile",
 				 "msg=\"invalid time zone ignored\" profile=%" PRIu64
 				 " tz=\"%.64s\"",
@@ -1476,6 +1486,50 @@ static struct json_object *addresses_map(struct prof *p)
 	return out;
 }
 
+/* The profile's history records with event time >= since_ms, newest first. */
+static enum nerr history_array(struct store *s, struct store_batch *b, struct prof *p,
+			       int64_t since_ms, struct json_object **out)
+{
+	struct json_object *events = json_object_new_array();
+
+	for (size_t i = p->nhist; i-- > 0 && p->hist[i].t >= since_ms;) {
+		unsigned char k[EVENT_KEY_BYTES];
+		char *val = NULL;
+		size_t len = 0;
+		struct json_object *e;
+		enum nerr rc;
+
+		event_key(k, p->id, p->hist[i].t, p->hist[i].seq);
+		rc = kv_get(s, b, STORE_CF_EVENTS, k, sizeof(k), &val, &len);
+		if (rc == NERR_NOTFOUND)
+			continue; /* profile_check reports it */
+		if (rc != NERR_OK) {
+			json_object_put(events);
+			return rc;
+		}
+		e = parse_record(val, len);
+		free(val);
+		if (e)
+			json_object_array_add(events, e);
+	}
+	*out = events;
+	return NERR_OK;
+}
+
+enum nerr profile_history_json(struct store *s, struct store_batch *b,
+			       uint64_t profile_id, int64_t since_ms,
+			       struct json_object **out)
+{
+	struct prof p;
+	enum nerr rc = prof_load(s, b, profile_id, &p);
+
+	if (rc != NERR_OK)
+		return rc;
+	rc = history_array(s, b, &p, since_ms, out);
+	prof_fini(&p);
+	return rc;
+}
+
 enum nerr profile_get_json(struct store *s, struct store_batch *b, uint64_t profile_id,
 			   struct json_object **out)
 {
@@ -1495,29 +1549,12 @@ enum nerr profile_get_json(struct store *s, struct store_batch *b, uint64_t prof
 	json_object_object_add(o, "consent_updated_at", consent_map(&p, true));
 	json_object_object_add(o, "timezone", timezone_value(&p));
 	json_object_object_add(o, "addresses", addresses_map(&p));
-	events = json_object_new_array_ext((int)p.nhist);
-	for (size_t i = p.nhist; i-- > 0;) {
-		unsigned char k[EVENT_KEY_BYTES];
-		char *val = NULL;
-		size_t len = 0;
-		struct json_object *e;
-
-		event_key(k, profile_id, p.hist[i].t, p.hist[i].seq);
-		rc = kv_get(s, b, STORE_CF_EVENTS, k, sizeof(k), &val, &len);
-		if (rc == NERR_NOTFOUND)
-			continue; /* profile_check reports it */
-		if (rc != NERR_OK) {
-			json_object_put(events);
-			json_object_put(o);
-			prof_fini(&p);
-			return rc;
-		}
-		e = parse_record(val, len);
-		free(val);
-		if (e)
-			json_object_array_add(events, e);
+	rc = history_array(s, b, &p, INT64_MIN, &events);
+	if (rc != NERR_OK) {
+		json_object_put(o);
+		prof_fini(&p);
+		return rc;
 	}
-	rc = NERR_OK;
 	json_object_object_add(o, "events", events);
 	mf = json_object_new_array();
 	smf = jget(p.j, "merged_from");

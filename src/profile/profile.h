@@ -28,7 +28,7 @@ struct profile_config {
 	const char *const *identity_traits; /* NULL-terminated trait names that are
 					       identities (namespace = trait name);
 					       borrowed, may be NULL */
-	unsigned max_traits; /* trait names kept per profile (default 1000) */
+	unsigned max_traits; /* trait names per profile (default 1000; 0 = default) */
 };
 
 /* Fills cfg with the defaults above (no identity traits). */
@@ -92,6 +92,12 @@ enum nerr profile_get_json(struct store *s, struct store_batch *b, uint64_t prof
 /* The §6 view for CEL/Liquid (caller json_object_put()s it). NERR_NOTFOUND. */
 enum nerr profile_view_json(struct store *s, struct store_batch *b, uint64_t profile_id,
 			    struct json_object **out);
+
+/* The recent-event history with event time >= since_ms (INT64_MIN: all), newest
+ * first, each the event as received: for CEL event_count(). Caller puts *out. */
+enum nerr profile_history_json(struct store *s, struct store_batch *b,
+			       uint64_t profile_id, int64_t since_ms,
+			       struct json_object **out);
 
 /* Erases everything about the person in batch b: profile, identities, history.
  * NERR_NOTFOUND if there is no such profile. */

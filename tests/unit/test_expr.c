@@ -419,6 +419,25 @@ static void test_strings_count_code_points(void **state)
 	check("['a', 'b'].join('-') + ' X '.trim().lowerAscii()", NERR_OK, "\"a-bx\"");
 }
 
+static void test_format_clauses(void **state)
+{
+	(void)state;
+	check("'%s|%d|%.2f|%e|%b|%o|%x|%X|%%'.format(['a', -3, 2.345, 1500.0, 5, 8, 255, "
+	      "'hi'])",
+	      NERR_OK, "\"a|-3|2.35|1.500000e+03|101|10|ff|6869|%\"");
+	/* maps print with sorted keys, infinities spelled out */
+	check("'%s'.format([{'b': 1, 'a': [1.0 / 0.0, 2.5]}])", NERR_OK,
+	      "\"{a: [Infinity, 2.5], b: 1}\"");
+	check("'%d'.format(['x'])", NERR_EVAL,
+	      "error: error during formatting: decimal clause can only be used on "
+	      "integers, was "
+	      "given string");
+	check("'%d %d'.format([1])", NERR_EVAL, "error: index 1 out of range");
+	check("'%q'.format([1])", NERR_EVAL,
+	      "error: could not parse formatting clause: unrecognized formatting clause "
+	      "\"q\"");
+}
+
 static void test_timestamps_and_zones(void **state)
 {
 	(void)state;
@@ -568,6 +587,35 @@ static void test_registered_function(void **state)
 	arena_fini(&a);
 }
 
+static void test_dotted_variable_names(void **state)
+{
+	struct json_object *ab = json_tokener_parse("{\"c\": \"oops\", \"d\": 1}");
+	struct json_object *abc = json_tokener_parse("\"yeah\"");
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value vars[2], out;
+	struct nerr_msg msg;
+	struct arena a;
+
+	(void)state;
+	arena_init(&a, 0);
+	assert_int_equal(expr_env_add_var(env, "a.b", NULL), NERR_OK);
+	assert_int_equal(expr_env_add_var(env, "a.b.c", NULL), NERR_OK);
+	vars[0] = expr_value_from_json(ab);
+	vars[1] = expr_value_from_json(abc);
+	/* the longest declared prefix wins */
+	assert_int_equal(expr_compile("a.b.c == 'yeah' && a.b.d == 1 && has(a.b.d)", env,
+				      &prog, &msg),
+			 NERR_OK);
+	assert_int_equal(expr_eval(prog, vars, 2, &a, &out, &msg), NERR_OK);
+	assert_true(expr_value_is_true(&out));
+	expr_program_free(prog);
+	expr_env_free(env);
+	json_object_put(ab);
+	json_object_put(abc);
+	arena_fini(&a);
+}
+
 struct thread_arg {
 	const struct expr_program *prog;
 	const struct expr_value *vars;
@@ -632,7 +680,7 @@ static void test_scratch_limit_stops_growth(void **state)
 
 	(void)state;
 	arena_init(&a, 0);
-	a.limit_bytes = 1 << 16;
+	a.limit_bytes = 1 << 13;
 	assert_int_equal(
 		expr_compile("[1,2,3,4,5,6,7,8,9,10].map(x, [1,2,3,4,5,6,7,8,9,10]"
 			     ".map(y, [1,2,3,4,5,6,7,8,9,10].map(z, 'abc' + 'def')))",
@@ -654,11 +702,13 @@ int main(void)
 		cmocka_unit_test(test_errors_absorbed_by_and_or),
 		cmocka_unit_test(test_heterogeneous_numbers),
 		cmocka_unit_test(test_strings_count_code_points),
+		cmocka_unit_test(test_format_clauses),
 		cmocka_unit_test(test_timestamps_and_zones),
 		cmocka_unit_test(test_parse_error_names_line_and_column),
 		cmocka_unit_test(test_limits_bound_nesting_and_size),
 		cmocka_unit_test(test_json_variables_and_no_heap),
 		cmocka_unit_test(test_registered_function),
+		cmocka_unit_test(test_dotted_variable_names),
 		cmocka_unit_test(test_one_program_many_threads),
 		cmocka_unit_test(test_scratch_limit_stops_growth),
 	};

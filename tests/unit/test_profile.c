@@ -686,6 +686,15 @@ static void test_identity_cap(void **state)
 		  T0 + 21);
 	assert_int_equal(r.merged, 1);
 	assert_int_equal(r.identities_rejected, 2);
+	{
+		struct profile_stats st = {0};
+
+		profile_stats_add(&st, &q);
+		profile_stats_add(&st, &r);
+		assert_int_equal(st.profiles_created, 1);
+		assert_int_equal(st.merges, 1);
+		assert_int_equal(st.identities_rejected, 2);
+	}
 	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 3);
 	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
 	assert_int_equal(profile_lookup(f->s, NULL, "anonymous_id", "b1", &pid),
@@ -744,6 +753,17 @@ static void test_history_age_cap(void **state)
 		str_at(json_object_array_get_idx(at(o, "events"), 0), "event"), "C");
 	assert_string_equal(str_at(json_object_array_get_idx(at(o, "events"), 1), "name"),
 			    "B");
+	json_object_put(o);
+	/* the window CEL's event_count() reads */
+	assert_int_equal(
+		profile_history_json(f->s, NULL, r.profile_id, T0 + 6 * DAY_MS, &o),
+		NERR_OK);
+	assert_int_equal(json_object_array_length(o), 1);
+	assert_string_equal(str_at(json_object_array_get_idx(o, 0), "event"), "C");
+	json_object_put(o);
+	assert_int_equal(profile_history_json(f->s, NULL, r.profile_id, INT64_MIN, &o),
+			 NERR_OK);
+	assert_int_equal(json_object_array_length(o), 2);
 	json_object_put(o);
 }
 
@@ -860,6 +880,41 @@ static void test_view_shape(void **state)
 	json_object_put(v);
 }
 
+static struct profile_result apply_tz(struct fx *f, const char *tz, int64_t ts)
+{
+	char ev[160];
+
+	snprintf(ev, sizeof(ev),
+		 "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\","
+		 "\"context\":{\"timezone\":\"%s\"}}",
+		 tz);
+	return apply(f, ev, ts);
+}
+
+static void test_timezone_valid_newest_wins(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p = apply_tz(f, "Europe/Paris", T0);
+	struct json_object *o;
+
+	apply_tz(f, "America/New_York", T0 - 1000); /* older */
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Europe/Paris");
+	json_object_put(o);
+	apply_tz(f, "Asia/Tokyo", T0 + 1000);
+	apply_tz(f, "Mars/Olympus_Mons", T0 + 2000); /* not IANA: ignored */
+	apply_tz(f, "GMT+05:00", T0 + 3000);	     /* custom, not a zone name */
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Asia/Tokyo");
+	json_object_put(o);
+	/* the same zone again refreshes its time: an older change no longer wins */
+	apply_tz(f, "Asia/Tokyo", T0 + 5000);
+	apply_tz(f, "Europe/Paris", T0 + 4000);
+	o = get(f, p.profile_id);
+	assert_string_equal(str_at(o, "timezone"), "Asia/Tokyo");
+	json_object_put(o);
+}
+
 static void test_check_clean_store(void **state)
 {
 	struct fx *f = *state;
@@ -945,6 +1000,40 @@ static void test_check_finds_corruption(void **state)
 	buf_fini(&problems);
 }
 
+static void test_deep_values_survive_storage(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *ev = json_object_new_object(),
+			   *traits = json_object_new_object();
+	struct json_object *deep = json_object_new_string("bottom"), *o, *v;
+	struct profile_result res;
+	struct nerr_msg msg;
+	int depth = 0;
+
+	/* ingest allows events up to 128 levels deep */
+	for (int i = 0; i < 125; i++) {
+		struct json_object *a = json_object_new_array();
+
+		json_object_array_add(a, deep);
+		deep = a;
+	}
+	json_object_object_add(traits, "deep", deep);
+	json_object_object_add(ev, "type", json_object_new_string("identify"));
+	json_object_object_add(ev, "userId", json_object_new_string("u1"));
+	json_object_object_add(ev, "traits", traits);
+	assert_int_equal(profile_apply_event(f->b, &f->cfg, ev, 1, T0, T0, &res, &msg),
+			 NERR_OK);
+	json_object_put(ev);
+	commit(f);
+	o = get(f, res.profile_id);
+	for (v = at(o, "traits.deep"); v && json_object_is_type(v, json_type_array);
+	     v = json_object_array_get_idx(v, 0))
+		depth++;
+	assert_int_equal(depth, 125);
+	assert_string_equal(json_object_get_string(v), "bottom");
+	json_object_put(o);
+}
+
 static void test_event_without_identity_is_invalid(void **state)
 {
 	struct fx *f = *state;
@@ -982,8 +1071,10 @@ int main(void)
 		T(test_erase_removes_everything),
 		T(test_read_your_writes_in_one_batch),
 		T(test_view_shape),
+		T(test_timezone_valid_newest_wins),
 		T(test_check_clean_store),
 		T(test_check_finds_corruption),
+		T(test_deep_values_survive_storage),
 		T(test_event_without_identity_is_invalid),
 #undef T
 	};

@@ -618,6 +618,58 @@ static void test_object_fields_must_be_objects(void **state)
 	json_object_put(ev);
 }
 
+static void test_context_external_ids_are_checked(void **state)
+{
+	struct json_object *ev, *ctx, *ids, *first;
+
+	ev = norm_ok("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"a@b.c\","
+		     "\"type\":\"email\",\"collection\":\"users\",\"encoding\":\"none\"},"
+		     "{\"id\":12345,\"type\":\"crm_id\"}]}}",
+		     SEGMENT_IDENTIFY, NULL);
+	assert_true(json_object_object_get_ex(ev, "context", &ctx));
+	assert_true(json_object_object_get_ex(ctx, "externalIds", &ids));
+	first = json_object_array_get_idx(ids, 1);
+	assert_string_equal(get_str(first, "id"), "12345");
+	json_object_put(ev);
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":{}}}",
+		   SEGMENT_IDENTIFY, "context.externalIds");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[1]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[0]");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"x\","
+		   "\"type\":\"t\"},{\"type\":\"email\"}]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[1].id");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"x\"}]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[0].type");
+	norm_fails("{\"userId\":\"u\",\"context\":{\"externalIds\":[{\"id\":\"x\","
+		   "\"type\":\"t\",\"encoding\":5}]}}",
+		   SEGMENT_IDENTIFY, "context.externalIds[0].encoding");
+	norm_fails_at(
+		"{\"type\":\"identify\",\"userId\":\"u\",\"context\":{\"externalIds\":"
+		"[{\"id\":true,\"type\":\"t\"}]}}",
+		-1, "batch[2]", NERR_INVAL, "batch[2].context.externalIds[0].id");
+}
+
+static void test_null_limits_mean_the_defaults(void **state)
+{
+	struct json_object *o = NULL, *items;
+	struct nerr_msg msg;
+	char body[256];
+	size_t n = (size_t)snprintf(body, sizeof(body), "{\"a\":");
+
+	for (int i = 0; i < 32; i++)
+		body[n++] = '[';
+	body[n] = '\0';
+	assert_int_equal(segment_parse_json(body, n, NULL, &o, &msg), NERR_PARSE);
+	assert_non_null(strstr(msg.message, "deeper than 32"));
+	snprintf(body, sizeof(body), "{\"batch\":[],\"userId\":\"u\"}");
+	assert_int_equal(segment_parse_json(body, strlen(body), NULL, &o, &msg), NERR_OK);
+	assert_int_equal(segment_batch_items(o, NULL, &items, &msg), NERR_OK);
+	assert_int_equal(
+		segment_normalize(o, SEGMENT_IDENTIFY, "", NOW_MS, NULL, NULL, &msg),
+		NERR_OK);
+	json_object_put(o);
+}
+
 static void test_event_must_be_an_object(void **state)
 {
 	struct json_object *arr = json_object_new_array();
@@ -848,8 +900,7 @@ static void test_event_size_is_capped_on_the_stored_form(void **state)
 	size_t len;
 	struct nerr_msg msg;
 
-	json_object_to_json_string_length(
-		ev, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	json_object_to_json_string_length(ev, SEGMENT_JSON_FLAGS, &len);
 	json_object_put(ev);
 	lim.max_event_bytes = len;
 	json_object_put(norm_ok(body, SEGMENT_IDENTIFY, NULL));
@@ -1021,6 +1072,28 @@ static void test_batch_reports_invalid_items_and_keeps_valid_ones(void **state)
 	json_object_put(body);
 }
 
+static void test_normalize_json_hands_back_the_serialized_event(void **state)
+{
+	struct json_object *ev = parse_ok(ajs_track);
+	const char *json = NULL;
+	size_t len = 0;
+	int64_t ts = 0;
+	char *copy;
+
+	assert_int_equal(segment_normalize_json(ev, SEGMENT_TRACK, "", NOW_MS, &lim, &ts,
+						&json, &len, NULL),
+			 NERR_OK);
+	assert_int_equal(ts, NOW_MS - 1000);
+	assert_non_null(json);
+	assert_int_equal(strlen(json), len);
+	assert_non_null(strstr(json, "\"receivedAt\":\"2026-01-02T03:04:05.678Z\""));
+	assert_null(strstr(json, "writeKey"));
+	copy = strdup(json);
+	assert_string_equal(copy, json_object_to_json_string_ext(ev, SEGMENT_JSON_FLAGS));
+	free(copy);
+	json_object_put(ev);
+}
+
 /* Invariant (1)/(2): a normalized event serializes to JSON our parser takes. */
 static void test_normalized_events_round_trip_through_the_parser(void **state)
 {
@@ -1076,6 +1149,8 @@ int main(void)
 		cmocka_unit_test_setup(test_page_and_screen_names_are_optional_strings,
 				       setup),
 		cmocka_unit_test_setup(test_object_fields_must_be_objects, setup),
+		cmocka_unit_test_setup(test_context_external_ids_are_checked, setup),
+		cmocka_unit_test_setup(test_null_limits_mean_the_defaults, setup),
 		cmocka_unit_test_setup(test_event_must_be_an_object, setup),
 		cmocka_unit_test_setup(test_type_names_round_trip, setup),
 		cmocka_unit_test_setup(test_batch_item_type_is_required_and_known, setup),
@@ -1100,6 +1175,8 @@ int main(void)
 				       setup),
 		cmocka_unit_test_setup(
 			test_batch_reports_invalid_items_and_keeps_valid_ones, setup),
+		cmocka_unit_test_setup(
+			test_normalize_json_hands_back_the_serialized_event, setup),
 		cmocka_unit_test_setup(
 			test_normalized_events_round_trip_through_the_parser, setup),
 	};

@@ -1,0 +1,640 @@
+/*
+ * api.c -- routing and handlers for the HTTP API (DESIGN.md §5).
+ *
+ * Routes:
+ *   POST /v1/{track,identify,page,screen,alias,group,batch}  write key (Basic user
+ *        or body writeKey) -- answered 200 only after the records are durable
+ *   GET|DELETE /v1/profiles/{namespace}/{value}              admin key (Bearer)
+ *   GET /metrics                                             admin key
+ *   GET /healthz                                             public
+ * Order of checks: route (404), method (405 with Allow), key (401), content type
+ * (415), body (400 with the field path, 413 for an oversized event).
+ * Threading: everything here runs on the loop thread; reads of committed state
+ * go straight to the store, writes go through the inbox and the engine
+ * (invariant 6).
+ */
+#include "app/api.h"
+
+#include <json-c/json.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app/engine.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "ingest/segment.h"
+#include "profile/profile.h"
+#include "report/metrics.h"
+
+enum route {
+	ROUTE_TRACK,
+	ROUTE_IDENTIFY,
+	ROUTE_PAGE,
+	ROUTE_SCREEN,
+	ROUTE_ALIAS,
+	ROUTE_GROUP,
+	ROUTE_BATCH,
+	ROUTE_PROFILES,
+	ROUTE_HEALTHZ,
+	ROUTE_METRICS,
+	ROUTE_OTHER,
+	ROUTE__COUNT
+};
+
+static const char *const route_names[ROUTE__COUNT] = {
+	"track", "identify", "page",	"screen",  "alias", "group",
+	"batch", "profiles", "healthz", "metrics", "other",
+};
+
+static const int counted_status[] = {200, 400, 401, 404, 405, 411, 413, 415, 500, 503};
+#define NSTATUS (sizeof(counted_status) / sizeof(counted_status[0]))
+
+struct waiter {
+	struct waiter *next;
+	uint64_t seq;
+	struct http_req *req;
+	struct api *a;
+	char *body; /* answer to send once applied; owned */
+};
+
+struct api {
+	const struct config *cfg;
+	struct store *s;
+	struct inbox *ib;
+	struct engine *e;
+	struct segment_limits lim;
+	struct waiter *waiters; /* waiting for the engine, in seq order */
+	struct metric req_metrics[ROUTE__COUNT][NSTATUS + 1];
+	char *req_labels[ROUTE__COUNT][NSTATUS + 1];
+	struct metric m_events;
+	struct metric m_rejected;
+	struct metric m_latency;
+};
+
+/* A request waiting for its records to become durable. */
+struct pending {
+	struct api *a;
+	struct http_req *req;
+	enum route route;
+	char *body; /* answer; owned */
+	bool wait_applied;
+};
+
+static void count(struct api *a, enum route r, int status)
+{
+	unsigned i = 0;
+
+	while (i < NSTATUS && counted_status[i] != status)
+		i++;
+	metrics_add(&a->req_metrics[r][i], 1);
+}
+
+static void reply(struct api *a, struct http_req *req, enum route r, int status,
+		  const char *ctype, const char *body, size_t len, const char *extra)
+{
+	count(a, r, status);
+	metrics_observe(&a->m_latency,
+			(double)(clock_mono_ns() - http_req_start_ns(req)) / 1e9);
+	http_respond(req, status, ctype, body, len, extra);
+}
+
+static void reply_json(struct api *a, struct http_req *req, enum route r, int status,
+		       const char *json)
+{
+	reply(a, req, r, status, "application/json", json, strlen(json), NULL);
+}
+
+static void reply_error(struct api *a, struct http_req *req, enum route r, int status,
+			const char *code, const char *field, const char *message)
+{
+	count(a, r, status);
+	http_respond_error(req, status, code, field, message);
+}
+
+static const char *status_code_name(enum nerr rc)
+{
+	switch (rc) {
+	case NERR_TOOBIG:
+		return "too_large";
+	case NERR_AUTH:
+		return "unauthorized";
+	case NERR_NOTFOUND:
+		return "not_found";
+	default:
+		return "invalid";
+	}
+}
+
+/* Constant-time comparison of a presented key with the configured one. */
+static bool key_equal(const char *given, size_t glen, const char *want)
+{
+	size_t wlen = strlen(want);
+
+	if (wlen == 0 || glen != wlen)
+		return false;
+	return CRYPTO_memcmp(given, want, wlen) == 0;
+}
+
+/* 1 = valid Basic write key, 0 = header present but wrong, -1 = no header. */
+static int check_basic(const struct http_req *req, const char *want)
+{
+	const char *h = http_req_header(req, "Authorization");
+	unsigned char dec[512];
+	size_t n, user_len;
+	int len;
+
+	if (!h)
+		return -1;
+	if (strncasecmp(h, "Basic ", 6) != 0)
+		return 0;
+	h += 6;
+	while (*h == ' ')
+		h++;
+	n = strlen(h);
+	if (n == 0 || n > 680 || n % 4)
+		return 0;
+	len = EVP_DecodeBlock(dec, (const unsigned char *)h, (int)n);
+	if (len < 0)
+		return 0;
+	/* EVP_DecodeBlock counts padding bytes as zeros; drop them. */
+	if (n >= 1 && h[n - 1] == '=')
+		len--;
+	if (n >= 2 && h[n - 2] == '=')
+		len--;
+	dec[len] = '\0';
+	char *colon = memchr(dec, ':', (size_t)len);
+	user_len = colon ? (size_t)(colon - (char *)dec) : (size_t)len;
+	return key_equal((const char *)dec, user_len, want) ? 1 : 0;
+}
+
+static bool check_bearer(const struct http_req *req, const char *want)
+{
+	const char *h = http_req_header(req, "Authorization");
+
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return false;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	return key_equal(h, strlen(h), want);
+}
+
+static bool json_content_type(const struct http_req *req)
+{
+	const char *ct = http_req_header(req, "Content-Type");
+
+	if (!ct)
+		return false;
+	while (*ct == ' ')
+		ct++;
+	return strncasecmp(ct, "application/json", 16) == 0 ||
+	       strncasecmp(ct, "text/plain", 10) == 0;
+}
+
+static void on_durable(void *ud, enum nerr rc, uint64_t last_seq)
+{
+	struct pending *p = ud;
+	struct api *a = p->a;
+
+	if (rc) {
+		reply_error(a, p->req, p->route, 503, "unavailable", NULL,
+			    "the event store is not accepting writes");
+	} else if (p->wait_applied && a->e && engine_applied_seq(a->e) < last_seq) {
+		struct waiter *w = xcalloc(1, sizeof(*w)), **pp = &a->waiters;
+
+		w->seq = last_seq;
+		w->req = p->req;
+		w->a = a;
+		w->body = p->body;
+		p->body = NULL;
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = w;
+	} else {
+		reply_json(a, p->req, p->route, 200, p->body);
+	}
+	free(p->body);
+	free(p);
+}
+
+void api_on_applied(void *ud, uint64_t applied_seq)
+{
+	struct api *a = ud;
+
+	while (a->waiters && a->waiters->seq <= applied_seq) {
+		struct waiter *w = a->waiters;
+
+		a->waiters = w->next;
+		reply_json(a, w->req, ROUTE_PROFILES, 200, w->body);
+		free(w->body);
+		free(w);
+	}
+}
+
+void api_cancel_waiters(struct api *a)
+{
+	while (a->waiters) {
+		struct waiter *w = a->waiters;
+
+		a->waiters = w->next;
+		reply_error(a, w->req, ROUTE_PROFILES, 503, "unavailable", NULL,
+			    "shutting down before the change was applied");
+		free(w->body);
+		free(w);
+	}
+}
+
+/* Queues job; answers 503 itself on refusal. Takes ownership of job and body. */
+static void submit(struct api *a, struct http_req *req, enum route r,
+		   struct inbox_job *job, char *body, bool wait_applied)
+{
+	struct pending *p = xcalloc(1, sizeof(*p));
+	enum nerr rc;
+
+	p->a = a;
+	p->req = req;
+	p->route = r;
+	p->body = body;
+	p->wait_applied = wait_applied;
+	rc = inbox_submit(a->ib, job, on_durable, p);
+	if (rc) {
+		inbox_job_free(job);
+		free(p->body);
+		free(p);
+		count(a, r, 503);
+		http_respond(req, 503, "application/json",
+			     "{\"error\":{\"code\":\"unavailable\",\"field\":\"\","
+			     "\"message\":\"overloaded, retry later\"}}",
+			     strlen("{\"error\":{\"code\":\"unavailable\",\"field\":\"\","
+				    "\"message\":\"overloaded, retry later\"}}"),
+			     "Retry-After: 1\r\n");
+	}
+}
+
+static void add_event(struct inbox_job *job, struct json_object *ev, int64_t now_ms)
+{
+	size_t len;
+	const char *txt =
+		json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
+
+	inbox_job_add(job, INBOX_EVENT, now_ms, txt, len);
+}
+
+static void handle_ingest(struct api *a, struct http_req *req, enum route r)
+{
+	struct nerr_msg msg = {"", ""};
+	struct json_object *body = NULL;
+	size_t len;
+	const char *text = http_req_body(req, &len);
+	int auth = check_basic(req, a->cfg->write_key);
+	int64_t now_ms = clock_wall_ms(), ts_ms;
+	enum nerr rc;
+
+	if (auth == 0) {
+		reply_error(a, req, r, 401, "unauthorized", "Authorization",
+			    "the write key is not valid");
+		return;
+	}
+	if (!json_content_type(req)) {
+		reply_error(a, req, r, 415, "unsupported_media_type", "Content-Type",
+			    "send JSON with Content-Type: application/json");
+		return;
+	}
+	rc = segment_parse_json(text, len, &a->lim, &body, &msg);
+	if (rc) {
+		if (auth < 0)
+			reply_error(
+				a, req, r, 401, "unauthorized", "Authorization",
+				"a write key is required (HTTP Basic user or writeKey)");
+		else
+			reply_error(a, req, r, rc == NERR_TOOBIG ? 413 : 400,
+				    status_code_name(rc), msg.field, msg.message);
+		return;
+	}
+	if (auth < 0) {
+		const char *wk = segment_body_write_key(body);
+
+		if (!wk || !key_equal(wk, strlen(wk), a->cfg->write_key)) {
+			reply_error(a, req, r, 401, "unauthorized",
+				    wk ? "writeKey" : "Authorization",
+				    wk ? "the write key is not valid"
+				       : "a write key is required (HTTP Basic user or "
+					 "writeKey)");
+			json_object_put(body);
+			return;
+		}
+	}
+
+	struct inbox_job *job = inbox_job_new();
+	if (r != ROUTE_BATCH) {
+		rc = segment_normalize(body, (int)r, "", now_ms, &a->lim, &ts_ms, &msg);
+		if (rc) {
+			reply_error(a, req, r, rc == NERR_TOOBIG ? 413 : 400,
+				    status_code_name(rc), msg.field, msg.message);
+			inbox_job_free(job);
+			json_object_put(body);
+			metrics_add(&a->m_rejected, 1);
+			return;
+		}
+		add_event(job, body, now_ms);
+		json_object_put(body);
+		metrics_add(&a->m_events, 1);
+		submit(a, req, r, job, xstrdup("{\"success\":true}"), false);
+		return;
+	}
+
+	struct json_object *items = NULL, *errors = json_object_new_array();
+	rc = segment_batch_items(body, &a->lim, &items, &msg);
+	if (rc) {
+		reply_error(a, req, r, rc == NERR_TOOBIG ? 413 : 400,
+			    status_code_name(rc), msg.field, msg.message);
+		goto batch_out;
+	}
+	size_t n = json_object_array_length(items);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *item = json_object_array_get_idx(items, i);
+		char path[32];
+
+		snprintf(path, sizeof(path), "batch[%zu]", i);
+		nerr_clear(&msg);
+		if (json_object_is_type(item, json_type_object))
+			segment_batch_merge_context(body, item);
+		rc = segment_normalize(item, -1, path, now_ms, &a->lim, &ts_ms, &msg);
+		if (rc) {
+			struct json_object *e = json_object_new_object();
+
+			json_object_object_add(e, "index",
+					       json_object_new_int64((int64_t)i));
+			json_object_object_add(
+				e, "code", json_object_new_string(status_code_name(rc)));
+			json_object_object_add(e, "field",
+					       json_object_new_string(msg.field));
+			json_object_object_add(e, "message",
+					       json_object_new_string(msg.message));
+			json_object_array_add(errors, e);
+			metrics_add(&a->m_rejected, 1);
+			continue;
+		}
+		add_event(job, item, now_ms);
+		metrics_add(&a->m_events, 1);
+	}
+	if (inbox_job_count(job) == 0) {
+		struct json_object *resp = json_object_new_object(), *err;
+
+		err = json_object_new_object();
+		json_object_object_add(err, "code", json_object_new_string("invalid"));
+		json_object_object_add(err, "field",
+				       json_object_new_string(n ? "batch" : "batch"));
+		json_object_object_add(
+			err, "message",
+			json_object_new_string(n ? "no valid item in the batch"
+						 : "the batch is empty"));
+		json_object_object_add(resp, "error", err);
+		json_object_object_add(resp, "errors", json_object_get(errors));
+		reply_json(a, req, r, 400,
+			   json_object_to_json_string_ext(resp, JSON_C_TO_STRING_PLAIN));
+		json_object_put(resp);
+		goto batch_out;
+	}
+	{
+		struct json_object *resp = json_object_new_object();
+		char *out;
+
+		json_object_object_add(resp, "success", json_object_new_boolean(1));
+		json_object_object_add(resp, "accepted",
+				       json_object_new_int64(inbox_job_count(job)));
+		json_object_object_add(resp, "errors", json_object_get(errors));
+		out = xstrdup(
+			json_object_to_json_string_ext(resp, JSON_C_TO_STRING_PLAIN));
+		json_object_put(resp);
+		submit(a, req, r, job, out, false);
+		job = NULL;
+	}
+batch_out:
+	inbox_job_free(job);
+	json_object_put(errors);
+	json_object_put(body);
+}
+
+/* Splits "/v1/profiles/{ns}/{value}" into decoded parts. */
+static bool profile_path(const char *path, char *ns, size_t nsz, char *val, size_t vsz)
+{
+	const char *p = path + strlen("/v1/profiles/"), *slash = strchr(p, '/');
+	size_t nl, vl;
+
+	if (!slash)
+		return false;
+	nl = (size_t)(slash - p);
+	vl = strlen(slash + 1);
+	if (nl == 0 || vl == 0 || nl >= nsz || vl >= vsz || strchr(slash + 1, '/'))
+		return false;
+	if (http_url_decode(p, nl, ns) < 0 || http_url_decode(slash + 1, vl, val) < 0)
+		return false;
+	return ns[0] && val[0];
+}
+
+static void handle_profile(struct api *a, struct http_req *req, const char *method)
+{
+	char ns[128], val[1024];
+	uint64_t pid;
+	enum nerr rc;
+
+	if (!profile_path(http_req_path(req), ns, sizeof(ns), val, sizeof(val))) {
+		reply_error(a, req, ROUTE_PROFILES, 404, "not_found", "path",
+			    "use /v1/profiles/{namespace}/{value}");
+		return;
+	}
+	rc = profile_lookup(a->s, NULL, ns, val, &pid);
+	if (rc == NERR_NOTFOUND) {
+		reply_error(a, req, ROUTE_PROFILES, 404, "not_found", "value",
+			    "no profile has this identity");
+		return;
+	}
+	if (rc) {
+		reply_error(a, req, ROUTE_PROFILES, rc == NERR_INVAL ? 400 : 500,
+			    rc == NERR_INVAL ? "invalid" : "internal", "namespace",
+			    "cannot look up this identity");
+		return;
+	}
+	if (strcmp(method, "GET") == 0) {
+		struct json_object *obj = NULL;
+
+		rc = profile_get_json(a->s, NULL, pid, &obj);
+		if (rc) {
+			reply_error(a, req, ROUTE_PROFILES,
+				    rc == NERR_NOTFOUND ? 404 : 500,
+				    rc == NERR_NOTFOUND ? "not_found" : "internal", NULL,
+				    "cannot read the profile");
+			return;
+		}
+		reply_json(a, req, ROUTE_PROFILES, 200,
+			   json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+		json_object_put(obj);
+		return;
+	}
+	/* DELETE: through the inbox and the engine; answered once applied. */
+	struct json_object *rec = json_object_new_object();
+	struct inbox_job *job = inbox_job_new();
+	struct buf out;
+	size_t len;
+	const char *txt;
+
+	json_object_object_add(rec, "namespace", json_object_new_string(ns));
+	json_object_object_add(rec, "value", json_object_new_string(val));
+	txt = json_object_to_json_string_length(rec, JSON_C_TO_STRING_PLAIN, &len);
+	inbox_job_add(job, INBOX_ERASE, clock_wall_ms(), txt, len);
+	json_object_put(rec);
+	buf_init(&out, 0);
+	buf_printf(&out, "{\"erased\":true,\"id\":\"%llu\"}", (unsigned long long)pid);
+	submit(a, req, ROUTE_PROFILES, job, buf_take(&out), true);
+}
+
+static void handle_metrics(struct api *a, struct http_req *req)
+{
+	struct buf out;
+
+	buf_init(&out, 0);
+	metrics_render(&out);
+	reply(a, req, ROUTE_METRICS, 200, "text/plain; version=0.0.4", buf_str(&out),
+	      out.len, NULL);
+	buf_fini(&out);
+}
+
+static void handle_healthz(struct api *a, struct http_req *req)
+{
+	bool ok = !inbox_broken(a->ib) && !(a->e && engine_broken(a->e));
+
+	if (ok)
+		reply_json(a, req, ROUTE_HEALTHZ, 200, "{\"status\":\"ok\"}");
+	else
+		reply_json(
+			a, req, ROUTE_HEALTHZ, 503,
+			"{\"status\":\"failing\",\"reason\":\"storage write failed\"}");
+}
+
+static void method_not_allowed(struct api *a, struct http_req *req, enum route r,
+			       const char *allow)
+{
+	char hdr[64], msg[96];
+
+	snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+	snprintf(msg, sizeof(msg),
+		 "{\"error\":{\"code\":\"method_not_allowed\",\"field\":"
+		 "\"method\",\"message\":\"allowed: %s\"}}",
+		 allow);
+	reply(a, req, r, 405, "application/json", msg, strlen(msg), hdr);
+}
+
+void api_handle(void *ud, struct http_req *req)
+{
+	static const char *const ingest[] = {"track", "identify", "page", "screen",
+					     "alias", "group",	  "batch"};
+	struct api *a = ud;
+	const char *path = http_req_path(req), *method = http_req_method(req);
+
+	if (strcmp(path, "/healthz") == 0) {
+		if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+			return method_not_allowed(a, req, ROUTE_HEALTHZ, "GET, HEAD");
+		return handle_healthz(a, req);
+	}
+	if (strcmp(path, "/metrics") == 0) {
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_METRICS, "GET");
+		if (!check_bearer(req, a->cfg->admin_key))
+			return reply_error(a, req, ROUTE_METRICS, 401, "unauthorized",
+					   "Authorization",
+					   "the admin key is required (Bearer)");
+		return handle_metrics(a, req);
+	}
+	if (strncmp(path, "/v1/", 4) == 0) {
+		for (unsigned i = 0; i < sizeof(ingest) / sizeof(ingest[0]); i++) {
+			if (strcmp(path + 4, ingest[i]) != 0)
+				continue;
+			if (strcmp(method, "POST"))
+				return method_not_allowed(a, req, (enum route)i, "POST");
+			return handle_ingest(a, req, (enum route)i);
+		}
+		if (strncmp(path, "/v1/profiles/", 13) == 0) {
+			if (strcmp(method, "GET") && strcmp(method, "DELETE"))
+				return method_not_allowed(a, req, ROUTE_PROFILES,
+							  "GET, DELETE");
+			if (!check_bearer(req, a->cfg->admin_key))
+				return reply_error(a, req, ROUTE_PROFILES, 401,
+						   "unauthorized", "Authorization",
+						   "the admin key is required (Bearer)");
+			return handle_profile(a, req, method);
+		}
+	}
+	reply_error(a, req, ROUTE_OTHER, 404, "not_found", "path", "no such route");
+}
+
+struct api *api_new(const struct config *cfg, struct store *s, struct inbox *ib)
+{
+	struct api *a = xcalloc(1, sizeof(*a));
+
+	a->cfg = cfg;
+	a->s = s;
+	a->ib = ib;
+	segment_limits_default(&a->lim);
+	a->lim.max_depth = (int)cfg->max_json_depth;
+	a->lim.max_event_bytes = (size_t)cfg->max_event_bytes;
+	a->lim.max_batch_items = (unsigned)cfg->max_batch_items;
+	for (int r = 0; r < ROUTE__COUNT; r++) {
+		for (unsigned i = 0; i <= NSTATUS; i++) {
+			struct buf l;
+
+			buf_init(&l, 0);
+			if (i < NSTATUS)
+				buf_printf(&l, "route=\"%s\",status=\"%d\"",
+					   route_names[r], counted_status[i]);
+			else
+				buf_printf(&l, "route=\"%s\",status=\"other\"",
+					   route_names[r]);
+			a->req_labels[r][i] = buf_take(&l);
+			a->req_metrics[r][i] = (struct metric){
+				.name = "nudge_http_requests_total",
+				.help = "HTTP requests answered by the API, by route and "
+					"status.",
+				.labels = a->req_labels[r][i],
+				.type = METRIC_COUNTER,
+			};
+			metrics_register(&a->req_metrics[r][i]);
+		}
+	}
+	a->m_events = (struct metric){.name = "nudge_events_accepted_total",
+				      .help = "Events accepted for ingestion.",
+				      .type = METRIC_COUNTER};
+	a->m_rejected = (struct metric){.name = "nudge_events_rejected_total",
+					.help = "Events rejected by validation.",
+					.type = METRIC_COUNTER};
+	a->m_latency =
+		(struct metric){.name = "nudge_http_request_seconds",
+				.help = "Time from a complete request to its answer.",
+				.type = METRIC_HISTOGRAM,
+				.bounds = metrics_latency_seconds_bounds,
+				.nbounds = metrics_latency_seconds_nbounds};
+	metrics_register(&a->m_events);
+	metrics_register(&a->m_rejected);
+	metrics_register(&a->m_latency);
+	return a;
+}
+
+void api_set_engine(struct api *a, struct engine *e)
+{
+	a->e = e;
+}
+
+void api_free(struct api *a)
+{
+	if (!a)
+		return;
+	for (int r = 0; r < ROUTE__COUNT; r++)
+		for (unsigned i = 0; i <= NSTATUS; i++)
+			free(a->req_labels[r][i]);
+	free(a);
+}

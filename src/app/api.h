@@ -1,0 +1,32 @@
+/*
+ * api.h -- the HTTP routes of `nudge serve`: ingest, admin, ops.
+ *
+ * Design: one handler receives every request from the HTTP layer (loop
+ * thread), matches the route, checks the key, and either answers at once
+ * (reads, errors) or hands records to the inbox and answers when they are
+ * durable (invariant 1), or, for erasure, when the engine has applied them.
+ */
+#ifndef NUDGE_APP_API_H
+#define NUDGE_APP_API_H
+
+#include <stdint.h>
+
+#include "app/config.h"
+#include "ingest/http.h"
+#include "ingest/inbox.h"
+#include "store/store.h"
+
+struct engine;
+struct api;
+
+struct api *api_new(const struct config *cfg, struct store *s, struct inbox *ib);
+void api_set_engine(struct api *a, struct engine *e);
+void api_free(struct api *a);
+/* The http_handler_fn to give the HTTP server (userdata = the api). */
+void api_handle(void *ud, struct http_req *req);
+/* Engine progress (loop thread): answers requests waiting for it. */
+void api_on_applied(void *ud, uint64_t applied_seq);
+/* Answers every request still waiting for the engine with 503 (shutdown). */
+void api_cancel_waiters(struct api *a);
+
+#endif

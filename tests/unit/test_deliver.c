@@ -1,0 +1,816 @@
+/*
+ * test_deliver.c -- the delivery thread against a real HTTP peer.
+ *
+ * The peer is nudge's own HTTP server (ingest/http.h) on 127.0.0.1, run on a
+ * thread of its own; the delivery thread reaches it through the allow list
+ * (loopback is refused by default). The peer records what it receives and can
+ * fail the first N requests, answer a fixed status, hold answers back (for
+ * timeouts and for counting concurrent requests) and return a chosen body.
+ * Backoff is shortened through the config so retries take milliseconds.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <uv.h>
+
+#include "base/clock.h"
+#include "base/mem.h"
+#include "deliver/deliver.h"
+#include "ingest/http.h"
+
+/* ---- the peer ---- */
+
+#define MAX_RECS 64
+
+struct rec {
+	char method[8];
+	char path[64];
+	char idem[128];
+	char sig[128];
+	char ctype[64];
+	char ua[64];
+	char custom[64];
+	char body[512];
+};
+
+struct held {
+	uv_timer_t timer;
+	struct http_req *req;
+	struct peer *p;
+	struct held *next;
+	bool done;
+};
+
+struct peer {
+	uv_loop_t loop;
+	uv_async_t stop;
+	struct http_server *srv;
+	pthread_t thread;
+	int port;
+
+	pthread_mutex_t mu; /* guards everything below */
+	unsigned fail_first;
+	int fail_status;
+	int status; /* answer when not failing; 0 = 200 */
+	const char *retry_after;
+	unsigned hold_ms;
+	const char *answer; /* body; NULL = {"ok":true} */
+	unsigned total;
+	unsigned concurrent, max_concurrent;
+	struct rec recs[MAX_RECS];
+	struct held *held;
+};
+
+static void copy(char *dst, size_t n, const char *src)
+{
+	snprintf(dst, n, "%s", src ? src : "");
+}
+
+static void answer(struct peer *p, struct http_req *req, int status)
+{
+	char extra[64] = "";
+	const char *body;
+	pthread_mutex_lock(&p->mu);
+	if ((status == 429 || status == 503) && p->retry_after)
+		snprintf(extra, sizeof(extra), "Retry-After: %s\r\n", p->retry_after);
+	body = p->answer ? p->answer : "{\"ok\":true}";
+	p->concurrent--;
+	pthread_mutex_unlock(&p->mu);
+	http_respond(req, status, "application/json", body, strlen(body),
+		     extra[0] ? extra : NULL);
+}
+
+static void held_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void on_held(uv_timer_t *t)
+{
+	struct held *h = t->data;
+	int status = (int)(intptr_t)http_req_data(h->req);
+	h->done = true;
+	answer(h->p, h->req, status);
+}
+
+static void on_request(void *ud, struct http_req *req)
+{
+	struct peer *p = ud;
+	size_t len;
+	int status;
+	unsigned hold;
+
+	pthread_mutex_lock(&p->mu);
+	if (p->total < MAX_RECS) {
+		struct rec *r = &p->recs[p->total];
+		copy(r->method, sizeof(r->method), http_req_method(req));
+		copy(r->path, sizeof(r->path), http_req_path(req));
+		copy(r->idem, sizeof(r->idem), http_req_header(req, "Idempotency-Key"));
+		copy(r->sig, sizeof(r->sig), http_req_header(req, "X-Nudge-Signature"));
+		copy(r->ctype, sizeof(r->ctype), http_req_header(req, "Content-Type"));
+		copy(r->ua, sizeof(r->ua), http_req_header(req, "User-Agent"));
+		copy(r->custom, sizeof(r->custom), http_req_header(req, "X-Custom"));
+		copy(r->body, sizeof(r->body), http_req_body(req, &len));
+	}
+	p->total++;
+	p->concurrent++;
+	if (p->concurrent > p->max_concurrent)
+		p->max_concurrent = p->concurrent;
+	if (p->fail_first > 0) {
+		p->fail_first--;
+		status = p->fail_status;
+	} else {
+		status = p->status ? p->status : 200;
+	}
+	hold = p->hold_ms;
+	pthread_mutex_unlock(&p->mu);
+
+	if (hold == 0) {
+		answer(p, req, status);
+		return;
+	}
+	struct held *h = xcalloc(1, sizeof(*h));
+	h->req = req;
+	h->p = p;
+	http_req_set_data(req, (void *)(intptr_t)status);
+	uv_timer_init(&p->loop, &h->timer);
+	h->timer.data = h;
+	uv_timer_start(&h->timer, on_held, hold, 0);
+	h->next = p->held;
+	p->held = h;
+}
+
+static void server_down(void *ud)
+{
+	struct peer *p = ud;
+	uv_close((uv_handle_t *)&p->stop, NULL);
+}
+
+static void on_stop(uv_async_t *a)
+{
+	struct peer *p = a->data;
+	for (struct held *h = p->held, *next; h; h = next) {
+		next = h->next;
+		if (!h->done)
+			answer(p, h->req, 503);
+		uv_close((uv_handle_t *)&h->timer, held_closed);
+	}
+	p->held = NULL;
+	http_server_shutdown(p->srv, server_down, p);
+}
+
+static void *peer_main(void *arg)
+{
+	struct peer *p = arg;
+	uv_run(&p->loop, UV_RUN_DEFAULT);
+	return NULL;
+}
+
+static struct peer *peer_start(void)
+{
+	struct peer *p = xcalloc(1, sizeof(*p));
+	struct nerr_msg msg;
+	pthread_mutex_init(&p->mu, NULL);
+	uv_loop_init(&p->loop);
+	uv_async_init(&p->loop, &p->stop, on_stop);
+	p->stop.data = p;
+	assert_int_equal(http_server_new(&p->loop, NULL, on_request, p, &p->srv),
+			 NERR_OK);
+	assert_int_equal(http_server_listen(p->srv, "127.0.0.1", 0, &msg), NERR_OK);
+	p->port = http_server_port(p->srv);
+	assert_int_equal(pthread_create(&p->thread, NULL, peer_main, p), 0);
+	return p;
+}
+
+static void peer_free(struct peer *p)
+{
+	uv_async_send(&p->stop);
+	pthread_join(p->thread, NULL);
+	http_server_free(p->srv);
+	uv_loop_close(&p->loop);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+static unsigned peer_total(struct peer *p)
+{
+	pthread_mutex_lock(&p->mu);
+	unsigned n = p->total;
+	pthread_mutex_unlock(&p->mu);
+	return n;
+}
+
+/* ---- outcomes ---- */
+
+struct got {
+	char id[64];
+	enum deliver_result result;
+	int status;
+	char reason[128];
+	char response[256];
+	size_t response_len;
+	bool has_response;
+	bool truncated;
+	unsigned attempts;
+	int64_t duration_ms;
+	void *ud;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct got got[64];
+	unsigned n;
+} sink = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void on_outcome(void *cb_ud, const struct deliver_outcome *o)
+{
+	assert_ptr_equal(cb_ud, &sink);
+	pthread_mutex_lock(&sink.mu);
+	if (sink.n < 64) {
+		struct got *g = &sink.got[sink.n];
+		copy(g->id, sizeof(g->id), o->envelope_id);
+		g->result = o->result;
+		g->status = o->http_status;
+		copy(g->reason, sizeof(g->reason), o->reason);
+		g->has_response = o->response != NULL;
+		g->response_len = o->response_len;
+		if (o->response)
+			memcpy(g->response, o->response,
+			       o->response_len < sizeof(g->response) - 1
+				       ? o->response_len
+				       : sizeof(g->response) - 1);
+		g->truncated = o->response_truncated;
+		g->attempts = o->attempts;
+		g->duration_ms = o->duration_ms;
+		g->ud = o->ud;
+	}
+	sink.n++;
+	pthread_cond_broadcast(&sink.cv);
+	pthread_mutex_unlock(&sink.mu);
+}
+
+static int reset_sink(void **state)
+{
+	pthread_mutex_lock(&sink.mu);
+	memset(sink.got, 0, sizeof(sink.got));
+	sink.n = 0;
+	pthread_mutex_unlock(&sink.mu);
+	return 0;
+}
+
+/* Waits until n outcomes arrived (fails the test after 10 s). */
+static void wait_outcomes(unsigned n)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&sink.mu);
+	while (sink.n < n) {
+		if (pthread_cond_timedwait(&sink.cv, &sink.mu, &until) != 0)
+			break;
+	}
+	unsigned got = sink.n;
+	pthread_mutex_unlock(&sink.mu);
+	assert_int_equal(got, n);
+}
+
+static struct deliver *start(const char *allow, unsigned per_host, unsigned max)
+{
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	deliver_config_default(&cfg);
+	cfg.allow = allow;
+	cfg.backoff_base_ms = 5;
+	cfg.backoff_cap_ms = 2000;
+	if (per_host)
+		cfg.per_host_concurrency = per_host;
+	if (max)
+		cfg.max_concurrency = max;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	return d;
+}
+
+static struct deliver_request *request(const char *id, const char *url, const char *body)
+{
+	struct deliver_request *r = xcalloc(1, sizeof(*r));
+	r->envelope_id = xstrdup(id);
+	r->method = xstrdup("POST");
+	r->url = xstrdup(url);
+	r->body = xstrdup(body);
+	r->body_len = strlen(body);
+	r->timeout_ms = 5000;
+	return r;
+}
+
+static char *peer_url(struct peer *p, const char *path)
+{
+	char *u = xmalloc(128);
+	snprintf(u, 128, "http://127.0.0.1:%d%s", p->port, path);
+	return u;
+}
+
+static void hmac_hex(const char *secret, const char *text, char *out)
+{
+	unsigned char mac[32];
+	unsigned int len = 0;
+	HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)text,
+	     strlen(text), mac, &len);
+	for (unsigned i = 0; i < len; i++)
+		sprintf(out + 2 * i, "%02x", mac[i]);
+}
+
+/* ---- tests ---- */
+
+static void post_carries_body_headers_and_a_verifiable_signature(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/hook");
+	struct deliver_request *r = request("env-1", url, "{\"a\":1}");
+	int marker;
+	r->secret = xstrdup("s3cret");
+	r->headers = xcalloc(2, sizeof(*r->headers));
+	r->nheaders = 2;
+	r->headers[0].name = xstrdup("X-Custom");
+	r->headers[0].value = xstrdup("yes");
+	r->headers[1].name = xstrdup("Idempotency-Key"); /* ours wins */
+	r->headers[1].value = xstrdup("forged");
+	r->ud = &marker;
+	int64_t before = clock_wall_ms() / 1000;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	int64_t after = clock_wall_ms() / 1000;
+
+	struct got *g = &sink.got[0];
+	assert_int_equal(g->result, DELIVER_OK);
+	assert_int_equal(g->status, 200);
+	assert_int_equal(g->attempts, 1);
+	assert_string_equal(g->id, "env-1");
+	assert_ptr_equal(g->ud, &marker);
+	assert_false(g->has_response);
+	assert_int_equal(peer_total(p), 1);
+
+	struct rec *rec = &p->recs[0];
+	assert_string_equal(rec->method, "POST");
+	assert_string_equal(rec->path, "/hook");
+	assert_string_equal(rec->body, "{\"a\":1}");
+	assert_string_equal(rec->ctype, "application/json");
+	assert_string_equal(rec->idem, "env-1");
+	assert_string_equal(rec->custom, "yes");
+	assert_true(strncmp(rec->ua, "nudge/", 6) == 0);
+
+	/* t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>, checked the way a
+	 * receiver would */
+	long long t = 0;
+	char v1[80] = "", expect[80] = "", text[600];
+	assert_int_equal(sscanf(rec->sig, "t=%lld,v1=%79s", &t, v1), 2);
+	assert_true(t >= before && t <= after);
+	snprintf(text, sizeof(text), "%lld.%s", t, rec->body);
+	hmac_hex("s3cret", text, expect);
+	assert_string_equal(v1, expect);
+	hmac_hex("other", text, expect);
+	assert_string_not_equal(v1, expect);
+
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void put_without_secret_sends_no_signature(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1", 0, 0);
+	char *url = peer_url(p, "/put");
+	struct deliver_request *r = request("env-put", url, "{}");
+	free(r->method);
+	r->method = xstrdup("PUT");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_string_equal(p->recs[0].method, "PUT");
+	assert_string_equal(p->recs[0].sig, "");
+	assert_string_equal(p->recs[0].idem, "env-put");
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void tempfail_503_is_retried_until_success(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/");
+	p->fail_first = 2;
+	p->fail_status = 503;
+	struct deliver_request *r = request("env-retry", url, "{}");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_int_equal(sink.got[0].attempts, 3);
+	assert_int_equal(peer_total(p), 3);
+	for (int i = 0; i < 3; i++) /* the same key on every attempt */
+		assert_string_equal(p->recs[i].idem, "env-retry");
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void last_tempfail_is_reported_final(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/");
+	p->status = 500;
+	struct deliver_request *r = request("env-500", url, "{}");
+	r->retries = 2;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_TEMPFAIL);
+	assert_int_equal(sink.got[0].status, 500);
+	assert_string_equal(sink.got[0].reason, "HTTP 500");
+	assert_int_equal(sink.got[0].attempts, 3);
+	assert_int_equal(peer_total(p), 3);
+	usleep(50 * 1000); /* and nothing more follows */
+	assert_int_equal(peer_total(p), 3);
+	assert_int_equal(sink.n, 1);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void retry_after_is_honoured(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/");
+	p->fail_first = 1;
+	p->fail_status = 429;
+	p->retry_after = "1";
+	struct deliver_request *r = request("env-429", url, "{}");
+	r->retries = 1;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_int_equal(sink.got[0].attempts, 2);
+	/* base backoff is 5 ms: only Retry-After explains a second's wait */
+	assert_true(sink.got[0].duration_ms >= 1000);
+	assert_true(sink.got[0].duration_ms < 1900);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void status_400_is_permfail_without_retry(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/");
+	p->status = 400;
+	struct deliver_request *r = request("env-400", url, "{}");
+	r->retries = 5;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_PERMFAIL);
+	assert_int_equal(sink.got[0].status, 400);
+	assert_string_equal(sink.got[0].reason, "HTTP 400");
+	assert_int_equal(sink.got[0].attempts, 1);
+	usleep(50 * 1000);
+	assert_int_equal(peer_total(p), 1);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void timeout_is_tempfail_after_retries(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/");
+	p->hold_ms = 2000;
+	struct deliver_request *r = request("env-slow", url, "{}");
+	r->timeout_ms = 100;
+	r->retries = 2;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_TEMPFAIL);
+	assert_string_equal(sink.got[0].reason, "timeout");
+	assert_int_equal(sink.got[0].status, 0);
+	assert_int_equal(sink.got[0].attempts, 3);
+	assert_int_equal(peer_total(p), 3);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void connection_refused_is_tempfail(void **state)
+{
+	/* a port that was free a moment ago: bind, learn it, close */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(0x7f000001)};
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd);
+	char url[64];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(sa.sin_port));
+
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	struct deliver_request *r = request("env-refused", url, "{}");
+	r->retries = 1;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_TEMPFAIL);
+	assert_int_equal(sink.got[0].status, 0);
+	assert_int_equal(sink.got[0].attempts, 2);
+	deliver_free(d);
+}
+
+static void guard_refuses_internal_addresses_by_default(void **state)
+{
+	static const char *refused[] = {
+		"127.0.0.1",
+		"127.1.2.3",
+		"10.0.0.1",
+		"10.255.255.255",
+		"172.16.0.1",
+		"172.31.255.1",
+		"192.168.1.10",
+		"169.254.169.254",
+		"0.0.0.0",
+		"100.64.0.1",
+		"224.0.0.1",
+		"255.255.255.255",
+		"::1",
+		"::",
+		"fe80::1",
+		"fc00::1",
+		"fd12:3456::1",
+		"ff02::1",
+		"::ffff:127.0.0.1",
+		"::ffff:10.1.1.1",
+		"64:ff9b::a00:1",
+		"2002:c0a8:0101::1",
+	};
+	static const char *public[] = {"8.8.8.8",
+				       "1.1.1.1",
+				       "172.32.0.1",
+				       "192.169.0.1",
+				       "2001:4860:4860::8888",
+				       "::ffff:8.8.8.8",
+				       "11.0.0.1"};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		if (deliver_address_allowed(NULL, "example.com", refused[i]))
+			fail_msg("%s was allowed", refused[i]);
+	}
+	for (size_t i = 0; i < sizeof(public) / sizeof(public[0]); i++) {
+		if (!deliver_address_allowed(NULL, "example.com", public[i]))
+			fail_msg("%s was refused", public[i]);
+	}
+	assert_false(deliver_address_allowed(NULL, NULL, "not an address"));
+}
+
+static void allow_list_opens_ranges_and_hosts(void **state)
+{
+	struct deliver *d =
+		start("127.0.0.1/32, 10.0.0.0/8 192.168.1.0/24,169.254.169.254,"
+		      "::1, fe80::/10, fc00::/7, hooks.internal, *.corp.example",
+		      0, 0);
+	static const char *allowed[] = {
+		"127.0.0.1", "10.1.2.3",   "192.168.1.77", "169.254.169.254",
+		"::1",	     "fe80::abcd", "fd00::5",	   "::ffff:10.9.9.9"};
+	static const char *still_refused[] = {"127.0.0.2", "192.168.2.1", "169.254.1.1",
+					      "172.16.0.1", "ff02::1"};
+	for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
+		if (!deliver_address_allowed(d, "x.example", allowed[i]))
+			fail_msg("%s was refused", allowed[i]);
+	}
+	for (size_t i = 0; i < sizeof(still_refused) / sizeof(still_refused[0]); i++) {
+		if (deliver_address_allowed(d, "x.example", still_refused[i]))
+			fail_msg("%s was allowed", still_refused[i]);
+	}
+	/* host entries vouch for whatever the name resolves to */
+	assert_true(deliver_address_allowed(d, "hooks.internal", "172.16.0.1"));
+	assert_true(deliver_address_allowed(d, "HOOKS.INTERNAL", "172.16.0.1"));
+	assert_true(deliver_address_allowed(d, "a.corp.example", "172.16.0.1"));
+	assert_false(deliver_address_allowed(d, "corp.example", "172.16.0.1"));
+	assert_false(deliver_address_allowed(d, "evilhooks.internal", "172.16.0.1"));
+	deliver_free(d);
+}
+
+static void bad_allow_entry_is_named(void **state)
+{
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	static const char *bad[] = {"10.0.0.0/33", "::1/129",	    "bad-host!",
+				    "10.0.0.0/",   "example.com/8", "*."};
+	deliver_config_default(&cfg);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[64];
+		snprintf(text, sizeof(text), "127.0.0.1, %s", bad[i]);
+		cfg.allow = text;
+		nerr_clear(&msg);
+		assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg),
+				 NERR_INVAL);
+		assert_null(d);
+		if (!strstr(msg.message, bad[i]))
+			fail_msg("message '%s' does not name '%s'", msg.message, bad[i]);
+	}
+}
+
+static void guard_refuses_loopback_in_flight(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start(NULL, 0, 0);
+	char url[128];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", p->port);
+	assert_int_equal(deliver_submit(d, request("e1", url, "{}")), NERR_OK);
+	snprintf(url, sizeof(url), "http://localhost:%d/", p->port);
+	assert_int_equal(deliver_submit(d, request("e2", url, "{}")), NERR_OK);
+	snprintf(url, sizeof(url), "http://[::1]:%d/", p->port);
+	assert_int_equal(deliver_submit(d, request("e3", url, "{}")), NERR_OK);
+	wait_outcomes(3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
+		assert_string_equal(sink.got[i].reason, "destination not allowed");
+	}
+	assert_int_equal(peer_total(p), 0);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void bad_requests_are_permfail(void **state)
+{
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	struct deliver_request *r;
+	assert_int_equal(deliver_submit(d, request("b1", "ftp://127.0.0.1/x", "{}")),
+			 NERR_OK);
+	assert_int_equal(deliver_submit(d, request("b2", "http://u:p@127.0.0.1/", "{}")),
+			 NERR_OK);
+	assert_int_equal(deliver_submit(d, request("b3", "not a url", "{}")), NERR_OK);
+	r = request("b4", "http://127.0.0.1/", "{}");
+	free(r->method);
+	r->method = xstrdup("GET");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = request("b5", "http://127.0.0.1/", "{}");
+	r->headers = xcalloc(1, sizeof(*r->headers));
+	r->nheaders = 1;
+	r->headers[0].name = xstrdup("X-Evil");
+	r->headers[0].value = xstrdup("a\r\nHost: other");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(5);
+	static const char *reasons[] = {
+		"url scheme must be http or https", "url must not carry user info",
+		"invalid url", "method must be POST or PUT", "invalid header value"};
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
+		assert_int_equal(sink.got[i].attempts, 0);
+		assert_string_equal(sink.got[i].reason, reasons[i]);
+	}
+	deliver_free(d);
+}
+
+static void per_host_cap_limits_concurrent_requests(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 2, 0);
+	char *url = peer_url(p, "/");
+	p->hold_ms = 100;
+	for (int i = 0; i < 8; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "c%d", i);
+		assert_int_equal(deliver_submit(d, request(id, url, "{}")), NERR_OK);
+	}
+	wait_outcomes(8);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+	assert_int_equal(p->max_concurrent, 2);
+	assert_int_equal(deliver_pending(d), 0);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void global_cap_limits_concurrent_requests(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 16, 3);
+	char *url = peer_url(p, "/");
+	p->hold_ms = 100;
+	for (int i = 0; i < 9; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "g%d", i);
+		assert_int_equal(deliver_submit(d, request(id, url, "{}")), NERR_OK);
+	}
+	wait_outcomes(9);
+	assert_int_equal(p->max_concurrent, 3);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void response_is_captured_up_to_the_cap(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	deliver_config_default(&cfg);
+	cfg.allow = "127.0.0.1/32";
+	cfg.max_response_bytes = 16;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	char *url = peer_url(p, "/");
+
+	p->answer = "{\"id\":42}";
+	struct deliver_request *r = request("cap1", url, "{}");
+	r->capture = true;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_true(sink.got[0].has_response);
+	assert_string_equal(sink.got[0].response, "{\"id\":42}");
+	assert_int_equal(sink.got[0].response_len, 9);
+	assert_false(sink.got[0].truncated);
+
+	p->answer = "{\"long\":\"0123456789abcdefghijklmnopqrstuvwxyz\"}";
+	r = request("cap2", url, "{}");
+	r->capture = true;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_OK);
+	assert_int_equal(sink.got[1].status, 200);
+	assert_int_equal(sink.got[1].response_len, 16);
+	assert_true(sink.got[1].truncated);
+	assert_memory_equal(sink.got[1].response, "{\"long\":\"0123456", 16);
+
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void stop_abandons_in_flight_without_reporting(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/");
+	p->hold_ms = 3000;
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(deliver_submit(d, request("s", url, "{}")), NERR_OK);
+	struct deliver_request *r = request("s-retry", "http://127.0.0.1:1/", "{}");
+	r->retries = 1000; /* sits in backoff */
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	for (int i = 0; i < 200 && peer_total(p) < 4; i++)
+		usleep(5000);
+	assert_int_equal(peer_total(p), 4);
+	deliver_stop(d);
+	assert_int_equal(sink.n, 0);
+	assert_int_equal(deliver_submit(d, request("late", url, "{}")), NERR_BUSY);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(
+			post_carries_body_headers_and_a_verifiable_signature, reset_sink),
+		cmocka_unit_test_setup(put_without_secret_sends_no_signature, reset_sink),
+		cmocka_unit_test_setup(tempfail_503_is_retried_until_success, reset_sink),
+		cmocka_unit_test_setup(last_tempfail_is_reported_final, reset_sink),
+		cmocka_unit_test_setup(retry_after_is_honoured, reset_sink),
+		cmocka_unit_test_setup(status_400_is_permfail_without_retry, reset_sink),
+		cmocka_unit_test_setup(timeout_is_tempfail_after_retries, reset_sink),
+		cmocka_unit_test_setup(connection_refused_is_tempfail, reset_sink),
+		cmocka_unit_test(guard_refuses_internal_addresses_by_default),
+		cmocka_unit_test(allow_list_opens_ranges_and_hosts),
+		cmocka_unit_test(bad_allow_entry_is_named),
+		cmocka_unit_test_setup(guard_refuses_loopback_in_flight, reset_sink),
+		cmocka_unit_test_setup(bad_requests_are_permfail, reset_sink),
+		cmocka_unit_test_setup(per_host_cap_limits_concurrent_requests,
+				       reset_sink),
+		cmocka_unit_test_setup(global_cap_limits_concurrent_requests, reset_sink),
+		cmocka_unit_test_setup(response_is_captured_up_to_the_cap, reset_sink),
+		cmocka_unit_test_setup(stop_abandons_in_flight_without_reporting,
+				       reset_sink),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
