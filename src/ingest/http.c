@@ -58,6 +58,7 @@
  */
 #include "ingest/http.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -65,6 +66,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 
@@ -177,8 +179,8 @@ struct http_server {
 	void *ud;
 	uv_tcp_t listener;
 	bool listener_open;
-	uv_timer_t kick; /* owned so that shutdown always completes from a callback */
-	unsigned open_handles; /* listener + kick */
+	uv_timer_t kick; /* closed by shutdown, so done_fn always runs from a callback */
+	unsigned open_handles; /* listener + kick, initialised and not yet closed */
 	struct http_conn *conns;
 	unsigned nconns;    /* every connection not yet freed */
 	unsigned nactive;   /* connections counted against max_connections */
@@ -1512,9 +1514,6 @@ enum nerr http_server_new(uv_loop_t *loop, const struct http_limits *lim,
 	s->loop = loop;
 	s->fn = fn;
 	s->ud = userdata;
-	ASSERT(uv_timer_init(loop, &s->kick) == 0);
-	s->kick.data = s;
-	s->open_handles = 1;
 	*out = s;
 	return NERR_OK;
 }
@@ -1523,7 +1522,8 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 			     struct nerr_msg *msg)
 {
 	struct sockaddr_storage ss;
-	int rc, len = sizeof(ss);
+	int rc, fd, one = 1, len = sizeof(ss);
+	socklen_t salen;
 
 	ASSERT(!s->listener_open && !s->shutting_down);
 	if (port < 0 || port > 65535)
@@ -1535,14 +1535,32 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 		rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
 	if (rc)
 		return nerr_set(msg, NERR_INVAL, "listen", "bad listen address %s", host);
+	/* Bind with plain calls so that the usual failures (address in use, no
+	 * permission) leave no libuv handle behind to close asynchronously. */
+	salen = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					 : sizeof(struct sockaddr_in);
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return nerr_set(msg, NERR_IO, "listen", "socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, salen) || listen(fd, 511)) {
+		rc = errno;
+		close(fd);
+		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
+				host, port, strerror(rc));
+	}
 	ASSERT(uv_tcp_init(s->loop, &s->listener) == 0);
 	s->listener.data = s;
 	s->listener_open = true;
 	s->open_handles++;
-	rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
-	if (!rc)
+	rc = uv_tcp_open(&s->listener, fd);
+	if (rc)
+		close(fd);
+	else
 		rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
 	if (rc) {
+		/* Rare: the handle closes asynchronously (run the loop before
+		 * http_server_free). */
 		http_server_stop_accepting(s);
 		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
 				host, port, uv_strerror(rc));
@@ -1605,6 +1623,9 @@ void http_server_shutdown(struct http_server *s, void (*done_fn)(void *ud), void
 			break;
 		}
 	}
+	ASSERT(uv_timer_init(s->loop, &s->kick) == 0);
+	s->kick.data = s;
+	s->open_handles++;
 	uv_close((uv_handle_t *)&s->kick, on_server_handle_closed);
 }
 
@@ -1612,7 +1633,7 @@ void http_server_free(struct http_server *s)
 {
 	if (!s)
 		return;
-	ASSERT(s->done_called);
+	ASSERT(s->open_handles == 0 && s->nconns == 0);
 	free(s);
 }
 

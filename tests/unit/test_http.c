@@ -1018,6 +1018,29 @@ static void test_mem_conn_orphan_after_release(void **state)
 	mem_stop(&m);
 }
 
+static void test_listen_failure_leaves_nothing_open(void **state)
+{
+	struct memrun m;
+	struct http_server *other;
+	struct nerr_msg msg;
+
+	(void)state;
+	mem_start(&m, NULL);
+	assert_int_equal(http_server_listen(m.srv, "127.0.0.1", 0, &msg), NERR_OK);
+	assert_int_equal(http_server_new(&m.loop, NULL, mem_handler, &m, &other),
+			 NERR_OK);
+	assert_int_equal(
+		http_server_listen(other, "127.0.0.1", http_server_port(m.srv), &msg),
+		NERR_IO);
+	assert_non_null(strstr(msg.message, "in use"));
+	http_server_free(other);
+	assert_int_equal(http_server_new(&m.loop, NULL, mem_handler, &m, &other),
+			 NERR_OK);
+	assert_int_equal(http_server_listen(other, "no-such-host", 1, &msg), NERR_INVAL);
+	http_server_free(other);
+	mem_stop(&m); /* asserts the loop closes with no handle left */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1040,6 +1063,7 @@ int main(void)
 		cmocka_unit_test(test_url_decode),
 		cmocka_unit_test(test_mem_conn_byte_by_byte),
 		cmocka_unit_test(test_mem_conn_orphan_after_release),
+		cmocka_unit_test(test_listen_failure_leaves_nothing_open),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
