@@ -61,10 +61,18 @@ enum expr_kind {
 /* Set in expr_value.flags when a list or map is a view of a json-c object. */
 #define EXPR_F_JSON 1u
 
+/*
+ * 16 bytes, so the x86-64 ABI returns it in two registers: the evaluator passes
+ * values around by value without touching memory.
+ */
 struct expr_value {
 	uint8_t kind;  /* enum expr_kind */
 	uint8_t flags; /* EXPR_F_* */
-	uint32_t len;  /* bytes of a string/bytes/type/error, items of a list/map */
+	union {
+		uint32_t
+			len; /* bytes of a string/bytes/type/error, items of a list/map */
+		int32_t nsec; /* timestamp/duration: nanoseconds, same sign as as.sec */
+	};
 	union {
 		bool b;
 		int64_t i;
@@ -74,10 +82,7 @@ struct expr_value {
 		/* list: len values; map: 2*len values, key then value */
 		const struct expr_value *items;
 		struct json_object *json; /* when flags & EXPR_F_JSON */
-		struct {
-			int64_t sec;
-			int32_t nsec;
-		} t;
+		int64_t sec;		  /* timestamp/duration: seconds */
 	} as;
 };
 

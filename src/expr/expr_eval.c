@@ -153,30 +153,30 @@ arith(struct ectx *c, int op, const struct expr_value *a, const struct expr_valu
 		break;
 	case EXPR_TIMESTAMP * 16 + EXPR_DURATION:
 		if (op == N_ADD || op == N_SUB) {
-			int64_t s = op == N_ADD ? a->as.t.sec + b->as.t.sec
-						: a->as.t.sec - b->as.t.sec;
-			int64_t ns = op == N_ADD ? (int64_t)a->as.t.nsec + b->as.t.nsec
-						 : (int64_t)a->as.t.nsec - b->as.t.nsec;
+			int64_t s = op == N_ADD ? a->as.sec + b->as.sec
+						: a->as.sec - b->as.sec;
+			int64_t ns = op == N_ADD ? (int64_t)a->nsec + b->nsec
+						 : (int64_t)a->nsec - b->nsec;
 			return expr_ts_make(c, s, ns);
 		}
 		break;
 	case EXPR_DURATION * 16 + EXPR_TIMESTAMP:
 		if (op == N_ADD)
-			return expr_ts_make(c, a->as.t.sec + b->as.t.sec,
-					    (int64_t)a->as.t.nsec + b->as.t.nsec);
+			return expr_ts_make(c, a->as.sec + b->as.sec,
+					    (int64_t)a->nsec + b->nsec);
 		break;
 	case EXPR_DURATION * 16 + EXPR_DURATION:
 		if (op == N_ADD)
-			return expr_dur_make(c, a->as.t.sec + b->as.t.sec,
-					     (int64_t)a->as.t.nsec + b->as.t.nsec);
+			return expr_dur_make(c, a->as.sec + b->as.sec,
+					     (int64_t)a->nsec + b->nsec);
 		if (op == N_SUB)
-			return expr_dur_make(c, a->as.t.sec - b->as.t.sec,
-					     (int64_t)a->as.t.nsec - b->as.t.nsec);
+			return expr_dur_make(c, a->as.sec - b->as.sec,
+					     (int64_t)a->nsec - b->nsec);
 		break;
 	case EXPR_TIMESTAMP * 16 + EXPR_TIMESTAMP:
 		if (op == N_SUB)
-			return expr_dur_make(c, a->as.t.sec - b->as.t.sec,
-					     (int64_t)a->as.t.nsec - b->as.t.nsec);
+			return expr_dur_make(c, a->as.sec - b->as.sec,
+					     (int64_t)a->nsec - b->nsec);
 		break;
 	}
 	return expr_no_overload(c, op_name(op), args, 2);
@@ -294,7 +294,7 @@ __attribute__((noinline)) static struct expr_value eval_call(struct ectx *c,
 	uint64_t cost = 1;
 
 	for (size_t i = 0; i < n->na; i++)
-		if (args[i].kind != EXPR_INT && args[i].kind != EXPR_DOUBLE)
+		if (args[i].kind >= EXPR_STRING && args[i].kind <= EXPR_MAP)
 			cost += args[i].len / 16;
 	charge(c, cost);
 	switch (n->op) {

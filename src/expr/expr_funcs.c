@@ -240,7 +240,7 @@ FN(f_int)
 			return expr_eerr(c, "int conversion error: '%s'", tmp);
 		return mk_int(v);
 	case EXPR_TIMESTAMP:
-		return mk_int(x->as.t.sec);
+		return mk_int(x->as.sec);
 	default:
 		return NO_OVERLOAD();
 	}

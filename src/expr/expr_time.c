@@ -249,8 +249,8 @@ struct expr_value expr_ts_make(struct ectx *c, int64_t sec, int64_t nsec)
 	nsec -= floor_div(nsec, 1000000000) * 1000000000;
 	if (sec < TS_MIN_SEC || sec > TS_MAX_SEC)
 		return expr_eerr_static("timestamp out of range");
-	v.as.t.sec = sec;
-	v.as.t.nsec = (int32_t)nsec;
+	v.as.sec = sec;
+	v.nsec = (int32_t)nsec;
 	return v;
 }
 
@@ -262,8 +262,8 @@ struct expr_value expr_dur_make(struct ectx *c, int64_t sec, int64_t nsec)
 	(void)c;
 	if (total > (__int128)DUR_MAX_NSEC || total < -(__int128)DUR_MAX_NSEC)
 		return expr_eerr_static("duration out of range");
-	v.as.t.sec = (int64_t)(total / 1000000000);
-	v.as.t.nsec = (int32_t)(total % 1000000000);
+	v.as.sec = (int64_t)(total / 1000000000);
+	v.nsec = (int32_t)(total % 1000000000);
 	return v;
 }
 
@@ -335,7 +335,7 @@ static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr
 				size_t na, const char *name)
 {
 	if (a[0].kind == EXPR_DURATION && na == 1) {
-		int64_t s = a[0].as.t.sec;
+		int64_t s = a[0].as.sec;
 
 		switch (f) {
 		case F_HOURS:
@@ -345,14 +345,14 @@ static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr
 		case F_SECONDS:
 			return mk_int(s);
 		case F_MILLIS:
-			return mk_int(a[0].as.t.nsec / 1000000);
+			return mk_int(a[0].nsec / 1000000);
 		default:
 			break;
 		}
 	}
 	if (a[0].kind != EXPR_TIMESTAMP || (na == 2 && a[1].kind != EXPR_STRING))
 		return expr_no_overload(c, name, a, na);
-	int64_t sec = a[0].as.t.sec, off = 0, days, y;
+	int64_t sec = a[0].as.sec, off = 0, days, y;
 	unsigned m, d;
 
 	if (na == 2 && !zone_offset(&a[1], sec, &off))
@@ -383,7 +383,7 @@ static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr
 	case F_SECONDS:
 		return mk_int(rem % 60);
 	case F_MILLIS:
-		return mk_int(a[0].as.t.nsec / 1000000);
+		return mk_int(a[0].nsec / 1000000);
 	}
 	return expr_no_overload(c, name, a, na);
 }

@@ -307,9 +307,9 @@ int expr_val_compare(const struct expr_value *a, const struct expr_value *b)
 		return (int)a->as.b - (int)b->as.b;
 	case EXPR_TIMESTAMP:
 	case EXPR_DURATION:
-		if (a->as.t.sec != b->as.t.sec)
-			return a->as.t.sec < b->as.t.sec ? -1 : 1;
-		return a->as.t.nsec < b->as.t.nsec ? -1 : a->as.t.nsec > b->as.t.nsec;
+		if (a->as.sec != b->as.sec)
+			return a->as.sec < b->as.sec ? -1 : 1;
+		return a->nsec < b->nsec ? -1 : a->nsec > b->nsec;
 	default:
 		return 3;
 	}
@@ -332,7 +332,7 @@ bool expr_val_equal(const struct expr_value *a, const struct expr_value *b)
 		return a->len == b->len && memcmp(a->as.s, b->as.s, a->len) == 0;
 	case EXPR_TIMESTAMP:
 	case EXPR_DURATION:
-		return a->as.t.sec == b->as.t.sec && a->as.t.nsec == b->as.t.nsec;
+		return a->as.sec == b->as.sec && a->nsec == b->nsec;
 	case EXPR_LIST:
 		if (a->len != b->len)
 			return false;
@@ -688,11 +688,11 @@ enum nerr expr_val_print(const struct expr_value *v, struct buf *out,
 			buf_append(out, v->as.s, v->len);
 		return NERR_OK;
 	case EXPR_TIMESTAMP:
-		expr_ts_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_ts_format(v->as.sec, v->nsec, tmp);
 		return literal ? buf_printf(out, "timestamp(\"%s\")", tmp)
 			       : buf_puts(out, tmp);
 	case EXPR_DURATION:
-		expr_dur_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_dur_format(v->as.sec, v->nsec, tmp);
 		return literal ? buf_printf(out, "duration(\"%s\")", tmp)
 			       : buf_puts(out, tmp);
 	case EXPR_TYPE:
@@ -778,10 +778,10 @@ struct json_object *expr_value_to_json(const struct expr_value *v)
 		return a;
 	}
 	case EXPR_TIMESTAMP:
-		expr_ts_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_ts_format(v->as.sec, v->nsec, tmp);
 		return json_object_new_string(tmp);
 	case EXPR_DURATION:
-		expr_dur_format(v->as.t.sec, v->as.t.nsec, tmp);
+		expr_dur_format(v->as.sec, v->nsec, tmp);
 		return json_object_new_string(tmp);
 	case EXPR_LIST: {
 		struct json_object *a = json_object_new_array();

@@ -436,6 +436,25 @@ static int scan_document(struct scan *s, const unsigned char **value_end)
 	return 0;
 }
 
+/* Cuts a trailing incomplete UTF-8 sequence left by truncation, so an error
+ * field built from raw keys is always valid UTF-8. */
+static void trim_utf8(char *s)
+{
+	size_t len = strlen(s), i = len, need;
+	unsigned char lead;
+
+	while (i > 0 && len - i < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+		i--;
+	if (i == 0)
+		return;
+	lead = (unsigned char)s[i - 1];
+	if (lead < 0x80)
+		return;
+	need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+	if (len - (i - 1) < need)
+		s[i - 1] = '\0';
+}
+
 /* Writes the path of the value the validator was reading ("a.b[2]"). */
 static void scan_path(const struct scan *s, char *out, size_t cap)
 {
@@ -458,6 +477,7 @@ static void scan_path(const struct scan *s, char *out, size_t cap)
 			break;
 		n += (size_t)w;
 	}
+	trim_utf8(out);
 }
 
 static void where(const char *body, size_t off, unsigned *line, unsigned *col)

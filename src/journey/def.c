@@ -1778,9 +1778,9 @@ static bool window_ms(const struct expr_call *call, const struct expr_value *v,
 		      int64_t *ms)
 {
 	if (v->kind == EXPR_DURATION) {
-		if (v->as.t.sec < 0 || v->as.t.sec > DURATION_MAX_MS / 1000)
+		if (v->as.sec < 0 || v->as.sec > DURATION_MAX_MS / 1000)
 			return false;
-		*ms = v->as.t.sec * 1000 + v->as.t.nsec / 1000000;
+		*ms = v->as.sec * 1000 + v->nsec / 1000000;
 		return *ms > 0;
 	}
 	if (v->kind == EXPR_STRING) {

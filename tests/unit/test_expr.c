@@ -693,6 +693,27 @@ static void test_scratch_limit_stops_growth(void **state)
 	arena_fini(&a);
 }
 
+static void test_step_budget_stops_work(void **state)
+{
+	char list[1200], src[4000];
+	size_t n = 0;
+
+	(void)state;
+	n += (size_t)sprintf(list + n, "[");
+	for (int i = 0; i < 200; i++)
+		n += (size_t)sprintf(list + n, "%s%d", i ? "," : "", i);
+	sprintf(list + n, "]");
+	/* 200^3 = 8M iterations, far past the 1M step budget */
+	snprintf(src, sizeof(src), "%s.exists(a, %s.exists(b, %s.exists(c, false)))",
+		 list, list, list);
+	check(src, NERR_EVAL, "error: evaluation step limit exceeded");
+	/* the budget is not something || can absorb */
+	snprintf(src, sizeof(src),
+		 "%s.exists(a, %s.exists(b, %s.exists(c, false))) || true", list, list,
+		 list);
+	check(src, NERR_EVAL, "error: evaluation step limit exceeded");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -711,6 +732,7 @@ int main(void)
 		cmocka_unit_test(test_dotted_variable_names),
 		cmocka_unit_test(test_one_program_many_threads),
 		cmocka_unit_test(test_scratch_limit_stops_growth),
+		cmocka_unit_test(test_step_budget_stops_work),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

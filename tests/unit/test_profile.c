@@ -844,6 +844,23 @@ static void test_read_your_writes_in_one_batch(void **state)
 	/* ids keep counting from the committed counter */
 	r1 = apply(f, "{\"type\":\"track\",\"anonymousId\":\"n2\",\"event\":\"A\"}", T0);
 	assert_int_equal(r1.profile_id, pid + 1);
+
+	/* merge, erase and re-create within one uncommitted batch */
+	r2 = apply_at(f, "{\"type\":\"alias\",\"previousId\":\"n2\",\"userId\":\"nu\"}",
+		      T0 + 3, T0 + 3);
+	assert_int_equal(r2.merged, 1);
+	assert_int_equal(profile_get_json(f->s, f->b, r1.profile_id, &o), NERR_NOTFOUND);
+	assert_int_equal(profile_erase(f->b, pid), NERR_OK);
+	assert_int_equal(profile_lookup(f->s, f->b, "anonymous_id", "n2", &pid),
+			 NERR_NOTFOUND);
+	r3 = apply_at(f, "{\"type\":\"track\",\"userId\":\"nu\",\"event\":\"Z\"}", T0 + 4,
+		      T0 + 4);
+	assert_true(r3.created);
+	assert_int_equal(r3.profile_id, r1.profile_id + 1);
+	commit(f);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 1);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 1);
 }
 
 static void test_view_shape(void **state)

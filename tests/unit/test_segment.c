@@ -465,6 +465,27 @@ static void test_syntax_errors_give_line_and_column(void **state)
 	parse_fails("{\"a\":x}", "a", "line 1, column 6 (byte 5)");
 }
 
+static void test_long_error_paths_are_cut_on_a_character_boundary(void **state)
+{
+	char body[512], want[256];
+	size_t n = 0, w = 0;
+
+	body[n++] = '{';
+	body[n++] = '"';
+	for (int i = 0; i < 100; i++) {
+		body[n++] = '\xc3';
+		body[n++] = '\xa9';
+	}
+	snprintf(body + n, sizeof(body) - n, "\":x}");
+	/* 127 bytes fit in the field: 63 whole characters, not half of the 64th */
+	for (int i = 0; i < 63; i++) {
+		want[w++] = '\xc3';
+		want[w++] = '\xa9';
+	}
+	want[w] = '\0';
+	parse_fails(body, want, "unexpected character 'x'");
+}
+
 static void test_top_level_must_be_an_object(void **state)
 {
 	parse_fails_n("[]", 2, NERR_INVAL, "", "must be a JSON object");
@@ -1136,6 +1157,8 @@ int main(void)
 		cmocka_unit_test_setup(test_nul_bytes_are_rejected, setup),
 		cmocka_unit_test_setup(test_other_syntax_errors_are_rejected, setup),
 		cmocka_unit_test_setup(test_syntax_errors_give_line_and_column, setup),
+		cmocka_unit_test_setup(
+			test_long_error_paths_are_cut_on_a_character_boundary, setup),
 		cmocka_unit_test_setup(test_top_level_must_be_an_object, setup),
 		cmocka_unit_test_setup(test_duplicate_keys_last_one_wins, setup),
 		cmocka_unit_test_setup(test_user_or_anonymous_id_is_required, setup),
