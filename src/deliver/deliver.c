@@ -42,6 +42,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -769,7 +770,21 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 	/* keep enough idle connections for every running transfer to be reused */
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)d->cfg.max_concurrency);
 
-	if (pthread_create(&d->thread, NULL, thread_main, d) != 0) {
+	/* The thread takes no asynchronous signals (they belong to the main
+	 * thread's handlers), and a peer closing a TLS connection under us must
+	 * give EPIPE, not kill the process with SIGPIPE. Faults stay deliverable. */
+	sigset_t block, old;
+	sigfillset(&block);
+	sigdelset(&block, SIGSEGV);
+	sigdelset(&block, SIGBUS);
+	sigdelset(&block, SIGFPE);
+	sigdelset(&block, SIGILL);
+	sigdelset(&block, SIGABRT);
+	sigdelset(&block, SIGTRAP);
+	pthread_sigmask(SIG_SETMASK, &block, &old);
+	int prc = pthread_create(&d->thread, NULL, thread_main, d);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (prc != 0) {
 		rc = nerr_set(msg, NERR_IO, "", "cannot start the delivery thread");
 		teardown(d);
 		uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -793,7 +808,6 @@ enum nerr deliver_submit(struct deliver *d, struct deliver_request *req)
 	pthread_mutex_lock(&d->mu);
 	if (d->stopping) {
 		pthread_mutex_unlock(&d->mu);
-		deliver_request_free(req);
 		free(job);
 		return NERR_BUSY;
 	}

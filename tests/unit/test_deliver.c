@@ -718,6 +718,56 @@ static void connections_are_reused(void **state)
 	peer_free(p);
 }
 
+static void a_slow_receiver_does_not_hold_up_others(void **state)
+{
+	struct peer *slow = peer_start(), *fast = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 2, 3);
+	char *slow_url = peer_url(slow, "/"), *fast_url = peer_url(fast, "/");
+	slow->hold_ms = 400;
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(deliver_submit(d, request("slow", slow_url, "{}")),
+				 NERR_OK);
+	for (int i = 0; i < 200 && peer_total(slow) < 2; i++)
+		usleep(2000);
+	assert_int_equal(deliver_submit(d, request("fast", fast_url, "{}")), NERR_OK);
+	wait_outcomes(1);
+	/* the slow host has its 2 slots; the third global slot serves the other */
+	assert_string_equal(sink.got[0].id, "fast");
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_true(sink.got[0].duration_ms < 300);
+	wait_outcomes(7);
+	assert_int_equal(slow->max_concurrent, 2);
+	deliver_free(d);
+	free(slow_url);
+	free(fast_url);
+	peer_free(slow);
+	peer_free(fast);
+}
+
+static void allowed_host_name_may_resolve_to_loopback(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("LocalHost", 0, 0);
+	char url[128];
+	snprintf(url, sizeof(url), "http://localhost:%d/named", p->port);
+	assert_int_equal(deliver_submit(d, request("named", url, "{}")), NERR_OK);
+	/* the entry names a host, not an address */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/numeric", p->port);
+	assert_int_equal(deliver_submit(d, request("numeric", url, "{}")), NERR_OK);
+	wait_outcomes(2);
+	for (int i = 0; i < 2; i++) {
+		if (strcmp(sink.got[i].id, "named") == 0)
+			assert_int_equal(sink.got[i].result, DELIVER_OK);
+		else
+			assert_string_equal(sink.got[i].reason,
+					    "destination not allowed");
+	}
+	assert_int_equal(peer_total(p), 1);
+	assert_string_equal(p->recs[0].path, "/named");
+	deliver_free(d);
+	peer_free(p);
+}
+
 static void per_host_cap_limits_concurrent_requests(void **state)
 {
 	struct peer *p = peer_start();
@@ -812,7 +862,9 @@ static void stop_abandons_in_flight_without_reporting(void **state)
 	assert_int_equal(peer_total(p), 4);
 	deliver_stop(d);
 	assert_int_equal(sink.n, 0);
-	assert_int_equal(deliver_submit(d, request("late", url, "{}")), NERR_BUSY);
+	r = request("late", url, "{}");
+	assert_int_equal(deliver_submit(d, r), NERR_BUSY); /* not taken */
+	deliver_request_free(r);
 	deliver_free(d);
 	free(url);
 	peer_free(p);
@@ -836,6 +888,10 @@ int main(void)
 		cmocka_unit_test_setup(guard_refuses_loopback_in_flight, reset_sink),
 		cmocka_unit_test_setup(bad_requests_are_permfail, reset_sink),
 		cmocka_unit_test_setup(connections_are_reused, reset_sink),
+		cmocka_unit_test_setup(a_slow_receiver_does_not_hold_up_others,
+				       reset_sink),
+		cmocka_unit_test_setup(allowed_host_name_may_resolve_to_loopback,
+				       reset_sink),
 		cmocka_unit_test_setup(per_host_cap_limits_concurrent_requests,
 				       reset_sink),
 		cmocka_unit_test_setup(global_cap_limits_concurrent_requests, reset_sink),
