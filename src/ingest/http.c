@@ -1546,8 +1546,7 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 	if (bind(fd, (struct sockaddr *)&ss, salen) || listen(fd, 511)) {
 		rc = errno;
 		close(fd);
-		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
-				host, port, strerror(rc));
+		return nerr_set(msg, NERR_IO, "listen", "%s", strerror(rc));
 	}
 	ASSERT(uv_tcp_init(s->loop, &s->listener) == 0);
 	s->listener.data = s;
@@ -1562,8 +1561,7 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 		/* Rare: the handle closes asynchronously (run the loop before
 		 * http_server_free). */
 		http_server_stop_accepting(s);
-		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
-				host, port, uv_strerror(rc));
+		return nerr_set(msg, NERR_IO, "listen", "%s", uv_strerror(rc));
 	}
 	if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) == 0)
 		s->port = ntohs(ss.ss_family == AF_INET6
