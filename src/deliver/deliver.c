@@ -42,6 +42,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,7 @@ struct job {
 	struct buf resp;
 	bool truncated;
 	unsigned attempts;
+	unsigned connections;	     /* new ones, over all attempts */
 	unsigned nrefused, nallowed; /* connect addresses judged this attempt */
 	uint64_t submit_ns;
 	uv_timer_t timer; /* backoff */
@@ -303,6 +305,7 @@ static void report(struct job *job, enum deliver_result result, int status,
 		.response_len = job->req->capture ? job->resp.len : 0,
 		.response_truncated = job->truncated,
 		.attempts = job->attempts,
+		.connections = job->connections,
 		.duration_ms = (int64_t)((clock_mono_ns() - job->submit_ns) / 1000000),
 		.ud = job->req->ud,
 	};
@@ -451,11 +454,14 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 {
 	long status = 0;
 	curl_off_t retry_after_s = 0;
+	long connects = 0;
 	char reason[CURL_ERROR_SIZE + 32];
 	enum deliver_result result;
 
 	curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(job->easy, CURLINFO_RETRY_AFTER, &retry_after_s);
+	curl_easy_getinfo(job->easy, CURLINFO_NUM_CONNECTS, &connects);
+	job->connections += (unsigned)connects;
 	curl_multi_remove_handle(d->multi, job->easy);
 	curl_easy_cleanup(job->easy);
 	job->easy = NULL;
@@ -764,7 +770,21 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 	/* keep enough idle connections for every running transfer to be reused */
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)d->cfg.max_concurrency);
 
-	if (pthread_create(&d->thread, NULL, thread_main, d) != 0) {
+	/* The thread takes no asynchronous signals (they belong to the main
+	 * thread's handlers), and a peer closing a TLS connection under us must
+	 * give EPIPE, not kill the process with SIGPIPE. Faults stay deliverable. */
+	sigset_t block, old;
+	sigfillset(&block);
+	sigdelset(&block, SIGSEGV);
+	sigdelset(&block, SIGBUS);
+	sigdelset(&block, SIGFPE);
+	sigdelset(&block, SIGILL);
+	sigdelset(&block, SIGABRT);
+	sigdelset(&block, SIGTRAP);
+	pthread_sigmask(SIG_SETMASK, &block, &old);
+	int prc = pthread_create(&d->thread, NULL, thread_main, d);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (prc != 0) {
 		rc = nerr_set(msg, NERR_IO, "", "cannot start the delivery thread");
 		teardown(d);
 		uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -788,7 +808,6 @@ enum nerr deliver_submit(struct deliver *d, struct deliver_request *req)
 	pthread_mutex_lock(&d->mu);
 	if (d->stopping) {
 		pthread_mutex_unlock(&d->mu);
-		deliver_request_free(req);
 		free(job);
 		return NERR_BUSY;
 	}

@@ -592,12 +592,14 @@ static void parse_branch(struct cx *c, struct journey_step *st, struct json_obje
 	if (!json_object_is_type(v, json_type_array)) {
 		add_error(c, "branch", "must be an array of {\"when\", \"next\"}, not %s",
 			  json_type_word(v));
+		c->ref_errors++;
 		return;
 	}
 	n = json_object_array_length(v);
 	if (n == 0 || n > JOURNEY_MAX_ARMS) {
 		add_error(c, "branch", "must have 1 to %d arms, not %zu",
 			  JOURNEY_MAX_ARMS, n);
+		c->ref_errors += n > 0;
 		return;
 	}
 	st->u.branch.arms = arena_calloc(&c->d->arena, n, sizeof(*st->u.branch.arms));
@@ -610,6 +612,7 @@ static void parse_branch(struct cx *c, struct journey_step *st, struct json_obje
 		snprintf(p, sizeof(p), "branch[%zu]", i);
 		if (!json_object_is_type(arm, json_type_object)) {
 			add_error(c, p, "must be an object, not %s", json_type_word(arm));
+			c->ref_errors++;
 			continue;
 		}
 		check_keys(c, arm, p, keys);
@@ -763,12 +766,14 @@ static void parse_split(struct cx *c, struct journey_step *st, struct json_objec
 		add_error(c, "split",
 			  "must be an array of {\"name\", \"weight\", \"next\"}, not %s",
 			  json_type_word(v));
+		c->ref_errors++;
 		return;
 	}
 	n = json_object_array_length(v);
 	if (n == 0 || n > JOURNEY_MAX_ARMS) {
 		add_error(c, "split", "must have 1 to %d arms, not %zu", JOURNEY_MAX_ARMS,
 			  n);
+		c->ref_errors += n > 0;
 		return;
 	}
 	st->u.split.arms = arena_calloc(&c->d->arena, n, sizeof(*st->u.split.arms));
@@ -781,6 +786,7 @@ static void parse_split(struct cx *c, struct journey_step *st, struct json_objec
 		snprintf(p, sizeof(p), "split[%zu]", i);
 		if (!json_object_is_type(arm, json_type_object)) {
 			add_error(c, p, "must be an object, not %s", json_type_word(arm));
+			c->ref_errors++;
 			continue;
 		}
 		check_keys(c, arm, p, keys);
@@ -1097,6 +1103,7 @@ static void parse_step(struct cx *c, unsigned idx, struct json_object *obj)
 	c->step = st->id;
 	if (!json_object_is_type(obj, json_type_object)) {
 		add_error(c, "", "a step must be an object, not %s", json_type_word(obj));
+		c->ref_errors++;
 		return;
 	}
 	/* Exactly one kind key. */
@@ -1119,6 +1126,17 @@ static void parse_step(struct cx *c, unsigned idx, struct json_object *obj)
 			  "no step kind (one of branch, wait, wait_for, split, message, "
 			  "webhook, update_profile, jump, end)");
 		c->ref_errors++;
+		json_object_object_foreach(obj, key0, val0)
+		{
+			bool route = strcmp(key0, "description") == 0;
+
+			(void)val0;
+			for (size_t i = 0; route_keys[i]; i++)
+				route = route || strcmp(key0, route_keys[i]) == 0;
+			if (!route)
+				add_error(c, path(p, sizeof(p), "", key0),
+					  "unknown field '%.64s'", key0);
+		}
 		return;
 	}
 	st->kind = (enum journey_step_kind)kind;
@@ -1141,7 +1159,9 @@ static void parse_step(struct cx *c, unsigned idx, struct json_object *obj)
 			continue;
 		if (route)
 			add_error(c, path(p, sizeof(p), "", key),
-				  "a %s step does not take '%s'", kind_names[kind], key);
+				  "%s %s step does not take '%s'",
+				  strchr("aeiou", kind_names[kind][0]) ? "an" : "a",
+				  kind_names[kind], key);
 		else
 			add_error(c, path(p, sizeof(p), "", key), "unknown field '%.64s'",
 				  key);
