@@ -27,7 +27,10 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "expr/expr.h"
 #include "ingest/segment.h"
+#include "journey/def.h"
+#include "journey/run.h"
 #include "profile/profile.h"
 #include "report/metrics.h"
 
@@ -42,13 +45,16 @@ enum route {
 	ROUTE_PROFILES,
 	ROUTE_HEALTHZ,
 	ROUTE_METRICS,
+	ROUTE_JOURNEYS,
+	ROUTE_TEMPLATES,
+	ROUTE_DEBUG,
 	ROUTE_OTHER,
 	ROUTE__COUNT
 };
 
 static const char *const route_names[ROUTE__COUNT] = {
-	"track", "identify", "page",	"screen",  "alias", "group",
-	"batch", "profiles", "healthz", "metrics", "other",
+	"track",    "identify", "page",	   "screen",   "alias",	    "group", "batch",
+	"profiles", "healthz",	"metrics", "journeys", "templates", "debug", "other",
 };
 
 static const int counted_status[] = {200, 400, 401, 404, 405, 411, 413, 415, 500, 503};
@@ -56,6 +62,7 @@ static const int counted_status[] = {200, 400, 401, 404, 405, 411, 413, 415, 500
 
 struct waiter {
 	struct waiter *next;
+	enum route route;
 	uint64_t seq;
 	struct http_req *req;
 	struct api *a;
@@ -74,6 +81,8 @@ struct api {
 	struct metric m_events;
 	struct metric m_rejected;
 	struct metric m_latency;
+	bool test_clock;
+	struct expr_env *journey_env; /* for the validate route (loop thread) */
 };
 
 /* A request waiting for its records to become durable. */
@@ -196,6 +205,22 @@ static bool json_content_type(const struct http_req *req)
 	       strncasecmp(ct, "text/plain", 10) == 0;
 }
 
+/* Answers a request whose records the engine has applied: with the engine's
+ * result for that record if it computed one, else with fallback. */
+static void answer_applied(struct api *a, struct http_req *req, enum route r,
+			   uint64_t seq, const char *fallback)
+{
+	int status = 200;
+	char *body = a->e ? engine_take_result(a->e, seq, &status) : NULL;
+
+	if (body) {
+		reply_json(a, req, r, status, body);
+		free(body);
+	} else {
+		reply_json(a, req, r, 200, fallback ? fallback : "{}");
+	}
+}
+
 static void on_durable(void *ud, enum nerr rc, uint64_t last_seq)
 {
 	struct pending *p = ud;
@@ -210,11 +235,14 @@ static void on_durable(void *ud, enum nerr rc, uint64_t last_seq)
 		w->seq = last_seq;
 		w->req = p->req;
 		w->a = a;
+		w->route = p->route;
 		w->body = p->body;
 		p->body = NULL;
 		while (*pp)
 			pp = &(*pp)->next;
 		*pp = w;
+	} else if (p->wait_applied) {
+		answer_applied(a, p->req, p->route, last_seq, p->body);
 	} else {
 		reply_json(a, p->req, p->route, 200, p->body);
 	}
@@ -230,7 +258,7 @@ void api_on_applied(void *ud, uint64_t applied_seq)
 		struct waiter *w = a->waiters;
 
 		a->waiters = w->next;
-		reply_json(a, w->req, ROUTE_PROFILES, 200, w->body);
+		answer_applied(a, w->req, w->route, w->seq, w->body);
 		free(w->body);
 		free(w);
 	}
@@ -242,7 +270,7 @@ void api_cancel_waiters(struct api *a)
 		struct waiter *w = a->waiters;
 
 		a->waiters = w->next;
-		reply_error(a, w->req, ROUTE_PROFILES, 503, "unavailable", NULL,
+		reply_error(a, w->req, w->route, 503, "unavailable", NULL,
 			    "shutting down before the change was applied");
 		free(w->body);
 		free(w);
@@ -494,6 +522,339 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 	submit(a, req, ROUTE_PROFILES, job, buf_take(&out), true);
 }
 
+/* ------------------------------------------------------ journeys, templates */
+
+static void method_not_allowed(struct api *a, struct http_req *req, enum route r,
+			       const char *allow);
+
+static bool valid_id(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* Submits an admin operation; the engine's result is the answer. */
+static void submit_admin(struct api *a, struct http_req *req, enum route r,
+			 struct json_object *op)
+{
+	struct inbox_job *job = inbox_job_new();
+	size_t len;
+	const char *txt =
+		json_object_to_json_string_length(op, JSON_C_TO_STRING_PLAIN, &len);
+
+	inbox_job_add(job, INBOX_ADMIN, clock_wall_ms(), txt, len);
+	json_object_put(op);
+	submit(a, req, r, job, NULL, true);
+}
+
+/* Parses an admin request body as a JSON object; answers 400/415 itself. */
+static struct json_object *admin_body(struct api *a, struct http_req *req, enum route r)
+{
+	struct nerr_msg msg = {"", ""};
+	struct json_object *body = NULL;
+	struct segment_limits lim = a->lim;
+	size_t len;
+	const char *text = http_req_body(req, &len);
+
+	if (!json_content_type(req)) {
+		reply_error(a, req, r, 415, "unsupported_media_type", "Content-Type",
+			    "send JSON with Content-Type: application/json");
+		return NULL;
+	}
+	lim.max_depth = 64;
+	if (segment_parse_json(text, len, &lim, &body, &msg) != NERR_OK) {
+		reply_error(a, req, r, 400, "invalid", msg.field, msg.message);
+		return NULL;
+	}
+	if (!json_object_is_type(body, json_type_object)) {
+		json_object_put(body);
+		reply_error(a, req, r, 400, "invalid", "",
+			    "the body must be a JSON object");
+		return NULL;
+	}
+	return body;
+}
+
+static struct json_object *store_json(struct store *s, enum store_cf cf, const char *k,
+				      size_t kl)
+{
+	char *v = NULL;
+	size_t vl = 0;
+	struct json_object *o = NULL;
+
+	if (store_get(s, cf, k, kl, &v, &vl) == NERR_OK)
+		o = json_tokener_parse(v);
+	free(v);
+	return o;
+}
+
+static void journey_get(struct api *a, struct http_req *req, const char *id)
+{
+	char k[96];
+	struct json_object *st, *draft, *out, *versions = json_object_new_array();
+	struct store_iter *it;
+	size_t pl;
+
+	snprintf(k, sizeof(k), "s/%s", id);
+	st = store_json(a->s, STORE_CF_JOURNEYS, k, strlen(k));
+	if (!st) {
+		json_object_put(versions);
+		reply_error(a, req, ROUTE_JOURNEYS, 404, "not_found", "id",
+			    "no such journey");
+		return;
+	}
+	out = st;
+	json_object_object_del(out, "updated_ms");
+	snprintf(k, sizeof(k), "d/%s", id);
+	draft = store_json(a->s, STORE_CF_JOURNEYS, k, strlen(k));
+	if (draft)
+		json_object_object_add(out, "draft", draft);
+	snprintf(k, sizeof(k), "v/%s/", id);
+	pl = strlen(k);
+	it = store_iter_new(a->s, NULL, STORE_CF_JOURNEYS);
+	for (store_iter_seek(it, k, pl); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl, vl;
+		const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+		const unsigned char *vb = (const unsigned char *)key + kl - 4;
+		struct json_object *ver, *def;
+		char *copy;
+
+		if (kl != pl + 4 || memcmp(key, k, pl) != 0)
+			break;
+		ver = json_object_new_object();
+		json_object_object_add(
+			ver, "version",
+			json_object_new_int64((int64_t)((unsigned)vb[0] << 24 |
+							vb[1] << 16 | vb[2] << 8 |
+							vb[3])));
+		copy = xstrndup(v, vl);
+		def = json_tokener_parse(copy);
+		free(copy);
+		json_object_object_add(ver, "definition", def);
+		json_object_array_add(versions, ver);
+	}
+	store_iter_free(it);
+	json_object_object_add(out, "versions", versions);
+	reply_json(a, req, ROUTE_JOURNEYS, 200,
+		   json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));
+	json_object_put(out);
+}
+
+static void journey_list(struct api *a, struct http_req *req)
+{
+	struct json_object *list = json_object_new_array(),
+			   *out = json_object_new_object();
+	struct store_iter *it = store_iter_new(a->s, NULL, STORE_CF_JOURNEYS);
+
+	for (store_iter_seek(it, "s/", 2); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+		char *copy;
+		struct json_object *o;
+
+		if (kl < 2 || memcmp(k, "s/", 2) != 0)
+			break;
+		copy = xstrndup(v, vl);
+		o = json_tokener_parse(copy);
+		free(copy);
+		if (o) {
+			json_object_object_del(o, "updated_ms");
+			json_object_array_add(list, o);
+		}
+	}
+	store_iter_free(it);
+	json_object_object_add(out, "journeys", list);
+	reply_json(a, req, ROUTE_JOURNEYS, 200,
+		   json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));
+	json_object_put(out);
+}
+
+static void journey_validate(struct api *a, struct http_req *req, const char *id)
+{
+	char k[96];
+	char *v = NULL;
+	size_t vl = 0;
+	struct json_object *errors = NULL, *out;
+	bool ok;
+
+	snprintf(k, sizeof(k), "d/%s", id);
+	if (store_get(a->s, STORE_CF_JOURNEYS, k, strlen(k), &v, &vl) != NERR_OK) {
+		reply_error(a, req, ROUTE_JOURNEYS, 404, "not_found", "id",
+			    "no draft for this journey (PUT it first)");
+		return;
+	}
+	ok = journey_rt_validate(a->s, a->journey_env, v, vl, &errors);
+	free(v);
+	out = json_object_new_object();
+	json_object_object_add(out, "valid", json_object_new_boolean(ok));
+	json_object_object_add(out, "errors", errors);
+	reply_json(a, req, ROUTE_JOURNEYS, ok ? 200 : 422,
+		   json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));
+	json_object_put(out);
+}
+
+/* /v1/journeys[/{id}[/{action}]] */
+static void handle_journeys(struct api *a, struct http_req *req, const char *method)
+{
+	const char *rest = http_req_path(req) + strlen("/v1/journeys");
+	char id[80] = "", action[16] = "";
+	const char *slash;
+	struct json_object *op, *body;
+
+	if (*rest == '\0' || strcmp(rest, "/") == 0) {
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_JOURNEYS, "GET");
+		return journey_list(a, req);
+	}
+	rest++;
+	slash = strchr(rest, '/');
+	if ((slash ? (size_t)(slash - rest) : strlen(rest)) >= sizeof(id) ||
+	    (slash && strlen(slash + 1) >= sizeof(action)))
+		return reply_error(a, req, ROUTE_JOURNEYS, 404, "not_found", "path",
+				   "no such route");
+	snprintf(id, sizeof(id), "%.*s",
+		 (int)(slash ? (size_t)(slash - rest) : strlen(rest)), rest);
+	if (slash)
+		snprintf(action, sizeof(action), "%s", slash + 1);
+	if (!valid_id(id))
+		return reply_error(a, req, ROUTE_JOURNEYS, 400, "invalid", "id",
+				   "a journey id is 1 to 64 of [A-Za-z0-9_-]");
+	if (!slash) {
+		if (strcmp(method, "GET") == 0)
+			return journey_get(a, req, id);
+		if (strcmp(method, "PUT"))
+			return method_not_allowed(a, req, ROUTE_JOURNEYS, "GET, PUT");
+		body = admin_body(a, req, ROUTE_JOURNEYS);
+		if (!body)
+			return;
+		struct json_object *jid;
+		if (json_object_object_get_ex(body, "id", &jid) &&
+		    (!json_object_is_type(jid, json_type_string) ||
+		     strcmp(json_object_get_string(jid), id) != 0)) {
+			json_object_put(body);
+			return reply_error(
+				a, req, ROUTE_JOURNEYS, 400, "invalid", "id",
+				"the document's id differs from the one in the path");
+		}
+		json_object_object_add(body, "id", json_object_new_string(id));
+		op = json_object_new_object();
+		json_object_object_add(op, "op", json_object_new_string("journey_put"));
+		json_object_object_add(op, "id", json_object_new_string(id));
+		json_object_object_add(op, "doc", body);
+		return submit_admin(a, req, ROUTE_JOURNEYS, op);
+	}
+	static const char *const actions[] = {"validate", "publish", "pause", "resume",
+					      "stop"};
+	unsigned i;
+	for (i = 0; i < 5; i++)
+		if (strcmp(action, actions[i]) == 0)
+			break;
+	if (i == 5)
+		return reply_error(a, req, ROUTE_JOURNEYS, 404, "not_found", "path",
+				   "no such route");
+	if (strcmp(method, "POST"))
+		return method_not_allowed(a, req, ROUTE_JOURNEYS, "POST");
+	if (i == 0)
+		return journey_validate(a, req, id);
+	op = json_object_new_object();
+	char opname[32];
+	snprintf(opname, sizeof(opname), "journey_%s", action);
+	json_object_object_add(op, "op", json_object_new_string(opname));
+	json_object_object_add(op, "id", json_object_new_string(id));
+	submit_admin(a, req, ROUTE_JOURNEYS, op);
+}
+
+/* /v1/templates/{id} */
+static void handle_templates(struct api *a, struct http_req *req, const char *method)
+{
+	const char *id = http_req_path(req) + strlen("/v1/templates/");
+	struct nerr_msg msg = {"", ""};
+	struct json_object *body, *op;
+
+	if (!valid_id(id))
+		return reply_error(a, req, ROUTE_TEMPLATES, 404, "not_found", "id",
+				   "a template id is 1 to 64 of [A-Za-z0-9_-]");
+	if (strcmp(method, "GET") == 0) {
+		struct json_object *o =
+			store_json(a->s, STORE_CF_TEMPLATES, id, strlen(id));
+
+		if (!o)
+			return reply_error(a, req, ROUTE_TEMPLATES, 404, "not_found",
+					   "id", "no such template");
+		json_object_object_del(o, "updated_ms");
+		reply_json(a, req, ROUTE_TEMPLATES, 200,
+			   json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		json_object_put(o);
+		return;
+	}
+	if (strcmp(method, "PUT"))
+		return method_not_allowed(a, req, ROUTE_TEMPLATES, "GET, PUT");
+	body = admin_body(a, req, ROUTE_TEMPLATES);
+	if (!body)
+		return;
+	json_object_object_del(body, "id");
+	json_object_object_del(body, "version");
+	if (journey_template_check(body, &msg) != NERR_OK) {
+		json_object_put(body);
+		return reply_error(a, req, ROUTE_TEMPLATES, 400, "invalid", msg.field,
+				   msg.message);
+	}
+	op = json_object_new_object();
+	json_object_object_add(op, "op", json_object_new_string("template_put"));
+	json_object_object_add(op, "id", json_object_new_string(id));
+	json_object_object_add(op, "doc", body);
+	submit_admin(a, req, ROUTE_TEMPLATES, op);
+}
+
+/* POST /v1/debug/clock {"now": RFC 3339} | {"advance": duration} (--test-clock). */
+static void handle_clock(struct api *a, struct http_req *req)
+{
+	struct json_object *body = admin_body(a, req, ROUTE_DEBUG), *v, *op;
+	int64_t ms;
+
+	if (!body)
+		return;
+	op = json_object_new_object();
+	json_object_object_add(op, "op", json_object_new_string("clock"));
+	if (json_object_object_get_ex(body, "now", &v)) {
+		if (!json_object_is_type(v, json_type_string) ||
+		    clock_parse_rfc3339(json_object_get_string(v), &ms)) {
+			json_object_put(op);
+			json_object_put(body);
+			return reply_error(a, req, ROUTE_DEBUG, 400, "invalid", "now",
+					   "now must be an RFC 3339 date-time");
+		}
+		json_object_object_add(op, "now_ms", json_object_new_int64(ms));
+	} else if (json_object_object_get_ex(body, "advance", &v)) {
+		if (!json_object_is_type(v, json_type_string) ||
+		    journey_duration_parse(json_object_get_string(v), &ms) != NERR_OK) {
+			json_object_put(op);
+			json_object_put(body);
+			return reply_error(
+				a, req, ROUTE_DEBUG, 400, "invalid", "advance",
+				"advance must be a duration such as 90s, 1h or 3d");
+		}
+		json_object_object_add(op, "advance_ms", json_object_new_int64(ms));
+	}
+	json_object_put(body);
+	submit_admin(a, req, ROUTE_DEBUG, op);
+}
+
+void api_set_test_clock(struct api *a, bool on)
+{
+	a->test_clock = on;
+}
+
 static void handle_metrics(struct api *a, struct http_req *req)
 {
 	struct buf out;
@@ -559,6 +920,28 @@ void api_handle(void *ud, struct http_req *req)
 				return method_not_allowed(a, req, (enum route)i, "POST");
 			return handle_ingest(a, req, (enum route)i);
 		}
+		bool journeys = strncmp(path, "/v1/journeys", 12) == 0 &&
+				(path[12] == '\0' || path[12] == '/');
+		bool templates = strncmp(path, "/v1/templates/", 14) == 0;
+		bool clock = a->test_clock && strcmp(path, "/v1/debug/clock") == 0;
+
+		if (journeys || templates || clock) {
+			enum route r = journeys	   ? ROUTE_JOURNEYS
+				       : templates ? ROUTE_TEMPLATES
+						   : ROUTE_DEBUG;
+
+			if (!check_bearer(req, a->cfg->admin_key))
+				return reply_error(a, req, r, 401, "unauthorized",
+						   "Authorization",
+						   "the admin key is required (Bearer)");
+			if (journeys)
+				return handle_journeys(a, req, method);
+			if (templates)
+				return handle_templates(a, req, method);
+			if (strcmp(method, "POST"))
+				return method_not_allowed(a, req, ROUTE_DEBUG, "POST");
+			return handle_clock(a, req);
+		}
 		if (strncmp(path, "/v1/profiles/", 13) == 0) {
 			if (strcmp(method, "GET") && strcmp(method, "DELETE"))
 				return method_not_allowed(a, req, ROUTE_PROFILES,
@@ -580,6 +963,7 @@ struct api *api_new(const struct config *cfg, struct store *s, struct inbox *ib)
 	a->cfg = cfg;
 	a->s = s;
 	a->ib = ib;
+	a->journey_env = journey_env_new();
 	segment_limits_default(&a->lim);
 	a->lim.max_depth = (int)cfg->max_json_depth;
 	a->lim.max_event_bytes = (size_t)cfg->max_event_bytes;
@@ -633,6 +1017,7 @@ void api_free(struct api *a)
 {
 	if (!a)
 		return;
+	expr_env_free(a->journey_env);
 	for (int r = 0; r < ROUTE__COUNT; r++)
 		for (unsigned i = 0; i <= NSTATUS; i++)
 			free(a->req_labels[r][i]);

@@ -9,6 +9,7 @@
 #ifndef NUDGE_APP_API_H
 #define NUDGE_APP_API_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "app/config.h"
@@ -21,6 +22,8 @@ struct api;
 
 struct api *api_new(const struct config *cfg, struct store *s, struct inbox *ib);
 void api_set_engine(struct api *a, struct engine *e);
+/* Enables POST /v1/debug/clock (nudge serve --test-clock). */
+void api_set_test_clock(struct api *a, bool on);
 void api_free(struct api *a);
 /* The http_handler_fn to give the HTTP server (userdata = the api). */
 void api_handle(void *ud, struct http_req *req);

@@ -26,6 +26,8 @@
 #include "app/cmd.h"
 #include "app/config.h"
 #include "app/engine.h"
+#include "deliver/deliver.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "ingest/http.h"
@@ -42,8 +44,10 @@ struct server {
 	struct engine *engine;
 	struct http_server *http;
 	struct api *api;
+	struct deliver *deliver;
 	char *identity_traits[64];
 	bool stopping;
+	bool test_clock;
 };
 
 static void usage(void)
@@ -174,9 +178,16 @@ static void on_http_closed(void *ud)
 	struct server *srv = ud;
 
 	/* Every request is answered or dropped; the committer has nothing more. */
-	inbox_close(srv->inbox);
-	engine_stop(srv->engine);
-	api_cancel_waiters(srv->api);
+	/* In-flight webhooks are abandoned: their envelopes stay pending and go
+	 * out again after the restart with the same Idempotency-Key. */
+	if (srv->deliver)
+		deliver_stop(srv->deliver);
+	if (srv->inbox)
+		inbox_close(srv->inbox);
+	if (srv->engine)
+		engine_stop(srv->engine);
+	if (srv->api)
+		api_cancel_waiters(srv->api);
 	uv_close((uv_handle_t *)&srv->sigterm, NULL);
 	uv_close((uv_handle_t *)&srv->sigint, NULL);
 	uv_close((uv_handle_t *)&srv->force_timer, NULL);
@@ -217,6 +228,113 @@ static void parse_identity_traits(struct server *srv, struct engine_config *ec)
 	ec->profile.identity_traits = (const char *const *)srv->identity_traits;
 }
 
+static const char *jget(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : NULL;
+}
+
+/* Engine thread: a committed webhook envelope goes to the delivery thread. */
+static void on_send(void *ud, const char *envelope_json)
+{
+	struct server *srv = ud;
+	struct json_object *env = json_tokener_parse(envelope_json), *req, *h, *v;
+	struct deliver_request *r;
+
+	if (!env || !json_object_object_get_ex(env, "request", &req)) {
+		json_object_put(env);
+		return;
+	}
+	r = xcalloc(1, sizeof(*r));
+	r->envelope_id = xstrdup(jget(env, "id") ? jget(env, "id") : "");
+	r->method = xstrdup(jget(req, "method") ? jget(req, "method") : "POST");
+	r->url = xstrdup(jget(req, "url") ? jget(req, "url") : "");
+	if (json_object_object_get_ex(req, "body", &v)) {
+		r->body_len = (size_t)json_object_get_string_len(v);
+		r->body = xstrndup(json_object_get_string(v), r->body_len);
+	} else {
+		r->body = xstrdup("");
+	}
+	if (json_object_object_get_ex(req, "headers", &h) &&
+	    json_object_is_type(h, json_type_object)) {
+		r->headers = xcalloc((size_t)json_object_object_length(h) + 1,
+				     sizeof(*r->headers));
+		json_object_object_foreach(h, name, val)
+		{
+			r->headers[r->nheaders].name = xstrdup(name);
+			r->headers[r->nheaders].value =
+				xstrdup(json_object_get_string(val));
+			r->nheaders++;
+		}
+	}
+	if (jget(req, "secret"))
+		r->secret = xstrdup(jget(req, "secret"));
+	else if (srv->cfg.webhook_secret[0])
+		r->secret = xstrdup(srv->cfg.webhook_secret);
+	r->timeout_ms = json_object_object_get_ex(req, "timeout_ms", &v)
+				? json_object_get_int64(v)
+				: 0;
+	r->retries = json_object_object_get_ex(req, "retries", &v)
+			     ? (unsigned)json_object_get_int(v)
+			     : 0;
+	r->capture = json_object_object_get_ex(req, "capture", &v) &&
+		     json_object_get_boolean(v);
+	json_object_put(env);
+	if (deliver_submit(srv->deliver, r) != NERR_OK)
+		deliver_request_free(r);
+}
+
+static void outcome_recorded(void *ud, enum nerr rc, uint64_t last_seq)
+{
+	(void)ud;
+	(void)last_seq;
+	if (rc)
+		log_warn("deliver",
+			 "msg=\"outcome not recorded; the envelope stays pending "
+			 "and is resent after a restart\" rc=%s",
+			 nerr_str(rc));
+}
+
+/* Delivery thread: the final outcome becomes an inbox record the engine applies. */
+static void on_outcome(void *ud, const struct deliver_outcome *o)
+{
+	struct server *srv = ud;
+	struct json_object *rec = json_object_new_object();
+	static const char *const results[] = {"ok", "tempfail", "permfail"};
+	struct inbox_job *job;
+	const char *txt;
+	size_t len;
+
+	json_object_object_add(rec, "envelope", json_object_new_string(o->envelope_id));
+	json_object_object_add(rec, "result", json_object_new_string(results[o->result]));
+	json_object_object_add(rec, "status", json_object_new_int(o->http_status));
+	json_object_object_add(rec, "attempts", json_object_new_int((int)o->attempts));
+	if (o->reason)
+		json_object_object_add(rec, "reason", json_object_new_string(o->reason));
+	if (o->response)
+		json_object_object_add(
+			rec, "response",
+			json_object_new_string_len(o->response, (int)o->response_len));
+	txt = json_object_to_json_string_length(rec, JSON_C_TO_STRING_PLAIN, &len);
+	for (int tries = 0;; tries++) {
+		enum nerr rc;
+
+		job = inbox_job_new();
+		inbox_job_add(job, INBOX_OUTCOME, clock_wall_ms(), txt, len);
+		rc = inbox_submit(srv->inbox, job, outcome_recorded, srv);
+		if (rc == NERR_OK)
+			break;
+		inbox_job_free(job);
+		if (rc != NERR_BUSY || tries > 1000) {
+			outcome_recorded(srv, rc, 0);
+			break;
+		}
+		usleep(10000);
+	}
+	json_object_put(rec);
+}
+
 int cmd_serve(int argc, char **argv)
 {
 	struct server srv;
@@ -252,6 +370,10 @@ int cmd_serve(int argc, char **argv)
 
 		if (strcmp(argv[i], "--config") == 0) {
 			i++;
+			continue;
+		}
+		if (strcmp(argv[i], "--test-clock") == 0) {
+			srv.test_clock = true;
 			continue;
 		}
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -304,12 +426,29 @@ int cmd_serve(int argc, char **argv)
 	}
 
 	uv_loop_init(&srv.loop);
+	uv_signal_init(&srv.loop, &srv.sigterm);
+	uv_signal_init(&srv.loop, &srv.sigint);
+	uv_timer_init(&srv.loop, &srv.force_timer);
 	ic.max_queue_bytes = (size_t)srv.cfg.commit_queue_bytes;
 	ic.max_batch = (unsigned)srv.cfg.commit_batch_max;
 	if (inbox_open(srv.store, &srv.loop, &ic, on_committed, &srv, &srv.inbox))
-		goto out;
+		goto fail;
 	inbox_set_min_seq(srv.inbox, engine_stored_applied_seq(srv.store));
 	srv.api = api_new(&srv.cfg, srv.store, srv.inbox);
+	api_set_test_clock(srv.api, srv.test_clock);
+	{
+		struct deliver_config dc;
+
+		deliver_config_default(&dc);
+		dc.allow = srv.cfg.webhook_allow;
+		dc.per_host_concurrency = (unsigned)srv.cfg.webhook_per_host_concurrency;
+		dc.max_concurrency = (unsigned)srv.cfg.webhook_max_concurrency;
+		dc.max_response_bytes = (size_t)srv.cfg.webhook_max_response_bytes;
+		if (deliver_start(&dc, on_outcome, &srv, &srv.deliver, &msg) != NERR_OK) {
+			fprintf(stderr, "nudge serve: webhook.allow: %s\n", msg.message);
+			goto fail;
+		}
+	}
 
 	memset(&ec, 0, sizeof(ec));
 	ec.batch_max = (unsigned)srv.cfg.engine_batch_max;
@@ -319,8 +458,18 @@ int cmd_serve(int argc, char **argv)
 	ec.profile.history_max_events = (unsigned)srv.cfg.history_max_events;
 	ec.profile.history_max_age_ms = srv.cfg.history_max_age_ms;
 	parse_identity_traits(&srv, &ec);
+	journey_rt_config_default(&ec.journey);
+	ec.journey.limits.max_steps = (unsigned)srv.cfg.journey_max_steps;
+	ec.journey.limits.max_wait_ms = srv.cfg.journey_max_wait_ms;
+	ec.journey.max_steps_per_event = (unsigned)srv.cfg.journey_max_steps_per_event;
+	ec.journey.max_instance_bytes = (size_t)srv.cfg.journey_max_instance_bytes;
+	ec.journey.timers_per_batch = (unsigned)srv.cfg.journey_timers_per_batch;
+	ec.journey.webhook_secret =
+		srv.cfg.webhook_secret[0] ? srv.cfg.webhook_secret : NULL;
+	ec.on_send = on_send;
+	ec.send_ud = &srv;
 	if (engine_start(srv.store, &ec, &srv.loop, api_on_applied, srv.api, &srv.engine))
-		goto out;
+		goto fail;
 	api_set_engine(srv.api, srv.engine);
 	engine_notify(srv.engine, inbox_committed_seq(srv.inbox));
 
@@ -335,12 +484,8 @@ int cmd_serve(int argc, char **argv)
 	    http_server_listen(srv.http, host, port, &msg)) {
 		fprintf(stderr, "nudge serve: cannot listen on %s: %s\n", srv.cfg.listen,
 			msg.message);
-		on_http_closed(&srv);
-		goto out;
+		goto fail;
 	}
-	uv_signal_init(&srv.loop, &srv.sigterm);
-	uv_signal_init(&srv.loop, &srv.sigint);
-	uv_timer_init(&srv.loop, &srv.force_timer);
 	srv.sigterm.data = srv.sigint.data = &srv;
 	uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
 	uv_signal_start(&srv.sigint, on_signal, SIGINT);
@@ -350,6 +495,9 @@ int cmd_serve(int argc, char **argv)
 	uv_run(&srv.loop, UV_RUN_DEFAULT);
 	rc = 0;
 	log_info("serve", "msg=stopped");
+	goto out;
+fail:
+	on_http_closed(&srv);
 out:
 	uv_run(&srv.loop, UV_RUN_DEFAULT); /* let close callbacks run */
 	if (srv.http)
@@ -357,6 +505,7 @@ out:
 	if (uv_loop_close(&srv.loop) != 0)
 		log_warn("serve", "msg=\"loop closed with handles open\"");
 	engine_free(srv.engine);
+	deliver_free(srv.deliver);
 	inbox_free(srv.inbox);
 	api_free(srv.api);
 	store_close(srv.store);

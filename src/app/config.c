@@ -24,52 +24,72 @@
 #define DAY_MS (86400LL * 1000)
 
 static const struct config_option options[] = {
-	{ "server", "listen", CONFIG_STR, "127.0.0.1:8080", 0, 0, STR(listen),
-	  "HOST:PORT to listen on" },
-	{ "server", "data_dir", CONFIG_STR, "./data", 0, 0, STR(data_dir),
-	  "directory of the RocksDB store and generated keys" },
-	{ "server", "write_key", CONFIG_STR, "", 0, 0, STR(write_key),
-	  "ingest key (HTTP Basic user); generated on first start when empty" },
-	{ "server", "admin_key", CONFIG_STR, "", 0, 0, STR(admin_key),
-	  "admin API key (Bearer); generated on first start when empty" },
-	{ "server", "log_level", CONFIG_STR, "info", 0, 0, STR(log_level),
-	  "debug, info, warn or error" },
-	{ "server", "max_connections", CONFIG_INT, "4096", 1, 1000000, NUM(max_connections),
-	  "open connections beyond which new ones get 503" },
-	{ "server", "max_header_bytes", CONFIG_SIZE, "16k", 1024, 1 << 20,
-	  NUM(max_header_bytes), "request line plus headers" },
-	{ "server", "max_body_bytes", CONFIG_SIZE, "4MiB", 1024, 64 << 20,
-	  NUM(max_body_bytes), "request body" },
-	{ "server", "max_pipelined", CONFIG_INT, "32", 1, 1024, NUM(max_pipelined),
-	  "unanswered requests per connection before reading pauses" },
-	{ "server", "idle_timeout", CONFIG_DURATION, "60s", 100, DAY_MS,
-	  NUM(idle_timeout_ms), "keep-alive connection idle time" },
-	{ "server", "read_timeout", CONFIG_DURATION, "30s", 100, DAY_MS,
-	  NUM(read_timeout_ms), "time to receive a whole request once it started" },
-	{ "server", "shutdown_timeout", CONFIG_DURATION, "10s", 0, DAY_MS,
-	  NUM(shutdown_timeout_ms), "how long SIGTERM waits for in-flight requests" },
-	{ "ingest", "max_event_bytes", CONFIG_SIZE, "32k", 256, 1 << 20,
-	  NUM(max_event_bytes), "one event, serialized" },
-	{ "ingest", "max_batch_items", CONFIG_INT, "1000", 1, 100000, NUM(max_batch_items),
-	  "items in one /v1/batch call" },
-	{ "ingest", "max_json_depth", CONFIG_INT, "32", 2, 256, NUM(max_json_depth),
-	  "JSON nesting depth" },
-	{ "ingest", "dedup_window", CONFIG_DURATION, "7d", 0, 365 * DAY_MS,
-	  NUM(dedup_window_ms), "how long a messageId is remembered" },
-	{ "ingest", "commit_queue_bytes", CONFIG_SIZE, "64MiB", 1 << 20, 1LL << 34,
-	  NUM(commit_queue_bytes), "records waiting for the committer; beyond: 503" },
-	{ "ingest", "commit_batch_max", CONFIG_INT, "20000", 1, 1000000,
-	  NUM(commit_batch_max), "records per group commit" },
-	{ "engine", "batch_max", CONFIG_INT, "2000", 1, 1000000, NUM(engine_batch_max),
-	  "inbox records per engine batch" },
-	{ "profiles", "max_identities", CONFIG_INT, "50", 1, 10000, NUM(max_identities),
-	  "identities attached to one profile" },
-	{ "profiles", "history_max_events", CONFIG_INT, "100", 0, 100000,
-	  NUM(history_max_events), "recent events kept per profile" },
-	{ "profiles", "history_max_age", CONFIG_DURATION, "90d", 0, 3650 * DAY_MS,
-	  NUM(history_max_age_ms), "age beyond which history events are dropped" },
-	{ "profiles", "identity_traits", CONFIG_STR, "", 0, 0, STR(identity_traits),
-	  "comma-separated trait names that are identity namespaces" },
+	{"server", "listen", CONFIG_STR, "127.0.0.1:8080", 0, 0, STR(listen),
+	 "HOST:PORT to listen on"},
+	{"server", "data_dir", CONFIG_STR, "./data", 0, 0, STR(data_dir),
+	 "directory of the RocksDB store and generated keys"},
+	{"server", "write_key", CONFIG_STR, "", 0, 0, STR(write_key),
+	 "ingest key (HTTP Basic user); generated on first start when empty"},
+	{"server", "admin_key", CONFIG_STR, "", 0, 0, STR(admin_key),
+	 "admin API key (Bearer); generated on first start when empty"},
+	{"server", "log_level", CONFIG_STR, "info", 0, 0, STR(log_level),
+	 "debug, info, warn or error"},
+	{"server", "max_connections", CONFIG_INT, "4096", 1, 1000000,
+	 NUM(max_connections), "open connections beyond which new ones get 503"},
+	{"server", "max_header_bytes", CONFIG_SIZE, "16k", 1024, 1 << 20,
+	 NUM(max_header_bytes), "request line plus headers"},
+	{"server", "max_body_bytes", CONFIG_SIZE, "4MiB", 1024, 64 << 20,
+	 NUM(max_body_bytes), "request body"},
+	{"server", "max_pipelined", CONFIG_INT, "32", 1, 1024, NUM(max_pipelined),
+	 "unanswered requests per connection before reading pauses"},
+	{"server", "idle_timeout", CONFIG_DURATION, "60s", 100, DAY_MS,
+	 NUM(idle_timeout_ms), "keep-alive connection idle time"},
+	{"server", "read_timeout", CONFIG_DURATION, "30s", 100, DAY_MS,
+	 NUM(read_timeout_ms), "time to receive a whole request once it started"},
+	{"server", "shutdown_timeout", CONFIG_DURATION, "10s", 0, DAY_MS,
+	 NUM(shutdown_timeout_ms), "how long SIGTERM waits for in-flight requests"},
+	{"ingest", "max_event_bytes", CONFIG_SIZE, "32k", 256, 1 << 20,
+	 NUM(max_event_bytes), "one event, serialized"},
+	{"ingest", "max_batch_items", CONFIG_INT, "1000", 1, 100000, NUM(max_batch_items),
+	 "items in one /v1/batch call"},
+	{"ingest", "max_json_depth", CONFIG_INT, "32", 2, 256, NUM(max_json_depth),
+	 "JSON nesting depth"},
+	{"ingest", "dedup_window", CONFIG_DURATION, "7d", 0, 365 * DAY_MS,
+	 NUM(dedup_window_ms), "how long a messageId is remembered"},
+	{"ingest", "commit_queue_bytes", CONFIG_SIZE, "64MiB", 1 << 20, 1LL << 34,
+	 NUM(commit_queue_bytes), "records waiting for the committer; beyond: 503"},
+	{"ingest", "commit_batch_max", CONFIG_INT, "20000", 1, 1000000,
+	 NUM(commit_batch_max), "records per group commit"},
+	{"engine", "batch_max", CONFIG_INT, "2000", 1, 1000000, NUM(engine_batch_max),
+	 "inbox records per engine batch"},
+	{"profiles", "max_identities", CONFIG_INT, "50", 1, 10000, NUM(max_identities),
+	 "identities attached to one profile"},
+	{"profiles", "history_max_events", CONFIG_INT, "100", 0, 100000,
+	 NUM(history_max_events), "recent events kept per profile"},
+	{"profiles", "history_max_age", CONFIG_DURATION, "90d", 0, 3650 * DAY_MS,
+	 NUM(history_max_age_ms), "age beyond which history events are dropped"},
+	{"profiles", "identity_traits", CONFIG_STR, "", 0, 0, STR(identity_traits),
+	 "comma-separated trait names that are identity namespaces"},
+	{"journeys", "max_steps", CONFIG_INT, "500", 1, 100000, NUM(journey_max_steps),
+	 "steps in one journey"},
+	{"journeys", "max_wait", CONFIG_DURATION, "400d", 1000, 3650 * DAY_MS,
+	 NUM(journey_max_wait_ms), "longest wait, wait_for timeout or goal window"},
+	{"journeys", "max_steps_per_event", CONFIG_INT, "100", 1, 100000,
+	 NUM(journey_max_steps_per_event), "steps one instance runs without waiting"},
+	{"journeys", "max_instance_bytes", CONFIG_SIZE, "64k", 1024, 16 << 20,
+	 NUM(journey_max_instance_bytes), "state of one journey instance"},
+	{"journeys", "timers_per_batch", CONFIG_INT, "1000", 1, 1000000,
+	 NUM(journey_timers_per_batch), "timers fired per engine batch"},
+	{"webhook", "allow", CONFIG_STR, "", 0, 0, STR(webhook_allow),
+	 "hosts or CIDR ranges webhooks may reach although internal"},
+	{"webhook", "secret", CONFIG_STR, "", 0, 0, STR(webhook_secret),
+	 "global signing secret for X-Nudge-Signature"},
+	{"webhook", "per_host_concurrency", CONFIG_INT, "16", 1, 10000,
+	 NUM(webhook_per_host_concurrency), "requests in flight per host"},
+	{"webhook", "max_concurrency", CONFIG_INT, "256", 1, 100000,
+	 NUM(webhook_max_concurrency), "requests in flight in all"},
+	{"webhook", "max_response_bytes", CONFIG_SIZE, "64k", 0, 16 << 20,
+	 NUM(webhook_max_response_bytes), "captured response body"},
 };
 
 const struct config_option *config_options(size_t *n)
@@ -158,28 +178,31 @@ static enum nerr set_option(struct config *cfg, const struct config_option *o,
 	switch (o->type) {
 	case CONFIG_STR:
 		if (strlen(value) >= o->str_bytes)
-			return nerr_set(msg, NERR_INVAL, path, "value longer than %zu bytes",
-					o->str_bytes - 1);
+			return nerr_set(msg, NERR_INVAL, path,
+					"value longer than %zu bytes", o->str_bytes - 1);
 		snprintf((char *)cfg + o->offset, o->str_bytes, "%s", value);
 		return NERR_OK;
 	case CONFIG_INT:
 		errno = 0;
 		v = strtoll(value, &end, 10);
 		if (errno || end == value || *end != '\0')
-			return nerr_set(msg, NERR_INVAL, path, "'%s' is not an integer", value);
+			return nerr_set(msg, NERR_INVAL, path, "'%s' is not an integer",
+					value);
 		break;
 	case CONFIG_SIZE:
 		v = config_parse_size(value);
 		if (v < 0)
 			return nerr_set(msg, NERR_INVAL, path,
-					"'%s' is not a size (e.g. 512, 32k, 4MiB)", value);
+					"'%s' is not a size (e.g. 512, 32k, 4MiB)",
+					value);
 		break;
 	case CONFIG_DURATION:
 		v = config_parse_duration_ms(value);
 		if (v < 0)
-			return nerr_set(msg, NERR_INVAL, path,
-					"'%s' is not a duration (e.g. 500ms, 30s, 5m, 24h, 7d)",
-					value);
+			return nerr_set(
+				msg, NERR_INVAL, path,
+				"'%s' is not a duration (e.g. 500ms, 30s, 5m, 24h, 7d)",
+				value);
 		break;
 	}
 	if (v < o->min || v > o->max)
@@ -202,7 +225,8 @@ enum nerr config_set(struct config *cfg, const char *section, const char *name,
 			return set_option(cfg, &options[i], value, msg);
 	}
 	if (!section_known)
-		return nerr_set(msg, NERR_INVAL, section, "unknown section [%s]", section);
+		return nerr_set(msg, NERR_INVAL, section, "unknown section [%s]",
+				section);
 	return nerr_set(msg, NERR_INVAL, name, "unknown option '%s' in [%s]", name,
 			section);
 }
@@ -211,7 +235,8 @@ void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
-		enum nerr rc = set_option(cfg, &options[i], options[i].default_value, NULL);
+		enum nerr rc =
+			set_option(cfg, &options[i], options[i].default_value, NULL);
 
 		(void)rc;
 	}
@@ -234,18 +259,19 @@ static int on_ini_line(void *user, const char *section, const char *name,
 
 enum nerr config_load(struct config *cfg, const char *path, struct nerr_msg *msg)
 {
-	struct nerr_msg inner = { "", "" };
-	struct load_ctx lc = { cfg, &inner, NERR_OK };
+	struct nerr_msg inner = {"", ""};
+	struct load_ctx lc = {cfg, &inner, NERR_OK};
 	int line = ini_parse(path, on_ini_line, &lc);
 
 	if (line == -1)
 		return nerr_set(msg, NERR_IO, "config", "cannot open %s", path);
 	if (line == -2)
-		return nerr_set(msg, NERR_NOMEM, "config", "out of memory reading %s", path);
+		return nerr_set(msg, NERR_NOMEM, "config", "out of memory reading %s",
+				path);
 	if (line > 0) {
 		if (lc.rc == NERR_OK)
-			return nerr_set(msg, NERR_INVAL, "config", "%s:%d: syntax error", path,
-					line);
+			return nerr_set(msg, NERR_INVAL, "config", "%s:%d: syntax error",
+					path, line);
 		return nerr_set(msg, lc.rc, inner.field, "%s:%d: %s: %s", path, line,
 				inner.field, inner.message);
 	}

@@ -43,6 +43,18 @@ struct config {
 	int64_t history_max_events;
 	int64_t history_max_age_ms;
 	char identity_traits[512];
+	/* [journeys] */
+	int64_t journey_max_steps;
+	int64_t journey_max_wait_ms;
+	int64_t journey_max_steps_per_event;
+	int64_t journey_max_instance_bytes;
+	int64_t journey_timers_per_batch;
+	/* [webhook] */
+	char webhook_allow[1024];
+	char webhook_secret[256];
+	int64_t webhook_per_host_concurrency;
+	int64_t webhook_max_concurrency;
+	int64_t webhook_max_response_bytes;
 };
 
 enum config_type { CONFIG_STR, CONFIG_INT, CONFIG_SIZE, CONFIG_DURATION };

@@ -33,8 +33,18 @@
 static const char META_APPLIED[] = "applied_seq";
 static const char META_PROFILES[] = "profiles_count";
 
+/* An admin record's answer, waiting for the loop thread. */
+struct result {
+	struct result *next;
+	uint64_t seq;
+	int status;
+	char *body;
+};
+
 struct engine {
 	struct store *s;
+	struct journey_rt *rt;	/* engine thread only */
+	struct result *results; /* guarded by mu */
 	struct engine_config cfg;
 	pthread_t thread;
 	pthread_mutex_t mu;
@@ -160,9 +170,10 @@ static void dedup_prune(struct engine *e, struct store_batch *b, int64_t now_ms)
 	store_iter_free(it);
 }
 
-static void apply_event(struct engine *e, struct store_batch *b, uint64_t seq,
+static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq,
 			const char *payload, size_t len, int64_t now_ms)
 {
+	struct store_batch *b = jb->b;
 	struct json_tokener *tok = json_tokener_new();
 	struct json_object *ev = json_tokener_parse_ex(tok, payload, (int)len);
 	struct json_object *v;
@@ -194,6 +205,11 @@ static void apply_event(struct engine *e, struct store_batch *b, uint64_t seq,
 		metrics_add(&m_err, 1);
 		goto out;
 	}
+	if (res.merged)
+		journey_rt_on_merge(e->rt, jb, res.merged_ids, res.merged,
+				    res.profile_id);
+	jb->seq = seq;
+	journey_rt_on_event(e->rt, jb, res.profile_id, ev);
 	metrics_add(&m_applied, 1);
 	if (res.created) {
 		metrics_add(&m_profiles, 1);
@@ -206,9 +222,10 @@ out:
 	json_object_put(ev);
 }
 
-static void apply_erase(struct engine *e, struct store_batch *b, uint64_t seq,
+static void apply_erase(struct engine *e, struct journey_batch *jb, uint64_t seq,
 			const char *payload, size_t len)
 {
+	struct store_batch *b = jb->b;
 	struct json_object *req = json_tokener_parse(payload), *ns, *val;
 	uint64_t pid;
 
@@ -220,7 +237,7 @@ static void apply_erase(struct engine *e, struct store_batch *b, uint64_t seq,
 	}
 	if (profile_lookup(e->s, b, json_object_get_string(ns),
 			   json_object_get_string(val), &pid) == NERR_OK &&
-	    profile_erase(b, pid) == NERR_OK) {
+	    (journey_rt_on_erase(e->rt, jb, pid), profile_erase(b, pid) == NERR_OK)) {
 		metrics_add(&m_erased, 1);
 		e->batch_profiles--;
 		log_info("engine", "msg=\"profile erased\" seq=%llu profile=%llu",
@@ -231,48 +248,141 @@ out:
 	json_object_put(req);
 }
 
-/* Applies records (applied, upto] at most batch_max; returns the new position. */
-static uint64_t run_batch(struct engine *e, struct store_batch *b, uint64_t applied,
-			  uint64_t upto)
+static struct json_object *parse_payload(const char *payload, size_t len)
 {
-	struct store_iter *it = store_iter_new(e->s, NULL, STORE_CF_INBOX);
+	struct json_tokener *tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH * 2);
+	struct json_object *o = json_tokener_parse_ex(tok, payload, (int)len);
+
+	json_tokener_free(tok);
+	return o;
+}
+
+static void apply_admin(struct engine *e, struct journey_batch *jb, uint64_t seq,
+			const char *payload, size_t len)
+{
+	struct json_object *op = parse_payload(payload, len);
+	struct journey_result res = {500, NULL};
+	struct result *r;
+
+	jb->seq = seq;
+	if (op)
+		journey_rt_admin(e->rt, jb, op, &res);
+	json_object_put(op);
+	if (!res.body)
+		res.body =
+			xstrdup("{\"error\":{\"code\":\"internal\",\"field\":\"\","
+				"\"message\":\"the operation could not be applied\"}}");
+	r = xcalloc(1, sizeof(*r));
+	r->seq = seq;
+	r->status = res.status;
+	r->body = res.body;
+	pthread_mutex_lock(&e->mu);
+	r->next = e->results;
+	e->results = r;
+	pthread_mutex_unlock(&e->mu);
+	metrics_add(&m_applied, 1);
+}
+
+static void apply_outcome(struct engine *e, struct journey_batch *jb, uint64_t seq,
+			  const char *payload, size_t len)
+{
+	struct json_object *o = parse_payload(payload, len);
+
+	jb->seq = seq;
+	if (o)
+		journey_rt_on_outcome(e->rt, jb, o);
+	json_object_put(o);
+	metrics_add(&m_applied, 1);
+}
+
+char *engine_take_result(struct engine *e, uint64_t seq, int *status)
+{
+	struct result **pp, *r;
+	char *body = NULL;
+
+	pthread_mutex_lock(&e->mu);
+	for (pp = &e->results; *pp; pp = &(*pp)->next) {
+		if ((*pp)->seq != seq)
+			continue;
+		r = *pp;
+		*pp = r->next;
+		body = r->body;
+		*status = r->status;
+		free(r);
+		break;
+	}
+	pthread_mutex_unlock(&e->mu);
+	return body;
+}
+
+int64_t engine_now(const struct engine *e)
+{
+	return journey_rt_now(e->rt);
+}
+
+/*
+ * Applies records (applied, upto], at most batch_max, then the due timers.
+ * Returns the new applied position; *changed tells whether the batch holds
+ * anything to commit.
+ */
+static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t applied,
+			  uint64_t upto, bool *changed)
+{
+	struct store_batch *b = jb->b;
+	struct store_iter *it;
 	unsigned char key[8];
 	uint64_t last = applied;
 	unsigned n = 0;
-	int64_t now_ms = clock_wall_ms();
+	int64_t now_ms = jb->now_ms;
 
-	store_put_u64(key, applied + 1);
-	for (store_iter_seek(it, key, 8); store_iter_valid(it) && n < e->cfg.batch_max;
-	     store_iter_next(it), n++) {
-		size_t kl, vl, plen;
-		const char *k = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
-		const char *payload;
-		enum inbox_kind kind;
-		int64_t received_ms;
-		uint64_t seq;
+	*changed = false;
+	if (upto > applied) {
+		it = store_iter_new(e->s, NULL, STORE_CF_INBOX);
+		store_put_u64(key, applied + 1);
+		for (store_iter_seek(it, key, 8);
+		     store_iter_valid(it) && n < e->cfg.batch_max;
+		     store_iter_next(it), n++) {
+			size_t kl, vl, plen;
+			const char *k = store_iter_key(it, &kl),
+				   *v = store_iter_value(it, &vl);
+			const char *payload;
+			enum inbox_kind kind;
+			int64_t received_ms;
+			uint64_t seq;
 
-		if (kl != 8)
-			break;
-		seq = store_get_u64(k);
-		if (seq > upto)
-			break;
-		if (inbox_decode(v, vl, &kind, &received_ms, &payload, &plen) !=
-		    NERR_OK) {
-			log_error("engine", "msg=\"corrupt inbox record\" seq=%llu",
-				  (unsigned long long)seq);
-			metrics_add(&m_err, 1);
-		} else if (kind == INBOX_EVENT) {
-			apply_event(e, b, seq, payload, plen, now_ms);
-		} else if (kind == INBOX_ERASE) {
-			apply_erase(e, b, seq, payload, plen);
+			if (kl != 8)
+				break;
+			seq = store_get_u64(k);
+			if (seq > upto)
+				break;
+			if (inbox_decode(v, vl, &kind, &received_ms, &payload, &plen) !=
+			    NERR_OK) {
+				log_error("engine",
+					  "msg=\"corrupt inbox record\" seq=%llu",
+					  (unsigned long long)seq);
+				metrics_add(&m_err, 1);
+			} else if (kind == INBOX_EVENT) {
+				apply_event(e, jb, seq, payload, plen, now_ms);
+			} else if (kind == INBOX_ERASE) {
+				apply_erase(e, jb, seq, payload, plen);
+			} else if (kind == INBOX_ADMIN) {
+				apply_admin(e, jb, seq, payload, plen);
+			} else if (kind == INBOX_OUTCOME) {
+				apply_outcome(e, jb, seq, payload, plen);
+			}
+			inbox_consume(b, seq);
+			last = seq;
 		}
-		inbox_consume(b, seq);
-		last = seq;
+		store_iter_free(it);
 	}
-	store_iter_free(it);
-	if (last == applied)
+	/* An admin record may have moved the test clock. */
+	jb->now_ms = journey_rt_now(e->rt);
+	jb->seq = 0;
+	journey_rt_fire_timers(e->rt, jb);
+	if (last == applied && store_batch_count(b) == 0)
 		return applied;
-	if (e->cfg.dedup_window_ms > 0)
+	*changed = true;
+	if (e->cfg.dedup_window_ms > 0 && last != applied)
 		dedup_prune(e, b, now_ms);
 	unsigned char sv[8];
 	store_put_u64(sv, last);
@@ -285,45 +395,93 @@ static uint64_t run_batch(struct engine *e, struct store_batch *b, uint64_t appl
 	return last;
 }
 
+/* Waits until records are committed, a timer is due, or stop. */
+static void wait_for_work(struct engine *e, uint64_t applied)
+{
+	int64_t due = journey_rt_next_due(e->rt);
+
+	pthread_mutex_lock(&e->mu);
+	while (e->committed_seq <= applied && !e->stopping) {
+		int64_t now = journey_rt_now(e->rt);
+
+		if (due <= now)
+			break;
+		if (due == INT64_MAX) {
+			pthread_cond_wait(&e->cv, &e->mu);
+		} else {
+			struct timespec ts;
+			int64_t wait_ms = due - now;
+
+			if (wait_ms > 60000)
+				wait_ms = 60000;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += wait_ms / 1000;
+			ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+		}
+	}
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void hand_over_sends(struct engine *e, struct journey_batch *jb)
+{
+	for (struct journey_send *s = jb->sends; s; s = s->next)
+		if (e->cfg.on_send)
+			e->cfg.on_send(e->cfg.send_ud, s->envelope_json);
+	journey_batch_fini(jb);
+}
+
 static void *engine_main(void *arg)
 {
 	struct engine *e = arg;
 	struct store_batch *b = store_batch_new(e->s);
-	pthread_setname_np(pthread_self(), "nudge-engine");
 	uint64_t applied = atomic_load(&e->applied_seq);
+	struct journey_batch jb;
 
+	pthread_setname_np(pthread_self(), "nudge-engine");
 	for (;;) {
 		uint64_t upto;
+		bool stop, changed;
 
+		wait_for_work(e, applied);
 		pthread_mutex_lock(&e->mu);
-		while (e->committed_seq <= applied && !e->stopping)
-			pthread_cond_wait(&e->cv, &e->mu);
 		upto = e->committed_seq;
-		if (e->stopping && upto <= applied) {
-			pthread_mutex_unlock(&e->mu);
-			break;
-		}
+		stop = e->stopping;
 		pthread_mutex_unlock(&e->mu);
+		if (stop && upto <= applied)
+			break;
 
 		uint64_t t0 = clock_mono_ns();
 		e->batch_profiles = 0;
-		uint64_t next = run_batch(e, b, applied, upto);
-		if (next == applied) {
-			/* Committed records not visible yet cannot happen with a
-			 * synced write; guard against a spin anyway. */
-			store_batch_clear(b);
-			log_error("engine",
-				  "msg=\"inbox gap\" applied=%llu committed=%llu",
-				  (unsigned long long)applied, (unsigned long long)upto);
-			atomic_store(&e->broken, true);
-			break;
+		journey_batch_init(&jb, b, journey_rt_now(e->rt));
+		uint64_t next = run_batch(e, &jb, applied, upto, &changed);
+		if (!changed) {
+			journey_batch_fini(&jb);
+			if (upto > applied) {
+				/* Committed records not visible cannot happen with a
+				 * synced write; guard against a spin anyway. */
+				log_error("engine",
+					  "msg=\"inbox gap\" applied=%llu committed=%llu",
+					  (unsigned long long)applied,
+					  (unsigned long long)upto);
+				atomic_store(&e->broken, true);
+				break;
+			}
+			continue;
 		}
 		if (store_batch_commit(b, true, NULL) != NERR_OK) {
 			log_error("engine",
 				  "msg=\"state commit failed; engine stopped\"");
+			journey_batch_fini(&jb);
 			atomic_store(&e->broken, true);
 			break;
 		}
+		/* Invariant 3: envelopes leave only after their batch is durable. */
+		hand_over_sends(e, &jb);
 		metrics_observe(&m_batch, (double)(clock_mono_ns() - t0) / 1e9);
 		e->profiles += e->batch_profiles;
 		metrics_set(&m_profiles_live, e->profiles);
@@ -331,14 +489,17 @@ static void *engine_main(void *arg)
 		atomic_store(&e->applied_seq, applied);
 		metrics_set(&m_lag, (int64_t)(upto - applied));
 		uv_async_send(&e->async);
-		pthread_mutex_lock(&e->mu);
-		bool stop = e->stopping;
-		pthread_mutex_unlock(&e->mu);
-		if (stop && applied >= upto)
-			break;
 	}
 	store_batch_free(b);
 	return NULL;
+}
+
+static void send_pending(void *ud, const char *env_json)
+{
+	struct engine *e = ud;
+
+	if (e->cfg.on_send)
+		e->cfg.on_send(e->cfg.send_ud, env_json);
 }
 
 static void on_async(uv_async_t *h)
@@ -364,6 +525,14 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 	m_batch.nbounds = metrics_latency_seconds_nbounds;
 	e->s = s;
 	e->cfg = *cfg;
+	e->cfg.journey.profile = &e->cfg.profile;
+	if (journey_rt_open(s, &e->cfg.journey, &e->rt, NULL) != NERR_OK) {
+		free(e);
+		return NERR_IO;
+	}
+	/* Envelopes committed but never reported (crash, restart) go out again,
+	 * with the same id (invariant 4). */
+	journey_rt_pending(e->rt, send_pending, e);
 	if (!e->cfg.batch_max)
 		e->cfg.batch_max = 2000;
 	e->on_applied = on_applied;
@@ -421,6 +590,14 @@ void engine_free(struct engine *e)
 {
 	if (!e)
 		return;
+	while (e->results) {
+		struct result *r = e->results;
+
+		e->results = r->next;
+		free(r->body);
+		free(r);
+	}
+	journey_rt_free(e->rt);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	free(e);

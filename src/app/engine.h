@@ -16,13 +16,20 @@
 #include <uv.h>
 
 #include "base/err.h"
+#include "journey/run.h"
 #include "profile/profile.h"
 #include "store/store.h"
+
+/* Hands a committed webhook envelope (JSON) to the delivery thread. */
+typedef void (*engine_send_fn)(void *ud, const char *envelope_json);
 
 struct engine_config {
 	unsigned batch_max;
 	int64_t dedup_window_ms;
 	struct profile_config profile;
+	struct journey_rt_config journey;
+	engine_send_fn on_send; /* may be NULL */
+	void *send_ud;
 };
 
 struct engine;
@@ -37,6 +44,12 @@ void engine_notify(struct engine *e, uint64_t committed_seq);
 /* Finishes the batch in progress and joins the thread; call on the loop thread. */
 void engine_stop(struct engine *e);
 void engine_free(struct engine *e);
+
+/* The answer the engine computed for the admin record at seq (NULL if none);
+ * the caller frees it. Loop thread. */
+char *engine_take_result(struct engine *e, uint64_t seq, int *status);
+/* The engine clock (test clock aware). */
+int64_t engine_now(const struct engine *e);
 
 /* The applied position stored in meta (0 if none). */
 uint64_t engine_stored_applied_seq(struct store *s);

@@ -36,6 +36,8 @@ static const struct {
 	{ "render", cmd_render,
 	  "render a Liquid template (FILE [--data FILE|-] [--partials DIR] [--html] [--strict])" },
 	{ "journey", cmd_journey, "check a journey document (validate FILE [--templates DIR])" },
+	{ "sink", cmd_sink,
+	  "print the webhooks it receives (--http PORT [--fail-first N] [--status CODE])" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this text" },
 };

@@ -42,6 +42,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "deliver/deliver_int.h"
+#include "report/metrics.h"
 
 #ifndef NUDGE_VERSION
 #define NUDGE_VERSION "0.1.0"
@@ -76,9 +78,11 @@ struct job {
 	struct buf resp;
 	bool truncated;
 	unsigned attempts;
+	unsigned connections;	     /* new ones, over all attempts */
 	unsigned nrefused, nallowed; /* connect addresses judged this attempt */
 	uint64_t submit_ns;
-	uv_timer_t timer; /* backoff */
+	uint64_t attempt_ns; /* when the current attempt started */
+	uv_timer_t timer;    /* backoff */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -129,6 +133,78 @@ struct sock {
 };
 
 static void pump(struct deliver *d);
+
+static struct metric m_outcome[3] = {
+	{.name = "nudge_webhook_outcomes_total",
+	 .help = "Final webhook outcomes, by result.",
+	 .labels = "result=\"ok\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_webhook_outcomes_total",
+	 .help = "Final webhook outcomes, by result.",
+	 .labels = "result=\"tempfail\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_webhook_outcomes_total",
+	 .help = "Final webhook outcomes, by result.",
+	 .labels = "result=\"permfail\"",
+	 .type = METRIC_COUNTER},
+};
+static struct metric m_attempts = {
+	.name = "nudge_webhook_attempts_total",
+	.help = "HTTP attempts made, retries included.",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_retries = {
+	.name = "nudge_webhook_retries_total",
+	.help = "Temporary failures scheduled for another attempt.",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_refused = {
+	.name = "nudge_webhook_destinations_refused_total",
+	.help = "Connect addresses refused by the SSRF guard.",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_connects = {
+	.name = "nudge_webhook_connections_total",
+	.help = "New connections opened (the rest of the attempts reused one).",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_in_flight = {
+	.name = "nudge_webhook_in_flight",
+	.help = "Webhook attempts running now.",
+	.labels = "",
+	.type = METRIC_GAUGE,
+};
+static struct metric m_pending = {
+	.name = "nudge_webhook_pending",
+	.help = "Webhooks submitted and not yet finally reported.",
+	.labels = "",
+	.type = METRIC_GAUGE,
+};
+static struct metric m_latency = {
+	.name = "nudge_webhook_attempt_seconds",
+	.help = "Duration of one webhook attempt.",
+	.labels = "",
+	.type = METRIC_HISTOGRAM,
+	.bounds = metrics_latency_seconds_bounds,
+};
+
+static void metrics_setup(void)
+{
+	for (int i = 0; i < 3; i++)
+		metrics_register(&m_outcome[i]);
+	metrics_register(&m_attempts);
+	metrics_register(&m_retries);
+	metrics_register(&m_refused);
+	metrics_register(&m_connects);
+	metrics_register(&m_in_flight);
+	metrics_register(&m_pending);
+	m_latency.nbounds = metrics_latency_seconds_nbounds;
+	metrics_register(&m_latency);
+}
 
 const char *deliver_result_str(enum deliver_result r)
 {
@@ -303,6 +379,7 @@ static void report(struct job *job, enum deliver_result result, int status,
 		.response_len = job->req->capture ? job->resp.len : 0,
 		.response_truncated = job->truncated,
 		.attempts = job->attempts,
+		.connections = job->connections,
 		.duration_ms = (int64_t)((clock_mono_ns() - job->submit_ns) / 1000000),
 		.ud = job->req->ud,
 	};
@@ -317,6 +394,8 @@ static void report(struct job *job, enum deliver_result result, int status,
 			o.envelope_id, deliver_result_str(result), status, o.attempts,
 			reason, job->url.origin ? job->url.origin : "-");
 	atomic_fetch_sub(&d->pending, 1);
+	metrics_add(&m_pending, -1);
+	metrics_add(&m_outcome[result], 1);
 	d->fn(d->cb_ud, &o);
 	job_free(job);
 }
@@ -367,6 +446,7 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
 			 "envelope=%s msg=\"destination not allowed\" host=%s addr=%s",
 			 job->req->envelope_id, job->url.host, text);
 		job->nrefused++;
+		metrics_add(&m_refused, 1);
 		return CURL_SOCKET_BAD;
 	}
 	job->nallowed++;
@@ -383,6 +463,9 @@ static void attempt_start(struct deliver *d, struct job *job)
 		abort();
 	job->easy = e;
 	job->attempts++;
+	job->attempt_ns = clock_mono_ns();
+	metrics_add(&m_attempts, 1);
+	metrics_add(&m_in_flight, 1);
 	job->nrefused = job->nallowed = 0;
 	job->truncated = false;
 	job->errbuf[0] = '\0';
@@ -451,11 +534,17 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 {
 	long status = 0;
 	curl_off_t retry_after_s = 0;
+	long connects = 0;
 	char reason[CURL_ERROR_SIZE + 32];
 	enum deliver_result result;
 
 	curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(job->easy, CURLINFO_RETRY_AFTER, &retry_after_s);
+	curl_easy_getinfo(job->easy, CURLINFO_NUM_CONNECTS, &connects);
+	job->connections += (unsigned)connects;
+	metrics_add(&m_connects, connects);
+	metrics_add(&m_in_flight, -1);
+	metrics_observe(&m_latency, (double)(clock_mono_ns() - job->attempt_ns) / 1e9);
 	curl_multi_remove_handle(d->multi, job->easy);
 	curl_easy_cleanup(job->easy);
 	job->easy = NULL;
@@ -496,6 +585,7 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 			 "delay_ms=%lld",
 			 job->req->envelope_id, status, reason, job->attempts,
 			 (long long)delay);
+		metrics_add(&m_retries, 1);
 		uv_timer_start(&job->timer, on_backoff, (uint64_t)delay, 0);
 		return;
 	}
@@ -651,6 +741,7 @@ static void teardown(struct deliver *d)
 			job->hdrs = NULL;
 			job->host->active--;
 			d->active--;
+			metrics_add(&m_in_flight, -1);
 		}
 		if (job->host) {
 			/* drop it from its host's queue wholesale: every job goes */
@@ -659,6 +750,7 @@ static void teardown(struct deliver *d)
 			job->host->runnable = false;
 		}
 		atomic_fetch_sub(&d->pending, 1);
+		metrics_add(&m_pending, -1);
 		job_free(job);
 	}
 	d->rhead = NULL;
@@ -686,6 +778,7 @@ static void on_async(uv_async_t *a)
 			deliver_request_free(job->req);
 			free(job);
 			atomic_fetch_sub(&d->pending, 1);
+			metrics_add(&m_pending, -1);
 		} else {
 			accept_job(d, job);
 		}
@@ -718,6 +811,7 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 
 	*out = NULL;
 	pthread_once(&curl_once, curl_init_once);
+	metrics_setup();
 	deliver_config_default(&def);
 	d->cfg = *cfg;
 	if (!d->cfg.per_host_concurrency)
@@ -764,7 +858,21 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 	/* keep enough idle connections for every running transfer to be reused */
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)d->cfg.max_concurrency);
 
-	if (pthread_create(&d->thread, NULL, thread_main, d) != 0) {
+	/* The thread takes no asynchronous signals (they belong to the main
+	 * thread's handlers), and a peer closing a TLS connection under us must
+	 * give EPIPE, not kill the process with SIGPIPE. Faults stay deliverable. */
+	sigset_t block, old;
+	sigfillset(&block);
+	sigdelset(&block, SIGSEGV);
+	sigdelset(&block, SIGBUS);
+	sigdelset(&block, SIGFPE);
+	sigdelset(&block, SIGILL);
+	sigdelset(&block, SIGABRT);
+	sigdelset(&block, SIGTRAP);
+	pthread_sigmask(SIG_SETMASK, &block, &old);
+	int prc = pthread_create(&d->thread, NULL, thread_main, d);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (prc != 0) {
 		rc = nerr_set(msg, NERR_IO, "", "cannot start the delivery thread");
 		teardown(d);
 		uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -788,13 +896,13 @@ enum nerr deliver_submit(struct deliver *d, struct deliver_request *req)
 	pthread_mutex_lock(&d->mu);
 	if (d->stopping) {
 		pthread_mutex_unlock(&d->mu);
-		deliver_request_free(req);
 		free(job);
 		return NERR_BUSY;
 	}
 	*d->in_tail = job;
 	d->in_tail = &job->next;
 	atomic_fetch_add(&d->pending, 1);
+	metrics_add(&m_pending, 1);
 	/* under the lock, so the thread cannot close the handle meanwhile */
 	uv_async_send(&d->async);
 	pthread_mutex_unlock(&d->mu);

@@ -86,7 +86,9 @@ struct deliver_outcome {
 	size_t response_len;
 	bool response_truncated; /* the body was longer than max_response_bytes */
 	unsigned attempts;
-	int64_t duration_ms; /* from submission to this outcome */
+	unsigned connections; /* new connections opened over all attempts; 0
+				 when every attempt reused a kept-alive one */
+	int64_t duration_ms;  /* from submission to this outcome */
 	void *ud;
 };
 
@@ -102,11 +104,11 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 			void *cb_ud, struct deliver **out, struct nerr_msg *msg);
 
 /*
- * Hands req to the delivery thread; callable from any thread. Ownership moves
- * in whatever the result. NERR_OK: exactly one outcome will be reported
- * (a malformed request -- bad method, URL, scheme, user info, header -- is
- * reported as a PERMFAIL with the reason). NERR_BUSY: the thread is stopping;
- * the request was freed and will not be reported.
+ * Hands req to the delivery thread; callable from any thread. NERR_OK:
+ * ownership moved in and exactly one outcome will be reported (a malformed
+ * request -- bad method, URL, scheme, user info, header -- is reported as a
+ * PERMFAIL with the reason). NERR_BUSY: the thread is stopping; nothing was
+ * taken, the caller still owns req (and frees it).
  */
 enum nerr deliver_submit(struct deliver *d, struct deliver_request *req);
 

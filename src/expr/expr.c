@@ -229,8 +229,16 @@ enum nerr expr_eval(const struct expr_program *prog, const struct expr_value *va
 		    size_t nvars, struct arena *scratch, struct expr_value *out,
 		    struct nerr_msg *msg)
 {
+	return expr_eval_with(prog, vars, nvars, NULL, scratch, out, msg);
+}
+
+enum nerr expr_eval_with(const struct expr_program *prog, const struct expr_value *vars,
+			 size_t nvars, void *eval_data, struct arena *scratch,
+			 struct expr_value *out, struct nerr_msg *msg)
+{
 	struct ectx c;
 
+	c.eval_data = eval_data;
 	c.scratch = scratch;
 	c.prog = prog;
 	c.vars = vars;

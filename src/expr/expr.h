@@ -95,7 +95,8 @@ struct expr_program;
  */
 struct expr_call {
 	struct arena *scratch;
-	void *userdata;
+	void *userdata;	 /* given to expr_env_add_function */
+	void *eval_data; /* given to expr_eval_with (NULL from expr_eval) */
 };
 
 /*
@@ -150,6 +151,15 @@ void expr_program_free(struct expr_program *prog);
 enum nerr expr_eval(const struct expr_program *prog, const struct expr_value *vars,
 		    size_t nvars, struct arena *scratch, struct expr_value *out,
 		    struct nerr_msg *msg);
+
+/*
+ * The same, with eval_data handed to every native function of this evaluation
+ * (call->eval_data): the per-evaluation context a function like event_count needs
+ * (the profile, the store), without thread-locals.
+ */
+enum nerr expr_eval_with(const struct expr_program *prog, const struct expr_value *vars,
+			 size_t nvars, void *eval_data, struct arena *scratch,
+			 struct expr_value *out, struct nerr_msg *msg);
 
 /* Wraps a json-c object as a value without copying (NULL is null). Integers map to
  * int, other numbers to double, objects to map, arrays to list. */

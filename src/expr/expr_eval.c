@@ -301,7 +301,7 @@ __attribute__((noinline)) static struct expr_value eval_call(struct ectx *c,
 	case N_CALL:
 		return n->u.fn(c, n, args, n->na);
 	case N_USER: {
-		struct expr_call call = {c->scratch, n->u.user.userdata};
+		struct expr_call call = {c->scratch, n->u.user.userdata, c->eval_data};
 
 		r = n->u.user.fn(&call, args, n->na);
 		if (r.kind > EXPR_ERROR)

@@ -106,6 +106,7 @@ struct expr_program {
 
 struct ectx {
 	struct arena *scratch;
+	void *eval_data; /* expr_eval_with's, for native functions */
 	const struct expr_program *prog;
 	const struct expr_value *vars;
 	size_t nvars;

@@ -46,12 +46,19 @@
  *       NULL, and the answer is dropped).
  *   (5) Any refusal closes the connection after its answer: after a framing
  *       error the rest of the byte stream cannot be trusted.
+ *   (6) Framing is strict even though Debian's http-parser is built non-strict
+ *       (HTTP_PARSER_STRICT=0: spaces in header names, any byte taken for the
+ *       LF after a CR, any two bytes after chunk data): header names must be
+ *       tokens and every line must end in CRLF (conn_check_framing), checked
+ *       before a request is handed over. A proxy in front and nudge must never
+ *       disagree on where a request ends.
  *
  * References: RFC 9110 (semantics), RFC 9112 (HTTP/1.1 message syntax,
  * persistence, pipelining), RFC 7231 §5.1.1 (Expect: 100-continue).
  */
 #include "ingest/http.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -59,6 +66,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 
@@ -125,7 +133,8 @@ struct http_conn {
 	http_out_fn out_fn; /* CONN_MEM */
 	void *out_ud;
 	http_parser parser;
-	struct http_req *cur; /* being received */
+	struct http_req *cur;	   /* being received */
+	struct http_req *complete; /* received, dispatched once its framing checked */
 	enum hdr_state hstate;
 	size_t hdr_bytes; /* request line + headers (+ trailers) so far */
 	struct http_req *q_head, *q_tail;
@@ -138,6 +147,15 @@ struct http_conn {
 	bool continue_pending; /* 100 Continue owed once earlier answers are out */
 	bool overflow;	       /* accepted past max_connections, being refused */
 	bool peer_eof;
+	/* Line-ending checks http-parser leaves out when built non-strict (see
+	 * conn_check_framing). */
+	bool in_lines;	 /* inside request line/headers, a chunk-size line or trailers */
+	bool cr_pending; /* the last byte seen was a CR: the next must be LF */
+	bool section_ends;    /* a callback paused the parser at a section end */
+	bool next_in_lines;   /* in_lines for the section after it */
+	bool check_crlf_tail; /* the section must have ended with CRLF */
+	bool last_chunk;      /* the 0-size chunk was seen: trailers follow */
+	uint16_t tail;	      /* the last two bytes consumed */
 	uint64_t msg_start_ms, idle_since_ms, write_progress_ms, linger_until_ms;
 	/* A refusal decided inside a parser callback, acted on after execute. */
 	int reject_status;
@@ -161,8 +179,8 @@ struct http_server {
 	void *ud;
 	uv_tcp_t listener;
 	bool listener_open;
-	uv_timer_t kick; /* owned so that shutdown always completes from a callback */
-	unsigned open_handles; /* listener + kick */
+	uv_timer_t kick; /* closed by shutdown, so done_fn always runs from a callback */
+	unsigned open_handles; /* listener + kick, initialised and not yet closed */
 	struct http_conn *conns;
 	unsigned nconns;    /* every connection not yet freed */
 	unsigned nactive;   /* connections counted against max_connections */
@@ -345,6 +363,10 @@ static void conn_close(struct http_conn *c)
 	if (c->cur) {
 		req_free(c->cur);
 		c->cur = NULL;
+	}
+	if (c->complete) {
+		req_free(c->complete);
+		c->complete = NULL;
 	}
 	for (r = c->q_head; r; r = next) {
 		next = r->next;
@@ -663,6 +685,27 @@ static int count_header_bytes(struct http_conn *c, size_t n)
 	return 0;
 }
 
+/* RFC 9110 §5.6.2 token characters. The non-strict http-parser build also lets
+ * spaces into names, and then still honours "Content-Length : 5", which a
+ * proxy in front would drop as invalid: a request smuggling shape. */
+static bool is_tchar(unsigned char ch)
+{
+	if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+	    (ch >= 'A' && ch <= 'Z'))
+		return true;
+	return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Marks the end of a section of the message and pauses the parser there, so
+ * conn_check_framing sees exactly the bytes of the section that ended. */
+static void section_end(struct http_conn *c, bool next_in_lines, bool check_crlf_tail)
+{
+	c->section_ends = true;
+	c->next_in_lines = next_in_lines;
+	c->check_crlf_tail = check_crlf_tail;
+	http_parser_pause(&c->parser, 1);
+}
+
 static int on_message_begin(http_parser *p)
 {
 	struct http_conn *c = pconn(p);
@@ -693,6 +736,11 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 
 	if (count_header_bytes(c, len))
 		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (!is_tchar((unsigned char)at[i]))
+			return reject_in_cb(c, 400, "invalid", NULL,
+					    "A header name is not a token.");
+	}
 	if (c->hstate == HS_TRAILER)
 		return 0;
 	if (c->hstate != HS_FIELD) {
@@ -799,6 +847,9 @@ static int on_headers_complete(http_parser *p)
 	r->method = http_method_str((enum http_method)p->method);
 	r->http10 = p->http_major == 1 && p->http_minor == 0;
 	r->head = p->method == HTTP_HEAD;
+	if (p->http_major == 0)
+		return reject_in_cb(c, 400, "invalid", NULL,
+				    "HTTP/0.9 is not supported.");
 	if (p->http_major != 1)
 		return reject_in_cb(c, 505, "unsupported", NULL,
 				    "Only HTTP/1.0 and HTTP/1.1 are supported.");
@@ -811,14 +862,14 @@ static int on_headers_complete(http_parser *p)
 	/* http-parser 2.9 lets a request through with a Transfer-Encoding that
 	 * does not end in chunked; its body length would be unknowable. */
 	if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
-		return reject_in_cb(c, 400, "invalid", NULL,
+		return reject_in_cb(c, 400, "invalid", "Transfer-Encoding",
 				    "Invalid Transfer-Encoding.");
 	has_body = (p->flags & F_CHUNKED) ||
 		   ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
 	if ((p->method == HTTP_POST || p->method == HTTP_PUT ||
 	     p->method == HTTP_PATCH) &&
 	    !(p->flags & (F_CONTENTLENGTH | F_CHUNKED)))
-		return reject_in_cb(c, 411, "length_required", NULL,
+		return reject_in_cb(c, 411, "length_required", "Content-Length",
 				    "A request body needs Content-Length or chunked "
 				    "Transfer-Encoding.");
 	if ((p->flags & F_CONTENTLENGTH) && p->content_length > lim->max_body_bytes)
@@ -827,7 +878,7 @@ static int on_headers_complete(http_parser *p)
 	expect = http_req_header(r, "expect");
 	if (expect) {
 		if (strcasecmp(expect, "100-continue") != 0)
-			return reject_in_cb(c, 417, "unsupported", NULL,
+			return reject_in_cb(c, 417, "unsupported", "Expect",
 					    "Only Expect: 100-continue is supported.");
 		if (has_body && !r->http10)
 			c->continue_pending = true; /* sent by conn_flush, in order */
@@ -836,6 +887,29 @@ static int on_headers_complete(http_parser *p)
 		buf_reserve(&r->body, p->content_length < BODY_PREALLOC_MAX_BYTES
 					      ? (size_t)p->content_length
 					      : BODY_PREALLOC_MAX_BYTES);
+	/* The head ends before its final LF; chunk-size lines follow if chunked. */
+	section_end(c, (p->flags & F_CHUNKED) != 0, false);
+	return 0;
+}
+
+static int on_chunk_header(http_parser *p)
+{
+	struct http_conn *c = pconn(p);
+
+	/* The size line ended; data follows, or trailers after the last chunk. */
+	c->last_chunk = p->content_length == 0;
+	section_end(c, c->last_chunk, true);
+	return 0;
+}
+
+static int on_chunk_complete(http_parser *p)
+{
+	struct http_conn *c = pconn(p);
+
+	/* The chunk data and its CRLF ended and the next size line follows; or,
+	 * after the last chunk, the trailers ended (before their final LF). */
+	section_end(c, true, !c->last_chunk);
+	c->last_chunk = false;
 	return 0;
 }
 
@@ -850,17 +924,29 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-/* The request is complete: queue it, hand it over, and pause the parser so
- * the connection decides about the next one (see conn_parse). */
+/* The request is complete. It is dispatched by conn_parse once the bytes of
+ * this execute call passed conn_check_framing. */
 static int on_message_complete(http_parser *p)
 {
 	struct http_conn *c = pconn(p);
-	struct http_server *s = c->srv;
 	struct http_req *r = c->cur;
 
 	c->cur = NULL;
 	c->continue_pending = false;
 	r->keep_alive = http_should_keep_alive(p) != 0;
+	c->complete = r;
+	section_end(c, true, false);
+	return 0;
+}
+
+/* Queues the complete request and hands it to the application; the parser is
+ * paused here, so the connection decides about the next one (conn_parse). */
+static void conn_dispatch(struct http_conn *c)
+{
+	struct http_server *s = c->srv;
+	struct http_req *r = c->complete;
+
+	c->complete = NULL;
 	r->start_ns = clock_mono_ns();
 	r->dispatched = true;
 	if (c->q_tail)
@@ -871,9 +957,7 @@ static int on_message_complete(http_parser *p)
 	c->q_len++;
 	if (!r->keep_alive)
 		conn_set_state(c, CONN_DRAINING);
-	http_parser_pause(p, 1);
 	s->fn(s->ud, r);
-	return 0;
 }
 
 static const http_parser_settings parser_settings = {
@@ -884,7 +968,52 @@ static const http_parser_settings parser_settings = {
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
 	.on_message_complete = on_message_complete,
+	.on_chunk_header = on_chunk_header,
+	.on_chunk_complete = on_chunk_complete,
 };
+
+/*
+ * The line-ending rules the non-strict http-parser build skips: in the request
+ * line, headers, chunk-size lines and trailers every CR must be followed by LF
+ * (it takes any byte after a CR as the LF), and chunk data must be followed by
+ * CRLF (it takes any two bytes). seg is what one http_parser_execute() call
+ * consumed; callbacks pause at every section end, so seg never spans two
+ * sections. Returns -1 on a violation.
+ */
+static int conn_check_framing(struct http_conn *c, const char *seg, size_t n)
+{
+	size_t i = 0;
+
+	if (c->cr_pending && n) {
+		if (seg[0] != '\n')
+			return -1;
+		c->cr_pending = false;
+		i = 1;
+	}
+	if (c->in_lines) {
+		for (; i < n; i++) {
+			if (c->cr_pending) {
+				if (seg[i] != '\n')
+					return -1;
+				c->cr_pending = false;
+			} else if (seg[i] == '\r') {
+				c->cr_pending = true;
+			}
+		}
+	}
+	if (n >= 2)
+		c->tail = (uint16_t)((unsigned char)seg[n - 2] << 8 |
+				     (unsigned char)seg[n - 1]);
+	else if (n == 1)
+		c->tail = (uint16_t)(c->tail << 8 | (unsigned char)seg[0]);
+	if (c->section_ends) {
+		c->section_ends = false;
+		c->in_lines = c->next_in_lines;
+		if (c->check_crlf_tail && c->tail != ('\r' << 8 | '\n'))
+			return -1;
+	}
+	return 0;
+}
 
 static void conn_reject_parse_error(struct http_conn *c)
 {
@@ -937,8 +1066,23 @@ static size_t conn_parse(struct http_conn *c, const char *data, size_t len)
 		http_parser_pause(&c->parser, 0);
 		n = http_parser_execute(&c->parser, &parser_settings, data + off,
 					len - off);
-		off += n;
 		err = HTTP_PARSER_ERRNO(&c->parser);
+		if ((err == HPE_OK || err == HPE_PAUSED) &&
+		    conn_check_framing(c, data + off, n)) {
+			off += n;
+			if (c->complete) {
+				req_free(c->complete);
+				c->complete = NULL;
+			}
+			if (c->state == CONN_OPEN)
+				conn_reject(c, 400, "invalid", NULL,
+					    "Malformed line ending or chunk framing.",
+					    NULL);
+			break;
+		}
+		off += n;
+		if (c->complete)
+			conn_dispatch(c);
 		if (err == HPE_PAUSED)
 			continue;
 		if (err != HPE_OK || n == 0) {
@@ -1259,6 +1403,7 @@ static struct http_conn *conn_new(struct http_server *s, enum conn_kind kind)
 	c->srv = s;
 	c->kind = kind;
 	c->state = CONN_OPEN;
+	c->in_lines = true;
 	buf_init(&c->in, 0);
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
@@ -1369,9 +1514,6 @@ enum nerr http_server_new(uv_loop_t *loop, const struct http_limits *lim,
 	s->loop = loop;
 	s->fn = fn;
 	s->ud = userdata;
-	ASSERT(uv_timer_init(loop, &s->kick) == 0);
-	s->kick.data = s;
-	s->open_handles = 1;
 	*out = s;
 	return NERR_OK;
 }
@@ -1380,7 +1522,8 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 			     struct nerr_msg *msg)
 {
 	struct sockaddr_storage ss;
-	int rc, len = sizeof(ss);
+	int rc, fd, one = 1, len = sizeof(ss);
+	socklen_t salen;
 
 	ASSERT(!s->listener_open && !s->shutting_down);
 	if (port < 0 || port > 65535)
@@ -1392,14 +1535,32 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 		rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
 	if (rc)
 		return nerr_set(msg, NERR_INVAL, "listen", "bad listen address %s", host);
+	/* Bind with plain calls so that the usual failures (address in use, no
+	 * permission) leave no libuv handle behind to close asynchronously. */
+	salen = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					 : sizeof(struct sockaddr_in);
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return nerr_set(msg, NERR_IO, "listen", "socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, salen) || listen(fd, 511)) {
+		rc = errno;
+		close(fd);
+		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
+				host, port, strerror(rc));
+	}
 	ASSERT(uv_tcp_init(s->loop, &s->listener) == 0);
 	s->listener.data = s;
 	s->listener_open = true;
 	s->open_handles++;
-	rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
-	if (!rc)
+	rc = uv_tcp_open(&s->listener, fd);
+	if (rc)
+		close(fd);
+	else
 		rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
 	if (rc) {
+		/* Rare: the handle closes asynchronously (run the loop before
+		 * http_server_free). */
 		http_server_stop_accepting(s);
 		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
 				host, port, uv_strerror(rc));
@@ -1462,6 +1623,9 @@ void http_server_shutdown(struct http_server *s, void (*done_fn)(void *ud), void
 			break;
 		}
 	}
+	ASSERT(uv_timer_init(s->loop, &s->kick) == 0);
+	s->kick.data = s;
+	s->open_handles++;
 	uv_close((uv_handle_t *)&s->kick, on_server_handle_closed);
 }
 
@@ -1469,7 +1633,7 @@ void http_server_free(struct http_server *s)
 {
 	if (!s)
 		return;
-	ASSERT(s->done_called);
+	ASSERT(s->open_handles == 0 && s->nconns == 0);
 	free(s);
 }
 

@@ -45,7 +45,8 @@ typedef void (*http_handler_fn)(void *userdata, struct http_req *req);
 enum nerr http_server_new(uv_loop_t *loop, const struct http_limits *lim,
 			  http_handler_fn fn, void *userdata, struct http_server **out);
 /* host "127.0.0.1" or "::1" or "0.0.0.0"; port 0 picks a free port,
- * http_server_port() tells which. */
+ * http_server_port() tells which. On failure (address in use, ...) the server
+ * holds no handle and may be freed at once. */
 enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 			     struct nerr_msg *msg);
 int http_server_port(const struct http_server *s);
@@ -54,8 +55,9 @@ void http_server_stop_accepting(struct http_server *s);
  * dropped), let in-flight requests be answered, flush, close all; done_fn(ud)
  * runs from a loop callback once every handle of the server is closed. */
 void http_server_shutdown(struct http_server *s, void (*done_fn)(void *ud), void *ud);
-/* After shutdown completed. Requests still held by the application stay valid
- * and must still be answered (the answer is dropped). */
+/* After shutdown completed, or after http_server_listen() failed (or was never
+ * called) with no connection attached. Requests still held by the application
+ * stay valid and must still be answered (the answer is dropped). */
 void http_server_free(struct http_server *s);
 /* Connections open now (including ones being refused with 503). */
 unsigned http_server_connection_count(const struct http_server *s);

@@ -122,7 +122,7 @@ enum nerr inbox_decode(const char *rec, size_t len, enum inbox_kind *kind,
 {
 	if (len < INBOX_HEADER_BYTES)
 		return NERR_CORRUPT;
-	if (rec[0] != INBOX_EVENT && rec[0] != INBOX_ERASE)
+	if (rec[0] < INBOX_EVENT || rec[0] > INBOX_OUTCOME)
 		return NERR_CORRUPT;
 	*kind = (enum inbox_kind)rec[0];
 	*received_ms = (int64_t)store_get_u64(rec + 1);

@@ -35,6 +35,8 @@
 enum inbox_kind {
 	INBOX_EVENT = 1, /* a normalized Segment event */
 	INBOX_ERASE = 2, /* {"namespace": …, "value": …}: erase a person */
+	INBOX_ADMIN = 3, /* {"op": …}: journeys, templates, test clock */
+	INBOX_OUTCOME = 4, /* a delivery outcome from the delivery thread */
 };
 
 #define INBOX_HEADER_BYTES 9

@@ -39,18 +39,33 @@ static int to_s(struct rs *st, const struct val *v, struct val *out)
 	return rs_to_str(st, v, out);
 }
 
+/* Filters build strings in one buffer per render (filters never nest): tb_get
+ * lends it out, mk copies the result into the arena and takes it back. */
+static void tb_get(struct rs *st, struct buf *b)
+{
+	*b = st->tb;
+	buf_init(&st->tb, 0);
+	buf_reset(b);
+}
+
+static void tb_put(struct rs *st, struct buf *b)
+{
+	if (!st->tb.data)
+		st->tb = *b;
+	else
+		buf_fini(b);
+}
+
 static int mk(struct rs *st, struct buf *b, struct val *out)
 {
 	char *s = rs_alloc(st, b->len + 1);
 
-	if (!s) {
-		buf_fini(b);
-		return -1;
+	if (s) {
+		memcpy(s, buf_str(b), b->len + 1);
+		*out = val_str(s, b->len);
 	}
-	memcpy(s, buf_str(b), b->len + 1);
-	*out = val_str(s, b->len);
-	buf_fini(b);
-	return 0;
+	tb_put(st, b);
+	return s ? 0 : -1;
 }
 
 static int mkarr(struct rs *st, const struct val *items, size_t n, struct val *out)
@@ -98,7 +113,7 @@ static int f_append(struct rs *st, IN, FA, OUT)
 
 	if (to_s(st, in, &a) || to_s(st, ARG(0), &b))
 		return -1;
-	buf_init(&r, 0);
+	tb_get(st, &r);
 	buf_append(&r, a.s.p, a.s.len);
 	buf_append(&r, b.s.p, b.s.len);
 	return mk(st, &r, out);
@@ -111,7 +126,7 @@ static int f_prepend(struct rs *st, IN, FA, OUT)
 
 	if (to_s(st, in, &a) || to_s(st, ARG(0), &b))
 		return -1;
-	buf_init(&r, 0);
+	tb_get(st, &r);
 	buf_append(&r, b.s.p, b.s.len);
 	buf_append(&r, a.s.p, a.s.len);
 	return mk(st, &r, out);
@@ -153,7 +168,8 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 	UChar *m = rs_alloc(st, ((size_t)ulen * 3 + 4) * sizeof(UChar));
 	if (!u || !m)
 		return -1;
-	u_strFromUTF8Lenient(u, ulen + 1, NULL, s->s.p, (int32_t)s->s.len, &err);
+	/* The lenient preflight may overestimate; take the real length. */
+	u_strFromUTF8Lenient(u, ulen + 1, &ulen, s->s.p, (int32_t)s->s.len, &err);
 	int32_t mlen = 0, cap = ulen * 3 + 4;
 	err = U_ZERO_ERROR;
 	if (mode == CASE_UP) {
@@ -179,7 +195,7 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 	char *r = rs_alloc(st, (size_t)blen + 1);
 	if (!r)
 		return -1;
-	u_strToUTF8(r, blen + 1, NULL, m, mlen, &err);
+	u_strToUTF8(r, blen + 1, &blen, m, mlen, &err);
 	r[blen] = 0;
 	*out = val_str(r, (size_t)blen);
 	return 0;
@@ -237,7 +253,7 @@ static int f_escape(struct rs *st, IN, FA, OUT)
 	}
 	if (to_s(st, in, &s))
 		return -1;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < s.s.len; i++)
 		esc_char(&b, s.s.p[i]);
 	if (mk(st, &b, out))
@@ -270,7 +286,7 @@ static int f_escape_once(struct rs *st, IN, FA, OUT)
 
 	if (to_s(st, in, &s))
 		return -1;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < s.s.len; i++) {
 		if (s.s.p[i] == '&' && is_entity(s.s.p + i, s.s.len - i))
 			buf_putc(&b, '&');
@@ -336,7 +352,7 @@ static int nl_impl(struct rs *st, IN, const char *rep, OUT)
 
 	if (to_s(st, in, &s))
 		return -1;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < s.s.len; i++) {
 		if (s.s.p[i] == '\r' && i + 1 < s.s.len && s.s.p[i + 1] == '\n')
 			continue;
@@ -358,10 +374,9 @@ static int f_strip_newlines(struct rs *st, IN, FA, OUT)
 	return nl_impl(st, in, "", out);
 }
 
-static const char *find_str(const char *p, const char *e, const char *needle)
+static const char *find_strn(const char *p, const char *e, const char *needle, size_t n)
 {
-	size_t n = strlen(needle);
-	if ((size_t)(e - p) < n)
+	if (p > e || (size_t)(e - p) < n)
 		return NULL;
 	return memmem(p, (size_t)(e - p), needle, n);
 }
@@ -374,7 +389,7 @@ static int f_strip_html(struct rs *st, IN, FA, OUT)
 	if (to_s(st, in, &s))
 		return -1;
 	const char *p = s.s.p, *e = p + s.s.len;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	while (p < e) {
 		if (*p != '<') {
 			buf_putc(&b, *p++);
@@ -387,7 +402,7 @@ static int f_strip_html(struct rs *st, IN, FA, OUT)
 		for (size_t k = 0; k < 3 && !skip; k++) {
 			size_t ol = strlen(blocks[k][0]);
 			if ((size_t)(e - p) >= ol && memcmp(p, blocks[k][0], ol) == 0) {
-				const char *c = find_str(p + ol, e, blocks[k][1]);
+				const char *c = find_strn(p + ol, e, blocks[k][1], strlen(blocks[k][1]));
 				if (c)
 					skip = c + strlen(blocks[k][1]);
 			}
@@ -414,7 +429,7 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 
 	if (to_s(st, in, &s) || to_s(st, fromv, &from) || (tov && to_s(st, tov, &to)))
 		return -1;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	if (from.s.len == 0) {
 		if (which == 1) {
 			buf_append(&b, to.s.p, to.s.len);
@@ -433,7 +448,7 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 				buf_append(&b, s.s.p + i, j - i);
 				buf_append(&b, to.s.p, to.s.len);
 				if (b.len > st->lim.output_bytes) {
-					buf_fini(&b);
+					tb_put(st, &b);
 					return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
 				}
 				i = j;
@@ -444,10 +459,10 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 	const char *p = s.s.p, *e = p + s.s.len, *hit;
 	if (which == 2) {
 		const char *last = NULL;
-		for (const char *q = p; (hit = find_str(q, e, from.s.p)); q = hit + 1)
+		for (const char *q = p; (hit = find_strn(q, e, from.s.p, from.s.len)); q = hit + 1)
 			last = hit;
 		if (!last) {
-			buf_fini(&b);
+			tb_put(st, &b);
 			*out = s;
 			return 0;
 		}
@@ -456,12 +471,12 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 		buf_append(&b, last + from.s.len, (size_t)(e - last - from.s.len));
 		return mk(st, &b, out);
 	}
-	while ((hit = find_str(p, e, from.s.p))) {
+	while ((hit = find_strn(p, e, from.s.p, from.s.len))) {
 		buf_append(&b, p, (size_t)(hit - p));
 		buf_append(&b, to.s.p, to.s.len);
 		p = hit + from.s.len;
 		if (b.len > st->lim.output_bytes) {
-			buf_fini(&b);
+			tb_put(st, &b);
 			return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
 		}
 		if (which == 1)
@@ -634,7 +649,7 @@ static int f_split(struct rs *st, IN, FA, OUT)
 		}
 	} else {
 		const char *hit;
-		while ((hit = find_str(p, e, sep.s.p))) {
+		while ((hit = find_strn(p, e, sep.s.p, sep.s.len))) {
 			if (piece(st, &a, p, (size_t)(hit - p)))
 				return -1;
 			p = hit + sep.s.len;
@@ -670,7 +685,7 @@ static int f_truncate(struct rs *st, IN, FA, OUT)
 	int64_t l = len - (int64_t)utf8_len(ell.s.p, ell.s.len);
 	if (l < 0)
 		l = 0;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	buf_append(&b, s.s.p, char_off(s.s.p, s.s.len, (size_t)l));
 	buf_append(&b, ell.s.p, ell.s.len);
 	return mk(st, &b, out);
@@ -692,7 +707,7 @@ static int f_truncatewords(struct rs *st, IN, FA, OUT)
 		words = 1;
 	const char *p = s.s.p, *e = p + s.s.len;
 	int64_t count = 0;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	while (p < e) {
 		while (p < e && ws(*p) && *p)
 			p++;
@@ -710,7 +725,7 @@ static int f_truncatewords(struct rs *st, IN, FA, OUT)
 		buf_append(&b, w, (size_t)(p - w));
 		count++;
 	}
-	buf_fini(&b);
+	tb_put(st, &b);
 	*out = s;
 	return 0;
 }
@@ -726,7 +741,7 @@ static int f_url_encode(struct rs *st, IN, FA, OUT)
 	}
 	if (to_s(st, in, &s))
 		return -1;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < s.s.len; i++) {
 		unsigned char c = (unsigned char)s.s.p[i];
 		if (isalnum(c) || c == '_' || c == '.' || c == '-' || c == '~')
@@ -761,7 +776,7 @@ static int f_url_decode(struct rs *st, IN, FA, OUT)
 	}
 	if (to_s(st, in, &s))
 		return -1;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < s.s.len; i++) {
 		char c = s.s.p[i];
 		if (c == '+')
@@ -788,7 +803,7 @@ static int b64enc(struct rs *st, IN, const char *alpha, OUT)
 		return -1;
 	const unsigned char *p = (const unsigned char *)s.s.p;
 	size_t n = s.s.len;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < n; i += 3) {
 		uint32_t v = (uint32_t)p[i] << 16;
 		if (i + 1 < n)
@@ -818,7 +833,7 @@ static int b64dec(struct rs *st, IN, const char *alpha, FA, OUT)
 	size_t n = s.s.len;
 	if (n % 4)
 		return rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < n; i += 4) {
 		int v[4], pad = 0;
 		for (int k = 0; k < 4; k++) {
@@ -827,7 +842,7 @@ static int b64dec(struct rs *st, IN, const char *alpha, FA, OUT)
 				v[k] = 0;
 				pad++;
 			} else if (pad || map[c] < 0) {
-				buf_fini(&b);
+				tb_put(st, &b);
 				return rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
 			} else {
 				v[k] = map[c];
@@ -887,6 +902,11 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 
 	if (n >= sizeof(tmp))
 		return false;
+	for (size_t i = 0, run = 0; i < n; i++) {
+		run = isdigit((unsigned char)s[i]) ? run + 1 : 0;
+		if (run > 9)
+			return false;
+	}
 	memcpy(tmp, s, n);
 	tmp[n] = 0;
 	if (n >= 10 && isdigit((unsigned char)tmp[0]) && tmp[4] == '-') {
@@ -954,7 +974,7 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 	if (am && hh == 12)
 		hh = 0;
 done:
-	if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mi > 59 || ss > 60)
+	if (y < 0 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mi > 59 || ss > 60)
 		return false;
 	struct tm tm = { 0 };
 	tm.tm_year = y - 1900;
@@ -1067,7 +1087,7 @@ static int f_round(struct rs *st, IN, FA, OUT)
 	struct val n = num_from(in), d = val_int(0);
 	if (fa->npos)
 		d = num_from(ARG(0));
-	int64_t nd = d.type == V_INT ? d.i : (int64_t)(isfinite(d.f) ? d.f : 0);
+	int64_t nd = d.type == V_INT ? d.i : (d.f > -1e6 && d.f < 1e6) ? (int64_t)d.f : 0;
 	return num_round(&n, nd, out);
 }
 
@@ -1242,17 +1262,17 @@ static int f_join(struct rs *st, IN, FA, OUT)
 	}
 	if (rs_flatten(st, in, &f))
 		return -1;
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	for (size_t i = 0; i < f.a.n; i++) {
 		if (i)
 			buf_append(&b, sep.s.p, sep.s.len);
 		if (to_s(st, &f.a.items[i], &s)) {
-			buf_fini(&b);
+			tb_put(st, &b);
 			return -1;
 		}
 		buf_append(&b, s.s.p, s.s.len);
 		if (b.len > st->lim.output_bytes) {
-			buf_fini(&b);
+			tb_put(st, &b);
 			return rs_fail(st, NERR_LIMIT, fa->at, "string longer than the output limit");
 		}
 	}
@@ -1530,9 +1550,9 @@ static int f_json(struct rs *st, IN, FA, OUT)
 {
 	struct buf b;
 
-	buf_init(&b, 0);
+	tb_get(st, &b);
 	if (rs_json(st, &b, in, 0)) {
-		buf_fini(&b);
+		tb_put(st, &b);
 		return -1;
 	}
 	return mk(st, &b, out);

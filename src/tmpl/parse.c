@@ -1280,8 +1280,13 @@ static int parse_body(struct pc *pc, struct lex *lx, struct body *b, const char 
 		if (lex_next(pc, lx, &t))
 			return -1;
 		if (t.type == T_EOF) {
-			if (stops[0])
-				return perr(pc, t.at, "'%s' was never found", stops[0][0] == 'e' ? stops[0] : stops[1] ? stops[1] : stops[0]);
+			if (stops[0]) {
+				const char *want = stops[0];
+				for (size_t i = 0; stops[i]; i++)
+					if (strncmp(stops[i], "end", 3) == 0)
+						want = stops[i];
+				return perr(pc, t.at, "'%s' was never found", want);
+			}
 			break;
 		}
 		if (t.type == T_TEXT) {

@@ -98,7 +98,7 @@ static uint64_t hash_str(const char *s)
 
 static struct vtab_ent *vtab_find(struct vtab *t, const char *key)
 {
-	if (!t->cap)
+	if (!t->n)
 		return NULL;
 	for (size_t i = hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
 		if (!t->ents[i].key)
@@ -321,7 +321,7 @@ int rs_to_str(struct rs *st, const struct val *v, struct val *out)
 	case V_FLOAT: {
 		int n;
 		if (v->type == V_INT)
-			n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v->i);
+			n = (int)val_fmt_int(v->i, tmp);
 		else {
 			val_fmt_float(v->f, tmp, sizeof(tmp));
 			n = (int)strlen(tmp);
@@ -634,7 +634,7 @@ static void lookup_root(struct rs *st, const char *name, struct val *out)
 	struct json_object *j;
 
 	for (size_t i = st->nbinds; i > st->bind_floor && i > 0; i--)
-		if (strcmp(st->binds[i - 1].name, name) == 0) {
+		if (st->binds[i - 1].name[0] == name[0] && strcmp(st->binds[i - 1].name, name) == 0) {
 			*out = st->binds[i - 1].v;
 			return;
 		}
@@ -939,7 +939,7 @@ static int emit_val(struct rs *st, const struct val *v)
 	int n;
 
 	if (v->type == V_INT) {
-		n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v->i);
+		n = (int)val_fmt_int(v->i, tmp);
 		return emit(st, tmp, (size_t)n);
 	}
 	if (rs_to_str(st, v, &s))
@@ -1518,6 +1518,7 @@ enum nerr tmpl_render(const struct tmpl *t, struct json_object *ctx,
 		scratch->limit_bytes = scratch->used_bytes + st.lim.scratch_bytes;
 	rc = render_body(&st, &t->body);
 	scratch->limit_bytes = saved_limit;
+	buf_fini(&st.tb);
 	while (st.partials) {
 		struct partial_cache *c = st.partials;
 		st.partials = c->next;

@@ -262,6 +262,7 @@ struct rs {
 	size_t iterations, depth, work;
 	int64_t now_ms;
 	struct partial_cache *partials;
+	struct buf tb; /* filters' string builder, see filters.c */
 	enum nerr rc;
 	struct nerr_msg *msg;
 	bool failed;
@@ -269,6 +270,7 @@ struct rs {
 
 /* value.c */
 void val_fmt_float(double d, char *out, size_t n);
+size_t val_fmt_int(int64_t v, char *out);
 bool val_truthy(const struct val *v);
 size_t val_seq_len(const struct val *v);
 struct val val_seq_at(const struct val *v, size_t i);

@@ -21,6 +21,25 @@
 
 #include "tmpl/tmpl_int.h"
 
+/* Writes v in decimal; returns the length (at most 20). */
+size_t val_fmt_int(int64_t v, char *out)
+{
+	char rev[24];
+	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+	size_t n = 0, o = 0;
+
+	do {
+		rev[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		out[o++] = '-';
+	while (n)
+		out[o++] = rev[--n];
+	out[o] = 0;
+	return o;
+}
+
 struct val val_nil(void)
 {
 	struct val v = { .type = V_NIL };
@@ -70,7 +89,52 @@ static int shortest(double d, char *digits, int *decpt)
 	int prec, nd = 0, e;
 	char *p;
 
-	for (prec = 1; prec <= 17; prec++) {
+	/* Integral values below 2^53: the digits of the integer. */
+	if (d > -9007199254740992.0 && d < 9007199254740992.0 && d != 0 && d == (double)(int64_t)d) {
+		int64_t v = (int64_t)d;
+		uint64_t u = v < 0 ? (uint64_t)-v : (uint64_t)v;
+		char rev[24];
+		int n = 0;
+		while (u) {
+			rev[n++] = (char)('0' + u % 10);
+			u /= 10;
+		}
+		*decpt = n;
+		while (n > 1 && rev[0] == '0') {
+			memmove(rev, rev + 1, (size_t)--n);
+		}
+		for (int i = 0; i < n; i++)
+			digits[i] = rev[n - 1 - i];
+		digits[n] = 0;
+		return n;
+	}
+	/* Short decimals (money): the first k with round(d * 10^k) / 10^k == d gives
+	 * the fewest digits; both operations are exact or correctly rounded. */
+	{
+		static const double p10[] = { 1e0, 1e1, 1e2,  1e3,  1e4,  1e5,	1e6,  1e7,
+					      1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
+		double a = d < 0 ? -d : d;
+		for (int k = 1; k < 16 && a * p10[k] < 9007199254740992.0; k++) {
+			double r = nearbyint(a * p10[k]);
+			if (r / p10[k] == a && r >= 1) {
+				uint64_t u = (uint64_t)r;
+				char rev[24];
+				int n = 0;
+				while (u) {
+					rev[n++] = (char)('0' + u % 10);
+					u /= 10;
+				}
+				for (int i = 0; i < n; i++)
+					digits[i] = rev[n - 1 - i];
+				digits[n] = 0;
+				*decpt = n - k;
+				return n;
+			}
+		}
+	}
+	/* 15 significant digits round-trip whenever any shorter form does, and then
+	 * they are that form padded with zeros (15 = DBL_DIG), so start there. */
+	for (prec = 15; prec <= 17; prec++) {
 		snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, d);
 		if (strtod(tmp, NULL) == d)
 			break;
@@ -445,7 +509,15 @@ static void dec_of(const struct val *v, struct dec *d)
 
 static double dec_to_double(const struct dec *d)
 {
+	static const double p10[] = { 1e0,  1e1,  1e2,	1e3,  1e4,  1e5,  1e6,	1e7,
+				      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+				      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
 	char tmp[80], rev[50];
+
+	/* Exact operands, one correctly rounded operation (Clinger's fast path). */
+	if (d->m > -((__int128)1 << 53) && d->m < ((__int128)1 << 53) && d->e >= -22 && d->e <= 22)
+		return d->e >= 0 ? (double)(int64_t)d->m * p10[d->e]
+				 : (double)(int64_t)d->m / p10[-d->e];
 	int n = 0, o = 0;
 	unsigned __int128 m = d->m < 0 ? -(unsigned __int128)d->m : (unsigned __int128)d->m;
 

@@ -27,10 +27,12 @@
 #include <openssl/hmac.h>
 #include <uv.h>
 
+#include "base/buf.h"
 #include "base/clock.h"
 #include "base/mem.h"
 #include "deliver/deliver.h"
 #include "ingest/http.h"
+#include "report/metrics.h"
 
 /* ---- the peer ---- */
 
@@ -45,6 +47,7 @@ struct rec {
 	char ua[64];
 	char custom[64];
 	char body[512];
+	unsigned conns; /* connections open at the peer when it arrived */
 };
 
 struct held {
@@ -125,6 +128,7 @@ static void on_request(void *ud, struct http_req *req)
 		copy(r->ua, sizeof(r->ua), http_req_header(req, "User-Agent"));
 		copy(r->custom, sizeof(r->custom), http_req_header(req, "X-Custom"));
 		copy(r->body, sizeof(r->body), http_req_body(req, &len));
+		r->conns = http_server_connection_count(p->srv);
 	}
 	p->total++;
 	p->concurrent++;
@@ -226,6 +230,7 @@ struct got {
 	bool has_response;
 	bool truncated;
 	unsigned attempts;
+	unsigned connections;
 	int64_t duration_ms;
 	void *ud;
 };
@@ -256,6 +261,7 @@ static void on_outcome(void *cb_ud, const struct deliver_outcome *o)
 				       : sizeof(g->response) - 1);
 		g->truncated = o->response_truncated;
 		g->attempts = o->attempts;
+		g->connections = o->connections;
 		g->duration_ms = o->duration_ms;
 		g->ud = o->ud;
 	}
@@ -335,6 +341,24 @@ static void hmac_hex(const char *secret, const char *text, char *out)
 		sprintf(out + 2 * i, "%02x", mac[i]);
 }
 
+/* The value of one series in the /metrics text, or -1 when absent. */
+static double metric_value(const char *series)
+{
+	struct buf out;
+	double v = -1;
+	buf_init(&out, 0);
+	metrics_render(&out);
+	size_t n = strlen(series);
+	for (const char *p = buf_str(&out); (p = strstr(p, series)); p += n) {
+		if ((p == buf_str(&out) || p[-1] == '\n') && p[n] == ' ') {
+			v = strtod(p + n + 1, NULL);
+			break;
+		}
+	}
+	buf_fini(&out);
+	return v;
+}
+
 /* ---- tests ---- */
 
 static void post_carries_body_headers_and_a_verifiable_signature(void **state)
@@ -352,6 +376,7 @@ static void post_carries_body_headers_and_a_verifiable_signature(void **state)
 	r->headers[1].name = xstrdup("Idempotency-Key"); /* ours wins */
 	r->headers[1].value = xstrdup("forged");
 	r->ud = &marker;
+	double ok_before = metric_value("nudge_webhook_outcomes_total{result=\"ok\"}");
 	int64_t before = clock_wall_ms() / 1000;
 	assert_int_equal(deliver_submit(d, r), NERR_OK);
 	wait_outcomes(1);
@@ -365,6 +390,9 @@ static void post_carries_body_headers_and_a_verifiable_signature(void **state)
 	assert_ptr_equal(g->ud, &marker);
 	assert_false(g->has_response);
 	assert_int_equal(peer_total(p), 1);
+	assert_true(ok_before >= 0);
+	assert_true(metric_value("nudge_webhook_outcomes_total{result=\"ok\"}") ==
+		    ok_before + 1);
 
 	struct rec *rec = &p->recs[0];
 	assert_string_equal(rec->method, "POST");
@@ -447,6 +475,9 @@ static void last_tempfail_is_reported_final(void **state)
 	assert_string_equal(sink.got[0].reason, "HTTP 500");
 	assert_int_equal(sink.got[0].attempts, 3);
 	assert_int_equal(peer_total(p), 3);
+	assert_true(metric_value("nudge_webhook_outcomes_total{result=\"tempfail\"}") >=
+		    1);
+	assert_true(metric_value("nudge_webhook_retries_total") >= 2);
 	usleep(50 * 1000); /* and nothing more follows */
 	assert_int_equal(peer_total(p), 3);
 	assert_int_equal(sink.n, 1);
@@ -471,7 +502,7 @@ static void retry_after_is_honoured(void **state)
 	assert_int_equal(sink.got[0].attempts, 2);
 	/* base backoff is 5 ms: only Retry-After explains a second's wait */
 	assert_true(sink.got[0].duration_ms >= 1000);
-	assert_true(sink.got[0].duration_ms < 1900);
+	assert_true(sink.got[0].duration_ms < 5000);
 	deliver_free(d);
 	free(url);
 	peer_free(p);
@@ -647,8 +678,12 @@ static void guard_refuses_loopback_in_flight(void **state)
 	assert_int_equal(deliver_submit(d, request("e2", url, "{}")), NERR_OK);
 	snprintf(url, sizeof(url), "http://[::1]:%d/", p->port);
 	assert_int_equal(deliver_submit(d, request("e3", url, "{}")), NERR_OK);
-	wait_outcomes(3);
-	for (int i = 0; i < 3; i++) {
+	snprintf(url, sizeof(url), "http://2130706433:%d/", p->port); /* 127.0.0.1 */
+	assert_int_equal(deliver_submit(d, request("e4", url, "{}")), NERR_OK);
+	snprintf(url, sizeof(url), "http://[::ffff:127.0.0.1]:%d/", p->port);
+	assert_int_equal(deliver_submit(d, request("e5", url, "{}")), NERR_OK);
+	wait_outcomes(5);
+	for (int i = 0; i < 5; i++) {
 		assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
 		assert_string_equal(sink.got[i].reason, "destination not allowed");
 	}
@@ -686,6 +721,77 @@ static void bad_requests_are_permfail(void **state)
 		assert_string_equal(sink.got[i].reason, reasons[i]);
 	}
 	deliver_free(d);
+}
+
+static void connections_are_reused(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 0, 0);
+	char *url = peer_url(p, "/");
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(deliver_submit(d, request("r", url, "{}")), NERR_OK);
+		wait_outcomes(i + 1);
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+	}
+	/* one connection, opened by the first request; a new connection per
+	 * request would also find the previous idle one still open at the peer */
+	assert_int_equal(sink.got[0].connections, 1);
+	assert_int_equal(sink.got[1].connections, 0);
+	assert_int_equal(sink.got[2].connections, 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(p->recs[i].conns, 1);
+	deliver_free(d);
+	free(url);
+	peer_free(p);
+}
+
+static void a_slow_receiver_does_not_hold_up_others(void **state)
+{
+	struct peer *slow = peer_start(), *fast = peer_start();
+	struct deliver *d = start("127.0.0.1/32", 2, 3);
+	char *slow_url = peer_url(slow, "/"), *fast_url = peer_url(fast, "/");
+	slow->hold_ms = 400;
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(deliver_submit(d, request("slow", slow_url, "{}")),
+				 NERR_OK);
+	for (int i = 0; i < 200 && peer_total(slow) < 2; i++)
+		usleep(2000);
+	assert_int_equal(deliver_submit(d, request("fast", fast_url, "{}")), NERR_OK);
+	wait_outcomes(1);
+	/* the slow host has its 2 slots; the third global slot serves the other */
+	assert_string_equal(sink.got[0].id, "fast");
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	wait_outcomes(7);
+	assert_int_equal(slow->max_concurrent, 2);
+	deliver_free(d);
+	free(slow_url);
+	free(fast_url);
+	peer_free(slow);
+	peer_free(fast);
+}
+
+static void allowed_host_name_may_resolve_to_loopback(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start("LocalHost", 0, 0);
+	char url[128];
+	snprintf(url, sizeof(url), "http://localhost:%d/named", p->port);
+	assert_int_equal(deliver_submit(d, request("named", url, "{}")), NERR_OK);
+	/* the entry names a host, not an address */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/numeric", p->port);
+	assert_int_equal(deliver_submit(d, request("numeric", url, "{}")), NERR_OK);
+	wait_outcomes(2);
+	for (int i = 0; i < 2; i++) {
+		if (strcmp(sink.got[i].id, "named") == 0)
+			assert_int_equal(sink.got[i].result, DELIVER_OK);
+		else
+			assert_string_equal(sink.got[i].reason,
+					    "destination not allowed");
+	}
+	assert_int_equal(peer_total(p), 1);
+	assert_string_equal(p->recs[0].path, "/named");
+	deliver_free(d);
+	peer_free(p);
 }
 
 static void per_host_cap_limits_concurrent_requests(void **state)
@@ -782,7 +888,9 @@ static void stop_abandons_in_flight_without_reporting(void **state)
 	assert_int_equal(peer_total(p), 4);
 	deliver_stop(d);
 	assert_int_equal(sink.n, 0);
-	assert_int_equal(deliver_submit(d, request("late", url, "{}")), NERR_BUSY);
+	r = request("late", url, "{}");
+	assert_int_equal(deliver_submit(d, r), NERR_BUSY); /* not taken */
+	deliver_request_free(r);
 	deliver_free(d);
 	free(url);
 	peer_free(p);
@@ -805,6 +913,11 @@ int main(void)
 		cmocka_unit_test(bad_allow_entry_is_named),
 		cmocka_unit_test_setup(guard_refuses_loopback_in_flight, reset_sink),
 		cmocka_unit_test_setup(bad_requests_are_permfail, reset_sink),
+		cmocka_unit_test_setup(connections_are_reused, reset_sink),
+		cmocka_unit_test_setup(a_slow_receiver_does_not_hold_up_others,
+				       reset_sink),
+		cmocka_unit_test_setup(allowed_host_name_may_resolve_to_loopback,
+				       reset_sink),
 		cmocka_unit_test_setup(per_host_cap_limits_concurrent_requests,
 				       reset_sink),
 		cmocka_unit_test_setup(global_cap_limits_concurrent_requests, reset_sink),

@@ -553,7 +553,8 @@ static void test_json_variables_and_no_heap(void **state)
 static struct expr_value consent_fn(const struct expr_call *call,
 				    const struct expr_value *args, size_t nargs)
 {
-	const char *granted = call->userdata;
+	/* the granted channel comes per evaluation when given, else per registration */
+	const char *granted = call->eval_data ? call->eval_data : call->userdata;
 
 	if (nargs != 1 || args[0].kind != EXPR_STRING)
 		return expr_value_error(call, "consent() wants a channel name");
@@ -582,6 +583,12 @@ static void test_registered_function(void **state)
 	assert_int_equal(expr_compile("consent(1)", env, &prog, &msg), NERR_OK);
 	assert_int_equal(expr_eval(prog, NULL, 0, &a, &out, &msg), NERR_EVAL);
 	assert_string_equal(msg.message, "consent() wants a channel name");
+	expr_program_free(prog);
+	assert_int_equal(expr_compile("consent('sms')", env, &prog, &msg), NERR_OK);
+	assert_int_equal(expr_eval(prog, NULL, 0, &a, &out, &msg), NERR_OK);
+	assert_false(expr_value_is_true(&out));
+	assert_int_equal(expr_eval_with(prog, NULL, 0, "sms", &a, &out, &msg), NERR_OK);
+	assert_true(expr_value_is_true(&out));
 	expr_program_free(prog);
 	expr_env_free(env);
 	arena_fini(&a);

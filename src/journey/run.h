@@ -1,0 +1,120 @@
+/*
+ * run.h -- the journey runtime: published journeys, instances, timers, waits.
+ *
+ * Design (DESIGN.md §2, §7; invariants 2-6): the runtime lives inside the engine
+ * thread and changes state only through the engine's store_batch, so every step
+ * an instance takes commits atomically with the inbox records or timers that
+ * caused it. It keeps in memory only what is cheap to rebuild at startup: the
+ * journeys (every published version compiled), the entry index (event name ->
+ * active journeys) and the set of event names any step listens to. Everything
+ * else is in the store:
+ *
+ *   STORE_CF_JOURNEYS   "s/<id>" status, "d/<id>" draft, "v/<id>/<ver u32>" versions
+ *   STORE_CF_TEMPLATES  "<id>" current template, "v/<id>/<ver u32>" history
+ *   STORE_CF_INSTANCES  pid(8) <jid> 0 <key> -> instance JSON
+ *   STORE_CF_WAITS      pid(8) <event> 0 <jid> 0 <key> -> "" (wait_for event)
+ *   STORE_CF_TIMERS     due_ms(8) <instance key> -> iid(8) visit(8)
+ *   STORE_CF_OUTBOX     <envelope id> -> envelope JSON
+ *   STORE_CF_INDEX      "r" pid(8) <jid> 0 <key> -> last entry ms (re-entry rules)
+ *                       "j" <jid> 0 pid(8) <key> -> "" (instances of a journey)
+ *                       "p" <jid> 0 <instance key> -> "" (parked while paused)
+ *   STORE_CF_META       "clock_offset_ms", "next_instance_id"
+ *
+ * Timers are data (invariant 5): firing walks the ordered timers family from its
+ * first key; nothing scans instances. An envelope id is derived from (instance
+ * id, step, visit) (invariant 4), so re-running a batch after a crash recreates
+ * the same envelope, never a second one. Webhook envelopes are handed to the
+ * delivery thread only after the batch that created them commits (invariant 3):
+ * they are collected in the batch context and submitted by the engine after the
+ * commit.
+ */
+#ifndef NUDGE_JOURNEY_RUN_H
+#define NUDGE_JOURNEY_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "base/err.h"
+#include "journey/def.h"
+#include "profile/profile.h"
+#include "store/store.h"
+
+struct json_object;
+struct journey_rt;
+
+struct journey_rt_config {
+	struct journey_limits limits;
+	unsigned max_steps_per_event; /* steps run without a wait; beyond: error */
+	size_t max_instance_bytes;    /* serialized instance state; beyond: error */
+	unsigned timers_per_batch;    /* timers fired per engine batch */
+	const char *webhook_secret;   /* global signing secret or NULL */
+	const struct profile_config *profile;
+};
+
+void journey_rt_config_default(struct journey_rt_config *cfg);
+
+/* A webhook envelope ready to send (after the batch commits). */
+struct journey_send {
+	struct journey_send *next;
+	char *envelope_json; /* the stored envelope; owned */
+};
+
+/* An admin operation's answer. */
+struct journey_result {
+	int status; /* HTTP status */
+	char *body; /* JSON; owned */
+};
+
+/* What one engine batch carries through the runtime. */
+struct journey_batch {
+	struct store_batch *b;
+	int64_t now_ms;		    /* the engine clock for this batch */
+	uint64_t seq;		    /* the inbox record being applied (0 for timers) */
+	struct journey_send *sends; /* envelopes to hand to delivery after commit */
+	struct journey_send **sends_tail;
+};
+
+void journey_batch_init(struct journey_batch *jb, struct store_batch *b, int64_t now_ms);
+/* Frees the collected sends (after the engine handed them over). */
+void journey_batch_fini(struct journey_batch *jb);
+
+enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
+			  struct journey_rt **out, struct nerr_msg *msg);
+void journey_rt_free(struct journey_rt *rt);
+
+/* The engine clock: wall clock plus the test-clock offset stored in meta. */
+int64_t journey_rt_now(const struct journey_rt *rt);
+int64_t journey_rt_clock_offset(const struct journey_rt *rt);
+
+/* An event was applied to profile pid (after the profile update). */
+void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
+			 struct json_object *event);
+/* Profiles `from` were merged into `into`: their instances move over. */
+void journey_rt_on_merge(struct journey_rt *rt, struct journey_batch *jb,
+			 const uint64_t *from, unsigned n, uint64_t into);
+/* Profile pid is being erased: its instances, waits and timers go too. */
+void journey_rt_on_erase(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid);
+/* Fires up to cfg.timers_per_batch timers due at or before jb->now_ms; returns
+ * how many fired. */
+unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb);
+/* The earliest pending timer (committed state), or INT64_MAX. */
+int64_t journey_rt_next_due(struct journey_rt *rt);
+/* A delivery outcome record (JSON from the delivery thread). */
+void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
+			   struct json_object *outcome);
+/* An admin operation record ({"op": ...}); *res receives the answer. */
+void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
+		      struct json_object *op, struct journey_result *res);
+/* Calls fn for every webhook envelope still pending in the outbox (startup). */
+void journey_rt_pending(struct journey_rt *rt, void (*fn)(void *ud, const char *env_json),
+			void *ud);
+
+/* Compiles a journey document against committed templates, for the admin API's
+ * validate route (loop thread). *errors_json receives a JSON array (caller puts). */
+bool journey_rt_validate(struct store *s, const struct expr_env *env, const char *json,
+			 size_t len, struct json_object **errors_json);
+/* Checks a template document {"channel": ..., fields}; msg names the field. */
+enum nerr journey_template_check(struct json_object *doc, struct nerr_msg *msg);
+
+#endif
