@@ -157,6 +157,23 @@ class SinkTest(unittest.TestCase):
         finally:
             self.assertEqual(s.stop(), 0)
 
+    def test_listen_option_picks_the_address(self):
+        p = subprocess.Popen([BIN, "sink", "--listen", "127.0.0.1:0", "--status", "202"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = p.stdout.readline().decode()
+            self.assertTrue(first.startswith("listening on http://127.0.0.1:"), first)
+            port = int(first.strip().rsplit(":", 1)[1])
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("POST", "/x", body=b"{}")
+            self.assertEqual(c.getresponse().status, 202)
+            c.close()
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=10), 0)
+            p.stdout.close()
+            p.stderr.close()
+
     def test_bad_usage_exits_2(self):
         for args in ([], ["--http"], ["--http", "x"], ["--http", "0", "--status", "99"],
                      ["--http", "0", "--bogus"], ["--listen", "nocolon"]):
