@@ -60,7 +60,8 @@ int main(void)
 	snprintf(path, sizeof(path), "%s/bench/cart-reminder.data.json", dir);
 	data = json_object_from_file(path);
 	if (!src || !expected || !data) {
-		fprintf(stderr, "bench_tmpl: cannot read the inputs under %s/bench\n", dir);
+		fprintf(stderr, "bench_tmpl: cannot read the inputs under %s/bench\n",
+			dir);
 		return 1;
 	}
 	if (tmpl_compile(src, slen, NULL, &t, &msg)) {
@@ -71,7 +72,8 @@ int main(void)
 	buf_init(&out, 0);
 	if (tmpl_render(t, data, NULL, &a, &out, &msg) || out.len != elen ||
 	    memcmp(buf_str(&out), expected, elen) != 0) {
-		fprintf(stderr, "bench_tmpl: output differs from cart-reminder.expected.html\n");
+		fprintf(stderr,
+			"bench_tmpl: output differs from cart-reminder.expected.html\n");
 		return 1;
 	}
 
@@ -111,9 +113,11 @@ int main(void)
 				rounds[j] = x;
 			}
 	double render_us = rounds[2];
-	printf("tmpl cart-reminder (%zu bytes in, %zu bytes out, output verified)\n", slen, elen);
+	printf("tmpl cart-reminder (%zu bytes in, %zu bytes out, output verified)\n",
+	       slen, elen);
 	printf("  compile: %.2f us\n", compile_us);
-	printf("  render:  %.2f us/render, %.0f renders/s (median of 5; budget 20 us; LiquidJS ~98 us)\n",
+	printf("  render:  %.2f us/render, %.0f renders/s (median of 5; budget 20 us; "
+	       "LiquidJS ~98 us)\n",
 	       render_us, 1e6 / render_us);
 	buf_fini(&out);
 	arena_fini(&a);
