@@ -34,8 +34,9 @@
  *       a refusal (4xx/503) is queued behind the answers still owed.
  *   (2) Memory per connection is bounded: header bytes by max_header_bytes (plus
  *       http-parser's own 80 KiB for bytes it does not report), each body by
- *       max_body_bytes, unanswered requests by max_pipelined, unsent answer
- *       bytes by WRITE_HIGH_WATER_BYTES (beyond them reads pause).
+ *       max_body_bytes, unanswered requests by max_pipelined and their bytes
+ *       by max_body_bytes, unsent answer bytes by WRITE_HIGH_WATER_BYTES
+ *       (beyond them reads pause).
  *   (3) Every connection ends: idle (idle_timeout_ms with nothing owed), a
  *       request not complete read_timeout_ms after its first byte (408), a
  *       client that takes no answer bytes for read_timeout_ms, and LINGER_MS.
@@ -112,6 +113,7 @@ struct http_req {
 	void *data;
 	char *resp; /* formatted answer, owned, once responded */
 	size_t resp_len;
+	size_t held_bytes; /* counted in conn->q_bytes while queued */
 	bool dispatched;
 	bool responded;
 	bool keep_alive; /* the client allows more requests after this one */
@@ -139,6 +141,7 @@ struct http_conn {
 	size_t hdr_bytes; /* request line + headers (+ trailers) so far */
 	struct http_req *q_head, *q_tail;
 	unsigned q_len;
+	size_t q_bytes; /* request bytes held by the queue */
 	unsigned writes_pending;
 	size_t wq_bytes;       /* answer bytes handed to libuv, not yet written */
 	struct buf in;	       /* unparsed input saved at a pause */
@@ -311,6 +314,7 @@ static void conn_set_state(struct http_conn *c, enum conn_state st)
 static bool conn_can_take(const struct http_conn *c)
 {
 	return c->q_len < c->srv->lim.max_pipelined &&
+	       c->q_bytes < c->srv->lim.max_body_bytes &&
 	       c->wq_bytes < WRITE_HIGH_WATER_BYTES;
 }
 
@@ -378,6 +382,7 @@ static void conn_close(struct http_conn *c)
 	}
 	c->q_head = c->q_tail = NULL;
 	c->q_len = 0;
+	c->q_bytes = 0;
 	c->continue_pending = false;
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	if (c->kind == CONN_TCP)
@@ -639,6 +644,7 @@ static void conn_flush(struct http_conn *c)
 		if (!c->q_head)
 			c->q_tail = NULL;
 		c->q_len--;
+		c->q_bytes -= r->held_bytes;
 		owned[n] = r->resp;
 		lens[n] = r->resp_len;
 		r->resp = NULL;
@@ -949,12 +955,14 @@ static void conn_dispatch(struct http_conn *c)
 	c->complete = NULL;
 	r->start_ns = clock_mono_ns();
 	r->dispatched = true;
+	r->held_bytes = r->body.alloc + r->raw.alloc;
 	if (c->q_tail)
 		c->q_tail->next = r;
 	else
 		c->q_head = r;
 	c->q_tail = r;
 	c->q_len++;
+	c->q_bytes += r->held_bytes;
 	if (!r->keep_alive)
 		conn_set_state(c, CONN_DRAINING);
 	s->fn(s->ud, r);
@@ -1546,8 +1554,7 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 	if (bind(fd, (struct sockaddr *)&ss, salen) || listen(fd, 511)) {
 		rc = errno;
 		close(fd);
-		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
-				host, port, strerror(rc));
+		return nerr_set(msg, NERR_IO, "listen", "%s", strerror(rc));
 	}
 	ASSERT(uv_tcp_init(s->loop, &s->listener) == 0);
 	s->listener.data = s;
@@ -1562,8 +1569,7 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 		/* Rare: the handle closes asynchronously (run the loop before
 		 * http_server_free). */
 		http_server_stop_accepting(s);
-		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
-				host, port, uv_strerror(rc));
+		return nerr_set(msg, NERR_IO, "listen", "%s", uv_strerror(rc));
 	}
 	if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) == 0)
 		s->port = ntohs(ss.ss_family == AF_INET6
