@@ -72,7 +72,7 @@ static void pos_of(const char *src, const char *at, int *line, int *col)
 			ls = p + 1;
 		}
 	*line = l;
-	*col = (int)utf8_len(ls, (size_t)(at - ls)) + 1;
+	*col = (int)tmpl_utf8_len(ls, (size_t)(at - ls)) + 1;
 }
 
 static int perr(struct pc *pc, const char *at, const char *fmt, ...)
@@ -619,7 +619,7 @@ static struct expr *parse_primary(struct xp *x)
 	switch (t.type) {
 	case X_STR:
 		xadv(x);
-		e = lit_expr(pc, t.p, val_str(pstr(pc, t.p, t.len), t.len));
+		e = lit_expr(pc, t.p, tmpl_val_str(pstr(pc, t.p, t.len), t.len));
 		break;
 	case X_INT: {
 		char tmp[64];
@@ -628,14 +628,15 @@ static struct expr *parse_primary(struct xp *x)
 		long long v = strtoll(tmp, NULL, 10);
 		xadv(x);
 		e = lit_expr(pc, t.p,
-			     errno == ERANGE ? val_float(strtod(tmp, NULL)) : val_int(v));
+			     errno == ERANGE ? tmpl_val_float(strtod(tmp, NULL))
+					     : tmpl_val_int(v));
 		break;
 	}
 	case X_FLOAT: {
 		char tmp[400];
 		snprintf(tmp, sizeof(tmp), "%.*s", (int)(t.len < 390 ? t.len : 390), t.p);
 		xadv(x);
-		e = lit_expr(pc, t.p, val_float(strtod(tmp, NULL)));
+		e = lit_expr(pc, t.p, tmpl_val_float(strtod(tmp, NULL)));
 		break;
 	}
 	case X_LP: {
@@ -760,7 +761,7 @@ static int parse_fexpr(struct xp *x, struct fexpr *fe, bool allow_empty)
 		const char *name = x->cur.p;
 		size_t nlen = x->cur.len;
 		fc->at = name;
-		fc->def = filter_find(name, nlen);
+		fc->def = tmpl_filter_find(name, nlen);
 		if (!fc->def && pc->strict)
 			return perr(pc, name, "unknown filter '%.*s'", (int)nlen, name);
 		xadv(x);
