@@ -589,7 +589,7 @@ static int f_slice(struct rs *st, IN, FA, OUT)
 			       ? tmpl_rs_fail(st, NERR_EVAL, fa->at,
 					      "slice: expected an integer")
 			       : -1;
-	if (fa->npos > 1 &&
+	if (fa->npos > 1 && ARG(1)->type != V_NIL &&
 	    (ARG(1)->type == V_FLOAT || to_integer(st, ARG(1), "slice", &len)))
 		return ARG(1)->type == V_FLOAT
 			       ? tmpl_rs_fail(st, NERR_EVAL, fa->at,
