@@ -878,13 +878,22 @@ static void body_strip(struct body *b)
 	b->n = o;
 }
 
+/* A name assign and capture may set: word characters and hyphens (Ruby's
+ * VariableSignature), so "foo-a" and even "123" but not "foo?". */
+static bool is_var_name(const struct xt *t)
+{
+	if (t->type == X_INT && t->p[0] != '-')
+		return true;
+	return t->type == X_IDENT && t->p[t->len - 1] != '?';
+}
+
 static char *ident_arg(struct pc *pc, const struct tok *t, bool allow_str)
 {
 	struct xp x;
 	char *name;
 
 	xinit(&x, pc, t->p, t->len);
-	if (x.cur.type != X_IDENT && !(allow_str && x.cur.type == X_STR)) {
+	if (!is_var_name(&x.cur) && !(allow_str && x.cur.type == X_STR)) {
 		xunexpected(&x);
 		return NULL;
 	}
@@ -1232,7 +1241,7 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 	} else if (tok_is(t, "assign")) {
 		n = new_node(pc, N_ASSIGN, t->at);
 		xinit(&x, pc, t->p, t->len);
-		if (x.cur.type != X_IDENT)
+		if (!is_var_name(&x.cur))
 			return xunexpected(&x);
 		n->assign.name = pstr(pc, x.cur.p, x.cur.len);
 		xadv(&x);
