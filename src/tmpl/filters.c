@@ -595,7 +595,8 @@ static int f_slice(struct rs *st, IN, FA, OUT)
 			       ? tmpl_rs_fail(st, NERR_EVAL, fa->at,
 					      "slice: expected an integer")
 			       : -1;
-	if (tmpl_val_is_seq(in)) {
+	/* Ruby slices Arrays; a range slices as its text ("1..5"). */
+	if (in->type == V_ARR || in->type == V_JARR) {
 		struct val flat;
 		if (tmpl_rs_flatten(st, in, &flat))
 			return -1;
