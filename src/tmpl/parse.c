@@ -1298,6 +1298,8 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 	} else if (tok_is(t, "doc")) {
 		const char *bp;
 		size_t bl;
+		if (t->len)
+			return perr(pc, t->p, "'doc' takes no arguments");
 		if (lx->lines)
 			return skip_doc_lines(pc, lx, t);
 		return lex_raw(pc, lx, "enddoc", t->at, &bp, &bl);
