@@ -58,6 +58,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "deliver/deliver_int.h"
+#include "report/metrics.h"
 
 #ifndef NUDGE_VERSION
 #define NUDGE_VERSION "0.1.0"
@@ -80,7 +81,8 @@ struct job {
 	unsigned connections;	     /* new ones, over all attempts */
 	unsigned nrefused, nallowed; /* connect addresses judged this attempt */
 	uint64_t submit_ns;
-	uv_timer_t timer; /* backoff */
+	uint64_t attempt_ns; /* when the current attempt started */
+	uv_timer_t timer;    /* backoff */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -131,6 +133,78 @@ struct sock {
 };
 
 static void pump(struct deliver *d);
+
+static struct metric m_outcome[3] = {
+	{.name = "nudge_webhook_outcomes_total",
+	 .help = "Final webhook outcomes, by result.",
+	 .labels = "result=\"ok\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_webhook_outcomes_total",
+	 .help = "Final webhook outcomes, by result.",
+	 .labels = "result=\"tempfail\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_webhook_outcomes_total",
+	 .help = "Final webhook outcomes, by result.",
+	 .labels = "result=\"permfail\"",
+	 .type = METRIC_COUNTER},
+};
+static struct metric m_attempts = {
+	.name = "nudge_webhook_attempts_total",
+	.help = "HTTP attempts made, retries included.",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_retries = {
+	.name = "nudge_webhook_retries_total",
+	.help = "Temporary failures scheduled for another attempt.",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_refused = {
+	.name = "nudge_webhook_destinations_refused_total",
+	.help = "Connect addresses refused by the SSRF guard.",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_connects = {
+	.name = "nudge_webhook_connections_total",
+	.help = "New connections opened (the rest of the attempts reused one).",
+	.labels = "",
+	.type = METRIC_COUNTER,
+};
+static struct metric m_in_flight = {
+	.name = "nudge_webhook_in_flight",
+	.help = "Webhook attempts running now.",
+	.labels = "",
+	.type = METRIC_GAUGE,
+};
+static struct metric m_pending = {
+	.name = "nudge_webhook_pending",
+	.help = "Webhooks submitted and not yet finally reported.",
+	.labels = "",
+	.type = METRIC_GAUGE,
+};
+static struct metric m_latency = {
+	.name = "nudge_webhook_attempt_seconds",
+	.help = "Duration of one webhook attempt.",
+	.labels = "",
+	.type = METRIC_HISTOGRAM,
+	.bounds = metrics_latency_seconds_bounds,
+};
+
+static void metrics_setup(void)
+{
+	for (int i = 0; i < 3; i++)
+		metrics_register(&m_outcome[i]);
+	metrics_register(&m_attempts);
+	metrics_register(&m_retries);
+	metrics_register(&m_refused);
+	metrics_register(&m_connects);
+	metrics_register(&m_in_flight);
+	metrics_register(&m_pending);
+	m_latency.nbounds = metrics_latency_seconds_nbounds;
+	metrics_register(&m_latency);
+}
 
 const char *deliver_result_str(enum deliver_result r)
 {
@@ -320,6 +394,8 @@ static void report(struct job *job, enum deliver_result result, int status,
 			o.envelope_id, deliver_result_str(result), status, o.attempts,
 			reason, job->url.origin ? job->url.origin : "-");
 	atomic_fetch_sub(&d->pending, 1);
+	metrics_add(&m_pending, -1);
+	metrics_add(&m_outcome[result], 1);
 	d->fn(d->cb_ud, &o);
 	job_free(job);
 }
@@ -370,6 +446,7 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
 			 "envelope=%s msg=\"destination not allowed\" host=%s addr=%s",
 			 job->req->envelope_id, job->url.host, text);
 		job->nrefused++;
+		metrics_add(&m_refused, 1);
 		return CURL_SOCKET_BAD;
 	}
 	job->nallowed++;
@@ -386,6 +463,9 @@ static void attempt_start(struct deliver *d, struct job *job)
 		abort();
 	job->easy = e;
 	job->attempts++;
+	job->attempt_ns = clock_mono_ns();
+	metrics_add(&m_attempts, 1);
+	metrics_add(&m_in_flight, 1);
 	job->nrefused = job->nallowed = 0;
 	job->truncated = false;
 	job->errbuf[0] = '\0';
@@ -462,6 +542,9 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 	curl_easy_getinfo(job->easy, CURLINFO_RETRY_AFTER, &retry_after_s);
 	curl_easy_getinfo(job->easy, CURLINFO_NUM_CONNECTS, &connects);
 	job->connections += (unsigned)connects;
+	metrics_add(&m_connects, connects);
+	metrics_add(&m_in_flight, -1);
+	metrics_observe(&m_latency, (double)(clock_mono_ns() - job->attempt_ns) / 1e9);
 	curl_multi_remove_handle(d->multi, job->easy);
 	curl_easy_cleanup(job->easy);
 	job->easy = NULL;
@@ -502,6 +585,7 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 			 "delay_ms=%lld",
 			 job->req->envelope_id, status, reason, job->attempts,
 			 (long long)delay);
+		metrics_add(&m_retries, 1);
 		uv_timer_start(&job->timer, on_backoff, (uint64_t)delay, 0);
 		return;
 	}
@@ -657,6 +741,7 @@ static void teardown(struct deliver *d)
 			job->hdrs = NULL;
 			job->host->active--;
 			d->active--;
+			metrics_add(&m_in_flight, -1);
 		}
 		if (job->host) {
 			/* drop it from its host's queue wholesale: every job goes */
@@ -665,6 +750,7 @@ static void teardown(struct deliver *d)
 			job->host->runnable = false;
 		}
 		atomic_fetch_sub(&d->pending, 1);
+		metrics_add(&m_pending, -1);
 		job_free(job);
 	}
 	d->rhead = NULL;
@@ -692,6 +778,7 @@ static void on_async(uv_async_t *a)
 			deliver_request_free(job->req);
 			free(job);
 			atomic_fetch_sub(&d->pending, 1);
+			metrics_add(&m_pending, -1);
 		} else {
 			accept_job(d, job);
 		}
@@ -724,6 +811,7 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 
 	*out = NULL;
 	pthread_once(&curl_once, curl_init_once);
+	metrics_setup();
 	deliver_config_default(&def);
 	d->cfg = *cfg;
 	if (!d->cfg.per_host_concurrency)
@@ -814,6 +902,7 @@ enum nerr deliver_submit(struct deliver *d, struct deliver_request *req)
 	*d->in_tail = job;
 	d->in_tail = &job->next;
 	atomic_fetch_add(&d->pending, 1);
+	metrics_add(&m_pending, 1);
 	/* under the lock, so the thread cannot close the handle meanwhile */
 	uv_async_send(&d->async);
 	pthread_mutex_unlock(&d->mu);

@@ -122,7 +122,8 @@ unsigned deliver_pending(struct deliver *d);
 /*
  * Stops taking requests, abandons in-flight ones without reporting them (they
  * stay pending in the outbox and are resent after restart: at-least-once with
- * a stable Idempotency-Key), joins the thread. Idempotent.
+ * a stable Idempotency-Key), joins the thread. Idempotent. Not from the
+ * outcome callback (it runs on the thread being joined).
  */
 void deliver_stop(struct deliver *d);
 /* Stops if needed, then frees. NULL is fine. */

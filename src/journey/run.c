@@ -119,6 +119,10 @@ M(m_envelopes_msg, "nudge_envelopes_created_total", "Envelopes created, by chann
 M(m_timers, "nudge_timers_fired_total", "Journey timers fired.", "", METRIC_COUNTER);
 M(m_cel_errors, "nudge_journey_cel_errors_total",
   "CEL evaluations that failed (the condition counts as false).", "", METRIC_COUNTER);
+static struct metric m_decision = { .name = "nudge_event_to_envelope_seconds",
+				    .help = "From an event's arrival to the envelope it caused.",
+				    .type = METRIC_HISTOGRAM,
+				    .bounds = metrics_latency_seconds_bounds };
 static struct metric m_lateness = {.name = "nudge_timer_lateness_seconds",
 				   .help = "How late timers fire.",
 				   .type = METRIC_HISTOGRAM,
@@ -969,6 +973,8 @@ static int64_t next_local_time(int64_t now_ms, const char *zone, int minute_of_d
 	return best;
 }
 
+static void observe_decision(struct evctx *ec);
+
 /* Builds the Liquid context {profile, event, journey, message}. */
 static struct json_object *render_ctx(struct evctx *ec, struct inst *in,
 				      const char *env_id)
@@ -1121,10 +1127,21 @@ static bool step_webhook(struct journey_rt *rt, struct journey_batch *jb,
 	json_object_put(env);
 	json_object_object_add(in->o, "env", json_object_new_string(id));
 	metrics_add(&m_envelopes, 1);
+	observe_decision(ec);
 	buf_fini(&url);
 	buf_fini(&body);
 	buf_fini(&hv);
 	return true;
+}
+
+/* Event -> send decision latency, for envelopes caused directly by an event. */
+static void observe_decision(struct evctx *ec)
+{
+	const char *ra = ec->event ? jstr(ec->event, "receivedAt") : NULL;
+	int64_t t;
+
+	if (ra && clock_parse_rfc3339(ra, &t) == 0)
+		metrics_observe(&m_decision, (double)(clock_wall_ms() - t) / 1000.0);
 }
 
 /* A message envelope (email, sms, push): the channels issue delivers it. */
@@ -1158,6 +1175,7 @@ static void step_message(struct journey_batch *jb, struct evctx *ec, struct inst
 	json_object_object_add(step_results(in, st->id), "envelope",
 			       json_object_new_string(id));
 	metrics_add(&m_envelopes_msg, 1);
+	observe_decision(ec);
 }
 
 /* Deterministic split: the same profile always takes the same arm of a journey. */
@@ -2317,13 +2335,14 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 			       &m_end_stopped,	 &m_end_error,	   &m_end_erased,
 			       &m_end_merged,	 &m_conversions,   &m_envelopes,
 			       &m_envelopes_msg, &m_timers,	   &m_cel_errors,
-			       &m_lateness};
+			       &m_lateness, &m_decision};
 	char *v = NULL;
 	size_t vl = 0;
 
 	for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
 		metrics_register(ms[i]);
 	m_lateness.nbounds = metrics_latency_seconds_nbounds;
+	m_decision.nbounds = metrics_latency_seconds_nbounds;
 	rt->s = s;
 	rt->cfg = *cfg;
 	rt->env = journey_env_new();

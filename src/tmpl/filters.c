@@ -29,9 +29,9 @@
 #include "base/mem.h"
 #include "tmpl/tmpl_int.h"
 
-#define IN const struct val *in
-#define FA const struct fargs *fa
-#define OUT struct val *out
+#define IN     const struct val *in
+#define FA     const struct fargs *fa
+#define OUT    struct val *out
 #define ARG(i) (&fa->pos[i])
 
 static int to_s(struct rs *st, const struct val *v, struct val *out)
@@ -152,7 +152,8 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 		for (size_t i = 0; i < s->s.len; i++) {
 			char c = s->s.p[i];
 			bool up = mode == CASE_UP || (mode == CASE_CAP && i == 0);
-			r[i] = (char)(up ? toupper((unsigned char)c) : tolower((unsigned char)c));
+			r[i] = (char)(up ? toupper((unsigned char)c)
+					 : tolower((unsigned char)c));
 		}
 		r[s->s.len] = 0;
 		*out = val_str(r, s->s.len);
@@ -183,11 +184,13 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 			U16_NEXT(u, i, ulen, c);
 			c = u_totitle(c);
 			U16_APPEND_UNSAFE(m, mlen, c);
-			mlen += u_strToLower(m + mlen, cap - mlen, u + i, ulen - i, "", &err);
+			mlen += u_strToLower(m + mlen, cap - mlen, u + i, ulen - i, "",
+					     &err);
 		}
 	}
 	if (U_FAILURE(err))
-		return rs_fail(st, NERR_EVAL, NULL, "case mapping failed: %s", u_errorName(err));
+		return rs_fail(st, NERR_EVAL, NULL, "case mapping failed: %s",
+			       u_errorName(err));
 	int32_t blen = 0;
 	err = U_ZERO_ERROR;
 	u_strToUTF8(NULL, 0, &blen, m, mlen, &err);
@@ -301,7 +304,8 @@ static int f_escape_once(struct rs *st, IN, FA, OUT)
 
 static bool ws(char c)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0;
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+	       c == '\v' || c == 0;
 }
 
 static int strip_impl(struct rs *st, IN, bool l, bool r, OUT)
@@ -343,6 +347,33 @@ static int f_lstrip(struct rs *st, IN, FA, OUT)
 static int f_rstrip(struct rs *st, IN, FA, OUT)
 {
 	return strip_impl(st, in, false, true, out);
+}
+
+/* squish: strip, and every run of whitespace inside becomes one space. */
+static int f_squish(struct rs *st, IN, FA, OUT)
+{
+	struct val s;
+	struct buf b;
+	bool gap = false;
+
+	if (in->type == V_NIL) {
+		*out = *in;
+		return 0;
+	}
+	if (to_s(st, in, &s))
+		return -1;
+	tb_get(st, &b);
+	for (size_t i = 0; i < s.s.len; i++) {
+		if (ws(s.s.p[i]) && s.s.p[i]) {
+			gap = b.len > 0;
+			continue;
+		}
+		if (gap)
+			buf_putc(&b, ' ');
+		gap = false;
+		buf_putc(&b, s.s.p[i]);
+	}
+	return mk(st, &b, out);
 }
 
 static int nl_impl(struct rs *st, IN, const char *rep, OUT)
@@ -395,14 +426,15 @@ static int f_strip_html(struct rs *st, IN, FA, OUT)
 			buf_putc(&b, *p++);
 			continue;
 		}
-		static const char *const blocks[][2] = { { "<script", "</script>" },
-							 { "<!--", "-->" },
-							 { "<style", "</style>" } };
+		static const char *const blocks[][2] = {{"<script", "</script>"},
+							{"<!--", "-->"},
+							{"<style", "</style>"}};
 		const char *skip = NULL;
 		for (size_t k = 0; k < 3 && !skip; k++) {
 			size_t ol = strlen(blocks[k][0]);
 			if ((size_t)(e - p) >= ol && memcmp(p, blocks[k][0], ol) == 0) {
-				const char *c = find_strn(p + ol, e, blocks[k][1], strlen(blocks[k][1]));
+				const char *c = find_strn(p + ol, e, blocks[k][1],
+							  strlen(blocks[k][1]));
 				if (c)
 					skip = c + strlen(blocks[k][1]);
 			}
@@ -443,13 +475,16 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 			buf_append(&b, to.s.p, to.s.len);
 			while (i < s.s.len) {
 				size_t j = i + 1;
-				while (j < s.s.len && ((unsigned char)s.s.p[j] & 0xC0) == 0x80)
+				while (j < s.s.len &&
+				       ((unsigned char)s.s.p[j] & 0xC0) == 0x80)
 					j++;
 				buf_append(&b, s.s.p + i, j - i);
 				buf_append(&b, to.s.p, to.s.len);
 				if (b.len > st->lim.output_bytes) {
 					tb_put(st, &b);
-					return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
+					return rs_fail(
+						st, NERR_LIMIT, NULL,
+						"string longer than the output limit");
 				}
 				i = j;
 			}
@@ -459,7 +494,8 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 	const char *p = s.s.p, *e = p + s.s.len, *hit;
 	if (which == 2) {
 		const char *last = NULL;
-		for (const char *q = p; (hit = find_strn(q, e, from.s.p, from.s.len)); q = hit + 1)
+		for (const char *q = p; (hit = find_strn(q, e, from.s.p, from.s.len));
+		     q = hit + 1)
 			last = hit;
 		if (!last) {
 			tb_put(st, &b);
@@ -477,7 +513,8 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 		p = hit + from.s.len;
 		if (b.len > st->lim.output_bytes) {
 			tb_put(st, &b);
-			return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
+			return rs_fail(st, NERR_LIMIT, NULL,
+				       "string longer than the output limit");
 		}
 		if (which == 1)
 			break;
@@ -548,13 +585,14 @@ static int f_slice(struct rs *st, IN, FA, OUT)
 	struct val s;
 
 	if (ARG(0)->type == V_FLOAT || to_integer(st, ARG(0), "slice", &off))
-		return ARG(0)->type == V_FLOAT
-			       ? rs_fail(st, NERR_EVAL, fa->at, "slice: expected an integer")
-			       : -1;
-	if (fa->npos > 1 && (ARG(1)->type == V_FLOAT || to_integer(st, ARG(1), "slice", &len)))
-		return ARG(1)->type == V_FLOAT
-			       ? rs_fail(st, NERR_EVAL, fa->at, "slice: expected an integer")
-			       : -1;
+		return ARG(0)->type == V_FLOAT ? rs_fail(st, NERR_EVAL, fa->at,
+							 "slice: expected an integer")
+					       : -1;
+	if (fa->npos > 1 &&
+	    (ARG(1)->type == V_FLOAT || to_integer(st, ARG(1), "slice", &len)))
+		return ARG(1)->type == V_FLOAT ? rs_fail(st, NERR_EVAL, fa->at,
+							 "slice: expected an integer")
+					       : -1;
 	if (val_is_seq(in)) {
 		struct val flat;
 		if (rs_flatten(st, in, &flat))
@@ -624,7 +662,7 @@ static int piece(struct rs *st, struct avec *a, const char *p, size_t n)
 static int f_split(struct rs *st, IN, FA, OUT)
 {
 	struct val s, sep;
-	struct avec a = { 0 };
+	struct avec a = {0};
 
 	if (to_s(st, in, &s) || to_s(st, ARG(0), &sep))
 		return -1;
@@ -783,7 +821,8 @@ static int f_url_decode(struct rs *st, IN, FA, OUT)
 			buf_putc(&b, ' ');
 		else if (c == '%' && i + 2 < s.s.len && hexv(s.s.p[i + 1]) >= 0 &&
 			 hexv(s.s.p[i + 2]) >= 0) {
-			buf_putc(&b, (char)(hexv(s.s.p[i + 1]) * 16 + hexv(s.s.p[i + 2])));
+			buf_putc(&b,
+				 (char)(hexv(s.s.p[i + 1]) * 16 + hexv(s.s.p[i + 2])));
 			i += 2;
 		} else
 			buf_putc(&b, c);
@@ -791,8 +830,10 @@ static int f_url_decode(struct rs *st, IN, FA, OUT)
 	return mk(st, &b, out);
 }
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static const char B64U[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+static const char B64[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char B64U[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 static int b64enc(struct rs *st, IN, const char *alpha, OUT)
 {
@@ -882,8 +923,8 @@ static int f_base64_url_safe_decode(struct rs *st, IN, FA, OUT)
 
 static int month_of(const char *w, size_t n)
 {
-	static const char *const m[] = { "jan", "feb", "mar", "apr", "may", "jun",
-					 "jul", "aug", "sep", "oct", "nov", "dec" };
+	static const char *const m[] = {"jan", "feb", "mar", "apr", "may", "jun",
+					"jul", "aug", "sep", "oct", "nov", "dec"};
 	if (n < 3)
 		return 0;
 	for (int i = 0; i < 12; i++)
@@ -951,7 +992,8 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 				d = (int)v;
 			else if (y < 0)
 				y = (int)v;
-		} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) && hh + mi) {
+		} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) &&
+			   hh + mi) {
 			int sign = *p == '-' ? -1 : 1, a = 0;
 			p++;
 			const char *q = p;
@@ -962,7 +1004,8 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 			else if (p - q <= 2) {
 				off = sign * a * 3600;
 				if (*p == ':' && isdigit((unsigned char)p[1])) {
-					off += sign * (int)strtol(p + 1, (char **)&p, 10) * 60;
+					off += sign *
+					       (int)strtol(p + 1, (char **)&p, 10) * 60;
 				}
 			}
 		} else {
@@ -974,9 +1017,10 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 	if (am && hh == 12)
 		hh = 0;
 done:
-	if (y < 0 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mi > 59 || ss > 60)
+	if (y < 0 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 ||
+	    mi > 59 || ss > 60)
 		return false;
-	struct tm tm = { 0 };
+	struct tm tm = {0};
 	tm.tm_year = y - 1900;
 	tm.tm_mon = mo - 1;
 	tm.tm_mday = d;
@@ -1055,7 +1099,8 @@ static int f_abs(struct rs *st, IN, FA, OUT)
 {
 	struct val n = num_from(in);
 	if (n.type == V_INT)
-		*out = n.i == INT64_MIN ? val_float(-(double)n.i) : val_int(n.i < 0 ? -n.i : n.i);
+		*out = n.i == INT64_MIN ? val_float(-(double)n.i)
+					: val_int(n.i < 0 ? -n.i : n.i);
 	else
 		*out = val_float(fabs(n.f));
 	return 0;
@@ -1191,8 +1236,14 @@ static int item_prop(struct rs *st, const struct val *item, const struct val *pr
 		val_obj_get(item, ps.s.p, out);
 		return 0;
 	}
-	if ((item->type == V_INT || item->type == V_FLOAT) && val_eq(item, prop)) {
-		*out = *item;
+	if (item->type == V_INT || item->type == V_FLOAT) {
+		/* Ruby: 5['title'] raises; 5[2] is a bit test. */
+		if (prop->type == V_STR)
+			return rs_fail(st, NERR_EVAL, NULL,
+				       "cannot read property '%s' of a number",
+				       prop->s.p);
+		if (val_eq(item, prop))
+			*out = *item;
 		return 0;
 	}
 	if (item->type == V_STR && prop->type != V_NIL) {
@@ -1229,9 +1280,10 @@ static int f_compact(struct rs *st, IN, FA, OUT)
 static int f_concat(struct rs *st, IN, FA, OUT)
 {
 	struct val f;
-	struct avec a = { 0 };
+	struct avec a = {0};
 	if (!val_is_seq(ARG(0)))
-		return rs_fail(st, NERR_EVAL, fa->at, "concat: expected an array argument");
+		return rs_fail(st, NERR_EVAL, fa->at,
+			       "concat: expected an array argument");
 	if (rs_flatten(st, in, &f))
 		return -1;
 	size_t n = val_seq_len(ARG(0));
@@ -1273,7 +1325,8 @@ static int f_join(struct rs *st, IN, FA, OUT)
 		buf_append(&b, s.s.p, s.s.len);
 		if (b.len > st->lim.output_bytes) {
 			tb_put(st, &b);
-			return rs_fail(st, NERR_LIMIT, fa->at, "string longer than the output limit");
+			return rs_fail(st, NERR_LIMIT, fa->at,
+				       "string longer than the output limit");
 		}
 	}
 	return mk(st, &b, out);
@@ -1287,7 +1340,8 @@ static int f_map(struct rs *st, IN, FA, OUT)
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
 		if (v[i].type == V_INT || v[i].type == V_FLOAT || val_is_seq(&v[i]))
-			return rs_fail(st, NERR_EVAL, fa->at, "map: item %zu has no properties", i);
+			return rs_fail(st, NERR_EVAL, fa->at,
+				       "map: item %zu has no properties", i);
 		if (item_prop(st, &v[i], ARG(0), &p))
 			return -1;
 		v[i] = p;
@@ -1330,7 +1384,8 @@ static int cmp_items(struct sortctx *c, const struct val *a, const struct val *b
 	if (c->natural) {
 		size_t n = ka.s.len < kb.s.len ? ka.s.len : kb.s.len;
 		for (size_t i = 0; i < n; i++) {
-			int x = tolower((unsigned char)ka.s.p[i]), y = tolower((unsigned char)kb.s.p[i]);
+			int x = tolower((unsigned char)ka.s.p[i]),
+			    y = tolower((unsigned char)kb.s.p[i]);
 			if (x != y)
 				return x < y ? -1 : 1;
 		}
@@ -1362,7 +1417,7 @@ static void msort(struct sortctx *c, struct val *v, struct val *tmp, size_t n)
 static int sort_impl(struct rs *st, IN, FA, bool natural, OUT)
 {
 	struct val f;
-	struct sortctx c = { .st = st, .natural = natural };
+	struct sortctx c = {.st = st, .natural = natural};
 
 	if (rs_flatten(st, in, &f))
 		return -1;
@@ -1377,7 +1432,8 @@ static int sort_impl(struct rs *st, IN, FA, bool natural, OUT)
 	if (st->failed)
 		return -1;
 	if (c.bad)
-		return rs_fail(st, NERR_EVAL, fa->at, "cannot sort values of different types");
+		return rs_fail(st, NERR_EVAL, fa->at,
+			       "cannot sort values of different types");
 	*out = f;
 	return 0;
 }
@@ -1515,7 +1571,8 @@ static int f_sum(struct rs *st, IN, FA, OUT)
 		return -1;
 	for (size_t i = 0; i < f.a.n; i++) {
 		x = f.a.items[i];
-		if (fa->npos && ARG(0)->type != V_NIL && item_prop(st, &f.a.items[i], ARG(0), &x))
+		if (fa->npos && ARG(0)->type != V_NIL &&
+		    item_prop(st, &f.a.items[i], ARG(0), &x))
 			return -1;
 		x = num_from(&x);
 		if (num_arith('+', &acc, &x, &acc))
@@ -1535,7 +1592,8 @@ static int f_default(struct rs *st, IN, FA, OUT)
 		if (strcmp(fa->kwnames[i], "allow_false") == 0)
 			allow_false = val_truthy(&fa->kwvals[i]);
 	use = in->type == V_NIL || (in->type == V_BOOL && !in->b && !allow_false) ||
-	      (in->type == V_STR && in->s.len == 0) || (val_is_seq(in) && val_seq_len(in) == 0) ||
+	      (in->type == V_STR && in->s.len == 0) ||
+	      (val_is_seq(in) && val_seq_len(in) == 0) ||
 	      (in->type == V_JOBJ && val_obj_len(in) == 0);
 	if (!use)
 		*out = *in;
@@ -1567,74 +1625,76 @@ static int f_raw(struct rs *st, IN, FA, OUT)
 }
 
 static const struct filter_def FILTERS[] = {
-	{ "abs", 0, 0, NULL, f_abs },
-	{ "append", 1, 1, NULL, f_append },
-	{ "at_least", 1, 1, NULL, f_at_least },
-	{ "at_most", 1, 1, NULL, f_at_most },
-	{ "base64_decode", 0, 0, NULL, f_base64_decode },
-	{ "base64_encode", 0, 0, NULL, f_base64_encode },
-	{ "base64_url_safe_decode", 0, 0, NULL, f_base64_url_safe_decode },
-	{ "base64_url_safe_encode", 0, 0, NULL, f_base64_url_safe_encode },
-	{ "capitalize", 0, 0, NULL, f_capitalize },
-	{ "ceil", 0, 0, NULL, f_ceil },
-	{ "compact", 0, 1, NULL, f_compact },
-	{ "concat", 1, 1, NULL, f_concat },
-	{ "date", 1, 1, NULL, f_date },
-	{ "default", 0, 1, "allow_false", f_default },
-	{ "divided_by", 1, 1, NULL, f_divided_by },
-	{ "downcase", 0, 0, NULL, f_downcase },
-	{ "escape", 0, 0, NULL, f_escape },
-	{ "escape_once", 0, 0, NULL, f_escape_once },
-	{ "find", 1, 2, NULL, f_find },
-	{ "find_index", 1, 2, NULL, f_find_index },
-	{ "first", 0, 0, NULL, f_first },
-	{ "floor", 0, 0, NULL, f_floor },
-	{ "h", 0, 0, NULL, f_escape },
-	{ "has", 1, 2, NULL, f_has },
-	{ "join", 0, 1, NULL, f_join },
-	{ "json", 0, 0, NULL, f_json },
-	{ "last", 0, 0, NULL, f_last },
-	{ "lstrip", 0, 0, NULL, f_lstrip },
-	{ "map", 1, 1, NULL, f_map },
-	{ "minus", 1, 1, NULL, f_minus },
-	{ "modulo", 1, 1, NULL, f_modulo },
-	{ "newline_to_br", 0, 0, NULL, f_newline_to_br },
-	{ "plus", 1, 1, NULL, f_plus },
-	{ "prepend", 1, 1, NULL, f_prepend },
-	{ "raw", 0, 0, NULL, f_raw },
-	{ "reject", 1, 2, NULL, f_reject },
-	{ "remove", 1, 1, NULL, f_remove },
-	{ "remove_first", 1, 1, NULL, f_remove_first },
-	{ "remove_last", 1, 1, NULL, f_remove_last },
-	{ "replace", 1, 2, NULL, f_replace },
-	{ "replace_first", 1, 2, NULL, f_replace_first },
-	{ "replace_last", 1, 2, NULL, f_replace_last },
-	{ "reverse", 0, 0, NULL, f_reverse },
-	{ "round", 0, 1, NULL, f_round },
-	{ "rstrip", 0, 0, NULL, f_rstrip },
-	{ "size", 0, 0, NULL, f_size },
-	{ "slice", 1, 2, NULL, f_slice },
-	{ "sort", 0, 1, NULL, f_sort },
-	{ "sort_natural", 0, 1, NULL, f_sort_natural },
-	{ "split", 1, 1, NULL, f_split },
-	{ "strip", 0, 0, NULL, f_strip },
-	{ "strip_html", 0, 0, NULL, f_strip_html },
-	{ "strip_newlines", 0, 0, NULL, f_strip_newlines },
-	{ "sum", 0, 1, NULL, f_sum },
-	{ "times", 1, 1, NULL, f_times },
-	{ "truncate", 0, 2, NULL, f_truncate },
-	{ "truncatewords", 0, 2, NULL, f_truncatewords },
-	{ "uniq", 0, 1, NULL, f_uniq },
-	{ "upcase", 0, 0, NULL, f_upcase },
-	{ "url_decode", 0, 0, NULL, f_url_decode },
-	{ "url_encode", 0, 0, NULL, f_url_encode },
-	{ "where", 1, 2, NULL, f_where },
+	{"abs", 0, 0, NULL, f_abs},
+	{"append", 1, 1, NULL, f_append},
+	{"at_least", 1, 1, NULL, f_at_least},
+	{"at_most", 1, 1, NULL, f_at_most},
+	{"base64_decode", 0, 0, NULL, f_base64_decode},
+	{"base64_encode", 0, 0, NULL, f_base64_encode},
+	{"base64_url_safe_decode", 0, 0, NULL, f_base64_url_safe_decode},
+	{"base64_url_safe_encode", 0, 0, NULL, f_base64_url_safe_encode},
+	{"capitalize", 0, 0, NULL, f_capitalize},
+	{"ceil", 0, 0, NULL, f_ceil},
+	{"compact", 0, 1, NULL, f_compact},
+	{"concat", 1, 1, NULL, f_concat},
+	{"date", 1, 1, NULL, f_date},
+	{"default", 0, 1, "allow_false", f_default},
+	{"divided_by", 1, 1, NULL, f_divided_by},
+	{"downcase", 0, 0, NULL, f_downcase},
+	{"escape", 0, 0, NULL, f_escape},
+	{"escape_once", 0, 0, NULL, f_escape_once},
+	{"find", 1, 2, NULL, f_find},
+	{"find_index", 1, 2, NULL, f_find_index},
+	{"first", 0, 0, NULL, f_first},
+	{"floor", 0, 0, NULL, f_floor},
+	{"h", 0, 0, NULL, f_escape},
+	{"has", 1, 2, NULL, f_has},
+	{"join", 0, 1, NULL, f_join},
+	{"json", 0, 0, NULL, f_json},
+	{"last", 0, 0, NULL, f_last},
+	{"lstrip", 0, 0, NULL, f_lstrip},
+	{"map", 1, 1, NULL, f_map},
+	{"minus", 1, 1, NULL, f_minus},
+	{"modulo", 1, 1, NULL, f_modulo},
+	{"newline_to_br", 0, 0, NULL, f_newline_to_br},
+	{"plus", 1, 1, NULL, f_plus},
+	{"prepend", 1, 1, NULL, f_prepend},
+	{"raw", 0, 0, NULL, f_raw},
+	{"reject", 1, 2, NULL, f_reject},
+	{"remove", 1, 1, NULL, f_remove},
+	{"remove_first", 1, 1, NULL, f_remove_first},
+	{"remove_last", 1, 1, NULL, f_remove_last},
+	{"replace", 1, 2, NULL, f_replace},
+	{"replace_first", 1, 2, NULL, f_replace_first},
+	{"replace_last", 1, 2, NULL, f_replace_last},
+	{"reverse", 0, 0, NULL, f_reverse},
+	{"round", 0, 1, NULL, f_round},
+	{"rstrip", 0, 0, NULL, f_rstrip},
+	{"size", 0, 0, NULL, f_size},
+	{"slice", 1, 2, NULL, f_slice},
+	{"sort", 0, 1, NULL, f_sort},
+	{"sort_natural", 0, 1, NULL, f_sort_natural},
+	{"split", 1, 1, NULL, f_split},
+	{"squish", 0, 0, NULL, f_squish},
+	{"strip", 0, 0, NULL, f_strip},
+	{"strip_html", 0, 0, NULL, f_strip_html},
+	{"strip_newlines", 0, 0, NULL, f_strip_newlines},
+	{"sum", 0, 1, NULL, f_sum},
+	{"times", 1, 1, NULL, f_times},
+	{"truncate", 0, 2, NULL, f_truncate},
+	{"truncatewords", 0, 2, NULL, f_truncatewords},
+	{"uniq", 0, 1, NULL, f_uniq},
+	{"upcase", 0, 0, NULL, f_upcase},
+	{"url_decode", 0, 0, NULL, f_url_decode},
+	{"url_encode", 0, 0, NULL, f_url_encode},
+	{"where", 1, 2, NULL, f_where},
 };
 
 const struct filter_def *filter_find(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(FILTERS) / sizeof(FILTERS[0]); i++)
-		if (strlen(FILTERS[i].name) == len && memcmp(FILTERS[i].name, name, len) == 0)
+		if (strlen(FILTERS[i].name) == len &&
+		    memcmp(FILTERS[i].name, name, len) == 0)
 			return &FILTERS[i];
 	return NULL;
 }

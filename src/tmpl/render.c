@@ -18,6 +18,7 @@
  *   in parallel.
  */
 #include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@
 #include "base/mem.h"
 #include "tmpl/tmpl_int.h"
 
-#define BREAK_I 1
+#define BREAK_I	   1
 #define CONTINUE_I 2
 
 static void pos_in(const char *src, size_t len, const char *at, int *line, int *col)
@@ -62,6 +63,8 @@ int rs_fail(struct rs *st, enum nerr rc, const char *at, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
+	if (!at)
+		at = st->cur_at;
 	pos_in(st->t->src, st->t->len, at, &line, &col);
 	if (!line)
 		line = col = 1;
@@ -73,7 +76,8 @@ void *rs_alloc(struct rs *st, size_t n)
 {
 	void *p = arena_alloc(st->a, n ? n : 1);
 	if (!p)
-		rs_fail(st, NERR_LIMIT, NULL, "render needs more than %zu bytes of scratch memory",
+		rs_fail(st, NERR_LIMIT, NULL,
+			"render needs more than %zu bytes of scratch memory",
 			st->lim.scratch_bytes);
 	return p;
 }
@@ -88,7 +92,7 @@ int rs_charge(struct rs *st, size_t units)
 
 /* ---- tables ---- */
 
-static uint64_t hash_str(const char *s)
+uint64_t tmpl_hash_str(const char *s)
 {
 	uint64_t h = 1469598103934665603ULL;
 	for (; *s; s++)
@@ -96,16 +100,21 @@ static uint64_t hash_str(const char *s)
 	return h;
 }
 
-static struct vtab_ent *vtab_find(struct vtab *t, const char *key)
+static struct vtab_ent *vtab_find_h(struct vtab *t, const char *key, uint64_t h)
 {
 	if (!t->n)
 		return NULL;
-	for (size_t i = hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+	for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
 		if (!t->ents[i].key)
 			return NULL;
 		if (strcmp(t->ents[i].key, key) == 0)
 			return &t->ents[i];
 	}
+}
+
+static struct vtab_ent *vtab_find(struct vtab *t, const char *key)
+{
+	return t->n ? vtab_find_h(t, key, tmpl_hash_str(key)) : NULL;
 }
 
 static int vtab_set(struct rs *st, struct vtab *t, const char *key, const struct val *v)
@@ -127,13 +136,14 @@ static int vtab_set(struct rs *st, struct vtab *t, const char *key, const struct
 		t->cap = nc;
 		for (size_t i = 0; i < oc; i++)
 			if (old[i].key)
-				for (size_t k = hash_str(old[i].key) & (nc - 1);; k = (k + 1) & (nc - 1))
+				for (size_t k = tmpl_hash_str(old[i].key) & (nc - 1);;
+				     k = (k + 1) & (nc - 1))
 					if (!ne[k].key) {
 						ne[k] = old[i];
 						break;
 					}
 	}
-	for (size_t i = hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1))
+	for (size_t i = tmpl_hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1))
 		if (!t->ents[i].key) {
 			t->ents[i].key = key;
 			t->ents[i].v = *v;
@@ -211,7 +221,9 @@ static int to_s_buf(struct rs *st, struct buf *b, const struct val *v, int depth
 int rs_inspect(struct rs *st, struct buf *b, const struct val *v, int depth)
 {
 	if (depth > 64 || rs_charge(st, 1))
-		return depth > 64 ? rs_fail(st, NERR_LIMIT, NULL, "value nested too deeply") : -1;
+		return depth > 64
+			       ? rs_fail(st, NERR_LIMIT, NULL, "value nested too deeply")
+			       : -1;
 	switch (v->type) {
 	case V_NIL:
 		return buf_puts(b, "nil") ? -1 : 0;
@@ -288,7 +300,8 @@ static int to_s_buf(struct rs *st, struct buf *b, const struct val *v, int depth
 			if (rs_charge(st, 1) || to_s_buf(st, b, &x, depth + 1))
 				return -1;
 			if (b->len > st->lim.output_bytes)
-				return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
+				return rs_fail(st, NERR_LIMIT, NULL,
+					       "string longer than the output limit");
 		}
 		return 0;
 	}
@@ -380,7 +393,8 @@ int rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
 	if (rs_charge(st, 1))
 		return -1;
 	if (b->len > st->lim.output_bytes)
-		return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
+		return rs_fail(st, NERR_LIMIT, NULL,
+			       "string longer than the output limit");
 	switch (v->type) {
 	case V_NIL:
 	case V_LOOP:
@@ -397,7 +411,7 @@ int rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
 		buf_printf(b, "%lld", (long long)v->i);
 		return 0;
 	case V_FLOAT:
-		if (v->f != v->f || v->f > 1.7976931348623157e308 || v->f < -1.7976931348623157e308) {
+		if (!isfinite(v->f)) {
 			buf_puts(b, "null");
 			return 0;
 		}
@@ -473,7 +487,8 @@ static int flatten_into(struct rs *st, struct avec *a, const struct val *v, int 
 	if (val_is_seq(v)) {
 		size_t n = val_seq_len(v);
 		if (v->type == V_RANGE && n > st->lim.loop_iterations)
-			return rs_fail(st, NERR_LIMIT, NULL, "range of %zu items is over the limit", n);
+			return rs_fail(st, NERR_LIMIT, NULL,
+				       "range of %zu items is over the limit", n);
 		if (rs_charge(st, n))
 			return -1;
 		for (size_t i = 0; i < n; i++) {
@@ -488,7 +503,7 @@ static int flatten_into(struct rs *st, struct avec *a, const struct val *v, int 
 
 int rs_flatten(struct rs *st, const struct val *v, struct val *out)
 {
-	struct avec a = { 0 };
+	struct avec a = {0};
 
 	if (v->type != V_NIL && flatten_into(st, &a, v, 0))
 		return -1;
@@ -516,7 +531,7 @@ static int pair_of(struct rs *st, const char *k, struct json_object *jv, struct 
 /* An object as an array of [key, value] pairs (for loops, first). */
 static int obj_pairs(struct rs *st, const struct val *v, struct val *out)
 {
-	struct avec a = { 0 };
+	struct avec a = {0};
 
 	json_object_object_foreach(v->j, k, jv)
 	{
@@ -628,25 +643,63 @@ int rs_lookup(struct rs *st, const struct val *obj, const struct val *key, bool 
 	}
 }
 
-static void lookup_root(struct rs *st, const char *name, struct val *out)
+/* Looks a root name up; s (may be NULL) carries the name's precomputed hashes. */
+static void lookup_root_h(struct rs *st, const char *name, const struct seg *s,
+			  struct val *out)
 {
 	struct vtab_ent *e;
 	struct json_object *j;
 
 	for (size_t i = st->nbinds; i > st->bind_floor && i > 0; i--)
-		if (st->binds[i - 1].name[0] == name[0] && strcmp(st->binds[i - 1].name, name) == 0) {
+		if (st->binds[i - 1].name[0] == name[0] &&
+		    strcmp(st->binds[i - 1].name, name) == 0) {
 			*out = st->binds[i - 1].v;
 			return;
 		}
-	if ((e = vtab_find(st->locals, name)) || (e = vtab_find(st->counters, name))) {
-		*out = e->v;
-		return;
-	}
-	if (st->globals && json_object_object_get_ex(st->globals, name, &j)) {
-		*out = val_from_json(j);
-		return;
+	if (st->locals->n || st->counters->n) {
+		uint64_t h = s ? s->vhash : tmpl_hash_str(name);
+		if ((e = vtab_find_h(st->locals, name, h)) ||
+		    (e = vtab_find_h(st->counters, name, h))) {
+			*out = e->v;
+			return;
+		}
 	}
 	*out = val_nil();
+	if (!st->globals)
+		return;
+	if (s) {
+		struct lh_table *t = json_object_get_object(st->globals);
+		if ((const void *)t->hash_fn == s->jhash_fn) {
+			struct lh_entry *le =
+				lh_table_lookup_entry_w_hash(t, name, s->jhash);
+			if (le)
+				*out = val_from_json(
+					(struct json_object *)lh_entry_v(le));
+			return;
+		}
+	}
+	if (json_object_object_get_ex(st->globals, name, &j))
+		*out = val_from_json(j);
+}
+
+static void lookup_root(struct rs *st, const char *name, struct val *out)
+{
+	lookup_root_h(st, name, NULL, out);
+}
+
+/* A key segment of a path on an object, with the precomputed json-c hash. */
+static bool obj_get_seg(const struct val *obj, const struct seg *s, struct val *out)
+{
+	struct lh_table *t = json_object_get_object(obj->j);
+
+	if ((const void *)t->hash_fn == s->jhash_fn) {
+		struct lh_entry *le = lh_table_lookup_entry_w_hash(t, s->key, s->jhash);
+		if (!le)
+			return false;
+		*out = val_from_json((struct json_object *)lh_entry_v(le));
+		return true;
+	}
+	return val_obj_get(obj, s->key, out);
 }
 
 /* ---- expressions ---- */
@@ -708,7 +761,7 @@ static bool liquid_eq(const struct val *l, const struct val *r)
 
 static int contains(struct rs *st, const struct val *l, const struct val *r)
 {
-	if (r->type == V_NIL)
+	if (r->type == V_NIL || (r->type == V_BOOL && !r->b))
 		return 0;
 	if (l->type == V_STR) {
 		struct val rs;
@@ -767,7 +820,7 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 	case X_VAR: {
 		const struct seg *s = &e->segs[0];
 		if (s->key) {
-			lookup_root(st, s->key, out);
+			lookup_root_h(st, s->key, s, out);
 		} else {
 			if (eval(st, s->idx, &l))
 				return -1;
@@ -780,11 +833,14 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 			struct val cur = *out;
 			s = &e->segs[i];
 			if (s->key) {
+				if (cur.type == V_JOBJ && obj_get_seg(&cur, s, out))
+					continue;
 				l = val_str(s->key, s->klen);
 				if (rs_lookup(st, &cur, &l, true, out))
 					return -1;
 			} else {
-				if (eval(st, s->idx, &l) || rs_lookup(st, &cur, &l, false, out))
+				if (eval(st, s->idx, &l) ||
+				    rs_lookup(st, &cur, &l, false, out))
 					return -1;
 			}
 		}
@@ -835,10 +891,21 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 			bool ok;
 			c = val_cmp(&l, &r, &ok);
 			if (!ok) {
+				/* Ruby compares strings with strings and numbers with
+				 * numbers; a string against a number raises, anything
+				 * else (nil, booleans, arrays) is just false. */
+				bool ls = l.type == V_STR, rsn = r.type == V_STR;
+				bool ln = l.type == V_INT || l.type == V_FLOAT;
+				bool rn = r.type == V_INT || r.type == V_FLOAT;
+				if ((ls && rn) || (ln && rsn))
+					return rs_fail(st, NERR_EVAL, e->at,
+						       "cannot compare a %s with a %s",
+						       ls ? "string" : "number",
+						       rsn ? "string" : "number");
 				*out = val_bool(false);
 				return 0;
 			}
-			*out = val_bool(e->op == OP_LT   ? c < 0
+			*out = val_bool(e->op == OP_LT	 ? c < 0
 					: e->op == OP_GT ? c > 0
 					: e->op == OP_LE ? c <= 0
 							 : c >= 0);
@@ -862,13 +929,18 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 		return -1;
 	for (size_t i = 0; i < fe->nf; i++) {
 		const struct fcall *fc = &fe->f[i];
-		struct fargs fa = { .pos = pos, .npos = fc->nargs, .kwnames = fc->kwnames,
-				    .kwvals = kw, .nkw = fc->nkw, .at = fc->at };
+		struct fargs fa = {.pos = pos,
+				   .npos = fc->nargs,
+				   .kwnames = fc->kwnames,
+				   .kwvals = kw,
+				   .nkw = fc->nkw,
+				   .at = fc->at};
 		struct val res;
 		if (!fc->def)
 			continue;
 		if (fc->nargs > 8 || fc->nkw > 4)
-			return rs_fail(st, NERR_EVAL, fc->at, "too many filter arguments");
+			return rs_fail(st, NERR_EVAL, fc->at,
+				       "too many filter arguments");
 		for (size_t k = 0; k < fc->nargs; k++)
 			if (eval(st, fc->args[k], &pos[k]))
 				return -1;
@@ -880,10 +952,12 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 		if (rs_charge(st, 1 + (cur.type == V_STR ? cur.s.len : 0)))
 			return -1;
 		res = val_nil();
+		st->cur_at = fc->at;
 		if (fc->def->fn(st, &cur, &fa, &res))
 			return -1;
 		if (res.type == V_STR && res.s.len > st->lim.output_bytes)
-			return rs_fail(st, NERR_LIMIT, fc->at, "string longer than the output limit");
+			return rs_fail(st, NERR_LIMIT, fc->at,
+				       "string longer than the output limit");
 		cur = res;
 	}
 	*out = cur;
@@ -895,7 +969,8 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 static int emit(struct rs *st, const char *p, size_t n)
 {
 	if (st->out->len + n > st->out_limit)
-		return rs_fail(st, NERR_LIMIT, NULL, "output exceeds %zu bytes", st->lim.output_bytes);
+		return rs_fail(st, NERR_LIMIT, NULL, "output exceeds %zu bytes",
+			       st->lim.output_bytes);
 	if (buf_append(st->out, p, n))
 		return rs_fail(st, NERR_LIMIT, NULL, "output buffer is full");
 	return 0;
@@ -953,8 +1028,8 @@ static int emit_val(struct rs *st, const struct val *v)
 
 static int render_body(struct rs *st, const struct body *b);
 
-static int to_int_arg(struct rs *st, const struct expr *e, const char *what, bool *present,
-		      int64_t *out)
+static int to_int_arg(struct rs *st, const struct expr *e, const char *what,
+		      bool *present, int64_t *out)
 {
 	struct val v;
 
@@ -1071,7 +1146,7 @@ static int render_for(struct rs *st, const struct node *n)
 	lp->length = count;
 	lp->parent = st->loop;
 	size_t nb = st->nbinds;
-	struct val none = val_nil(), lv = { .type = V_LOOP };
+	struct val none = val_nil(), lv = {.type = V_LOOP};
 	lv.loop = lp;
 	if (bind_push(st, n->loop.var, &none))
 		return -1;
@@ -1085,7 +1160,8 @@ static int render_for(struct rs *st, const struct node *n)
 			return -1;
 		lp->tablerow = true;
 		lp->cols = hc && cols > 0 ? cols : (count > 0 ? count : 1);
-		if (bind_push(st, "tablerowloop", &lv) || emit(st, "<tr class=\"row1\">\n", 18))
+		if (bind_push(st, "tablerowloop", &lv) ||
+		    emit(st, "<tr class=\"row1\">\n", 18))
 			return -1;
 	}
 	const struct loop *saved = st->loop;
@@ -1125,7 +1201,8 @@ static int render_for(struct rs *st, const struct node *n)
 			st->interrupt = 0;
 			if (k % lp->cols == lp->cols - 1 && k != count - 1) {
 				char tmp[64];
-				int w = snprintf(tmp, sizeof(tmp), "</tr>\n<tr class=\"row%lld\">",
+				int w = snprintf(tmp, sizeof(tmp),
+						 "</tr>\n<tr class=\"row%lld\">",
 						 (long long)(k / lp->cols + 2));
 				if (emit(st, tmp, (size_t)w)) {
 					rc = -1;
@@ -1215,19 +1292,22 @@ static int get_partial(struct rs *st, const struct node *n, const char *name,
 		}
 	if (!st->ro || !st->ro->partial)
 		return rs_fail(st, NERR_NOTFOUND, n->at, "snippet '%s' not found", name);
-	buf_init(&src, st->opt->limits.template_bytes ? st->opt->limits.template_bytes : 1 << 20);
+	buf_init(&src, st->opt->limits.template_bytes ? st->opt->limits.template_bytes
+						      : 1 << 20);
 	rc = st->ro->partial(st->ro->partial_userdata, name, &src);
 	if (rc) {
 		buf_fini(&src);
 		if (rc == NERR_NOTFOUND)
-			return rs_fail(st, NERR_NOTFOUND, n->at, "snippet '%s' not found", name);
+			return rs_fail(st, NERR_NOTFOUND, n->at, "snippet '%s' not found",
+				       name);
 		return rs_fail(st, rc, n->at, "snippet '%s' could not be loaded", name);
 	}
 	nerr_clear(&m);
 	rc = tmpl_compile(buf_str(&src), src.len, st->opt, out, &m);
 	buf_fini(&src);
 	if (rc)
-		return rs_fail(st, NERR_EVAL, n->at, "in snippet '%s': %s", name, m.message);
+		return rs_fail(st, NERR_EVAL, n->at, "in snippet '%s': %s", name,
+			       m.message);
 	c = xcalloc(1, sizeof(*c));
 	c->name = xstrdup(name);
 	c->t = *out;
@@ -1241,9 +1321,12 @@ static int render_partial_body(struct rs *st, struct tmpl *pt)
 	const struct tmpl *saved = st->t;
 	int rc;
 
+	const char *saved_at = st->cur_at;
+
 	st->t = pt;
 	rc = render_body(st, &pt->body);
 	st->t = saved;
+	st->cur_at = saved_at;
 	return rc;
 }
 
@@ -1258,9 +1341,11 @@ static int render_include(struct rs *st, const struct node *n)
 	if (eval(st, n->incl.name, &nv))
 		return -1;
 	if (nv.type != V_STR || !nv.s.len)
-		return rs_fail(st, NERR_EVAL, n->at, "snippet name must be a non-empty string");
+		return rs_fail(st, NERR_EVAL, n->at,
+			       "snippet name must be a non-empty string");
 	if (st->depth + 1 > st->lim.include_depth)
-		return rs_fail(st, NERR_LIMIT, n->at, "snippets nested more than %zu deep",
+		return rs_fail(st, NERR_LIMIT, n->at,
+			       "snippets nested more than %zu deep",
 			       st->lim.include_depth);
 	if (get_partial(st, n, nv.s.p, &pt))
 		return -1;
@@ -1289,7 +1374,8 @@ static int render_include(struct rs *st, const struct node *n)
 		for (size_t i = 0; i < n->incl.nkw; i++)
 			if (bind_push(st, n->incl.kwnames[i], &kw[i]))
 				return -1;
-		bool each = v.type == V_ARR || v.type == V_JARR || (n->incl.is_for && val_is_seq(&v));
+		bool each = v.type == V_ARR || v.type == V_JARR ||
+			    (n->incl.is_for && val_is_seq(&v));
 		size_t cnt = each ? val_seq_len(&v) : 1;
 		size_t slot = st->nbinds;
 		if (bind_push(st, bname, &v))
@@ -1322,7 +1408,8 @@ static int render_include(struct rs *st, const struct node *n)
 		st->bind_floor = st->nbinds;
 		st->loop = NULL;
 		for (size_t i = 0; i < cnt && !rc; i++) {
-			struct vtab *nl = rs_alloc(st, sizeof(*nl)), *ncn = rs_alloc(st, sizeof(*nl));
+			struct vtab *nl = rs_alloc(st, sizeof(*nl)),
+				    *ncn = rs_alloc(st, sizeof(*nl));
 			if (!nl || !ncn) {
 				rc = -1;
 				break;
@@ -1332,7 +1419,7 @@ static int render_include(struct rs *st, const struct node *n)
 			st->locals = nl;
 			st->counters = ncn;
 			if (each) {
-				struct val lv = { .type = V_LOOP };
+				struct val lv = {.type = V_LOOP};
 				if (step(st, n->at)) {
 					rc = -1;
 					break;
@@ -1360,12 +1447,27 @@ static int render_include(struct rs *st, const struct node *n)
 	}
 	st->depth--;
 	st->nbinds = nb;
+	if (rc && st->msg && true) {
+		/* Point at the include in this template, then say where inside. */
+		char inner[sizeof(st->msg->message)];
+		int line, col;
+		snprintf(inner, sizeof(inner), "%s", st->msg->message);
+		pos_in(st->t->src, st->t->len, n->at, &line, &col);
+		struct buf m;
+		buf_init(&m, 0);
+		buf_printf(&m, "%d:%d: in snippet '%.60s': %s", line, col, nv.s.p, inner);
+		snprintf(st->msg->message, sizeof(st->msg->message), "%.*s",
+			 (int)(sizeof(st->msg->message) - 1), buf_str(&m));
+		buf_fini(&m);
+	}
 	return rc;
 }
 
 static int render_node(struct rs *st, const struct node *n)
 {
 	struct val v;
+
+	st->cur_at = n->at;
 
 	switch (n->kind) {
 	case N_TEXT:
@@ -1382,7 +1484,8 @@ static int render_node(struct rs *st, const struct node *n)
 		size_t start = st->out->len;
 		if (render_body(st, &n->capture.body))
 			return -1;
-		char *s = sdup(st, st->out->data ? st->out->data + start : "", st->out->len - start);
+		char *s = sdup(st, st->out->data ? st->out->data + start : "",
+			       st->out->len - start);
 		if (!s)
 			return -1;
 		v = val_str(s, st->out->len - start);
@@ -1452,7 +1555,8 @@ static int render_node(struct rs *st, const struct node *n)
 			return -1;
 		const char *p = st->out->data ? st->out->data + start : "";
 		size_t len = st->out->len - start;
-		if (st->ifchanged && st->ifchanged_len == len && memcmp(st->ifchanged, p, len) == 0) {
+		if (st->ifchanged && st->ifchanged_len == len &&
+		    memcmp(st->ifchanged, p, len) == 0) {
 			st->out->len = start;
 			if (st->out->data)
 				st->out->data[start] = 0;
@@ -1490,8 +1594,8 @@ enum nerr tmpl_render(const struct tmpl *t, struct json_object *ctx,
 		      struct buf *out, struct nerr_msg *msg)
 {
 	struct rs st;
-	struct vtab locals = { 0 }, counters = { 0 };
-	struct tmpl_limits l = { 0 };
+	struct vtab locals = {0}, counters = {0};
+	struct tmpl_limits l = {0};
 	size_t saved_limit = scratch->limit_bytes;
 	int rc;
 

@@ -76,15 +76,18 @@ struct expr;
 struct seg {
 	const char *key; /* NUL-terminated; NULL when idx is set */
 	size_t klen;
-	struct expr *idx; /* bracketed expression */
+	struct expr *idx;     /* bracketed expression */
+	uint64_t vhash;	      /* key's hash for render tables (tmpl_hash_str) */
+	unsigned long jhash;  /* key's hash for json-c objects ... */
+	const void *jhash_fn; /* ... when they hash with this function */
 };
 
 struct expr {
 	uint8_t kind;
 	uint8_t op;
 	const char *at;
-	struct val lit;	    /* X_LIT */
-	struct seg *segs;   /* X_VAR: segs[0] is the root */
+	struct val lit;	  /* X_LIT */
+	struct seg *segs; /* X_VAR: segs[0] is the root */
 	size_t nsegs;
 	struct expr *l, *r; /* X_RANGE, X_CMP, X_AND, X_OR */
 };
@@ -244,7 +247,7 @@ struct partial_cache {
 struct rs {
 	struct arena *a;
 	struct buf *out;
-	size_t out_limit; /* out->len may not pass this */
+	size_t out_limit;     /* out->len may not pass this */
 	const struct tmpl *t; /* template being rendered (positions) */
 	const struct tmpl_options *opt;
 	struct tmpl_limits lim;
@@ -254,7 +257,7 @@ struct rs {
 	struct vtab cycles, offsets;
 	struct bind *binds;
 	size_t nbinds, capbinds;
-	size_t bind_floor; /* binds below are hidden from a {% render %} */
+	size_t bind_floor;	 /* binds below are hidden from a {% render %} */
 	const struct loop *loop; /* innermost for loop (parentloop) */
 	int interrupt;		 /* 0, 1 = break, 2 = continue */
 	const char *ifchanged;
@@ -266,7 +269,11 @@ struct rs {
 	enum nerr rc;
 	struct nerr_msg *msg;
 	bool failed;
+	const char *cur_at; /* node or filter being run: where errors point */
 };
+
+/* render.c: the hash of locals/counters tables, precomputed for names */
+uint64_t tmpl_hash_str(const char *s);
 
 /* value.c */
 void val_fmt_float(double d, char *out, size_t n);

@@ -42,31 +42,31 @@ size_t val_fmt_int(int64_t v, char *out)
 
 struct val val_nil(void)
 {
-	struct val v = { .type = V_NIL };
+	struct val v = {.type = V_NIL};
 	return v;
 }
 
 struct val val_bool(bool b)
 {
-	struct val v = { .type = V_BOOL, .b = b };
+	struct val v = {.type = V_BOOL, .b = b};
 	return v;
 }
 
 struct val val_int(int64_t i)
 {
-	struct val v = { .type = V_INT, .i = i };
+	struct val v = {.type = V_INT, .i = i};
 	return v;
 }
 
 struct val val_float(double f)
 {
-	struct val v = { .type = V_FLOAT, .f = f };
+	struct val v = {.type = V_FLOAT, .f = f};
 	return v;
 }
 
 struct val val_str(const char *p, size_t len)
 {
-	struct val v = { .type = V_STR };
+	struct val v = {.type = V_STR};
 	v.s.p = p;
 	v.s.len = len;
 	return v;
@@ -90,7 +90,8 @@ static int shortest(double d, char *digits, int *decpt)
 	char *p;
 
 	/* Integral values below 2^53: the digits of the integer. */
-	if (d > -9007199254740992.0 && d < 9007199254740992.0 && d != 0 && d == (double)(int64_t)d) {
+	if (d > -9007199254740992.0 && d < 9007199254740992.0 && d != 0 &&
+	    d == (double)(int64_t)d) {
 		int64_t v = (int64_t)d;
 		uint64_t u = v < 0 ? (uint64_t)-v : (uint64_t)v;
 		char rev[24];
@@ -111,8 +112,9 @@ static int shortest(double d, char *digits, int *decpt)
 	/* Short decimals (money): the first k with round(d * 10^k) / 10^k == d gives
 	 * the fewest digits; both operations are exact or correctly rounded. */
 	{
-		static const double p10[] = { 1e0, 1e1, 1e2,  1e3,  1e4,  1e5,	1e6,  1e7,
-					      1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
+		static const double p10[] = {1e0,  1e1,	 1e2,  1e3, 1e4,  1e5,
+					     1e6,  1e7,	 1e8,  1e9, 1e10, 1e11,
+					     1e12, 1e13, 1e14, 1e15};
 		double a = d < 0 ? -d : d;
 		for (int k = 1; k < 16 && a * p10[k] < 9007199254740992.0; k++) {
 			double r = nearbyint(a * p10[k]);
@@ -240,7 +242,7 @@ size_t val_seq_len(const struct val *v)
 
 struct val val_from_json(struct json_object *j)
 {
-	struct val v = { .type = V_NIL };
+	struct val v = {.type = V_NIL};
 
 	if (!j)
 		return v;
@@ -252,7 +254,8 @@ struct val val_from_json(struct json_object *j)
 	case json_type_double:
 		return val_float(json_object_get_double(j));
 	case json_type_string:
-		return val_str(json_object_get_string(j), (size_t)json_object_get_string_len(j));
+		return val_str(json_object_get_string(j),
+			       (size_t)json_object_get_string_len(j));
 	case json_type_array:
 		v.type = V_JARR;
 		v.j = j;
@@ -376,7 +379,8 @@ static bool json_eq(struct json_object *a, struct json_object *b, int depth)
 		json_object_object_foreach(a, k, va)
 		{
 			struct json_object *vb;
-			if (!json_object_object_get_ex(b, k, &vb) || !json_eq(va, vb, depth + 1))
+			if (!json_object_object_get_ex(b, k, &vb) ||
+			    !json_eq(va, vb, depth + 1))
 				return false;
 		}
 		return true;
@@ -427,7 +431,8 @@ static struct val str_to_i(const char *p, size_t n)
 			break;
 		any = true;
 		int d = p[i] - '0';
-		if (!big && (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, d, &v))) {
+		if (!big && (__builtin_mul_overflow(v, 10, &v) ||
+			     __builtin_add_overflow(v, d, &v))) {
 			big = true;
 			dv = (double)INT64_MAX;
 		}
@@ -509,17 +514,19 @@ static void dec_of(const struct val *v, struct dec *d)
 
 static double dec_to_double(const struct dec *d)
 {
-	static const double p10[] = { 1e0,  1e1,  1e2,	1e3,  1e4,  1e5,  1e6,	1e7,
-				      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-				      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
+	static const double p10[] = {1e0,  1e1,	 1e2,  1e3,  1e4,  1e5,	 1e6,  1e7,
+				     1e8,  1e9,	 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+				     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 	char tmp[80], rev[50];
 
 	/* Exact operands, one correctly rounded operation (Clinger's fast path). */
-	if (d->m > -((__int128)1 << 53) && d->m < ((__int128)1 << 53) && d->e >= -22 && d->e <= 22)
+	if (d->m > -((__int128)1 << 53) && d->m < ((__int128)1 << 53) && d->e >= -22 &&
+	    d->e <= 22)
 		return d->e >= 0 ? (double)(int64_t)d->m * p10[d->e]
 				 : (double)(int64_t)d->m / p10[-d->e];
 	int n = 0, o = 0;
-	unsigned __int128 m = d->m < 0 ? -(unsigned __int128)d->m : (unsigned __int128)d->m;
+	unsigned __int128 m =
+		d->m < 0 ? -(unsigned __int128)d->m : (unsigned __int128)d->m;
 
 	do {
 		rev[n++] = (char)('0' + (int)(m % 10));
@@ -601,14 +608,17 @@ int num_arith(char op, const struct val *a, const struct val *b, struct val *out
 		}
 		/* Integer overflow: Ruby goes to Bignum; we go to a float. */
 		double x = (double)a->i, y = (double)b->i;
-		*out = val_float(op == '+' ? x + y : op == '-' ? x - y : op == '*' ? x * y : x / y);
+		*out = val_float(op == '+'   ? x + y
+				 : op == '-' ? x - y
+				 : op == '*' ? x * y
+					     : x / y);
 		return 0;
 	}
 	double x = as_double(a), y = as_double(b);
 	if ((op == '/' || op == '%') && y == 0)
 		return -1;
 	if (op == '/' || !isfinite(x) || !isfinite(y)) {
-		*out = val_float(op == '+' ? x + y
+		*out = val_float(op == '+'   ? x + y
 				 : op == '-' ? x - y
 				 : op == '*' ? x * y
 				 : op == '/' ? x / y
