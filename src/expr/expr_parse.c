@@ -1094,6 +1094,10 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 		c->op = N_NOFUNC;
 		return c;
 	}
+	if (recv && n->na == 2 && c->a[1]->op == N_LIT &&
+	    c->a[1]->u.lit.kind == EXPR_STRING && c->u.fn == expr_time_getter(c->name, 2))
+		c->zone = expr_zone_register(p->prog, c->a[1]->u.lit.as.s,
+					     c->a[1]->u.lit.len);
 	if (recv && name_is(n, "matches") && n->na == 2 && c->a[1]->op == N_LIT &&
 	    c->a[1]->u.lit.kind == EXPR_STRING) {
 		/* A constant pattern is compiled (and JIT-compiled) once, here. */
@@ -1268,6 +1272,7 @@ void expr_program_free(struct expr_program *prog)
 		pcre2_code_free(prog->regexes[i]);
 	free(prog->regexes);
 	pcre2_match_context_free(prog->mctx);
+	expr_zones_free(prog);
 	arena_fini(&prog->arena);
 	free(prog);
 }

@@ -660,9 +660,11 @@ static void test_one_program_many_threads(void **state)
 	expr_env_add_var(env, "event", NULL);
 	vars[0] = expr_value_from_json(ev);
 	assert_int_equal(
-		expr_compile("event.name.matches('^check') && "
-			     "event.properties.items.map(i, i.sku).join(',') == 'A,X1'",
-			     env, &prog, &msg),
+		expr_compile(
+			"event.name.matches('^check') && "
+			"event.properties.items.map(i, i.sku).join(',') == 'A,X1' && "
+			"timestamp('2026-03-29T01:30:00Z').getHours('Europe/Paris') == 3",
+			env, &prog, &msg),
 		NERR_OK);
 	for (int i = 0; i < 4; i++) {
 		args[i] = (struct thread_arg){prog, vars, 0};
