@@ -54,7 +54,7 @@ struct engine {
 	bool started;
 	_Atomic uint64_t applied_seq;
 	_Atomic bool broken;
-	bool batch_failed; /* engine thread: a store read failed mid-batch */
+	bool batch_failed;	/* engine thread: a store read failed mid-batch */
 	int64_t profiles;	/* live profiles; engine thread (stored in meta) */
 	int64_t batch_profiles; /* change within the current batch */
 	uv_async_t async;
@@ -481,8 +481,9 @@ static void *engine_main(void *arg)
 			continue;
 		}
 		if (e->batch_failed) {
-			log_error("engine", "msg=\"store read failed mid-batch; engine stopped "
-					    "without committing\"");
+			log_error("engine",
+				  "msg=\"store read failed mid-batch; engine stopped "
+				  "without committing\"");
 			store_batch_clear(b);
 			journey_batch_fini(&jb);
 			atomic_store(&e->broken, true);
