@@ -496,6 +496,16 @@ static void test_limits_bound_nesting_and_size(void **state)
 	assert_int_equal(eval_text(src, got, sizeof(got)), NERR_OK);
 	assert_string_equal(got, "false");
 	free(src);
+	/* a long subject that overflows the JIT stack still matches (interpreter) */
+	n = 0;
+	src = malloc(8000);
+	src[n++] = '\'';
+	for (int i = 0; i < 3000; i++)
+		src[n++] = i % 2 ? 'b' : 'a';
+	sprintf(src + n, "'.matches('^(a|b)*$')");
+	assert_int_equal(eval_text(src, got, sizeof(got)), NERR_OK);
+	assert_string_equal(got, "true");
+	free(src);
 	/* pathological regex hits the match limit instead of hanging */
 	assert_int_equal(eval_text("'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!'.matches("
 				   "'^(a|aa|a?)+$' + '')",
