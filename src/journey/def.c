@@ -943,6 +943,13 @@ static void parse_headers(struct cx *c, struct journey_webhook *w, struct json_o
 			add_error(c, p, "header '%.64s' is set by nudge", key);
 			continue;
 		}
+		for (unsigned i = 0; i < w->nheaders && !bad; i++)
+			bad = strcasecmp(key, w->headers[i].name) == 0;
+		if (bad) {
+			add_error(c, p, "header '%.64s' given twice (names ignore case)",
+				  key);
+			continue;
+		}
 		if (!json_object_is_type(val, json_type_string)) {
 			add_error(c, p, "must be a string, not %s", json_type_word(val));
 			continue;
