@@ -1541,8 +1541,10 @@ static int find_impl(struct rs *st, IN, FA, int mode, OUT)
 	for (size_t i = 0; i < f.a.n; i++) {
 		bool yes;
 		/* Ruby gives up (no result) on an item with no properties. */
-		if (f.a.items[i].type == V_NIL || f.a.items[i].type == V_BOOL)
+		if (f.a.items[i].type == V_NIL || f.a.items[i].type == V_BOOL) {
+			*out = tmpl_val_nil();
 			return 0;
+		}
 		if (match_item(st, &f.a.items[i], fa, &yes))
 			return -1;
 		if (yes) {
