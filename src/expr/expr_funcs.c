@@ -252,6 +252,9 @@ struct expr_value expr_call_matches(struct ectx *c, const struct expr_value *s,
 		return expr_eerr_static("out of evaluation memory");
 	charge(c, 100 + s->len / 16); /* a match may backtrack up to the match limit */
 	rc = pcre2_match(re, (PCRE2_SPTR)s->as.s, s->len, 0, 0, c->md, c->prog->mctx);
+	if (rc == PCRE2_ERROR_JIT_STACKLIMIT) /* the interpreter has the heap limit */
+		rc = pcre2_match(re, (PCRE2_SPTR)s->as.s, s->len, 0, PCRE2_NO_JIT, c->md,
+				 c->prog->mctx);
 	if (rc >= 0)
 		return mk_bool(true);
 	if (rc == PCRE2_ERROR_NOMATCH)

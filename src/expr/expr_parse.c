@@ -1258,8 +1258,8 @@ enum nerr expr_compile_n(const char *src, size_t len, const struct expr_env *env
 	prog->root = root;
 	prog->mctx = pcre2_match_context_create(NULL);
 	pcre2_set_match_limit(prog->mctx, 100000);
-	pcre2_set_depth_limit(prog->mctx, 1000);
-	pcre2_set_heap_limit(prog->mctx, 1024); /* KiB */
+	pcre2_set_depth_limit(prog->mctx, 20000);
+	pcre2_set_heap_limit(prog->mctx, 4096); /* KiB, from the scratch arena */
 	*out = prog;
 	return NERR_OK;
 }

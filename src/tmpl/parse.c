@@ -38,6 +38,7 @@ struct pc {
 	size_t max_depth;
 	struct nerr_msg *msg;
 	bool failed;
+	const void *jhash_fn; /* json-c's string hash, asked once per compile */
 };
 
 enum { T_EOF, T_TEXT, T_OUT, T_TAG };
@@ -57,6 +58,7 @@ struct lex {
 	bool strip_next;
 	bool lines; /* inside {% liquid %}: one tag per line */
 	bool in_comment;
+	bool no_close_out; /* no "}}" left in the source */
 };
 
 static void pos_of(const char *src, const char *at, int *line, int *col)
@@ -188,7 +190,12 @@ static int lex_next(struct pc *pc, struct lex *lx, struct tok *t)
 		t->at = p;
 		t->lstrip = p + 2 < end && p[2] == '-';
 		c = p + 2 + t->lstrip;
-		close = find2(c, end, out ? '}' : '%', '}');
+		/* Once a search for "}}" has failed, every later one would too:
+		 * remember it, or a comment full of "{{" would scan quadratically. */
+		close = out && lx->no_close_out ? NULL
+						: find2(c, end, out ? '}' : '%', '}');
+		if (!close && out)
+			lx->no_close_out = true;
 		if (!close) {
 			if (lx->in_comment) {
 				t->type = T_TEXT;
@@ -550,6 +557,22 @@ static struct expr *lit_expr(struct pc *pc, const char *at, struct val v)
 
 static struct expr *parse_primary(struct xp *x);
 
+/* Precomputes a key segment's hashes so renders skip hashing (json-c objects
+ * all hash with one global function; a throwaway object tells which). */
+static void seg_hash(struct pc *pc, struct seg *s)
+{
+	if (!s->key)
+		return;
+	if (!pc->jhash_fn) {
+		struct json_object *o = json_object_new_object();
+		pc->jhash_fn = (const void *)json_object_get_object(o)->hash_fn;
+		json_object_put(o);
+	}
+	s->vhash = tmpl_hash_str(s->key);
+	s->jhash_fn = pc->jhash_fn;
+	s->jhash = ((lh_hash_fn *)pc->jhash_fn)(s->key);
+}
+
 static int parse_var_tail(struct xp *x, struct vec *segs)
 {
 	for (;;) {
@@ -675,8 +698,10 @@ tail:
 	e = new_expr(pc, X_VAR, t.p);
 	e->nsegs = segs.n;
 	e->segs = palloc(pc, segs.n * sizeof(struct seg));
-	for (size_t i = 0; i < segs.n; i++)
+	for (size_t i = 0; i < segs.n; i++) {
 		e->segs[i] = *(struct seg *)segs.v[i];
+		seg_hash(pc, &e->segs[i]);
+	}
 out:
 	x->depth--;
 	return e;

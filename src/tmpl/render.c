@@ -28,6 +28,8 @@
 #include "base/mem.h"
 #include "tmpl/tmpl_int.h"
 
+/* Work units of running one node (a filter costs 1 per input byte). */
+#define NODE_UNITS 10
 #define BREAK_I	   1
 #define CONTINUE_I 2
 
@@ -84,15 +86,17 @@ void *rs_alloc(struct rs *st, size_t n)
 
 int rs_charge(struct rs *st, size_t units)
 {
-	st->work += units;
-	if (st->work > st->lim.work_units)
+	if (units > st->lim.work_units || st->work > st->lim.work_units - units) {
+		st->work = st->lim.work_units + 1;
 		return rs_fail(st, NERR_LIMIT, NULL, "render exceeds its work limit");
+	}
+	st->work += units;
 	return 0;
 }
 
 /* ---- tables ---- */
 
-static uint64_t hash_str(const char *s)
+uint64_t tmpl_hash_str(const char *s)
 {
 	uint64_t h = 1469598103934665603ULL;
 	for (; *s; s++)
@@ -100,16 +104,21 @@ static uint64_t hash_str(const char *s)
 	return h;
 }
 
-static struct vtab_ent *vtab_find(struct vtab *t, const char *key)
+static struct vtab_ent *vtab_find_h(struct vtab *t, const char *key, uint64_t h)
 {
 	if (!t->n)
 		return NULL;
-	for (size_t i = hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+	for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
 		if (!t->ents[i].key)
 			return NULL;
 		if (strcmp(t->ents[i].key, key) == 0)
 			return &t->ents[i];
 	}
+}
+
+static struct vtab_ent *vtab_find(struct vtab *t, const char *key)
+{
+	return t->n ? vtab_find_h(t, key, tmpl_hash_str(key)) : NULL;
 }
 
 static int vtab_set(struct rs *st, struct vtab *t, const char *key, const struct val *v)
@@ -131,14 +140,14 @@ static int vtab_set(struct rs *st, struct vtab *t, const char *key, const struct
 		t->cap = nc;
 		for (size_t i = 0; i < oc; i++)
 			if (old[i].key)
-				for (size_t k = hash_str(old[i].key) & (nc - 1);;
+				for (size_t k = tmpl_hash_str(old[i].key) & (nc - 1);;
 				     k = (k + 1) & (nc - 1))
 					if (!ne[k].key) {
 						ne[k] = old[i];
 						break;
 					}
 	}
-	for (size_t i = hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1))
+	for (size_t i = tmpl_hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1))
 		if (!t->ents[i].key) {
 			t->ents[i].key = key;
 			t->ents[i].v = *v;
@@ -638,7 +647,9 @@ int rs_lookup(struct rs *st, const struct val *obj, const struct val *key, bool 
 	}
 }
 
-static void lookup_root(struct rs *st, const char *name, struct val *out)
+/* Looks a root name up; s (may be NULL) carries the name's precomputed hashes. */
+static void lookup_root_h(struct rs *st, const char *name, const struct seg *s,
+			  struct val *out)
 {
 	struct vtab_ent *e;
 	struct json_object *j;
@@ -649,15 +660,50 @@ static void lookup_root(struct rs *st, const char *name, struct val *out)
 			*out = st->binds[i - 1].v;
 			return;
 		}
-	if ((e = vtab_find(st->locals, name)) || (e = vtab_find(st->counters, name))) {
-		*out = e->v;
-		return;
-	}
-	if (st->globals && json_object_object_get_ex(st->globals, name, &j)) {
-		*out = val_from_json(j);
-		return;
+	if (st->locals->n || st->counters->n) {
+		uint64_t h = s ? s->vhash : tmpl_hash_str(name);
+		if ((e = vtab_find_h(st->locals, name, h)) ||
+		    (e = vtab_find_h(st->counters, name, h))) {
+			*out = e->v;
+			return;
+		}
 	}
 	*out = val_nil();
+	if (!st->globals)
+		return;
+	if (s) {
+		struct lh_table *t = json_object_get_object(st->globals);
+		if ((const void *)t->hash_fn == s->jhash_fn) {
+			struct lh_entry *le =
+				lh_table_lookup_entry_w_hash(t, name, s->jhash);
+			if (le)
+				*out = val_from_json(
+					(struct json_object *)lh_entry_v(le));
+			return;
+		}
+	}
+	if (json_object_object_get_ex(st->globals, name, &j))
+		*out = val_from_json(j);
+}
+
+static void lookup_root(struct rs *st, const char *name, struct val *out)
+{
+	lookup_root_h(st, name, NULL, out);
+}
+
+/* A key segment of a path on an object, with the precomputed json-c hash. */
+static bool obj_get_seg(const struct val *obj, const struct seg *s, struct val *out)
+{
+	struct lh_table *t = json_object_get_object(obj->j);
+
+	if ((const void *)t->hash_fn == s->jhash_fn) {
+		struct lh_entry *le = lh_table_lookup_entry_w_hash(t, s->key, s->jhash);
+		if (!le)
+			return false;
+		*out = val_from_json((struct json_object *)lh_entry_v(le));
+		return true;
+	}
+	return val_obj_get(obj, s->key, out);
 }
 
 /* ---- expressions ---- */
@@ -778,7 +824,7 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 	case X_VAR: {
 		const struct seg *s = &e->segs[0];
 		if (s->key) {
-			lookup_root(st, s->key, out);
+			lookup_root_h(st, s->key, s, out);
 		} else {
 			if (eval(st, s->idx, &l))
 				return -1;
@@ -791,6 +837,8 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 			struct val cur = *out;
 			s = &e->segs[i];
 			if (s->key) {
+				if (cur.type == V_JOBJ && obj_get_seg(&cur, s, out))
+					continue;
 				l = val_str(s->key, s->klen);
 				if (rs_lookup(st, &cur, &l, true, out))
 					return -1;
@@ -830,6 +878,10 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 		return 0;
 	case X_CMP:
 		if (eval(st, e->l, &l) || eval(st, e->r, &r))
+			return -1;
+		/* Comparing arrays or objects walks them: charge their size. */
+		if ((l.type == V_ARR || l.type == V_JARR || l.type == V_JOBJ) &&
+		    rs_charge(st, val_seq_len(&l) + val_obj_len(&l)))
 			return -1;
 		switch (e->op) {
 		case OP_EQ:
@@ -1042,7 +1094,7 @@ static int loop_coll(struct rs *st, const struct val *v, struct val *out)
 		return 0;
 	}
 	if (v->type == V_JOBJ)
-		return obj_pairs(st, v, out);
+		return rs_charge(st, val_obj_len(v)) || obj_pairs(st, v, out);
 	out->type = V_ARR;
 	out->a.n = 0;
 	out->a.items = NULL;
@@ -1424,6 +1476,9 @@ static int render_node(struct rs *st, const struct node *n)
 	struct val v;
 
 	st->cur_at = n->at;
+	/* Every node run costs a unit, so a large loop body is bounded too. */
+	if (rs_charge(st, NODE_UNITS))
+		return -1;
 
 	switch (n->kind) {
 	case N_TEXT:
@@ -1562,7 +1617,7 @@ enum nerr tmpl_render(const struct tmpl *t, struct json_object *ctx,
 	st.lim.loop_iterations = lim(l.loop_iterations, 100000);
 	st.lim.include_depth = lim(l.include_depth, 10);
 	st.lim.scratch_bytes = lim(l.scratch_bytes, 64 << 20);
-	st.lim.work_units = lim(l.work_units, 200000000);
+	st.lim.work_units = lim(l.work_units, 100000000);
 	st.a = scratch;
 	st.out = out;
 	st.out_limit = out->len + st.lim.output_bytes;

@@ -76,7 +76,10 @@ struct expr;
 struct seg {
 	const char *key; /* NUL-terminated; NULL when idx is set */
 	size_t klen;
-	struct expr *idx; /* bracketed expression */
+	struct expr *idx;     /* bracketed expression */
+	uint64_t vhash;	      /* key's hash for render tables (tmpl_hash_str) */
+	unsigned long jhash;  /* key's hash for json-c objects ... */
+	const void *jhash_fn; /* ... when they hash with this function */
 };
 
 struct expr {
@@ -268,6 +271,9 @@ struct rs {
 	bool failed;
 	const char *cur_at; /* node or filter being run: where errors point */
 };
+
+/* render.c: the hash of locals/counters tables, precomputed for names */
+uint64_t tmpl_hash_str(const char *s);
 
 /* value.c */
 void val_fmt_float(double d, char *out, size_t n);

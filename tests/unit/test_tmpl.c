@@ -473,6 +473,30 @@ static void test_render_is_isolated_include_is_not(void **state)
 	json_object_put(parts);
 }
 
+static void test_ruby_liquid_edge_cases(void **state)
+{
+	struct result r;
+
+	(void)state;
+	expect("{{ ' a  b \n c ' | squish }}|{{ a | sum }}|{{ a | sort | first }}",
+	       "{\"a\":[0.3,0.1,0.2]}", "a b c|0.6|0.1");
+	expect("{% for i in (1..6) limit: 4 %}{% if i == 3 %}{% break %}{% endif %}{{ i "
+	       "}}{% endfor %}"
+	       "{% for i in (1..6) offset: continue %}{{ i }}{% endfor %}",
+	       NULL, "1256");
+	expect("{% case 'x' %}{% when 'y' %}a{% else %}b{% else %}c{% when 'x' %}d{% "
+	       "endcase %}",
+	       NULL, "bcd");
+	expect("{% if a contains false %}T{% else %}F{% endif %}", "{\"a\":[false]}",
+	       "F");
+	assert_null(render("{% if '2' > 1 %}x{% endif %}", NULL, false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
+	assert_null(render("{{ 123 | where: 'a' }}", NULL, false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
+	assert_null(render("{{ a | sort }}", "{\"a\":[{},1,\"4\"]}", false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -490,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_one_template_renders_from_many_threads),
 		cmocka_unit_test(test_message_variables),
 		cmocka_unit_test(test_render_is_isolated_include_is_not),
+		cmocka_unit_test(test_ruby_liquid_edge_cases),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
