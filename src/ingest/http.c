@@ -113,7 +113,8 @@ struct http_req {
 	void *data;
 	char *resp; /* formatted answer, owned, once responded */
 	size_t resp_len;
-	size_t held_bytes; /* counted in conn->q_bytes while queued */
+	size_t conn_off, conn_len; /* where the Connection line goes / is in resp */
+	size_t held_bytes;	   /* counted in conn->q_bytes while queued */
 	bool dispatched;
 	bool responded;
 	bool keep_alive; /* the client allows more requests after this one */
@@ -611,6 +612,22 @@ static void conn_maybe_finish(struct http_conn *c)
 	}
 }
 
+/* Returns a copy of r's answer with "Connection: close" in place of its
+ * Connection line (if any); *len_out gets its length. */
+static char *resp_with_close(const struct http_req *r, size_t *len_out)
+{
+	static const char hdr[] = "Connection: close\r\n";
+	size_t hlen = sizeof(hdr) - 1;
+	size_t tail = r->resp_len - r->conn_off - r->conn_len;
+	char *p = xmalloc(r->conn_off + hlen + tail);
+
+	memcpy(p, r->resp, r->conn_off);
+	memcpy(p + r->conn_off, hdr, hlen);
+	memcpy(p + r->conn_off + hlen, r->resp + r->conn_off + r->conn_len, tail);
+	*len_out = r->conn_off + hlen + tail;
+	return p;
+}
+
 /* Sends the 100 Continue owed to the request being received once no earlier
  * answer is still owed (an interim answer must not overtake final ones). */
 static void conn_send_continue(struct http_conn *c)
@@ -645,9 +662,15 @@ static void conn_flush(struct http_conn *c)
 			c->q_tail = NULL;
 		c->q_len--;
 		c->q_bytes -= r->held_bytes;
-		owned[n] = r->resp;
-		lens[n] = r->resp_len;
-		r->resp = NULL;
+		if (c->state != CONN_OPEN && !c->q_head) {
+			/* The last answer on this connection says so (RFC 9112 §9.6):
+			 * nothing may follow an answer carrying "close". */
+			owned[n] = resp_with_close(r, &lens[n]);
+		} else {
+			owned[n] = r->resp;
+			lens[n] = r->resp_len;
+			r->resp = NULL;
+		}
 		req_free(r);
 		popped = true;
 		if (++n == WRITE_BATCH) {
@@ -1305,7 +1328,7 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 {
 	struct http_conn *c = r->conn;
 	struct buf b;
-	bool close, no_body;
+	bool no_body;
 	size_t extra_len = extra_headers ? strlen(extra_headers) : 0;
 
 	ASSERT(!r->responded);
@@ -1318,7 +1341,6 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 		req_free(r);
 		return;
 	}
-	close = !r->keep_alive || c->state != CONN_OPEN || c->srv->shutting_down;
 	no_body = status == 204 || status == 304;
 	buf_init(&b, 0);
 	buf_reserve(&b,
@@ -1329,10 +1351,12 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 		buf_printf(&b, "Content-Type: %s\r\n", content_type);
 	if (!no_body)
 		buf_printf(&b, "Content-Length: %zu\r\n", len);
-	if (close)
-		buf_puts(&b, "Connection: close\r\n");
-	else if (r->http10)
+	/* Formatted for a connection that stays open; conn_flush puts in
+	 * "Connection: close" if this turns out to be the last answer. */
+	r->conn_off = b.len;
+	if (r->http10)
 		buf_puts(&b, "Connection: keep-alive\r\n");
+	r->conn_len = b.len - r->conn_off;
 	if (extra_len)
 		buf_append(&b, extra_headers, extra_len);
 	buf_puts(&b, "\r\n");

@@ -58,6 +58,7 @@ struct lex {
 	bool strip_next;
 	bool lines; /* inside {% liquid %}: one tag per line */
 	bool in_comment;
+	bool no_close_out; /* no "}}" left in the source */
 };
 
 static void pos_of(const char *src, const char *at, int *line, int *col)
@@ -189,7 +190,12 @@ static int lex_next(struct pc *pc, struct lex *lx, struct tok *t)
 		t->at = p;
 		t->lstrip = p + 2 < end && p[2] == '-';
 		c = p + 2 + t->lstrip;
-		close = find2(c, end, out ? '}' : '%', '}');
+		/* Once a search for "}}" has failed, every later one would too:
+		 * remember it, or a comment full of "{{" would scan quadratically. */
+		close = out && lx->no_close_out ? NULL
+						: find2(c, end, out ? '}' : '%', '}');
+		if (!close && out)
+			lx->no_close_out = true;
 		if (!close) {
 			if (lx->in_comment) {
 				t->type = T_TEXT;

@@ -28,6 +28,8 @@
 #include "base/mem.h"
 #include "tmpl/tmpl_int.h"
 
+/* Work units of running one node (a filter costs 1 per input byte). */
+#define NODE_UNITS 10
 #define BREAK_I	   1
 #define CONTINUE_I 2
 
@@ -84,9 +86,11 @@ void *rs_alloc(struct rs *st, size_t n)
 
 int rs_charge(struct rs *st, size_t units)
 {
-	st->work += units;
-	if (st->work > st->lim.work_units)
+	if (units > st->lim.work_units || st->work > st->lim.work_units - units) {
+		st->work = st->lim.work_units + 1;
 		return rs_fail(st, NERR_LIMIT, NULL, "render exceeds its work limit");
+	}
+	st->work += units;
 	return 0;
 }
 
@@ -875,6 +879,10 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 	case X_CMP:
 		if (eval(st, e->l, &l) || eval(st, e->r, &r))
 			return -1;
+		/* Comparing arrays or objects walks them: charge their size. */
+		if ((l.type == V_ARR || l.type == V_JARR || l.type == V_JOBJ) &&
+		    rs_charge(st, val_seq_len(&l) + val_obj_len(&l)))
+			return -1;
 		switch (e->op) {
 		case OP_EQ:
 			*out = val_bool(liquid_eq(&l, &r));
@@ -1086,7 +1094,7 @@ static int loop_coll(struct rs *st, const struct val *v, struct val *out)
 		return 0;
 	}
 	if (v->type == V_JOBJ)
-		return obj_pairs(st, v, out);
+		return rs_charge(st, val_obj_len(v)) || obj_pairs(st, v, out);
 	out->type = V_ARR;
 	out->a.n = 0;
 	out->a.items = NULL;
@@ -1468,6 +1476,9 @@ static int render_node(struct rs *st, const struct node *n)
 	struct val v;
 
 	st->cur_at = n->at;
+	/* Every node run costs a unit, so a large loop body is bounded too. */
+	if (rs_charge(st, NODE_UNITS))
+		return -1;
 
 	switch (n->kind) {
 	case N_TEXT:
@@ -1606,7 +1617,7 @@ enum nerr tmpl_render(const struct tmpl *t, struct json_object *ctx,
 	st.lim.loop_iterations = lim(l.loop_iterations, 100000);
 	st.lim.include_depth = lim(l.include_depth, 10);
 	st.lim.scratch_bytes = lim(l.scratch_bytes, 64 << 20);
-	st.lim.work_units = lim(l.work_units, 200000000);
+	st.lim.work_units = lim(l.work_units, 100000000);
 	st.a = scratch;
 	st.out = out;
 	st.out_limit = out->len + st.lim.output_bytes;

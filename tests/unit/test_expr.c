@@ -560,6 +560,35 @@ static void test_json_variables_and_no_heap(void **state)
 	arena_fini(&a);
 }
 
+static void test_values_convert_to_json(void **state)
+{
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value out;
+	struct nerr_msg msg;
+	struct arena a;
+	struct json_object *j;
+
+	(void)state;
+	arena_init(&a, 0);
+	assert_int_equal(
+		expr_compile("{'a': 1, 'b': [1u, 2.5, 'x', b'\\x01', null, true, "
+			     "timestamp('2020-01-01T00:00:00Z'), duration('1.5s'), "
+			     "0.0 / 0.0], 3: {}}",
+			     env, &prog, &msg),
+		NERR_OK);
+	assert_int_equal(expr_eval(prog, NULL, 0, &a, &out, &msg), NERR_OK);
+	j = expr_value_to_json(&out);
+	assert_string_equal(
+		json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN),
+		"{\"a\":1,\"b\":[1,2.5,\"x\",[1],null,true,\"2020-01-01T00:00:00Z\","
+		"\"1.5s\",\"NaN\"],\"3\":{}}");
+	json_object_put(j);
+	expr_program_free(prog);
+	expr_env_free(env);
+	arena_fini(&a);
+}
+
 static struct expr_value consent_fn(const struct expr_call *call,
 				    const struct expr_value *args, size_t nargs)
 {
@@ -747,6 +776,7 @@ int main(void)
 		cmocka_unit_test(test_parse_error_names_line_and_column),
 		cmocka_unit_test(test_limits_bound_nesting_and_size),
 		cmocka_unit_test(test_json_variables_and_no_heap),
+		cmocka_unit_test(test_values_convert_to_json),
 		cmocka_unit_test(test_registered_function),
 		cmocka_unit_test(test_dotted_variable_names),
 		cmocka_unit_test(test_one_program_many_threads),
