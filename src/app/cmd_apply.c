@@ -7,7 +7,8 @@
  * documents *.json (a JSON object with "steps"; the id is the document's "id").
  * Templates go first because journeys name them, then each journey is PUT as a
  * draft and published (--no-publish: PUT and validate only). Files are taken in
- * byte order of their names, so a run is repeatable. One file failing does not
+ * byte order of their names, so a run is repeatable; a journey id met a second
+ * time is refused (it would silently replace the first). One file failing does not
  * stop the others: every file gets one line on stdout ("template X: ok (version
  * N)", "journey X: published version N", or "journey X: invalid" followed by one
  * indented line per error, formatted like `nudge journey validate`), then a
@@ -47,9 +48,11 @@
 #include "journey/def.h"
 #include "journey/run.h"
 
-#define APPLY_FILE_MAX_BYTES	 (4u << 20)  /* the server's default body cap */
-#define APPLY_RESPONSE_MAX_BYTES (16u << 20) /* GET-sized answers are not read here */
-#define APPLY_JSON_DEPTH	 64	     /* what the admin API accepts */
+/* Files are capped at the server's default body size; answers are small, the cap
+ * only bounds a wrong peer. */
+#define APPLY_FILE_MAX_BYTES	 (4u << 20)
+#define APPLY_RESPONSE_MAX_BYTES (16u << 20)
+#define APPLY_JSON_DEPTH	 64 /* what the admin API accepts */
 #define APPLY_TIMEOUT_MS	 30000L
 #define APPLY_CONNECT_TIMEOUT_MS 5000L
 #define APPLY_DEFAULT_URL	 "http://127.0.0.1:8080"
@@ -72,6 +75,10 @@ struct apply {
 	struct curl_slist *headers; /* Authorization, Content-Type */
 	struct apply_template *tmpls;
 	unsigned ntmpls;
+	char **journey_ids;   /* ids taken so far, owned; journey_files[i] names the
+				 file that took journey_ids[i] */
+	char **journey_files; /* owned */
+	unsigned njourneys;
 	struct expr_env *env; /* dry run: the journey compiler's CEL env */
 	unsigned templates_ok, journeys_ok, failed, skipped;
 };
@@ -595,6 +602,22 @@ static int apply_journey(struct apply *ap, const char *name)
 			  : "the document needs an \"id\" string");
 		goto out;
 	}
+	/* Two files with one id would silently publish one over the other. */
+	for (unsigned i = 0; i < ap->njourneys; i++) {
+		if (strcmp(ap->journey_ids[i], id) == 0) {
+			printf("journey %s: invalid\n  id: %s already has this id; this "
+			       "file (%s) was not applied\n",
+			       id, ap->journey_files[i], name);
+			goto out;
+		}
+	}
+	ap->journey_ids =
+		xrealloc(ap->journey_ids, (ap->njourneys + 1) * sizeof(*ap->journey_ids));
+	ap->journey_files = xrealloc(ap->journey_files,
+				     (ap->njourneys + 1) * sizeof(*ap->journey_files));
+	ap->journey_ids[ap->njourneys] = xstrdup(id);
+	ap->journey_files[ap->njourneys] = xstrdup(name);
+	ap->njourneys++;
 	if (ap->dry_run)
 		rc = check_journey(ap, id, buf_str(&text), text.len);
 	else
@@ -644,6 +667,8 @@ int cmd_apply(int argc, char **argv)
 	struct stat st;
 	int status = 2;
 
+	/* One line per file as it happens, also into a pipe or a CI log. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--url") == 0 && i + 1 < argc) {
 			url = argv[++i];
@@ -774,6 +799,12 @@ out:
 		free(ap.tmpls[i].channel);
 	}
 	free(ap.tmpls);
+	for (unsigned i = 0; i < ap.njourneys; i++) {
+		free(ap.journey_ids[i]);
+		free(ap.journey_files[i]);
+	}
+	free(ap.journey_ids);
+	free(ap.journey_files);
 	expr_env_free(ap.env);
 	free(ap.key);
 	free(ap.url);

@@ -181,6 +181,20 @@ class ApplyTest(unittest.TestCase):
         self.assertEqual(self.get("/v1/templates/fax").status, 404)
         self.assertEqual(self.journey("cart-abandonment")["status"], "active")
 
+    def test_two_files_with_one_id_apply_only_the_first(self):
+        self.server()
+        first = example_journeys()["cart-abandonment"]
+        second = copy.deepcopy(first)
+        second["name"] = "the second file"
+        d = self.make_dir(journeys={"a.json": first, "b.json": second})
+        for extra in (["--dry-run"], []):
+            p = self.apply(d, *extra)
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn("journey cart-abandonment: invalid\n  id: a.json already has this id; "
+                          "this file (b.json) was not applied\n", p.stdout)
+        st = self.journey("cart-abandonment")
+        self.assertEqual([v["definition"]["name"] for v in st["versions"]], [first["name"]])
+
     def test_bad_json_is_reported_with_file_and_position(self):
         self.server()
         d = self.make_dir(journeys={"b-cart.json": example_journeys()["cart-abandonment"]},
