@@ -495,6 +495,17 @@ static void test_ruby_liquid_edge_cases(void **state)
 	assert_int_equal(r.render_rc, NERR_EVAL);
 	assert_null(render("{{ a | sort }}", "{\"a\":[{},1,\"4\"]}", false, false, &r));
 	assert_int_equal(r.render_rc, NERR_EVAL);
+	expect("{{ 'hello' | slice: 1, nothing }}|{{ (1..5) | slice: 1, 3 }}|{{ (s..5) | "
+	       "join }}",
+	       "{\"s\":\"x\"}", "e|..5|0 1 2 3 4 5");
+	expect("[{{ a | find: 'z' }}][{{ a | has: 'z' }}][{{ b | has: 2 }}]",
+	       "{\"a\":[\"x\",null,\"z\"],\"b\":[1,2,3]}", "[][][true]");
+	expect("{% assign 123 = 'x' %}{{ 123 }}|{{ 'March 14, 2016' | date: '%s' }}",
+	       NULL, "123|1457913600");
+	assert_null(render("{% doc x %}{% enddoc %}", NULL, false, false, &r));
+	assert_int_equal(r.compile_rc, NERR_PARSE);
+	assert_null(render("{% assign a? = 1 %}", NULL, true, false, &r));
+	assert_int_equal(r.compile_rc, NERR_PARSE);
 }
 
 int main(void)
