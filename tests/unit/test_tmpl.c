@@ -508,6 +508,25 @@ static void test_ruby_liquid_edge_cases(void **state)
 	assert_int_equal(r.compile_rc, NERR_PARSE);
 }
 
+static void test_inline_snippets(void **state)
+{
+	struct result r;
+
+	(void)state;
+	expect("{% assign z = 1 %}{% snippet card %}[{{ z }}{{ t }}]{% assign leak = 1 %}"
+	       "{% endsnippet %}{% render card, t: 'x' %}{% render card for xs as t %}{{ "
+	       "leak }}",
+	       "{\"xs\":[1,2]}", "[x][1][2]");
+	expect("{% if f %}{% snippet s %}a{% endsnippet %}{% else %}{% snippet s %}b{% "
+	       "endsnippet %}"
+	       "{% endif %}{% render s %}",
+	       "{\"f\":false}", "b");
+	assert_null(render("{% render nosuch %}", NULL, false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
+	assert_null(render("{% snippet 'q' %}{% endsnippet %}", NULL, false, false, &r));
+	assert_int_equal(r.compile_rc, NERR_PARSE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -526,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_message_variables),
 		cmocka_unit_test(test_render_is_isolated_include_is_not),
 		cmocka_unit_test(test_ruby_liquid_edge_cases),
+		cmocka_unit_test(test_inline_snippets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
