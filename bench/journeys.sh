@@ -28,7 +28,7 @@ BIN=${NUDGE_BIN:-build/nudge}
 SECS=${JB_SECONDS:-10}
 LAT_SECS=${JB_LATENCY_SECONDS:-15}
 PENDING=${JB_PENDING:-1000000}
-LOAD_SECS=${JB_LOAD_SECONDS:-150}
+LOAD_SECS=${JB_LOAD_SECONDS:-140}
 DUE=${JB_DUE:-10000}
 here=$(cd "$(dirname "$0")" && pwd)
 jdir=$here/journeys
@@ -122,6 +122,10 @@ python3 "$here/journeys/hist.py" "$tmp/m0" "$tmp/m1" nudge_event_to_envelope_sec
 	awk -v rate="$(calc "\"%.0f\", ($c1 - $c0) / ($t1 - $t0)")" '
 	/^count/ {n=$2} /^p50/ {p50=$2*1000} /^p99/ {p99=$2*1000}
 	END {printf "   p50 %.2f ms  p99 %.2f ms  (%d envelopes at %s/s; target p99 < 5 ms)\n", p50, p99, n, rate}'
+for h in nudge_commit_sync_seconds nudge_engine_batch_seconds; do
+	python3 "$jdir/hist.py" "$tmp/m0" "$tmp/m1" $h |
+		awk '/^p50/ {p50=$2*1000} /^p99/ {p99=$2*1000} END {printf " %.2f/%.2f", p50, p99}'
+done | awk '{printf "   made of: inbox commit (fsync) p50/p99 %s ms, engine batch (apply + commit) p50/p99 %s ms\n", $1, $2}'
 stop_server
 
 # 3. Timer lateness with many pending timers; RSS and disk per instance.

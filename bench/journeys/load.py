@@ -51,6 +51,8 @@ def main():
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
         rnd = random.Random()
         while True:
+            while state["lag"] > MAX_LAG and time.monotonic() < deadline:
+                time.sleep(0.05)
             with lock:
                 if state["error"] or time.monotonic() >= deadline:
                     return
@@ -59,9 +61,7 @@ def main():
                     return
                 n = min(BATCH, count - first)
                 state["next"] += n
-                lag = state["lag"]
-            if lag > MAX_LAG:
-                time.sleep(0.05)
+                state["lag"] += n  # until the watcher's next reading
             items = ",".join(
                 '{"type":"track","userId":"%s-%d","event":"Reminder Scheduled",'
                 '"messageId":"%s-%d","properties":{"delay_ms":%d}}'
