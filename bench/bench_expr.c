@@ -178,6 +178,9 @@ int main(void)
 	bench_one("timestamp_after",
 		  "timestamp(event.timestamp) > timestamp('2026-11-27T08:00:00Z')", env,
 		  vars, 2);
+	bench_one("quiet_hours_paris",
+		  "timestamp(event.timestamp).getHours('Europe/Paris') >= 9", env, vars,
+		  2);
 	bench_one("name_in_list", "event.name in ['cart_viewed', 'checkout_started']",
 		  env, vars, 2);
 	json_object_put(event);

@@ -3,8 +3,9 @@
  *
  * Design: the shell twin of what the journey engine does with a condition. The
  * top-level keys of the JSON object in FILE (or stdin with "-") become variables
- * (keys that are not CEL identifiers are skipped); the result is printed as a
- * CEL literal on stdout. Exit status: 0 on a value, 1 on an evaluation error
+ * (keys that are not CEL identifiers are skipped) and `now` is the current time
+ * unless the file sets it; the result is printed as a CEL literal on stdout. Exit status:
+ * 0 on a value, 1 on an evaluation error
  * ("error: MESSAGE" on stderr), 2 on a usage or parse error (the message names
  * line and column).
  */
@@ -15,6 +16,7 @@
 
 #include "app/cmd.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "expr/expr.h"
 
 #define VARS_MAX_BYTES	  (64u << 20)
@@ -110,6 +112,16 @@ int cmd_expr(int argc, char **argv)
 			    expr_env_add_var(env, key, NULL) == NERR_OK)
 				vals[nvars++] = expr_value_from_json(val);
 		}
+	}
+	if (nvars < EXPR_MAX_VARS && expr_env_add_var(env, "now", NULL) == NERR_OK) {
+		/* Journeys always have `now`; so does the shell, unless the file sets it.
+		 */
+		int64_t ms = clock_wall_ms();
+		struct expr_value now = {.kind = EXPR_TIMESTAMP};
+
+		now.as.sec = ms / 1000;
+		now.nsec = (int32_t)(ms % 1000) * 1000000;
+		vals[nvars++] = now;
 	}
 	if (expr_compile(src, env, &prog, &msg) != NERR_OK) {
 		fprintf(stderr, "error: %s\n", msg.message);

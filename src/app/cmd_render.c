@@ -70,8 +70,9 @@ static enum nerr partial_from_dir(void *ud, const char *name, struct buf *src)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: nudge render TEMPLATE_FILE [--data FILE|-] [--partials DIR] "
-			"[--html] [--strict]\n");
+	fprintf(stderr,
+		"usage: nudge render TEMPLATE_FILE [--data FILE|-] [--partials DIR] "
+		"[--html] [--strict]\n");
 }
 
 static struct json_object *parse_data(const char *text, size_t len, const char *path)
@@ -82,7 +83,8 @@ static struct json_object *parse_data(const char *text, size_t len, const char *
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	obj = json_tokener_parse_ex(tok, text, (int)len);
 	if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
-	    json_tokener_get_parse_end(tok) != len || !json_object_is_type(obj, json_type_object)) {
+	    json_tokener_get_parse_end(tok) != len ||
+	    !json_object_is_type(obj, json_type_object)) {
 		fprintf(stderr, "nudge render: %s: %s\n", path,
 			obj && json_tokener_get_error(tok) == json_tokener_success
 				? "data must be one JSON object"
@@ -97,8 +99,8 @@ static struct json_object *parse_data(const char *text, size_t len, const char *
 int cmd_render(int argc, char **argv)
 {
 	const char *file = NULL, *data_path = NULL, *partials = NULL;
-	struct tmpl_options opt = { 0 };
-	struct tmpl_render_options ro = { 0 };
+	struct tmpl_options opt = {0};
+	struct tmpl_render_options ro = {0};
 	struct json_object *data = NULL;
 	struct tmpl *t = NULL;
 	struct nerr_msg msg;
@@ -135,7 +137,8 @@ int cmd_render(int argc, char **argv)
 		goto out;
 	}
 	if (read_path(file, &src)) {
-		fprintf(stderr, "nudge render: %s: %s\n", file, strerror(errno ? errno : EIO));
+		fprintf(stderr, "nudge render: %s: %s\n", file,
+			strerror(errno ? errno : EIO));
 		goto out;
 	}
 	if (data_path) {
@@ -157,7 +160,8 @@ int cmd_render(int argc, char **argv)
 	ro.partial_userdata = (void *)partials;
 	rc = tmpl_render(t, data, &ro, &scratch, &out, &msg);
 	if (rc) {
-		fprintf(stderr, "nudge render: %s:%s (%s)\n", file, msg.message, nerr_str(rc));
+		fprintf(stderr, "nudge render: %s:%s (%s)\n", file, msg.message,
+			nerr_str(rc));
 		status = 1;
 		goto out;
 	}

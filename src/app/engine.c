@@ -54,6 +54,7 @@ struct engine {
 	bool started;
 	_Atomic uint64_t applied_seq;
 	_Atomic bool broken;
+	bool batch_failed;	/* engine thread: a store read failed mid-batch */
 	int64_t profiles;	/* live profiles; engine thread (stored in meta) */
 	int64_t batch_profiles; /* change within the current batch */
 	uv_async_t async;
@@ -197,6 +198,12 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 	if (json_object_object_get_ex(ev, "timestamp", &v))
 		clock_parse_rfc3339(json_object_get_string(v), &ts_ms);
 	rc = profile_apply_event(b, &e->cfg.profile, ev, seq, ts_ms, now_ms, &res, &msg);
+	if (rc == NERR_IO) {
+		/* The batch may hold part of this event's writes: it must not
+		 * commit. The engine stops; a restart re-runs the records. */
+		e->batch_failed = true;
+		goto out;
+	}
 	if (rc) {
 		log_warn(
 			"engine",
@@ -472,6 +479,15 @@ static void *engine_main(void *arg)
 				break;
 			}
 			continue;
+		}
+		if (e->batch_failed) {
+			log_error("engine",
+				  "msg=\"store read failed mid-batch; engine stopped "
+				  "without committing\"");
+			store_batch_clear(b);
+			journey_batch_fini(&jb);
+			atomic_store(&e->broken, true);
+			break;
 		}
 		if (store_batch_commit(b, true, NULL) != NERR_OK) {
 			log_error("engine",

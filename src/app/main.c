@@ -38,6 +38,9 @@ static const struct {
 	{ "journey", cmd_journey, "check a journey document (validate FILE [--templates DIR])" },
 	{ "sink", cmd_sink,
 	  "print the webhooks it receives (--http PORT [--fail-first N] [--status CODE])" },
+	{ "apply", cmd_apply,
+	  "upload and publish a folder of journeys and templates (DIR [--url URL] "
+	  "[--admin-key KEY] [--no-publish] [--dry-run])" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this text" },
 };

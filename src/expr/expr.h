@@ -162,11 +162,14 @@ enum nerr expr_eval_with(const struct expr_program *prog, const struct expr_valu
 			 struct expr_value *out, struct nerr_msg *msg);
 
 /* Wraps a json-c object as a value without copying (NULL is null). Integers map to
- * int, other numbers to double, objects to map, arrays to list. */
+ * int (above INT64_MAX: uint), other numbers to double, objects to map, arrays to
+ * list, strings to string (a timestamp string stays a string). The value points
+ * into json, which must outlive it. */
 struct expr_value expr_value_from_json(struct json_object *json);
-/* Converts a value to a new json-c object (caller owns the reference). Timestamps
- * and durations become their RFC 3339 / "1.5s" strings, bytes become base64-less
- * hex-free raw strings are not possible, so bytes become an array of numbers. */
+/* Converts a value to a new json-c object (caller owns the reference; NULL for
+ * null and errors). Timestamps and durations become their RFC 3339 / "1.5s"
+ * strings, NaN and infinities the strings "NaN", "Infinity", "-Infinity", bytes an
+ * array of octets (JSON has no binary type), map keys their string() form. */
 struct json_object *expr_value_to_json(const struct expr_value *v);
 /* Appends the value as a CEL literal ("1u", "2.5e+20", "b\"\\x00\"", ...). */
 enum nerr expr_value_format(const struct expr_value *v, struct buf *out);

@@ -18,6 +18,16 @@
 
 #include "expr/expr_int.h"
 
+/* Literals and comprehension variables, the most common leaves, without a call. */
+static inline struct expr_value eval_fast(struct ectx *c, const struct node *x)
+{
+	if (x->op == N_LIT)
+		return x->u.lit;
+	if (x->op == N_LOCAL)
+		return c->locals[x->u.slot];
+	return expr_eval_node(c, x);
+}
+
 static const char *op_name(int op)
 {
 	switch (op) {
@@ -219,12 +229,12 @@ index_value(struct ectx *c, const struct expr_value *t, const struct expr_value 
 
 static struct expr_value eval_and_or(struct ectx *c, const struct node *n, bool is_or)
 {
-	struct expr_value l = expr_eval_node(c, n->a[0]), r;
+	struct expr_value l = eval_fast(c, n->a[0]), r;
 
 	/* The deciding value is true for ||, false for &&. */
 	if (l.kind == EXPR_BOOL && l.as.b == is_or)
 		return l;
-	r = expr_eval_node(c, n->a[1]);
+	r = eval_fast(c, n->a[1]);
 	if (r.kind == EXPR_BOOL && r.as.b == is_or)
 		return r;
 	if (l.kind == EXPR_BOOL) {
@@ -273,7 +283,7 @@ static struct expr_value eval_args(struct ectx *c, const struct node *n,
 				   struct expr_value *args)
 {
 	for (size_t i = 0; i < n->na; i++) {
-		args[i] = expr_eval_node(c, n->a[i]);
+		args[i] = eval_fast(c, n->a[i]);
 		if (args[i].kind == EXPR_ERROR)
 			return args[i];
 	}
@@ -448,7 +458,7 @@ struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 				 n->name);
 	case N_SELECT:
 	case N_HAS:
-		a = expr_eval_node(c, n->a[0]);
+		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
 		if (a.kind != EXPR_MAP)
@@ -460,10 +470,10 @@ struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 			return mk_bool(false);
 		return expr_eerr(c, "no such key: %.*s", (int)n->len, n->name);
 	case N_INDEX:
-		a = expr_eval_node(c, n->a[0]);
+		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
-		b = expr_eval_node(c, n->a[1]);
+		b = eval_fast(c, n->a[1]);
 		if (b.kind == EXPR_ERROR)
 			return b;
 		return index_value(c, &a, &b);
@@ -472,19 +482,19 @@ struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 	case N_OR:
 		return eval_and_or(c, n, true);
 	case N_NOT:
-		a = expr_eval_node(c, n->a[0]);
+		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_BOOL)
 			return mk_bool(!a.as.b);
 		return a.kind == EXPR_ERROR ? a : expr_no_overload(c, "!_", &a, 1);
 	case N_NEG:
-		a = expr_eval_node(c, n->a[0]);
+		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_INT)
 			return a.as.i == INT64_MIN ? overflow() : mk_int(-a.as.i);
 		if (a.kind == EXPR_DOUBLE)
 			return mk_double(-a.as.d);
 		return a.kind == EXPR_ERROR ? a : expr_no_overload(c, "-_", &a, 1);
 	case N_COND:
-		a = expr_eval_node(c, n->a[0]);
+		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_BOOL)
 			return expr_eval_node(c, n->a[a.as.b ? 1 : 2]);
 		return a.kind == EXPR_ERROR ? a : expr_no_overload(c, "_?_:_", &a, 1);
@@ -500,10 +510,10 @@ struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 	case N_MUL:
 	case N_DIV:
 	case N_MOD:
-		a = expr_eval_node(c, n->a[0]);
+		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
-		b = expr_eval_node(c, n->a[1]);
+		b = eval_fast(c, n->a[1]);
 		if (b.kind == EXPR_ERROR)
 			return b;
 		if (a.kind >= EXPR_STRING && a.kind <= EXPR_MAP)
@@ -570,7 +580,7 @@ struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 	case N_COMPREH:
 		return eval_comprehension(c, n);
 	case N_MATCHES_CONST:
-		a = expr_eval_node(c, n->a[0]);
+		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)
 			return a;
 		if (a.kind != EXPR_STRING)

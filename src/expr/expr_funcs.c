@@ -60,6 +60,77 @@ static char *sdup(struct ectx *c, const char *s, size_t len)
 	return p;
 }
 
+/*
+ * A string builder in the scratch arena, so string functions do not touch the
+ * heap; growing copies into a block twice the size (the old one is simply left).
+ */
+struct sb {
+	struct ectx *c;
+	char *p; /* NUL-terminated */
+	size_t len, cap;
+};
+
+static void sb_init(struct sb *b, struct ectx *c)
+{
+	b->c = c;
+	b->cap = 64;
+	b->len = 0;
+	b->p = expr_ealloc(c, b->cap);
+	b->p[0] = '\0';
+}
+
+static void sb_append(struct sb *b, const void *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = (b->len + n + 1) * 2;
+		char *p = expr_ealloc(b->c, cap);
+
+		memcpy(p, b->p, b->len);
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_puts(struct sb *b, const char *s)
+{
+	sb_append(b, s, strlen(s));
+}
+
+static void sb_putc(struct sb *b, char ch)
+{
+	sb_append(b, &ch, 1);
+}
+
+static void sb_printf(struct sb *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct sb *b, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof(tmp)) {
+		sb_append(b, tmp, (size_t)n);
+		return;
+	}
+	/* %.Nf of a huge double: print straight into the builder */
+	char *big = expr_ealloc(b->c, (size_t)n + 1);
+
+	va_start(ap, fmt);
+	vsnprintf(big, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	sb_append(b, big, (size_t)n);
+}
+
 static struct expr_value make_list(struct ectx *c, size_t n, struct expr_value **items)
 {
 	struct expr_value l = {.kind = EXPR_LIST, .len = (uint32_t)n};
@@ -181,6 +252,9 @@ struct expr_value expr_call_matches(struct ectx *c, const struct expr_value *s,
 		return expr_eerr_static("out of evaluation memory");
 	charge(c, 100 + s->len / 16); /* a match may backtrack up to the match limit */
 	rc = pcre2_match(re, (PCRE2_SPTR)s->as.s, s->len, 0, 0, c->md, c->prog->mctx);
+	if (rc == PCRE2_ERROR_JIT_STACKLIMIT) /* the interpreter has the heap limit */
+		rc = pcre2_match(re, (PCRE2_SPTR)s->as.s, s->len, 0, PCRE2_NO_JIT, c->md,
+				 c->prog->mctx);
 	if (rc >= 0)
 		return mk_bool(true);
 	if (rc == PCRE2_ERROR_NOMATCH)
@@ -311,6 +385,7 @@ FN(f_double)
 FN(f_string)
 {
 	const struct expr_value *x = &a[0];
+	char tmp[48];
 	struct buf b;
 	char *s;
 	size_t len;
@@ -323,15 +398,28 @@ FN(f_string)
 			return expr_eerr_static("string conversion error: invalid UTF-8");
 		return mk_str(x->as.s, x->len);
 	case EXPR_INT:
+		len = (size_t)snprintf(tmp, sizeof(tmp), "%" PRId64, x->as.i);
+		return mk_str(sdup(c, tmp, len), len);
 	case EXPR_UINT:
-	case EXPR_DOUBLE:
+		len = (size_t)snprintf(tmp, sizeof(tmp), "%" PRIu64, x->as.u);
+		return mk_str(sdup(c, tmp, len), len);
 	case EXPR_BOOL:
+		return x->as.b ? mk_str("true", 4) : mk_str("false", 5);
+	case EXPR_NULL:
+		return mk_str("null", 4);
+	case EXPR_TYPE:
+		return mk_str(x->as.s, x->len);
 	case EXPR_TIMESTAMP:
 	case EXPR_DURATION:
-	case EXPR_NULL:
-	case EXPR_TYPE:
+		if (x->kind == EXPR_TIMESTAMP)
+			expr_ts_format(x->as.sec, x->nsec, tmp);
+		else
+			expr_dur_format(x->as.sec, x->nsec, tmp);
+		len = strlen(tmp);
+		return mk_str(sdup(c, tmp, len), len);
+	case EXPR_DOUBLE:
 		buf_init(&b, 0);
-		expr_val_print(x, &b, PRINT_STRING);
+		expr_print_double(x->as.d, &b, false);
 		len = b.len;
 		s = sdup(c, buf_str(&b), len);
 		buf_fini(&b);
@@ -540,7 +628,7 @@ FN(f_upper)
 FN(f_replace)
 {
 	int64_t limit = -1;
-	struct buf b;
+	struct sb b;
 	const char *s = a[0].as.s, *end;
 	size_t len = a[0].len;
 	int64_t done = 0;
@@ -549,21 +637,21 @@ FN(f_replace)
 	if (!both_strings(a, 3) || (na == 4 && !get_int(&a[3], &limit)))
 		return NO_OVERLOAD();
 	end = s + len;
-	buf_init(&b, 0);
+	sb_init(&b, c);
 	if (a[1].len == 0) {
 		/* Go: an empty old string matches before every code point and at the end.
 		 */
 		while (limit < 0 || done < limit) {
-			buf_append(&b, a[2].as.s, a[2].len);
+			sb_append(&b, a[2].as.s, a[2].len);
 			done++;
 			if (s >= end)
 				break;
 			size_t step = cp_offset(s, (size_t)(end - s), 1);
 
-			buf_append(&b, s, step);
+			sb_append(&b, s, step);
 			s += step;
 		}
-		buf_append(&b, s, (size_t)(end - s));
+		sb_append(&b, s, (size_t)(end - s));
 	} else {
 		while (limit < 0 || done < limit) {
 			const char *hit =
@@ -571,16 +659,15 @@ FN(f_replace)
 
 			if (!hit)
 				break;
-			buf_append(&b, s, (size_t)(hit - s));
-			buf_append(&b, a[2].as.s, a[2].len);
+			sb_append(&b, s, (size_t)(hit - s));
+			sb_append(&b, a[2].as.s, a[2].len);
 			s = hit + a[1].len;
 			done++;
 		}
-		buf_append(&b, s, (size_t)(end - s));
+		sb_append(&b, s, (size_t)(end - s));
 	}
 	len = b.len;
-	out = sdup(c, buf_str(&b), len);
-	buf_fini(&b);
+	out = b.p;
 	return mk_str(out, len);
 }
 
@@ -689,28 +776,26 @@ FN(f_trim)
 
 FN(f_join)
 {
-	struct buf b;
+	struct sb b;
 	size_t len;
 	char *out;
 
 	if (a[0].kind != EXPR_LIST || (na == 2 && a[1].kind != EXPR_STRING))
 		return NO_OVERLOAD();
-	buf_init(&b, 0);
+	sb_init(&b, c);
 	for (size_t i = 0; i < a[0].len; i++) {
 		struct expr_value x = expr_list_get(&a[0], i);
 
 		if (x.kind != EXPR_STRING) {
-			buf_fini(&b);
 			return expr_eerr(c, "join: list item %zu is %s, not string", i,
 					 expr_kind_name(&x));
 		}
 		if (i && na == 2)
-			buf_append(&b, a[1].as.s, a[1].len);
-		buf_append(&b, x.as.s, x.len);
+			sb_append(&b, a[1].as.s, a[1].len);
+		sb_append(&b, x.as.s, x.len);
 	}
 	len = b.len;
-	out = sdup(c, buf_str(&b), len);
-	buf_fini(&b);
+	out = b.p;
 	return mk_str(out, len);
 }
 
@@ -735,65 +820,64 @@ FN(f_reverse)
 
 FN(f_quote)
 {
-	struct buf b;
+	struct sb b;
 	const unsigned char *s = (const unsigned char *)a[0].as.s;
 	size_t len = a[0].len, i = 0;
 	char *out;
 
 	if (a[0].kind != EXPR_STRING)
 		return NO_OVERLOAD();
-	buf_init(&b, 0);
-	buf_putc(&b, '"');
+	sb_init(&b, c);
+	sb_putc(&b, '"');
 	while (i < len) {
 		uint32_t cp;
 		size_t k = expr_utf8_decode(s + i, len - i, &cp);
 
 		switch (cp) {
 		case '\a':
-			buf_puts(&b, "\\a");
+			sb_puts(&b, "\\a");
 			break;
 		case '\b':
-			buf_puts(&b, "\\b");
+			sb_puts(&b, "\\b");
 			break;
 		case '\f':
-			buf_puts(&b, "\\f");
+			sb_puts(&b, "\\f");
 			break;
 		case '\n':
-			buf_puts(&b, "\\n");
+			sb_puts(&b, "\\n");
 			break;
 		case '\r':
-			buf_puts(&b, "\\r");
+			sb_puts(&b, "\\r");
 			break;
 		case '\t':
-			buf_puts(&b, "\\t");
+			sb_puts(&b, "\\t");
 			break;
 		case '\v':
-			buf_puts(&b, "\\v");
+			sb_puts(&b, "\\v");
 			break;
 		case '\\':
-			buf_puts(&b, "\\\\");
+			sb_puts(&b, "\\\\");
 			break;
 		case '"':
-			buf_puts(&b, "\\\"");
+			sb_puts(&b, "\\\"");
 			break;
 		default:
 			if (cp == 0xFFFD && k == 1)
-				buf_puts(&b, "\xef\xbf\xbd"); /* invalid UTF-8 becomes
+				sb_puts(&b, "\xef\xbf\xbd"); /* invalid UTF-8 becomes
 								 U+FFFD */
 			else
-				buf_append(&b, s + i, k);
+				sb_append(&b, s + i, k);
 		}
 		i += k;
 	}
-	buf_putc(&b, '"');
+	sb_putc(&b, '"');
 	len = b.len;
-	out = sdup(c, buf_str(&b), len);
-	buf_fini(&b);
+	out = b.p;
 	return mk_str(out, len);
 }
 
 /* One %x/%o/%b clause for an integer: sign, then digits in base. */
-static void put_int_base(struct buf *b, bool neg, uint64_t u, int base, bool upper)
+static void put_int_base(struct sb *b, bool neg, uint64_t u, int base, bool upper)
 {
 	char tmp[70];
 	int n = 0;
@@ -804,36 +888,45 @@ static void put_int_base(struct buf *b, bool neg, uint64_t u, int base, bool upp
 		u /= (unsigned)base;
 	} while (u);
 	if (neg)
-		buf_putc(b, '-');
+		sb_putc(b, '-');
 	while (n)
-		buf_putc(b, tmp[--n]);
+		sb_putc(b, tmp[--n]);
 }
 
-static bool special_double(struct buf *b, double d)
+static bool special_double(struct sb *b, double d)
 {
 	if (isnan(d))
-		buf_puts(b, "NaN");
+		sb_puts(b, "NaN");
 	else if (isinf(d))
-		buf_puts(b, d > 0 ? "Infinity" : "-Infinity");
+		sb_puts(b, d > 0 ? "Infinity" : "-Infinity");
 	else
 		return false;
 	return true;
 }
 
-static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, int prec,
+static struct expr_value format_one(struct ectx *c, struct sb *b, char verb, int prec,
 				    const struct expr_value *x)
 {
 	double d;
 
 	switch (verb) {
 	case 's':
-		expr_val_print(x, b, PRINT_FORMAT);
+		if (x->kind == EXPR_STRING || x->kind == EXPR_BYTES) {
+			sb_append(b, x->as.s, x->len);
+		} else {
+			struct buf tmp; /* lists, maps, doubles: the shared printer */
+
+			buf_init(&tmp, 0);
+			expr_val_print(x, &tmp, PRINT_FORMAT);
+			sb_append(b, tmp.data ? tmp.data : "", tmp.len);
+			buf_fini(&tmp);
+		}
 		return mk_null();
 	case 'd':
 		if (x->kind == EXPR_INT)
-			buf_printf(b, "%" PRId64, x->as.i);
+			sb_printf(b, "%" PRId64, x->as.i);
 		else if (x->kind == EXPR_UINT)
-			buf_printf(b, "%" PRIu64, x->as.u);
+			sb_printf(b, "%" PRIu64, x->as.u);
 		else if (!(x->kind == EXPR_DOUBLE && special_double(b, x->as.d)))
 			return expr_eerr(
 				c,
@@ -858,12 +951,12 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 				verb == 'f' ? "fixed-point" : "scientific",
 				expr_kind_name(x));
 		if (!special_double(b, d))
-			buf_printf(b, verb == 'f' ? "%.*f" : "%.*e", prec < 0 ? 6 : prec,
-				   d);
+			sb_printf(b, verb == 'f' ? "%.*f" : "%.*e", prec < 0 ? 6 : prec,
+				  d);
 		return mk_null();
 	case 'b':
 		if (x->kind == EXPR_BOOL)
-			buf_putc(b, x->as.b ? '1' : '0');
+			sb_putc(b, x->as.b ? '1' : '0');
 		else if (x->kind == EXPR_INT)
 			put_int_base(b, x->as.i < 0,
 				     x->as.i < 0 ? 0 - (uint64_t)x->as.i
@@ -905,8 +998,8 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 			put_int_base(b, false, x->as.u, 16, verb == 'X');
 		} else if (x->kind == EXPR_STRING || x->kind == EXPR_BYTES) {
 			for (size_t i = 0; i < x->len; i++)
-				buf_printf(b, verb == 'X' ? "%02X" : "%02x",
-					   (unsigned char)x->as.s[i]);
+				sb_printf(b, verb == 'X' ? "%02X" : "%02x",
+					  (unsigned char)x->as.s[i]);
 		} else {
 			return expr_eerr(c,
 					 "error during formatting: only integers, byte "
@@ -925,7 +1018,7 @@ static struct expr_value format_one(struct ectx *c, struct buf *b, char verb, in
 
 FN(f_format)
 {
-	struct buf b;
+	struct sb b;
 	const char *s = a[0].as.s, *end;
 	size_t argi = 0, len;
 	char *out;
@@ -934,17 +1027,17 @@ FN(f_format)
 	if (a[0].kind != EXPR_STRING || a[1].kind != EXPR_LIST)
 		return NO_OVERLOAD();
 	end = s + a[0].len;
-	buf_init(&b, 0);
+	sb_init(&b, c);
 	while (s < end) {
 		int prec = -1;
 
 		if (*s != '%') {
-			buf_putc(&b, *s++);
+			sb_putc(&b, *s++);
 			continue;
 		}
 		s++;
 		if (s < end && *s == '%') {
-			buf_putc(&b, '%');
+			sb_putc(&b, '%');
 			s++;
 			continue;
 		}
@@ -979,12 +1072,10 @@ FN(f_format)
 			break;
 	}
 	if (r.kind == EXPR_ERROR) {
-		buf_fini(&b);
 		return r;
 	}
 	len = b.len;
-	out = sdup(c, buf_str(&b), len);
-	buf_fini(&b);
+	out = b.p;
 	return mk_str(out, len);
 }
 

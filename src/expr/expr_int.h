@@ -12,6 +12,7 @@
 #ifndef NUDGE_EXPR_INT_H
 #define NUDGE_EXPR_INT_H
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 
@@ -75,6 +76,7 @@ struct node {
 	uint8_t kind;	     /* enum comp_kind for N_COMPREH */
 	uint16_t na;	     /* number of a[] */
 	uint32_t len;	     /* length of name */
+	uint32_t zone;	     /* time getters: 1 + index in prog->zones, or 0 */
 	unsigned long hash;  /* N_SELECT/N_HAS: json-c hash of name, if hash_fn */
 	const void *hash_fn; /* the json-c hash function hash was computed with */
 	struct node **a;     /* children */
@@ -102,6 +104,15 @@ struct expr_program {
 	pcre2_code **regexes; /* owned, freed with the program */
 	size_t nregex;
 	pcre2_match_context *mctx; /* owned; match and depth limits */
+	struct expr_zone *zones;   /* owned; calendars for constant time zones */
+	size_t nzones;
+};
+
+/* An ICU calendar opened at compile time for a constant zone name; ICU
+ * calendars are not thread-safe, so evaluations take the mutex. */
+struct expr_zone {
+	void *cal; /* UCalendar */
+	pthread_mutex_t mu;
 };
 
 struct ectx {
@@ -225,6 +236,11 @@ bool expr_dur_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec);
 void expr_dur_format(int64_t sec, int32_t nsec, char *out /* >= 40 */);
 struct expr_value expr_ts_make(struct ectx *c, int64_t sec, int64_t nsec);
 struct expr_value expr_dur_make(struct ectx *c, int64_t sec, int64_t nsec);
+/* Opens a calendar for the constant zone id (an IANA name) and returns its
+ * n->zone number, or 0 when the zone needs no calendar or is unknown (then the
+ * getter decides at evaluation, with an error for an unknown zone). */
+uint32_t expr_zone_register(struct expr_program *prog, const char *id, size_t len);
+void expr_zones_free(struct expr_program *prog);
 /* Timestamp and duration getters (name = "getFullYear", ...). */
 builtin_fn expr_time_getter(const char *name, size_t na);
 

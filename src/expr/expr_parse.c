@@ -1094,6 +1094,10 @@ static struct node *resolve_call(struct parser *p, struct node *n, int depth)
 		c->op = N_NOFUNC;
 		return c;
 	}
+	if (recv && n->na == 2 && c->a[1]->op == N_LIT &&
+	    c->a[1]->u.lit.kind == EXPR_STRING && c->u.fn == expr_time_getter(c->name, 2))
+		c->zone = expr_zone_register(p->prog, c->a[1]->u.lit.as.s,
+					     c->a[1]->u.lit.len);
 	if (recv && name_is(n, "matches") && n->na == 2 && c->a[1]->op == N_LIT &&
 	    c->a[1]->u.lit.kind == EXPR_STRING) {
 		/* A constant pattern is compiled (and JIT-compiled) once, here. */
@@ -1254,8 +1258,8 @@ enum nerr expr_compile_n(const char *src, size_t len, const struct expr_env *env
 	prog->root = root;
 	prog->mctx = pcre2_match_context_create(NULL);
 	pcre2_set_match_limit(prog->mctx, 100000);
-	pcre2_set_depth_limit(prog->mctx, 1000);
-	pcre2_set_heap_limit(prog->mctx, 1024); /* KiB */
+	pcre2_set_depth_limit(prog->mctx, 20000);
+	pcre2_set_heap_limit(prog->mctx, 4096); /* KiB, from the scratch arena */
 	*out = prog;
 	return NERR_OK;
 }
@@ -1268,6 +1272,7 @@ void expr_program_free(struct expr_program *prog)
 		pcre2_code_free(prog->regexes[i]);
 	free(prog->regexes);
 	pcre2_match_context_free(prog->mctx);
+	expr_zones_free(prog);
 	arena_fini(&prog->arena);
 	free(prog);
 }

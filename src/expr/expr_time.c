@@ -15,10 +15,12 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <unicode/ucal.h>
 
+#include "base/mem.h"
 #include "expr/expr_int.h"
 
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
@@ -271,51 +273,114 @@ struct expr_value expr_dur_make(struct ectx *c, int64_t sec, int64_t nsec)
  * The UTC offset in seconds of zone tz at instant sec: "UTC", "+05:30", "-02:00",
  * "02:00" or an IANA name ("Europe/Paris"). Returns false for an unknown zone.
  */
-static bool zone_offset(const struct expr_value *tz, int64_t sec, int64_t *off)
+/* A fixed offset ("UTC", "Z", "+05:30", "-02:00", "02:00"); false if not one. */
+static bool fixed_offset(const char *s, size_t len, int64_t *off)
 {
-	const char *s = tz->as.s;
-	size_t len = tz->len;
-	UChar id[128], canon[128];
-	UErrorCode st = U_ZERO_ERROR;
-	UBool sys;
+	size_t i = len && (s[0] == '+' || s[0] == '-') ? 1 : 0;
 	int h, m;
 
-	if (len == 0 || len >= 128)
-		return false;
 	if ((len == 3 && memcmp(s, "UTC", 3) == 0) || (len == 1 && s[0] == 'Z')) {
 		*off = 0;
 		return true;
 	}
-	{
-		size_t i = (s[0] == '+' || s[0] == '-') ? 1 : 0;
-
-		if (len - i == 5 && digits(s + i, 2, &h) && s[i + 2] == ':' &&
-		    digits(s + i + 3, 2, &m) && m < 60) {
-			*off = (h * 3600 + m * 60) * (s[0] == '-' ? -1 : 1);
-			return true;
-		}
+	if (len - i == 5 && digits(s + i, 2, &h) && s[i + 2] == ':' &&
+	    digits(s + i + 3, 2, &m) && m < 60) {
+		*off = (h * 3600 + m * 60) * (s[0] == '-' ? -1 : 1);
+		return true;
 	}
+	return false;
+}
+
+/* Opens an ICU calendar for an IANA zone name, or returns NULL if unknown. */
+static UCalendar *open_zone(const char *s, size_t len)
+{
+	UChar id[128], canon[128];
+	UErrorCode st = U_ZERO_ERROR;
+	UBool sys;
+	UCalendar *cal;
+
+	if (len == 0 || len >= 128)
+		return NULL;
 	for (size_t i = 0; i < len; i++) {
 		if ((unsigned char)s[i] >= 0x80)
-			return false;
+			return NULL;
 		id[i] = (UChar)s[i];
 	}
 	ucal_getCanonicalTimeZoneID(id, (int32_t)len, canon, 128, &sys, &st);
 	if (U_FAILURE(st) || !sys)
-		return false;
-	UCalendar *cal = ucal_open(id, (int32_t)len, "en_US", UCAL_GREGORIAN, &st);
+		return NULL;
+	cal = ucal_open(id, (int32_t)len, "en_US", UCAL_GREGORIAN, &st);
+	if (U_FAILURE(st)) {
+		ucal_close(cal);
+		return NULL;
+	}
+	return cal;
+}
 
-	if (U_FAILURE(st))
-		return false;
+static bool calendar_offset(UCalendar *cal, int64_t sec, int64_t *off)
+{
+	UErrorCode st = U_ZERO_ERROR;
+	int32_t zo, dst;
+
 	ucal_setMillis(cal, (UDate)sec * 1000.0, &st);
-	int32_t zo = ucal_get(cal, UCAL_ZONE_OFFSET, &st);
-	int32_t dst = ucal_get(cal, UCAL_DST_OFFSET, &st);
-
-	ucal_close(cal);
+	zo = ucal_get(cal, UCAL_ZONE_OFFSET, &st);
+	dst = ucal_get(cal, UCAL_DST_OFFSET, &st);
 	if (U_FAILURE(st))
 		return false;
 	*off = (zo + dst) / 1000;
 	return true;
+}
+
+uint32_t expr_zone_register(struct expr_program *prog, const char *id, size_t len)
+{
+	int64_t off;
+	UCalendar *cal;
+
+	if (fixed_offset(id, len, &off) || !(cal = open_zone(id, len)))
+		return 0;
+	prog->zones = xrealloc(prog->zones, (prog->nzones + 1) * sizeof(*prog->zones));
+	prog->zones[prog->nzones].cal = cal;
+	pthread_mutex_init(&prog->zones[prog->nzones].mu, NULL);
+	return (uint32_t)++prog->nzones;
+}
+
+void expr_zones_free(struct expr_program *prog)
+{
+	for (size_t i = 0; i < prog->nzones; i++) {
+		ucal_close(prog->zones[i].cal);
+		pthread_mutex_destroy(&prog->zones[i].mu);
+	}
+	free(prog->zones);
+	prog->zones = NULL;
+	prog->nzones = 0;
+}
+
+/*
+ * The UTC offset in seconds of zone tz at instant sec. A constant zone name was
+ * opened at compile time (zone > 0: a locked lookup, no allocation); a computed
+ * one opens and closes a calendar here. Returns false for an unknown zone.
+ */
+static bool zone_offset(struct ectx *c, uint32_t zone, const struct expr_value *tz,
+			int64_t sec, int64_t *off)
+{
+	UCalendar *cal;
+	bool ok;
+
+	if (fixed_offset(tz->as.s, tz->len, off))
+		return true;
+	if (zone > 0 && zone <= c->prog->nzones) {
+		struct expr_zone *z = &c->prog->zones[zone - 1];
+
+		pthread_mutex_lock(&z->mu);
+		ok = calendar_offset(z->cal, sec, off);
+		pthread_mutex_unlock(&z->mu);
+		return ok;
+	}
+	if (!(cal = open_zone(tz->as.s, tz->len)))
+		return false;
+	ok = calendar_offset(cal, sec, off);
+	ucal_close(cal);
+	return ok;
 }
 
 enum tfield {
@@ -331,8 +396,8 @@ enum tfield {
 	F_MILLIS
 };
 
-static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr_value *a,
-				size_t na, const char *name)
+static struct expr_value getter(struct ectx *c, const struct node *n, enum tfield f,
+				const struct expr_value *a, size_t na, const char *name)
 {
 	if (a[0].kind == EXPR_DURATION && na == 1) {
 		int64_t s = a[0].as.sec;
@@ -355,7 +420,7 @@ static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr
 	int64_t sec = a[0].as.sec, off = 0, days, y;
 	unsigned m, d;
 
-	if (na == 2 && !zone_offset(&a[1], sec, &off))
+	if (na == 2 && !zone_offset(c, n ? n->zone : 0, &a[1], sec, &off))
 		return expr_eerr(c, "unknown time zone '%.*s'",
 				 (int)(a[1].len > 64 ? 64 : a[1].len), a[1].as.s);
 	sec += off;
@@ -392,8 +457,7 @@ static struct expr_value getter(struct ectx *c, enum tfield f, const struct expr
 	static struct expr_value fn(struct ectx *c, const struct node *n,                \
 				    const struct expr_value *a, size_t na)               \
 	{                                                                                \
-		(void)n;                                                                 \
-		return getter(c, field, a, na, nm);                                      \
+		return getter(c, n, field, a, na, nm);                                   \
 	}
 GETTER(g_year, F_YEAR, "getFullYear")
 GETTER(g_month, F_MONTH, "getMonth")

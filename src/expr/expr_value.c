@@ -764,6 +764,11 @@ struct json_object *expr_value_to_json(const struct expr_value *v)
 	case EXPR_UINT:
 		return json_object_new_uint64(v->as.u);
 	case EXPR_DOUBLE:
+		/* JSON has no NaN or infinities: spell them as strings */
+		if (isnan(v->as.d) || isinf(v->as.d))
+			return json_object_new_string(isnan(v->as.d) ? "NaN"
+						      : v->as.d > 0  ? "Infinity"
+								     : "-Infinity");
 		return json_object_new_double(v->as.d);
 	case EXPR_STRING:
 	case EXPR_TYPE:

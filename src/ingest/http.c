@@ -34,8 +34,9 @@
  *       a refusal (4xx/503) is queued behind the answers still owed.
  *   (2) Memory per connection is bounded: header bytes by max_header_bytes (plus
  *       http-parser's own 80 KiB for bytes it does not report), each body by
- *       max_body_bytes, unanswered requests by max_pipelined, unsent answer
- *       bytes by WRITE_HIGH_WATER_BYTES (beyond them reads pause).
+ *       max_body_bytes, unanswered requests by max_pipelined and their bytes
+ *       by max_body_bytes, unsent answer bytes by WRITE_HIGH_WATER_BYTES
+ *       (beyond them reads pause).
  *   (3) Every connection ends: idle (idle_timeout_ms with nothing owed), a
  *       request not complete read_timeout_ms after its first byte (408), a
  *       client that takes no answer bytes for read_timeout_ms, and LINGER_MS.
@@ -112,6 +113,8 @@ struct http_req {
 	void *data;
 	char *resp; /* formatted answer, owned, once responded */
 	size_t resp_len;
+	size_t conn_off, conn_len; /* where the Connection line goes / is in resp */
+	size_t held_bytes;	   /* counted in conn->q_bytes while queued */
 	bool dispatched;
 	bool responded;
 	bool keep_alive; /* the client allows more requests after this one */
@@ -139,6 +142,7 @@ struct http_conn {
 	size_t hdr_bytes; /* request line + headers (+ trailers) so far */
 	struct http_req *q_head, *q_tail;
 	unsigned q_len;
+	size_t q_bytes; /* request bytes held by the queue */
 	unsigned writes_pending;
 	size_t wq_bytes;       /* answer bytes handed to libuv, not yet written */
 	struct buf in;	       /* unparsed input saved at a pause */
@@ -311,6 +315,7 @@ static void conn_set_state(struct http_conn *c, enum conn_state st)
 static bool conn_can_take(const struct http_conn *c)
 {
 	return c->q_len < c->srv->lim.max_pipelined &&
+	       c->q_bytes < c->srv->lim.max_body_bytes &&
 	       c->wq_bytes < WRITE_HIGH_WATER_BYTES;
 }
 
@@ -378,6 +383,7 @@ static void conn_close(struct http_conn *c)
 	}
 	c->q_head = c->q_tail = NULL;
 	c->q_len = 0;
+	c->q_bytes = 0;
 	c->continue_pending = false;
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	if (c->kind == CONN_TCP)
@@ -606,6 +612,22 @@ static void conn_maybe_finish(struct http_conn *c)
 	}
 }
 
+/* Returns a copy of r's answer with "Connection: close" in place of its
+ * Connection line (if any); *len_out gets its length. */
+static char *resp_with_close(const struct http_req *r, size_t *len_out)
+{
+	static const char hdr[] = "Connection: close\r\n";
+	size_t hlen = sizeof(hdr) - 1;
+	size_t tail = r->resp_len - r->conn_off - r->conn_len;
+	char *p = xmalloc(r->conn_off + hlen + tail);
+
+	memcpy(p, r->resp, r->conn_off);
+	memcpy(p + r->conn_off, hdr, hlen);
+	memcpy(p + r->conn_off + hlen, r->resp + r->conn_off + r->conn_len, tail);
+	*len_out = r->conn_off + hlen + tail;
+	return p;
+}
+
 /* Sends the 100 Continue owed to the request being received once no earlier
  * answer is still owed (an interim answer must not overtake final ones). */
 static void conn_send_continue(struct http_conn *c)
@@ -639,9 +661,16 @@ static void conn_flush(struct http_conn *c)
 		if (!c->q_head)
 			c->q_tail = NULL;
 		c->q_len--;
-		owned[n] = r->resp;
-		lens[n] = r->resp_len;
-		r->resp = NULL;
+		c->q_bytes -= r->held_bytes;
+		if (c->state != CONN_OPEN && !c->q_head) {
+			/* The last answer on this connection says so (RFC 9112 §9.6):
+			 * nothing may follow an answer carrying "close". */
+			owned[n] = resp_with_close(r, &lens[n]);
+		} else {
+			owned[n] = r->resp;
+			lens[n] = r->resp_len;
+			r->resp = NULL;
+		}
 		req_free(r);
 		popped = true;
 		if (++n == WRITE_BATCH) {
@@ -949,12 +978,14 @@ static void conn_dispatch(struct http_conn *c)
 	c->complete = NULL;
 	r->start_ns = clock_mono_ns();
 	r->dispatched = true;
+	r->held_bytes = r->body.alloc + r->raw.alloc;
 	if (c->q_tail)
 		c->q_tail->next = r;
 	else
 		c->q_head = r;
 	c->q_tail = r;
 	c->q_len++;
+	c->q_bytes += r->held_bytes;
 	if (!r->keep_alive)
 		conn_set_state(c, CONN_DRAINING);
 	s->fn(s->ud, r);
@@ -1297,7 +1328,7 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 {
 	struct http_conn *c = r->conn;
 	struct buf b;
-	bool close, no_body;
+	bool no_body;
 	size_t extra_len = extra_headers ? strlen(extra_headers) : 0;
 
 	ASSERT(!r->responded);
@@ -1310,7 +1341,6 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 		req_free(r);
 		return;
 	}
-	close = !r->keep_alive || c->state != CONN_OPEN || c->srv->shutting_down;
 	no_body = status == 204 || status == 304;
 	buf_init(&b, 0);
 	buf_reserve(&b,
@@ -1321,10 +1351,12 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 		buf_printf(&b, "Content-Type: %s\r\n", content_type);
 	if (!no_body)
 		buf_printf(&b, "Content-Length: %zu\r\n", len);
-	if (close)
-		buf_puts(&b, "Connection: close\r\n");
-	else if (r->http10)
+	/* Formatted for a connection that stays open; conn_flush puts in
+	 * "Connection: close" if this turns out to be the last answer. */
+	r->conn_off = b.len;
+	if (r->http10)
 		buf_puts(&b, "Connection: keep-alive\r\n");
+	r->conn_len = b.len - r->conn_off;
 	if (extra_len)
 		buf_append(&b, extra_headers, extra_len);
 	buf_puts(&b, "\r\n");
@@ -1546,8 +1578,7 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 	if (bind(fd, (struct sockaddr *)&ss, salen) || listen(fd, 511)) {
 		rc = errno;
 		close(fd);
-		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
-				host, port, strerror(rc));
+		return nerr_set(msg, NERR_IO, "listen", "%s", strerror(rc));
 	}
 	ASSERT(uv_tcp_init(s->loop, &s->listener) == 0);
 	s->listener.data = s;
@@ -1562,8 +1593,7 @@ enum nerr http_server_listen(struct http_server *s, const char *host, int port,
 		/* Rare: the handle closes asynchronously (run the loop before
 		 * http_server_free). */
 		http_server_stop_accepting(s);
-		return nerr_set(msg, NERR_IO, "listen", "cannot listen on %s:%d: %s",
-				host, port, uv_strerror(rc));
+		return nerr_set(msg, NERR_IO, "listen", "%s", uv_strerror(rc));
 	}
 	if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) == 0)
 		s->port = ntohs(ss.ss_family == AF_INET6

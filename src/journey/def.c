@@ -239,11 +239,15 @@ struct cx {
 	const struct expr_env *env;
 	journey_template_exists_fn template_exists;
 	void *ud;
-	const char *step;    /* current step id, or "" */
-	unsigned nerrs;	     /* errors of this compile */
-	unsigned ref_errors; /* unresolved step references */
-	struct json_object *steps_obj;
+	const char *step;	   /* current step id, or "" */
+	unsigned nerrs;		   /* errors of this compile */
+	unsigned ref_errors;	   /* unresolved step references */
+	struct json_object *empty; /* {} for the CEL probe */
+	struct arena scratch;	   /* for the CEL probe */
 };
+
+/* The evaluation context of this thread (journey_eval_ctx_set). */
+static _Thread_local const struct journey_eval_ctx *tl_ctx;
 
 static void add_error(struct cx *c, const char *field, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -474,6 +478,40 @@ static bool get_duration(struct cx *c, struct json_object *obj, const char *base
 	return true;
 }
 
+/*
+ * CEL resolves names when it evaluates, so a misspelt variable (`profle.traits`)
+ * or function compiles. Evaluating the program once against empty variables (no
+ * evaluation context: nudge's functions answer errors) finds those that are
+ * reached; an undeclared reference or unknown function is an error whatever the
+ * data, so this never refuses a correct condition. Other evaluation errors
+ * depend on the data and are ignored. Returns false after recording an error.
+ */
+static bool probe_cel(struct cx *c, const char *p, const struct expr_program *prog)
+{
+	struct expr_value vars[JOURNEY_VAR__COUNT], out;
+	const struct journey_eval_ctx *saved = tl_ctx;
+	struct nerr_msg msg;
+	enum nerr rc;
+
+	if (expr_env_var_count(c->env) != JOURNEY_VAR__COUNT)
+		return true; /* not our environment: nothing to bind */
+	for (int i = 0; i < JOURNEY_VAR__COUNT; i++)
+		vars[i] = expr_value_from_json(c->empty);
+	memset(&vars[JOURNEY_VAR_NOW], 0, sizeof(vars[0]));
+	vars[JOURNEY_VAR_NOW].kind = EXPR_TIMESTAMP;
+	arena_reset(&c->scratch);
+	tl_ctx = NULL;
+	nerr_clear(&msg);
+	rc = expr_eval(prog, vars, JOURNEY_VAR__COUNT, &c->scratch, &out, &msg);
+	tl_ctx = saved;
+	if (rc == NERR_EVAL && (strncmp(msg.message, "undeclared reference", 20) == 0 ||
+				strstr(msg.message, "unknown function"))) {
+		add_error(c, p, "invalid CEL: %s", msg.message);
+		return false;
+	}
+	return true;
+}
+
 /* Compiles a CEL member into *out; returns true when present and valid. */
 static bool get_cel(struct cx *c, struct json_object *obj, const char *base,
 		    const char *key, bool required, struct journey_cel *out)
@@ -503,7 +541,7 @@ static bool get_cel(struct cx *c, struct json_object *obj, const char *base,
 	c->d->progs[c->d->nprogs++] = prog;
 	out->src = arena_strndup(&c->d->arena, s, len);
 	out->prog = prog;
-	return true;
+	return probe_cel(c, path(p, sizeof(p), base, key), prog);
 }
 
 /* Compiles Liquid source src (len bytes) for field p; NULL after an error. */
@@ -903,6 +941,13 @@ static void parse_headers(struct cx *c, struct journey_webhook *w, struct json_o
 			bad |= strcasecmp(key, reserved[i]) == 0;
 		if (bad) {
 			add_error(c, p, "header '%.64s' is set by nudge", key);
+			continue;
+		}
+		for (unsigned i = 0; i < w->nheaders && !bad; i++)
+			bad = strcasecmp(key, w->headers[i].name) == 0;
+		if (bad) {
+			add_error(c, p, "header '%.64s' given twice (names ignore case)",
+				  key);
 			continue;
 		}
 		if (!json_object_is_type(val, json_type_string)) {
@@ -1735,6 +1780,9 @@ enum nerr journey_def_compile(const char *json, size_t len,
 	d = xcalloc(1, sizeof(*d));
 	arena_init(&d->arena, 16 * 1024);
 	c.d = d;
+	c.empty = json_object_new_object();
+	arena_init(&c.scratch, 0);
+	c.scratch.limit_bytes = 4u << 20;
 	if (len > c.lim.max_def_bytes || len > INT32_MAX) {
 		snprintf(lim_text, sizeof(lim_text), "%zu", c.lim.max_def_bytes);
 		add_error(&c, "", "document is %zu bytes, more than the limit of %s", len,
@@ -1760,6 +1808,8 @@ enum nerr journey_def_compile(const char *json, size_t len,
 	*out = d;
 	d = NULL;
 out:
+	arena_fini(&c.scratch);
+	json_object_put(c.empty);
 	json_object_put(root);
 	journey_def_free(d);
 	return rc;
@@ -1780,8 +1830,6 @@ void journey_def_free(struct journey_def *d)
 }
 
 /* ------------------------------------------------------ CEL env and functions */
-
-static _Thread_local const struct journey_eval_ctx *tl_ctx;
 
 void journey_eval_ctx_set(const struct journey_eval_ctx *ctx)
 {

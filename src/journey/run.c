@@ -63,6 +63,7 @@ struct journey_rt {
 	struct map waiting;    /* event names of exit/goal criteria -> (void *)1 */
 	struct map templates;  /* id -> struct tpl */
 	struct map predicates; /* CEL source -> expr_program (event_count) */
+	struct map fields;     /* "template\x1ffield" -> struct tfield */
 	int64_t clock_offset_ms;
 	uint64_t next_iid;
 	struct arena scratch;
@@ -119,10 +120,24 @@ M(m_envelopes_msg, "nudge_envelopes_created_total", "Envelopes created, by chann
 M(m_timers, "nudge_timers_fired_total", "Journey timers fired.", "", METRIC_COUNTER);
 M(m_cel_errors, "nudge_journey_cel_errors_total",
   "CEL evaluations that failed (the condition counts as false).", "", METRIC_COUNTER);
-static struct metric m_decision = { .name = "nudge_event_to_envelope_seconds",
-				    .help = "From an event's arrival to the envelope it caused.",
-				    .type = METRIC_HISTOGRAM,
-				    .bounds = metrics_latency_seconds_bounds };
+static struct metric m_decision = {
+	.name = "nudge_event_to_envelope_seconds",
+	.help = "From an event's arrival to the envelope it caused.",
+	.type = METRIC_HISTOGRAM,
+	.bounds = metrics_latency_seconds_bounds};
+M(m_track_open, "nudge_tracking_total", "Opens, clicks and unsubscribes recorded.",
+  "kind=\"open\"", METRIC_COUNTER);
+M(m_track_click, "nudge_tracking_total", "Opens, clicks and unsubscribes recorded.",
+  "kind=\"click\"", METRIC_COUNTER);
+M(m_track_unsub, "nudge_tracking_total", "Opens, clicks and unsubscribes recorded.",
+  "kind=\"unsubscribe\"", METRIC_COUNTER);
+M(m_track_open_u, "nudge_tracking_unique_total",
+  "Envelopes opened or clicked at least once.", "kind=\"open\"", METRIC_COUNTER);
+M(m_track_click_u, "nudge_tracking_unique_total",
+  "Envelopes opened or clicked at least once.", "kind=\"click\"", METRIC_COUNTER);
+M(m_suppressed_added, "nudge_suppressions_added_total",
+  "Addresses put on the suppression list (bounces, complaints, invalid recipients).", "",
+  METRIC_COUNTER);
 static struct metric m_lateness = {.name = "nudge_timer_lateness_seconds",
 				   .help = "How late timers fire.",
 				   .type = METRIC_HISTOGRAM,
@@ -974,6 +989,7 @@ static int64_t next_local_time(int64_t now_ms, const char *zone, int minute_of_d
 }
 
 static void observe_decision(struct evctx *ec);
+static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *id);
 
 /* Builds the Liquid context {profile, event, journey, message}. */
 static struct json_object *render_ctx(struct evctx *ec, struct inst *in,
@@ -1126,6 +1142,7 @@ static bool step_webhook(struct journey_rt *rt, struct journey_batch *jb,
 	}
 	json_object_put(env);
 	json_object_object_add(in->o, "env", json_object_new_string(id));
+	index_envelope(jb, in->pid, id);
 	metrics_add(&m_envelopes, 1);
 	observe_decision(ec);
 	buf_fini(&url);
@@ -1144,38 +1161,395 @@ static void observe_decision(struct evctx *ec)
 		metrics_observe(&m_decision, (double)(clock_wall_ms() - t) / 1000.0);
 }
 
-/* A message envelope (email, sms, push): the channels issue delivers it. */
-static void step_message(struct journey_batch *jb, struct evctx *ec, struct inst *in,
-			 int idx, int64_t visit)
+/* Lists the envelope under its profile ("m" pid(8) created_ms(8) id), for the
+ * profile's message history and for erasure. */
+static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *id)
+{
+	unsigned char k[1 + 8 + 8 + 32];
+
+	k[0] = 'm';
+	store_put_u64(k + 1, pid);
+	store_put_u64(k + 9, (uint64_t)jb->now_ms);
+	memcpy(k + 17, id, 32);
+	store_batch_put(jb->b, STORE_CF_INDEX, k, sizeof(k), "", 0);
+}
+
+/* Exclusion reasons, counted (DESIGN.md §10: every exclusion is counted). */
+#define EXCLUSIONS(X)                                                                    \
+	X(no_template)                                                                   \
+	X(no_address) X(suppressed) X(no_consent) X(render_error) X(invalid_header)
+#define X(r)                                                                             \
+	static struct metric m_ex_##r = {.name = "nudge_messages_excluded_total",        \
+					 .help = "Messages not sent, by reason.",        \
+					 .labels = "reason=\"" #r "\"",                  \
+					 .type = METRIC_COUNTER};
+EXCLUSIONS(X)
+#undef X
+
+static struct metric *exclusion_metric(const char *reason)
+{
+#define X(r)                                                                             \
+	if (strcmp(reason, #r) == 0)                                                     \
+		return &m_ex_##r;
+	EXCLUSIONS(X)
+#undef X
+	return &m_ex_render_error;
+}
+
+/* A compiled template field, cached by template id and version. */
+struct tfield {
+	int64_t version;
+	char *field;
+	struct tmpl *t; /* NULL when the field is absent */
+};
+
+/* Renders field `name` of template doc (id) into out; absent -> *present false. */
+static enum nerr render_field(struct journey_rt *rt, struct json_object *doc,
+			      const char *id, const char *name, bool html,
+			      struct json_object *ctx, int64_t now_ms, struct buf *out,
+			      bool *present, struct nerr_msg *msg)
+{
+	char key[160];
+	struct tfield *f;
+	int64_t ver = jint(doc, "version", 0);
+	const char *src = jstr(doc, name);
+
+	*present = src != NULL;
+	if (!src)
+		return NERR_OK;
+	snprintf(key, sizeof(key), "%s\x1f%s", id, name);
+	f = map_get(&rt->fields, key);
+	if (!f || f->version != ver) {
+		struct tmpl_options opt = {0};
+		struct tmpl *c = NULL;
+		enum nerr rc;
+
+		opt.html_escape = html;
+		rc = tmpl_compile(src, strlen(src), &opt, &c, msg);
+		if (rc)
+			return rc;
+		if (!f) {
+			f = xcalloc(1, sizeof(*f));
+			map_put(&rt->fields, key, f);
+		}
+		tmpl_free(f->t);
+		f->t = c;
+		f->version = ver;
+	}
+	return render(rt, f->t, ctx, now_ms, out, msg);
+}
+
+static bool has_ctl(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* The address a message goes to, or NULL; *owned receives what to free. */
+static const char *recipient(struct evctx *ec, enum journey_channel ch, char **owned)
+{
+	struct json_object *traits, *v, *full = NULL, *addr, *push;
+
+	*owned = NULL;
+	if (ch == JOURNEY_CHANNEL_EMAIL || ch == JOURNEY_CHANNEL_SMS) {
+		const char *want = ch == JOURNEY_CHANNEL_EMAIL ? "email" : "phone";
+
+		if (json_object_object_get_ex(ev_profile(ec), "traits", &traits) &&
+		    json_object_object_get_ex(traits, want, &v) &&
+		    json_object_is_type(v, json_type_string) &&
+		    json_object_get_string_len(v)) {
+			char *a = xstrdup(json_object_get_string(v)), *p;
+
+			if (ch == JOURNEY_CHANNEL_EMAIL) {
+				for (p = a; *p; p++)
+					if (*p >= 'A' && *p <= 'Z')
+						*p = (char)(*p - 'A' + 'a');
+			} else {
+				/* E.164: keep + and digits. */
+				char *w = a;
+
+				for (p = a; *p; p++)
+					if ((*p >= '0' && *p <= '9') ||
+					    (*p == '+' && w == a))
+						*w++ = *p;
+				*w = '\0';
+				if (a[0] != '+' || strlen(a) < 9 || strlen(a) > 16) {
+					free(a);
+					return NULL;
+				}
+			}
+			*owned = a;
+			return a;
+		}
+		return NULL;
+	}
+	/* push: the most recently seen device token */
+	if (profile_get_json(ec->rt->s, ec->jb->b, ec->pid, &full) != NERR_OK)
+		return NULL;
+	if (json_object_object_get_ex(full, "addresses", &addr) &&
+	    json_object_object_get_ex(addr, "push", &push)) {
+		const char *best = NULL, *best_seen = "";
+
+		for (size_t i = 0; json_object_is_type(push, json_type_array) &&
+				   i < json_object_array_length(push);
+		     i++) {
+			struct json_object *d = json_object_array_get_idx(push, i);
+			const char *tok = jstr(d, "token"), *seen = jstr(d, "last_seen");
+
+			if (!seen)
+				seen = jstr(d, "seen_at") ? jstr(d, "seen_at") : "";
+			if (tok && (!best || strcmp(seen, best_seen) > 0)) {
+				best = tok;
+				best_seen = seen;
+			}
+		}
+		if (best)
+			*owned = xstrdup(best);
+	}
+	json_object_put(full);
+	return *owned;
+}
+
+static bool suppressed(struct journey_batch *jb, const char *channel, const char *addr)
+{
+	struct buf k;
+	char *v = NULL;
+	size_t vl;
+	bool hit;
+
+	buf_init(&k, 0);
+	buf_printf(&k, "%s:%s", channel, addr);
+	hit = store_batch_get(jb->b, STORE_CF_SUPPRESSION, k.data, k.len, &v, &vl) ==
+	      NERR_OK;
+	free(v);
+	buf_fini(&k);
+	return hit;
+}
+
+/* Records why a message was not sent; the instance goes on. */
+static void exclude(struct inst *in, const struct journey_step *st, const char *reason,
+		    const char *detail)
+{
+	struct json_object *r = step_results(in, st->id);
+
+	json_object_object_add(r, "excluded", json_object_new_string(reason));
+	if (detail)
+		json_object_object_add(r, "error", json_object_new_string(detail));
+	metrics_add(exclusion_metric(reason), 1);
+	log_debug("journey", "msg=\"message excluded\" journey=%s step=%s reason=%s",
+		  in->jr->id, st->id, reason);
+}
+
+/*
+ * A message step: picks the address, applies suppression and consent, renders
+ * the channel's template, and stores the envelope (sent after commit).
+ */
+static void step_message(struct journey_rt *rt, struct journey_batch *jb,
+			 struct evctx *ec, struct inst *in, int idx, int64_t visit)
 {
 	const struct journey_step *st = &in->def->steps[idx];
-	struct json_object *env = json_object_new_object();
-	char id[33];
+	const struct journey_message *m = &st->u.message;
+	const char *chname = journey_channel_name(m->channel);
+	struct json_object *doc, *env = NULL, *ctx, *msgo, *body = NULL;
+	struct nerr_msg msg = {"", ""};
+	struct buf b, unsub;
+	char id[33], *owned = NULL;
+	const char *to;
+	bool present;
+	enum nerr rc = NERR_OK;
 
 	envelope_id(in, idx, visit, id);
+	doc = jb_get_json(jb, STORE_CF_TEMPLATES, m->template_id, strlen(m->template_id));
+	if (!doc || !jstr(doc, "channel") || strcmp(jstr(doc, "channel"), chname) != 0) {
+		exclude(in, st, "no_template", m->template_id);
+		json_object_put(doc);
+		return;
+	}
+	to = recipient(ec, m->channel, &owned);
+	if (!to) {
+		exclude(in, st, "no_address", NULL);
+		json_object_put(doc);
+		return;
+	}
+	/* Order of DESIGN.md §10: suppression, then consent. */
+	if (suppressed(jb, chname, to)) {
+		exclude(in, st, "suppressed", NULL);
+		goto out;
+	}
+	if (!cb_consent(ec, chname, m->category)) {
+		exclude(in, st, "no_consent", NULL);
+		goto out;
+	}
+	buf_init(&unsub, 2048);
+	if (rt->cfg.unsubscribe_url)
+		rt->cfg.unsubscribe_url(rt->cfg.track_ud, id, &unsub);
+	ctx = render_ctx(ec, in, id);
+	json_object_object_get_ex(ctx, "message", &msgo);
+	json_object_object_add(msgo, "unsubscribe_url",
+			       json_object_new_string(buf_str(&unsub)));
+	json_object_object_add(msgo, "channel", json_object_new_string(chname));
+	body = json_object_new_object();
+	buf_init(&b, 4 << 20);
+	static const struct {
+		enum journey_channel ch;
+		const char *field;
+		bool html, header;
+	} fields[] = {
+		{JOURNEY_CHANNEL_EMAIL, "from", false, true},
+		{JOURNEY_CHANNEL_EMAIL, "reply_to", false, true},
+		{JOURNEY_CHANNEL_EMAIL, "subject", false, true},
+		{JOURNEY_CHANNEL_EMAIL, "html", true, false},
+		{JOURNEY_CHANNEL_EMAIL, "text", false, false},
+		{JOURNEY_CHANNEL_SMS, "body", false, false},
+		{JOURNEY_CHANNEL_PUSH, "title", false, false},
+		{JOURNEY_CHANNEL_PUSH, "body", false, false},
+		{JOURNEY_CHANNEL_PUSH, "image", false, true},
+	};
+	for (size_t f = 0; !rc && f < sizeof(fields) / sizeof(fields[0]); f++) {
+		if (fields[f].ch != m->channel)
+			continue;
+		buf_reset(&b);
+		rc = render_field(rt, doc, m->template_id, fields[f].field,
+				  fields[f].html, ctx, jb->now_ms, &b, &present, &msg);
+		if (rc || !present)
+			continue;
+		if (fields[f].header && has_ctl(buf_str(&b))) {
+			rc = nerr_set(&msg, NERR_INVAL, fields[f].field,
+				      "%s contains a line break or control character",
+				      fields[f].field);
+			break;
+		}
+		if (fields[f].html && rt->cfg.rewrite_html &&
+		    jint(doc, "tracking", 1) != 0) {
+			struct buf rw;
+
+			buf_init(&rw, 8 << 20);
+			rt->cfg.rewrite_html(rt->cfg.track_ud, id, buf_str(&b), b.len,
+					     &rw);
+			json_object_object_add(
+				body, fields[f].field,
+				json_object_new_string_len(buf_str(&rw), (int)rw.len));
+			buf_fini(&rw);
+		} else {
+			json_object_object_add(
+				body, fields[f].field,
+				json_object_new_string_len(buf_str(&b), (int)b.len));
+		}
+	}
+	/* Extra email headers and push data: objects of Liquid strings. */
+	{
+		struct json_object *obj;
+		const char *okey = m->channel == JOURNEY_CHANNEL_EMAIL	? "headers"
+				   : m->channel == JOURNEY_CHANNEL_PUSH ? "data"
+									: NULL;
+
+		if (!rc && okey && json_object_object_get_ex(doc, okey, &obj) &&
+		    json_object_is_type(obj, json_type_object)) {
+			struct json_object *outo = json_object_new_object();
+
+			json_object_object_foreach(obj, hk, hv)
+			{
+				struct tmpl *t = NULL;
+				struct tmpl_options opt = {0};
+				const char *src = json_object_get_string(hv);
+
+				if (rc)
+					break;
+				buf_reset(&b);
+				rc = tmpl_compile(src, strlen(src), &opt, &t, &msg);
+				if (!rc)
+					rc = render(rt, t, ctx, jb->now_ms, &b, &msg);
+				tmpl_free(t);
+				if (!rc && m->channel == JOURNEY_CHANNEL_EMAIL &&
+				    (has_ctl(buf_str(&b)) || has_ctl(hk)))
+					rc = nerr_set(&msg, NERR_INVAL, hk,
+						      "header %s contains a line break",
+						      hk);
+				if (!rc)
+					json_object_object_add(
+						outo, hk,
+						json_object_new_string(buf_str(&b)));
+			}
+			json_object_object_add(body, okey, outo);
+		}
+	}
+	buf_fini(&b);
+	json_object_put(ctx);
+	if (m->channel == JOURNEY_CHANNEL_EMAIL && !rc && has_ctl(to))
+		rc = nerr_set(&msg, NERR_INVAL, "to",
+			      "the address contains a control character");
+	if (rc) {
+		exclude(in, st, rc == NERR_INVAL ? "invalid_header" : "render_error",
+			msg.message);
+		buf_fini(&unsub);
+		goto out;
+	}
+	if (m->channel == JOURNEY_CHANNEL_EMAIL) {
+		if (!json_object_object_get_ex(body, "from", NULL) &&
+		    rt->cfg.default_from)
+			json_object_object_add(
+				body, "from",
+				json_object_new_string(rt->cfg.default_from));
+		if (unsub.len)
+			json_object_object_add(body, "list_unsubscribe_url",
+					       json_object_new_string(buf_str(&unsub)));
+		json_object_object_add(
+			body, "one_click",
+			json_object_new_boolean(strcmp(m->category, "transactional") !=
+						0));
+	}
+	buf_fini(&unsub);
+
+	env = json_object_new_object();
 	json_object_object_add(env, "id", json_object_new_string(id));
-	json_object_object_add(env, "kind", json_object_new_string("message"));
+	json_object_object_add(env, "kind", json_object_new_string(chname));
 	json_object_object_add(env, "state", json_object_new_string("pending"));
-	json_object_object_add(
-		env, "channel",
-		json_object_new_string(journey_channel_name(st->u.message.channel)));
-	json_object_object_add(env, "template",
-			       json_object_new_string(st->u.message.template_id));
-	json_object_object_add(env, "category",
-			       json_object_new_string(st->u.message.category));
+	json_object_object_add(env, "channel", json_object_new_string(chname));
+	json_object_object_add(env, "template", json_object_new_string(m->template_id));
+	json_object_object_add(env, "template_version",
+			       json_object_new_int64(jint(doc, "version", 0)));
+	json_object_object_add(env, "category", json_object_new_string(m->category));
+	json_object_object_add(env, "to", json_object_new_string(to));
+	json_object_object_add(env, "message", body);
+	body = NULL;
 	json_object_object_add(env, "journey", json_object_new_string(in->jr->id));
 	json_object_object_add(env, "version",
 			       json_object_new_int64(jint(in->o, "v", 0)));
 	json_object_object_add(env, "step", json_object_new_string(st->id));
 	json_object_object_add(env, "visit", json_object_new_int64(visit));
+	json_object_object_add(env, "iid", json_object_new_int64(jint(in->o, "iid", 0)));
+	{
+		char kh[2 * 300 + 1];
+
+		if (in->key.len <= 300) {
+			hexify((const unsigned char *)in->key.data, in->key.len, kh);
+			json_object_object_add(env, "instance",
+					       json_object_new_string(kh));
+		}
+	}
 	json_object_object_add(env, "profile", json_object_new_int64((int64_t)ec->pid));
 	json_object_object_add(env, "created_ms", json_object_new_int64(jb->now_ms));
 	jb_put_json(jb, STORE_CF_OUTBOX, id, 32, env);
-	json_object_put(env);
+	{
+		struct journey_send *s = xcalloc(1, sizeof(*s));
+
+		s->envelope_json = xstrdup(
+			json_object_to_json_string_ext(env, JSON_C_TO_STRING_PLAIN));
+		*jb->sends_tail = s;
+		jb->sends_tail = &s->next;
+	}
 	json_object_object_add(step_results(in, st->id), "envelope",
 			       json_object_new_string(id));
+	index_envelope(jb, ec->pid, id);
 	metrics_add(&m_envelopes_msg, 1);
 	observe_decision(ec);
+out:
+	json_object_put(body);
+	json_object_put(env);
+	json_object_put(doc);
+	free(owned);
 }
 
 /* Deterministic split: the same profile always takes the same arm of a journey. */
@@ -1206,28 +1580,20 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 			  struct evctx *ec, struct jrec *jr,
 			  struct json_object *entry_event, bool check_when);
 
-/* Applies update_profile through a synthetic identify on one of the profile's
- * identities, so trait timestamps and history follow the usual rules. */
-static void step_update_profile(struct journey_rt *rt, struct journey_batch *jb,
-				struct evctx *ec, struct inst *in,
-				const struct journey_step *st)
+/*
+ * Applies traits to the profile through a synthetic identify on one of its
+ * identities, so trait timestamps, consent and history follow the usual rules.
+ * Takes ownership of traits.
+ */
+static void apply_traits(struct journey_rt *rt, struct journey_batch *jb,
+			 struct evctx *ec, struct json_object *traits, const char *mid)
 {
-	struct json_object *traits = json_object_new_object(), *ev, *ids, *arr;
-	const struct journey_update_profile *u = &st->u.update_profile;
+	struct json_object *ev, *ids, *arr;
 	const char *ns_field = NULL, *value = NULL;
 	struct profile_result res;
 	struct nerr_msg msg;
-	char ts[32], mid[64];
+	char ts[32];
 
-	for (unsigned i = 0; i < u->nset; i++) {
-		struct expr_value out;
-
-		if (eval(ec, in, u->set[i].value.prog, &out) == NERR_OK)
-			json_object_object_add(traits, u->set[i].trait,
-					       expr_value_to_json(&out));
-	}
-	for (unsigned i = 0; i < u->nunset; i++)
-		json_object_object_add(traits, u->unset[i], NULL);
 	if (json_object_object_get_ex(ev_profile(ec), "identities", &ids)) {
 		if (json_object_object_get_ex(ids, "user_id", &arr) &&
 		    json_object_array_length(arr)) {
@@ -1239,7 +1605,7 @@ static void step_update_profile(struct journey_rt *rt, struct journey_batch *jb,
 			value = json_object_get_string(json_object_array_get_idx(arr, 0));
 		}
 	}
-	if (!ns_field) {
+	if (!ns_field || !rt->cfg.profile) {
 		json_object_put(traits);
 		return;
 	}
@@ -1249,19 +1615,37 @@ static void step_update_profile(struct journey_rt *rt, struct journey_batch *jb,
 	json_object_object_add(ev, "traits", traits);
 	clock_format_rfc3339(jb->now_ms, ts);
 	json_object_object_add(ev, "timestamp", json_object_new_string(ts));
-	snprintf(mid, sizeof(mid), "journey-%lld-%s", (long long)jint(in->o, "iid", 0),
-		 st->id);
 	json_object_object_add(ev, "messageId", json_object_new_string(mid));
-	if (rt->cfg.profile &&
-	    profile_apply_event(jb->b, rt->cfg.profile, ev, jb->seq, jb->now_ms,
+	if (profile_apply_event(jb->b, rt->cfg.profile, ev, jb->seq, jb->now_ms,
 				jb->now_ms, &res, &msg) != NERR_OK)
-		log_warn("journey",
-			 "msg=\"update_profile failed\" journey=%s step=%s reason=\"%s\"",
-			 in->jr->id, st->id, msg.message);
+		log_warn("journey", "msg=\"profile update failed\" reason=\"%s\"",
+			 msg.message);
 	json_object_put(ev);
 	/* Later conditions see the new traits. */
 	json_object_put(ec->profile);
 	ec->profile = NULL;
+}
+
+static void step_update_profile(struct journey_rt *rt, struct journey_batch *jb,
+				struct evctx *ec, struct inst *in,
+				const struct journey_step *st)
+{
+	struct json_object *traits = json_object_new_object();
+	const struct journey_update_profile *u = &st->u.update_profile;
+	char mid[96];
+
+	for (unsigned i = 0; i < u->nset; i++) {
+		struct expr_value out;
+
+		if (eval(ec, in, u->set[i].value.prog, &out) == NERR_OK)
+			json_object_object_add(traits, u->set[i].trait,
+					       expr_value_to_json(&out));
+	}
+	for (unsigned i = 0; i < u->nunset; i++)
+		json_object_object_add(traits, u->unset[i], NULL);
+	snprintf(mid, sizeof(mid), "journey-%lld-%s", (long long)jint(in->o, "iid", 0),
+		 st->id);
+	apply_traits(rt, jb, ec, traits, mid);
 }
 
 /* Runs the instance from its current step until it waits or ends, then saves. */
@@ -1332,8 +1716,7 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 
 				if (eval(ec, in, w->until.prog, &out) == NERR_OK &&
 				    out.kind == EXPR_TIMESTAMP)
-					due = out.as.sec * 1000 +
-					      out.nsec / 1000000;
+					due = out.as.sec * 1000 + out.nsec / 1000000;
 				else {
 					inst_end(rt, jb, in, "error");
 					goto out;
@@ -1384,7 +1767,7 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 			continue;
 		}
 		case JOURNEY_STEP_MESSAGE:
-			step_message(jb, ec, in, idx, visit);
+			step_message(rt, jb, ec, in, idx, visit);
 			idx = st->next;
 			continue;
 		case JOURNEY_STEP_WEBHOOK:
@@ -1746,6 +2129,24 @@ int64_t journey_rt_next_due(struct journey_rt *rt)
 
 /* ---------------------------------------------------------------- outcomes */
 
+/* Puts channel:address on the suppression list with a reason. */
+static void suppress(struct journey_batch *jb, const char *channel, const char *addr,
+		     const char *reason)
+{
+	struct json_object *o = json_object_new_object();
+	struct buf k;
+
+	json_object_object_add(o, "reason", json_object_new_string(reason));
+	json_object_object_add(o, "at_ms", json_object_new_int64(jb->now_ms));
+	buf_init(&k, 0);
+	buf_printf(&k, "%s:%s", channel, addr);
+	jb_put_json(jb, STORE_CF_SUPPRESSION, k.data, k.len, o);
+	buf_fini(&k);
+	json_object_put(o);
+	metrics_add(&m_suppressed_added, 1);
+	log_info("journey", "msg=suppressed channel=%s reason=%s", channel, reason);
+}
+
 void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 			   struct json_object *outcome)
 {
@@ -1779,6 +2180,30 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 				       json_object_new_string(jstr(outcome, "reason")));
 	jb_put_json(jb, STORE_CF_OUTBOX, id, 32, env);
 
+	if (jstr(outcome, "provider_id") && jstr(env, "kind") &&
+	    strcmp(jstr(env, "kind"), "sms") == 0) {
+		struct buf sk;
+
+		buf_init(&sk, 0);
+		buf_printf(&sk, "s%s", jstr(outcome, "provider_id"));
+		store_batch_put(jb->b, STORE_CF_INDEX, sk.data, sk.len, id, 32);
+		json_object_object_add(
+			env, "provider_id",
+			json_object_new_string(jstr(outcome, "provider_id")));
+		jb_put_json(jb, STORE_CF_OUTBOX, id, 32, env);
+		buf_fini(&sk);
+	}
+	if (jstr(env, "kind") && strcmp(jstr(env, "kind"), "webhook") != 0) {
+		/* Messages do not hold their instance; a hard failure suppresses
+		 * the address (bounce, invalid number, unregistered token). */
+		if (!ok && strcmp(result, "permfail") == 0 && jstr(env, "to"))
+			suppress(jb, jstr(env, "kind"), jstr(env, "to"),
+				 jint(outcome, "invalid_recipient", 0)
+					 ? "invalid_recipient"
+					 : "hard_bounce");
+		json_object_put(env);
+		return;
+	}
 	ikey = jstr(env, "instance");
 	step_id = jstr(env, "step");
 	buf_init(&kb, 0);
@@ -1986,6 +2411,25 @@ void journey_rt_on_erase(struct journey_rt *rt, struct journey_batch *jb, uint64
 	}
 	buf_fini(&keys);
 	drop_reentry(rt, jb, pid, 0);
+	/* The messages rendered for the person hold their data: they go too. */
+	{
+		struct store_iter *it = store_iter_new(rt->s, jb->b, STORE_CF_INDEX);
+		unsigned char p[9];
+
+		p[0] = 'm';
+		store_put_u64(p + 1, pid);
+		for (store_iter_seek(it, p, 9); store_iter_valid(it);
+		     store_iter_next(it)) {
+			size_t kl;
+			const char *k = store_iter_key(it, &kl);
+
+			if (kl != 49 || memcmp(k, p, 9) != 0)
+				break;
+			store_batch_delete(jb->b, STORE_CF_OUTBOX, k + 17, 32);
+			store_batch_delete(jb->b, STORE_CF_INDEX, k, kl);
+		}
+		store_iter_free(it);
+	}
 }
 
 /* ------------------------------------------------------------------- admin */
@@ -2138,6 +2582,79 @@ static void admin_publish(struct journey_rt *rt, struct journey_batch *jb, const
 	buf_fini(&k);
 }
 
+/*
+ * An open, click or unsubscribe of envelope id: counters on the envelope, the
+ * wait_for engagement steps waiting for it, and consent for an unsubscribe.
+ */
+static void engagement(struct journey_rt *rt, struct journey_batch *jb, const char *kind,
+		       const char *id)
+{
+	struct json_object *env =
+		id && strlen(id) == 32 ? jb_get_json(jb, STORE_CF_OUTBOX, id, 32) : NULL;
+	bool click = strcmp(kind, "click") == 0, open = strcmp(kind, "open") == 0;
+	bool unsub = strcmp(kind, "unsubscribe") == 0;
+	const char *counter = click ? "clicks" : open ? "opens" : "unsubscribes";
+	int64_t n;
+	struct buf kb;
+	struct inst in;
+	struct evctx ec;
+
+	if (!env)
+		return;
+	n = jint(env, counter, 0) + 1;
+	json_object_object_add(env, counter, json_object_new_int64(n));
+	metrics_add(click ? &m_track_click : open ? &m_track_open : &m_track_unsub, 1);
+	if (n == 1 && click)
+		metrics_add(&m_track_click_u, 1);
+	/* A click proves an open even when images were blocked. */
+	if ((open || click) && !jint(env, "opened", 0)) {
+		json_object_object_add(env, "opened", json_object_new_int(1));
+		metrics_add(&m_track_open_u, 1);
+	}
+	jb_put_json(jb, STORE_CF_OUTBOX, id, 32, env);
+	evctx_init(&ec, rt, jb, (uint64_t)jint(env, "profile", 0), NULL);
+	if (unsub && jstr(env, "channel")) {
+		struct json_object *traits = json_object_new_object(),
+				   *c = json_object_new_object(),
+				   *p = json_object_new_object();
+		char mid[64];
+
+		json_object_object_add(p, "marketing", json_object_new_string("denied"));
+		json_object_object_add(c, jstr(env, "channel"), p);
+		json_object_object_add(traits, "consent", c);
+		snprintf(mid, sizeof(mid), "unsubscribe-%s", id);
+		apply_traits(rt, jb, &ec, traits, mid);
+	}
+	buf_init(&kb, 0);
+	if ((open || click) && jstr(env, "instance") &&
+	    !unhex(jstr(env, "instance"), &kb) &&
+	    inst_load(rt, jb, kb.data, kb.len, &in)) {
+		int idx = (int)jint(in.o, "step", -1);
+		const struct journey_step *st = idx >= 0 && (unsigned)idx < in.def->nsteps
+							? &in.def->steps[idx]
+							: NULL;
+		int msg_idx = jstr(env, "step")
+				      ? journey_def_step_index(in.def, jstr(env, "step"))
+				      : -1;
+
+		if (st && st->kind == JOURNEY_STEP_WAIT_FOR &&
+		    st->u.wait_for.mode == JOURNEY_WAIT_FOR_ENGAGEMENT &&
+		    strcmp(inst_state(&in), "wait_for") == 0 &&
+		    st->u.wait_for.message_step == msg_idx &&
+		    jint(in.o, "iid", -1) == jint(env, "iid", -2) &&
+		    (click || st->u.wait_for.engagement == JOURNEY_ENGAGEMENT_OPENED)) {
+			clear_timer(jb, &in);
+			json_object_object_add(in.o, "step",
+					       json_object_new_int(st->on_event));
+			run(rt, jb, &ec, &in);
+		}
+		inst_free(&in);
+	}
+	buf_fini(&kb);
+	evctx_fini(&ec);
+	json_object_put(env);
+}
+
 void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 		      struct json_object *op, struct journey_result *res)
 {
@@ -2152,6 +2669,56 @@ void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 	buf_init(&k, 0);
 	if (!what) {
 		result_error(res, 400, "invalid", "op", "unknown operation");
+	} else if (strcmp(what, "engagement") == 0) {
+		engagement(rt, jb, jstr(op, "kind") ? jstr(op, "kind") : "",
+			   jstr(op, "envelope"));
+		result_set(res, 200, json_object_new_object());
+	} else if (strcmp(what, "suppress") == 0 && jstr(op, "channel") &&
+		   jstr(op, "address")) {
+		suppress(jb, jstr(op, "channel"), jstr(op, "address"),
+			 jstr(op, "reason") ? jstr(op, "reason") : "manual");
+		result_set(res, 200, json_object_new_object());
+	} else if (strcmp(what, "unsuppress") == 0 && jstr(op, "channel") &&
+		   jstr(op, "address")) {
+		buf_printf(&k, "%s:%s", jstr(op, "channel"), jstr(op, "address"));
+		store_batch_delete(jb->b, STORE_CF_SUPPRESSION, k.data, k.len);
+		result_set(res, 200, json_object_new_object());
+	} else if (strcmp(what, "sms_status") == 0 && jstr(op, "sid")) {
+		char *eid = NULL;
+		size_t el = 0;
+
+		buf_printf(&k, "s%s", jstr(op, "sid"));
+		if (store_batch_get(jb->b, STORE_CF_INDEX, k.data, k.len, &eid, &el) ==
+			    NERR_OK &&
+		    el == 32) {
+			struct json_object *env =
+				jb_get_json(jb, STORE_CF_OUTBOX, eid, 32);
+			const char *st = jstr(op, "status") ? jstr(op, "status") : "";
+
+			if (env) {
+				json_object_object_add(env, "receipt",
+						       json_object_new_string(st));
+				if (strcmp(st, "delivered") == 0 ||
+				    strcmp(st, "undelivered") == 0 ||
+				    strcmp(st, "failed") == 0)
+					json_object_object_add(
+						env, "state",
+						json_object_new_string(
+							strcmp(st, "delivered") == 0
+								? "delivered"
+								: "failed"));
+				jb_put_json(jb, STORE_CF_OUTBOX, eid, 32, env);
+				/* 21211/21614: not a valid mobile number. */
+				if (jstr(env, "to") &&
+				    (jint(op, "error_code", 0) == 21211 ||
+				     jint(op, "error_code", 0) == 21614))
+					suppress(jb, "sms", jstr(env, "to"),
+						 "invalid_recipient");
+				json_object_put(env);
+			}
+		}
+		free(eid);
+		result_set(res, 200, json_object_new_object());
 	} else if (strcmp(what, "clock") == 0) {
 		int64_t now = jb->now_ms;
 		char ts[32];
@@ -2335,7 +2902,7 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 			       &m_end_stopped,	 &m_end_error,	   &m_end_erased,
 			       &m_end_merged,	 &m_conversions,   &m_envelopes,
 			       &m_envelopes_msg, &m_timers,	   &m_cel_errors,
-			       &m_lateness, &m_decision};
+			       &m_lateness,	 &m_decision};
 	char *v = NULL;
 	size_t vl = 0;
 
@@ -2343,6 +2910,15 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 		metrics_register(ms[i]);
 	m_lateness.nbounds = metrics_latency_seconds_nbounds;
 	m_decision.nbounds = metrics_latency_seconds_nbounds;
+#define X(r) metrics_register(&m_ex_##r);
+	EXCLUSIONS(X)
+#undef X
+	metrics_register(&m_track_open);
+	metrics_register(&m_track_click);
+	metrics_register(&m_track_unsub);
+	metrics_register(&m_track_open_u);
+	metrics_register(&m_track_click_u);
+	metrics_register(&m_suppressed_added);
 	rt->s = s;
 	rt->cfg = *cfg;
 	rt->env = journey_env_new();
@@ -2351,6 +2927,7 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 	map_init(&rt->waiting);
 	map_init(&rt->templates);
 	map_init(&rt->predicates);
+	map_init(&rt->fields);
 	arena_init(&rt->scratch, 64 * 1024);
 	arena_init(&rt->scratch2, 16 * 1024);
 	if (store_get(s, STORE_CF_META, META_CLOCK, sizeof(META_CLOCK) - 1, &v, &vl) ==
@@ -2396,6 +2973,14 @@ void journey_rt_free(struct journey_rt *rt)
 	while (map_next(&rt->predicates, &it, &k, &v))
 		expr_program_free(v);
 	map_fini(&rt->predicates);
+	it = 0;
+	while (map_next(&rt->fields, &it, &k, &v)) {
+		struct tfield *f = v;
+
+		tmpl_free(f->t);
+		free(f);
+	}
+	map_fini(&rt->fields);
 	arena_fini(&rt->scratch);
 	arena_fini(&rt->scratch2);
 	expr_env_free(rt->env);

@@ -50,11 +50,21 @@ struct journey_rt_config {
 	unsigned timers_per_batch;    /* timers fired per engine batch */
 	const char *webhook_secret;   /* global signing secret or NULL */
 	const struct profile_config *profile;
+	const char *default_from;     /* email sender when the template has none */
+	/*
+	 * Link tracking (the app wires src/deliver/track.c here; NULL = off):
+	 * rewrite_html appends html with links and the open pixel rewritten for
+	 * envelope_id; unsubscribe_url appends the one-click unsubscribe URL.
+	 */
+	void (*rewrite_html)(void *ud, const char *envelope_id, const char *html, size_t len,
+			     struct buf *out);
+	void (*unsubscribe_url)(void *ud, const char *envelope_id, struct buf *out);
+	void *track_ud;
 };
 
 void journey_rt_config_default(struct journey_rt_config *cfg);
 
-/* A webhook envelope ready to send (after the batch commits). */
+/* An envelope (webhook, email, sms, push) ready to send after the batch commits. */
 struct journey_send {
 	struct journey_send *next;
 	char *envelope_json; /* the stored envelope; owned */

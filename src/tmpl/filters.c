@@ -29,14 +29,14 @@
 #include "base/mem.h"
 #include "tmpl/tmpl_int.h"
 
-#define IN const struct val *in
-#define FA const struct fargs *fa
-#define OUT struct val *out
+#define IN     const struct val *in
+#define FA     const struct fargs *fa
+#define OUT    struct val *out
 #define ARG(i) (&fa->pos[i])
 
 static int to_s(struct rs *st, const struct val *v, struct val *out)
 {
-	return rs_to_str(st, v, out);
+	return tmpl_rs_to_str(st, v, out);
 }
 
 /* Filters build strings in one buffer per render (filters never nest): tb_get
@@ -58,11 +58,11 @@ static void tb_put(struct rs *st, struct buf *b)
 
 static int mk(struct rs *st, struct buf *b, struct val *out)
 {
-	char *s = rs_alloc(st, b->len + 1);
+	char *s = tmpl_rs_alloc(st, b->len + 1);
 
 	if (s) {
 		memcpy(s, buf_str(b), b->len + 1);
-		*out = val_str(s, b->len);
+		*out = tmpl_val_str(s, b->len);
 	}
 	tb_put(st, b);
 	return s ? 0 : -1;
@@ -70,7 +70,7 @@ static int mk(struct rs *st, struct buf *b, struct val *out)
 
 static int mkarr(struct rs *st, const struct val *items, size_t n, struct val *out)
 {
-	struct val *v = rs_alloc(st, (n ? n : 1) * sizeof(*v));
+	struct val *v = tmpl_rs_alloc(st, (n ? n : 1) * sizeof(*v));
 	if (!v)
 		return -1;
 	if (n)
@@ -101,7 +101,7 @@ static int to_integer(struct rs *st, const struct val *v, const char *what, int6
 			return 0;
 		}
 	}
-	return rs_fail(st, NERR_EVAL, NULL, "%s: expected an integer", what);
+	return tmpl_rs_fail(st, NERR_EVAL, NULL, "%s: expected an integer", what);
 }
 
 /* ---- strings ---- */
@@ -146,26 +146,27 @@ enum { CASE_UP, CASE_DOWN, CASE_CAP };
 static int casemap(struct rs *st, const struct val *s, int mode, struct val *out)
 {
 	if (ascii_only(s->s.p, s->s.len)) {
-		char *r = rs_alloc(st, s->s.len + 1);
+		char *r = tmpl_rs_alloc(st, s->s.len + 1);
 		if (!r)
 			return -1;
 		for (size_t i = 0; i < s->s.len; i++) {
 			char c = s->s.p[i];
 			bool up = mode == CASE_UP || (mode == CASE_CAP && i == 0);
-			r[i] = (char)(up ? toupper((unsigned char)c) : tolower((unsigned char)c));
+			r[i] = (char)(up ? toupper((unsigned char)c)
+					 : tolower((unsigned char)c));
 		}
 		r[s->s.len] = 0;
-		*out = val_str(r, s->s.len);
+		*out = tmpl_val_str(r, s->s.len);
 		return 0;
 	}
 	UErrorCode err = U_ZERO_ERROR;
 	int32_t ulen = 0;
 	if (s->s.len > INT32_MAX / 4)
-		return rs_fail(st, NERR_LIMIT, NULL, "string too long");
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL, "string too long");
 	u_strFromUTF8Lenient(NULL, 0, &ulen, s->s.p, (int32_t)s->s.len, &err);
 	err = U_ZERO_ERROR;
-	UChar *u = rs_alloc(st, ((size_t)ulen + 1) * sizeof(UChar));
-	UChar *m = rs_alloc(st, ((size_t)ulen * 3 + 4) * sizeof(UChar));
+	UChar *u = tmpl_rs_alloc(st, ((size_t)ulen + 1) * sizeof(UChar));
+	UChar *m = tmpl_rs_alloc(st, ((size_t)ulen * 3 + 4) * sizeof(UChar));
 	if (!u || !m)
 		return -1;
 	/* The lenient preflight may overestimate; take the real length. */
@@ -183,21 +184,23 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 			U16_NEXT(u, i, ulen, c);
 			c = u_totitle(c);
 			U16_APPEND_UNSAFE(m, mlen, c);
-			mlen += u_strToLower(m + mlen, cap - mlen, u + i, ulen - i, "", &err);
+			mlen += u_strToLower(m + mlen, cap - mlen, u + i, ulen - i, "",
+					     &err);
 		}
 	}
 	if (U_FAILURE(err))
-		return rs_fail(st, NERR_EVAL, NULL, "case mapping failed: %s", u_errorName(err));
+		return tmpl_rs_fail(st, NERR_EVAL, NULL, "case mapping failed: %s",
+				    u_errorName(err));
 	int32_t blen = 0;
 	err = U_ZERO_ERROR;
 	u_strToUTF8(NULL, 0, &blen, m, mlen, &err);
 	err = U_ZERO_ERROR;
-	char *r = rs_alloc(st, (size_t)blen + 1);
+	char *r = tmpl_rs_alloc(st, (size_t)blen + 1);
 	if (!r)
 		return -1;
 	u_strToUTF8(r, blen + 1, &blen, m, mlen, &err);
 	r[blen] = 0;
-	*out = val_str(r, (size_t)blen);
+	*out = tmpl_val_str(r, (size_t)blen);
 	return 0;
 }
 
@@ -301,7 +304,8 @@ static int f_escape_once(struct rs *st, IN, FA, OUT)
 
 static bool ws(char c)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0;
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+	       c == '\v' || c == 0;
 }
 
 static int strip_impl(struct rs *st, IN, bool l, bool r, OUT)
@@ -318,15 +322,15 @@ static int strip_impl(struct rs *st, IN, bool l, bool r, OUT)
 		while (e > p && ws(e[-1]))
 			e--;
 	if (e == s.s.p + s.s.len) {
-		*out = val_str(p, (size_t)(e - p));
+		*out = tmpl_val_str(p, (size_t)(e - p));
 		return 0;
 	}
-	char *c = rs_alloc(st, (size_t)(e - p) + 1);
+	char *c = tmpl_rs_alloc(st, (size_t)(e - p) + 1);
 	if (!c)
 		return -1;
 	memcpy(c, p, (size_t)(e - p));
 	c[e - p] = 0;
-	*out = val_str(c, (size_t)(e - p));
+	*out = tmpl_val_str(c, (size_t)(e - p));
 	return 0;
 }
 
@@ -343,6 +347,33 @@ static int f_lstrip(struct rs *st, IN, FA, OUT)
 static int f_rstrip(struct rs *st, IN, FA, OUT)
 {
 	return strip_impl(st, in, false, true, out);
+}
+
+/* squish: strip, and every run of whitespace inside becomes one space. */
+static int f_squish(struct rs *st, IN, FA, OUT)
+{
+	struct val s;
+	struct buf b;
+	bool gap = false;
+
+	if (in->type == V_NIL) {
+		*out = *in;
+		return 0;
+	}
+	if (to_s(st, in, &s))
+		return -1;
+	tb_get(st, &b);
+	for (size_t i = 0; i < s.s.len; i++) {
+		if (ws(s.s.p[i]) && s.s.p[i]) {
+			gap = b.len > 0;
+			continue;
+		}
+		if (gap)
+			buf_putc(&b, ' ');
+		gap = false;
+		buf_putc(&b, s.s.p[i]);
+	}
+	return mk(st, &b, out);
 }
 
 static int nl_impl(struct rs *st, IN, const char *rep, OUT)
@@ -395,14 +426,15 @@ static int f_strip_html(struct rs *st, IN, FA, OUT)
 			buf_putc(&b, *p++);
 			continue;
 		}
-		static const char *const blocks[][2] = { { "<script", "</script>" },
-							 { "<!--", "-->" },
-							 { "<style", "</style>" } };
+		static const char *const blocks[][2] = {{"<script", "</script>"},
+							{"<!--", "-->"},
+							{"<style", "</style>"}};
 		const char *skip = NULL;
 		for (size_t k = 0; k < 3 && !skip; k++) {
 			size_t ol = strlen(blocks[k][0]);
 			if ((size_t)(e - p) >= ol && memcmp(p, blocks[k][0], ol) == 0) {
-				const char *c = find_strn(p + ol, e, blocks[k][1], strlen(blocks[k][1]));
+				const char *c = find_strn(p + ol, e, blocks[k][1],
+							  strlen(blocks[k][1]));
 				if (c)
 					skip = c + strlen(blocks[k][1]);
 			}
@@ -424,7 +456,7 @@ static int f_strip_html(struct rs *st, IN, FA, OUT)
 static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct val *tov,
 			int which, OUT)
 {
-	struct val s, from, to = val_str("", 0);
+	struct val s, from, to = tmpl_val_str("", 0);
 	struct buf b;
 
 	if (to_s(st, in, &s) || to_s(st, fromv, &from) || (tov && to_s(st, tov, &to)))
@@ -443,13 +475,16 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 			buf_append(&b, to.s.p, to.s.len);
 			while (i < s.s.len) {
 				size_t j = i + 1;
-				while (j < s.s.len && ((unsigned char)s.s.p[j] & 0xC0) == 0x80)
+				while (j < s.s.len &&
+				       ((unsigned char)s.s.p[j] & 0xC0) == 0x80)
 					j++;
 				buf_append(&b, s.s.p + i, j - i);
 				buf_append(&b, to.s.p, to.s.len);
 				if (b.len > st->lim.output_bytes) {
 					tb_put(st, &b);
-					return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
+					return tmpl_rs_fail(
+						st, NERR_LIMIT, NULL,
+						"string longer than the output limit");
 				}
 				i = j;
 			}
@@ -459,7 +494,8 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 	const char *p = s.s.p, *e = p + s.s.len, *hit;
 	if (which == 2) {
 		const char *last = NULL;
-		for (const char *q = p; (hit = find_strn(q, e, from.s.p, from.s.len)); q = hit + 1)
+		for (const char *q = p; (hit = find_strn(q, e, from.s.p, from.s.len));
+		     q = hit + 1)
 			last = hit;
 		if (!last) {
 			tb_put(st, &b);
@@ -477,7 +513,8 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 		p = hit + from.s.len;
 		if (b.len > st->lim.output_bytes) {
 			tb_put(st, &b);
-			return rs_fail(st, NERR_LIMIT, NULL, "string longer than the output limit");
+			return tmpl_rs_fail(st, NERR_LIMIT, NULL,
+					    "string longer than the output limit");
 		}
 		if (which == 1)
 			break;
@@ -519,13 +556,13 @@ static int f_remove_last(struct rs *st, IN, FA, OUT)
 static int f_size(struct rs *st, IN, FA, OUT)
 {
 	if (in->type == V_STR)
-		*out = val_int((int64_t)utf8_len(in->s.p, in->s.len));
-	else if (val_is_seq(in))
-		*out = val_int((int64_t)val_seq_len(in));
+		*out = tmpl_val_int((int64_t)tmpl_utf8_len(in->s.p, in->s.len));
+	else if (tmpl_val_is_seq(in))
+		*out = tmpl_val_int((int64_t)tmpl_val_seq_len(in));
 	else if (in->type == V_JOBJ)
-		*out = val_int((int64_t)val_obj_len(in));
+		*out = tmpl_val_int((int64_t)tmpl_val_obj_len(in));
 	else
-		*out = val_int(0);
+		*out = tmpl_val_int(0);
 	return 0;
 }
 
@@ -549,15 +586,19 @@ static int f_slice(struct rs *st, IN, FA, OUT)
 
 	if (ARG(0)->type == V_FLOAT || to_integer(st, ARG(0), "slice", &off))
 		return ARG(0)->type == V_FLOAT
-			       ? rs_fail(st, NERR_EVAL, fa->at, "slice: expected an integer")
+			       ? tmpl_rs_fail(st, NERR_EVAL, fa->at,
+					      "slice: expected an integer")
 			       : -1;
-	if (fa->npos > 1 && (ARG(1)->type == V_FLOAT || to_integer(st, ARG(1), "slice", &len)))
+	if (fa->npos > 1 && ARG(1)->type != V_NIL &&
+	    (ARG(1)->type == V_FLOAT || to_integer(st, ARG(1), "slice", &len)))
 		return ARG(1)->type == V_FLOAT
-			       ? rs_fail(st, NERR_EVAL, fa->at, "slice: expected an integer")
+			       ? tmpl_rs_fail(st, NERR_EVAL, fa->at,
+					      "slice: expected an integer")
 			       : -1;
-	if (val_is_seq(in)) {
+	/* Ruby slices Arrays; a range slices as its text ("1..5"). */
+	if (in->type == V_ARR || in->type == V_JARR) {
 		struct val flat;
-		if (rs_flatten(st, in, &flat))
+		if (tmpl_rs_flatten(st, in, &flat))
 			return -1;
 		int64_t n = (int64_t)flat.a.n;
 		if (off < 0)
@@ -570,23 +611,23 @@ static int f_slice(struct rs *st, IN, FA, OUT)
 	}
 	if (to_s(st, in, &s))
 		return -1;
-	int64_t n = (int64_t)utf8_len(s.s.p, s.s.len);
+	int64_t n = (int64_t)tmpl_utf8_len(s.s.p, s.s.len);
 	if (off < 0)
 		off += n;
 	if (off < 0 || off > n || len < 0) {
-		*out = val_str("", 0);
+		*out = tmpl_val_str("", 0);
 		return 0;
 	}
 	if (len > n - off)
 		len = n - off;
 	size_t b0 = char_off(s.s.p, s.s.len, (size_t)off);
 	size_t b1 = b0 + char_off(s.s.p + b0, s.s.len - b0, (size_t)len);
-	char *r = rs_alloc(st, b1 - b0 + 1);
+	char *r = tmpl_rs_alloc(st, b1 - b0 + 1);
 	if (!r)
 		return -1;
 	memcpy(r, s.s.p + b0, b1 - b0);
 	r[b1 - b0] = 0;
-	*out = val_str(r, b1 - b0);
+	*out = tmpl_val_str(r, b1 - b0);
 	return 0;
 }
 
@@ -599,7 +640,7 @@ static int apush(struct rs *st, struct avec *a, struct val x)
 {
 	if (a->n == a->cap) {
 		size_t nc = a->cap ? a->cap * 2 : 8;
-		struct val *nv = rs_alloc(st, nc * sizeof(*nv));
+		struct val *nv = tmpl_rs_alloc(st, nc * sizeof(*nv));
 		if (!nv)
 			return -1;
 		if (a->n)
@@ -613,18 +654,18 @@ static int apush(struct rs *st, struct avec *a, struct val x)
 
 static int piece(struct rs *st, struct avec *a, const char *p, size_t n)
 {
-	char *s = rs_alloc(st, n + 1);
+	char *s = tmpl_rs_alloc(st, n + 1);
 	if (!s)
 		return -1;
 	memcpy(s, p, n);
 	s[n] = 0;
-	return apush(st, a, val_str(s, n));
+	return apush(st, a, tmpl_val_str(s, n));
 }
 
 static int f_split(struct rs *st, IN, FA, OUT)
 {
 	struct val s, sep;
-	struct avec a = { 0 };
+	struct avec a = {0};
 
 	if (to_s(st, in, &s) || to_s(st, ARG(0), &sep))
 		return -1;
@@ -668,7 +709,7 @@ static int f_split(struct rs *st, IN, FA, OUT)
 static int f_truncate(struct rs *st, IN, FA, OUT)
 {
 	int64_t len = 50;
-	struct val s, ell = val_str("...", 3);
+	struct val s, ell = tmpl_val_str("...", 3);
 	struct buf b;
 
 	if (fa->npos > 0 && to_integer(st, ARG(0), "truncate", &len))
@@ -677,12 +718,12 @@ static int f_truncate(struct rs *st, IN, FA, OUT)
 		return -1;
 	if (to_s(st, in, &s))
 		return -1;
-	int64_t n = (int64_t)utf8_len(s.s.p, s.s.len);
+	int64_t n = (int64_t)tmpl_utf8_len(s.s.p, s.s.len);
 	if (n <= len) {
 		*out = s;
 		return 0;
 	}
-	int64_t l = len - (int64_t)utf8_len(ell.s.p, ell.s.len);
+	int64_t l = len - (int64_t)tmpl_utf8_len(ell.s.p, ell.s.len);
 	if (l < 0)
 		l = 0;
 	tb_get(st, &b);
@@ -694,7 +735,7 @@ static int f_truncate(struct rs *st, IN, FA, OUT)
 static int f_truncatewords(struct rs *st, IN, FA, OUT)
 {
 	int64_t words = 15;
-	struct val s, ell = val_str("...", 3);
+	struct val s, ell = tmpl_val_str("...", 3);
 	struct buf b;
 
 	if (fa->npos > 0 && to_integer(st, ARG(0), "truncatewords", &words))
@@ -783,7 +824,8 @@ static int f_url_decode(struct rs *st, IN, FA, OUT)
 			buf_putc(&b, ' ');
 		else if (c == '%' && i + 2 < s.s.len && hexv(s.s.p[i + 1]) >= 0 &&
 			 hexv(s.s.p[i + 2]) >= 0) {
-			buf_putc(&b, (char)(hexv(s.s.p[i + 1]) * 16 + hexv(s.s.p[i + 2])));
+			buf_putc(&b,
+				 (char)(hexv(s.s.p[i + 1]) * 16 + hexv(s.s.p[i + 2])));
 			i += 2;
 		} else
 			buf_putc(&b, c);
@@ -791,8 +833,10 @@ static int f_url_decode(struct rs *st, IN, FA, OUT)
 	return mk(st, &b, out);
 }
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static const char B64U[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+static const char B64[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char B64U[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 static int b64enc(struct rs *st, IN, const char *alpha, OUT)
 {
@@ -832,7 +876,7 @@ static int b64dec(struct rs *st, IN, const char *alpha, FA, OUT)
 	const char *p = s.s.p;
 	size_t n = s.s.len;
 	if (n % 4)
-		return rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
 	tb_get(st, &b);
 	for (size_t i = 0; i < n; i += 4) {
 		int v[4], pad = 0;
@@ -843,7 +887,8 @@ static int b64dec(struct rs *st, IN, const char *alpha, FA, OUT)
 				pad++;
 			} else if (pad || map[c] < 0) {
 				tb_put(st, &b);
-				return rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
+				return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+						    "invalid base64");
 			} else {
 				v[k] = map[c];
 			}
@@ -882,8 +927,8 @@ static int f_base64_url_safe_decode(struct rs *st, IN, FA, OUT)
 
 static int month_of(const char *w, size_t n)
 {
-	static const char *const m[] = { "jan", "feb", "mar", "apr", "may", "jun",
-					 "jul", "aug", "sep", "oct", "nov", "dec" };
+	static const char *const m[] = {"jan", "feb", "mar", "apr", "may", "jun",
+					"jul", "aug", "sep", "oct", "nov", "dec"};
 	if (n < 3)
 		return 0;
 	for (int i = 0; i < 12; i++)
@@ -951,7 +996,8 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 				d = (int)v;
 			else if (y < 0)
 				y = (int)v;
-		} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) && hh + mi) {
+		} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) &&
+			   hh + mi) {
 			int sign = *p == '-' ? -1 : 1, a = 0;
 			p++;
 			const char *q = p;
@@ -962,7 +1008,8 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 			else if (p - q <= 2) {
 				off = sign * a * 3600;
 				if (*p == ':' && isdigit((unsigned char)p[1])) {
-					off += sign * (int)strtol(p + 1, (char **)&p, 10) * 60;
+					off += sign *
+					       (int)strtol(p + 1, (char **)&p, 10) * 60;
 				}
 			}
 		} else {
@@ -974,9 +1021,10 @@ static bool parse_date(const char *s, size_t n, int64_t *secs)
 	if (am && hh == 12)
 		hh = 0;
 done:
-	if (y < 0 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mi > 59 || ss > 60)
+	if (y < 0 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 ||
+	    mi > 59 || ss > 60)
 		return false;
-	struct tm tm = { 0 };
+	struct tm tm = {0};
 	tm.tm_year = y - 1900;
 	tm.tm_mon = mo - 1;
 	tm.tm_mday = d;
@@ -1032,7 +1080,7 @@ static int f_date(struct rs *st, IN, FA, OUT)
 	struct tm tm;
 	gmtime_r(&t, &tm);
 	size_t cap = fmt.s.len * 16 + 64;
-	char *buf = rs_alloc(st, cap);
+	char *buf = tmpl_rs_alloc(st, cap);
 	if (!buf)
 		return -1;
 	/* strftime cannot tell "empty" from "too small"; a sentinel byte can. */
@@ -1043,9 +1091,9 @@ static int f_date(struct rs *st, IN, FA, OUT)
 	size_t w = strftime(buf, cap, buf_str(&f), &tm);
 	buf_fini(&f);
 	if (w == 0)
-		return rs_fail(st, NERR_EVAL, fa->at, "date format too long");
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at, "date format too long");
 	buf[w - 1] = 0;
-	*out = val_str(buf, w - 1);
+	*out = tmpl_val_str(buf, w - 1);
 	return 0;
 }
 
@@ -1053,49 +1101,50 @@ static int f_date(struct rs *st, IN, FA, OUT)
 
 static int f_abs(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in);
+	struct val n = tmpl_num_from(in);
 	if (n.type == V_INT)
-		*out = n.i == INT64_MIN ? val_float(-(double)n.i) : val_int(n.i < 0 ? -n.i : n.i);
+		*out = n.i == INT64_MIN ? tmpl_val_float(-(double)n.i)
+					: tmpl_val_int(n.i < 0 ? -n.i : n.i);
 	else
-		*out = val_float(fabs(n.f));
+		*out = tmpl_val_float(fabs(n.f));
 	return 0;
 }
 
 static struct val f_to_int(double d)
 {
 	if (d > -9.2e18 && d < 9.2e18)
-		return val_int((int64_t)d);
-	return val_float(d);
+		return tmpl_val_int((int64_t)d);
+	return tmpl_val_float(d);
 }
 
 static int f_ceil(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in);
+	struct val n = tmpl_num_from(in);
 	*out = n.type == V_INT ? n : f_to_int(ceil(n.f));
 	return 0;
 }
 
 static int f_floor(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in);
+	struct val n = tmpl_num_from(in);
 	*out = n.type == V_INT ? n : f_to_int(floor(n.f));
 	return 0;
 }
 
 static int f_round(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in), d = val_int(0);
+	struct val n = tmpl_num_from(in), d = tmpl_val_int(0);
 	if (fa->npos)
-		d = num_from(ARG(0));
+		d = tmpl_num_from(ARG(0));
 	int64_t nd = d.type == V_INT ? d.i : (d.f > -1e6 && d.f < 1e6) ? (int64_t)d.f : 0;
-	return num_round(&n, nd, out);
+	return tmpl_num_round(&n, nd, out);
 }
 
 static int arith(struct rs *st, IN, FA, char op, OUT)
 {
-	struct val a = num_from(in), b = num_from(ARG(0));
-	if (num_arith(op, &a, &b, out))
-		return rs_fail(st, NERR_EVAL, fa->at, "divided by 0");
+	struct val a = tmpl_num_from(in), b = tmpl_num_from(ARG(0));
+	if (tmpl_num_arith(op, &a, &b, out))
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at, "divided by 0");
 	return 0;
 }
 
@@ -1126,17 +1175,17 @@ static int f_modulo(struct rs *st, IN, FA, OUT)
 
 static int f_at_least(struct rs *st, IN, FA, OUT)
 {
-	struct val a = num_from(in), b = num_from(ARG(0));
+	struct val a = tmpl_num_from(in), b = tmpl_num_from(ARG(0));
 	bool ok;
-	*out = val_cmp(&a, &b, &ok) < 0 ? b : a;
+	*out = tmpl_val_cmp(&a, &b, &ok) < 0 ? b : a;
 	return 0;
 }
 
 static int f_at_most(struct rs *st, IN, FA, OUT)
 {
-	struct val a = num_from(in), b = num_from(ARG(0));
+	struct val a = tmpl_num_from(in), b = tmpl_num_from(ARG(0));
 	bool ok;
-	*out = val_cmp(&a, &b, &ok) > 0 ? b : a;
+	*out = tmpl_val_cmp(&a, &b, &ok) > 0 ? b : a;
 	return 0;
 }
 
@@ -1144,26 +1193,26 @@ static int f_at_most(struct rs *st, IN, FA, OUT)
 
 static int f_first(struct rs *st, IN, FA, OUT)
 {
-	struct val k = val_str("first", 5);
-	*out = val_nil();
-	if (val_is_seq(in) || in->type == V_JOBJ)
-		return rs_lookup(st, in, &k, true, out);
+	struct val k = tmpl_val_str("first", 5);
+	*out = tmpl_val_nil();
+	if (tmpl_val_is_seq(in) || in->type == V_JOBJ)
+		return tmpl_rs_lookup(st, in, &k, true, out);
 	return 0;
 }
 
 static int f_last(struct rs *st, IN, FA, OUT)
 {
-	struct val k = val_str("last", 4);
-	*out = val_nil();
-	if (val_is_seq(in))
-		return rs_lookup(st, in, &k, true, out);
+	struct val k = tmpl_val_str("last", 4);
+	*out = tmpl_val_nil();
+	if (tmpl_val_is_seq(in))
+		return tmpl_rs_lookup(st, in, &k, true, out);
 	return 0;
 }
 
 static int f_reverse(struct rs *st, IN, FA, OUT)
 {
 	struct val f;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n / 2; i++) {
@@ -1182,17 +1231,23 @@ static int item_prop(struct rs *st, const struct val *item, const struct val *pr
 		     struct val *out)
 {
 	struct val ps;
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	if (item->type == V_JOBJ) {
 		if (prop->type == V_NIL)
 			return 0;
 		if (to_s(st, prop, &ps))
 			return -1;
-		val_obj_get(item, ps.s.p, out);
+		tmpl_val_obj_get(item, ps.s.p, out);
 		return 0;
 	}
-	if ((item->type == V_INT || item->type == V_FLOAT) && val_eq(item, prop)) {
-		*out = *item;
+	if (item->type == V_INT || item->type == V_FLOAT) {
+		/* Ruby: 5['title'] raises; 5[2] is a bit test. */
+		if (prop->type == V_STR)
+			return tmpl_rs_fail(st, NERR_EVAL, NULL,
+					    "cannot read property '%s' of a number",
+					    prop->s.p);
+		if (tmpl_val_eq(item, prop))
+			*out = *item;
 		return 0;
 	}
 	if (item->type == V_STR && prop->type != V_NIL) {
@@ -1208,7 +1263,7 @@ static int f_compact(struct rs *st, IN, FA, OUT)
 {
 	struct val f, p;
 	size_t o = 0;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
@@ -1229,19 +1284,20 @@ static int f_compact(struct rs *st, IN, FA, OUT)
 static int f_concat(struct rs *st, IN, FA, OUT)
 {
 	struct val f;
-	struct avec a = { 0 };
-	if (!val_is_seq(ARG(0)))
-		return rs_fail(st, NERR_EVAL, fa->at, "concat: expected an array argument");
-	if (rs_flatten(st, in, &f))
+	struct avec a = {0};
+	if (!tmpl_val_is_seq(ARG(0)))
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+				    "concat: expected an array argument");
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
-	size_t n = val_seq_len(ARG(0));
+	size_t n = tmpl_val_seq_len(ARG(0));
 	if (n > st->lim.loop_iterations)
-		return rs_fail(st, NERR_LIMIT, fa->at, "array too long");
+		return tmpl_rs_fail(st, NERR_LIMIT, fa->at, "array too long");
 	for (size_t i = 0; i < f.a.n; i++)
 		if (apush(st, &a, f.a.items[i]))
 			return -1;
 	for (size_t i = 0; i < n; i++)
-		if (apush(st, &a, val_seq_at(ARG(0), i)))
+		if (apush(st, &a, tmpl_val_seq_at(ARG(0), i)))
 			return -1;
 	out->type = V_ARR;
 	out->a.items = a.v;
@@ -1251,7 +1307,7 @@ static int f_concat(struct rs *st, IN, FA, OUT)
 
 static int f_join(struct rs *st, IN, FA, OUT)
 {
-	struct val f, sep = val_str(" ", 1), s;
+	struct val f, sep = tmpl_val_str(" ", 1), s;
 	struct buf b;
 
 	if (fa->npos && to_s(st, ARG(0), &sep))
@@ -1260,7 +1316,7 @@ static int f_join(struct rs *st, IN, FA, OUT)
 		*out = *in;
 		return 0;
 	}
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	tb_get(st, &b);
 	for (size_t i = 0; i < f.a.n; i++) {
@@ -1273,7 +1329,8 @@ static int f_join(struct rs *st, IN, FA, OUT)
 		buf_append(&b, s.s.p, s.s.len);
 		if (b.len > st->lim.output_bytes) {
 			tb_put(st, &b);
-			return rs_fail(st, NERR_LIMIT, fa->at, "string longer than the output limit");
+			return tmpl_rs_fail(st, NERR_LIMIT, fa->at,
+					    "string longer than the output limit");
 		}
 	}
 	return mk(st, &b, out);
@@ -1282,12 +1339,13 @@ static int f_join(struct rs *st, IN, FA, OUT)
 static int f_map(struct rs *st, IN, FA, OUT)
 {
 	struct val f, p;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
-		if (v[i].type == V_INT || v[i].type == V_FLOAT || val_is_seq(&v[i]))
-			return rs_fail(st, NERR_EVAL, fa->at, "map: item %zu has no properties", i);
+		if (v[i].type == V_INT || v[i].type == V_FLOAT || tmpl_val_is_seq(&v[i]))
+			return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+					    "map: item %zu has no properties", i);
 		if (item_prop(st, &v[i], ARG(0), &p))
 			return -1;
 		v[i] = p;
@@ -1330,13 +1388,14 @@ static int cmp_items(struct sortctx *c, const struct val *a, const struct val *b
 	if (c->natural) {
 		size_t n = ka.s.len < kb.s.len ? ka.s.len : kb.s.len;
 		for (size_t i = 0; i < n; i++) {
-			int x = tolower((unsigned char)ka.s.p[i]), y = tolower((unsigned char)kb.s.p[i]);
+			int x = tolower((unsigned char)ka.s.p[i]),
+			    y = tolower((unsigned char)kb.s.p[i]);
 			if (x != y)
 				return x < y ? -1 : 1;
 		}
 		return (ka.s.len > kb.s.len) - (ka.s.len < kb.s.len);
 	}
-	int r = val_cmp(&ka, &kb, &ok);
+	int r = tmpl_val_cmp(&ka, &kb, &ok);
 	if (!ok)
 		c->bad = true;
 	return r;
@@ -1362,22 +1421,23 @@ static void msort(struct sortctx *c, struct val *v, struct val *tmp, size_t n)
 static int sort_impl(struct rs *st, IN, FA, bool natural, OUT)
 {
 	struct val f;
-	struct sortctx c = { .st = st, .natural = natural };
+	struct sortctx c = {.st = st, .natural = natural};
 
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	if (fa->npos && ARG(0)->type != V_NIL)
 		c.prop = ARG(0);
-	if (rs_charge(st, f.a.n * 20))
+	if (tmpl_rs_charge(st, f.a.n * 20))
 		return -1;
-	struct val *tmp = rs_alloc(st, (f.a.n + 1) * sizeof(*tmp));
+	struct val *tmp = tmpl_rs_alloc(st, (f.a.n + 1) * sizeof(*tmp));
 	if (!tmp)
 		return -1;
 	msort(&c, (struct val *)f.a.items, tmp, f.a.n);
 	if (st->failed)
 		return -1;
 	if (c.bad)
-		return rs_fail(st, NERR_EVAL, fa->at, "cannot sort values of different types");
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+				    "cannot sort values of different types");
 	*out = f;
 	return 0;
 }
@@ -1397,11 +1457,11 @@ static int f_uniq(struct rs *st, IN, FA, OUT)
 	struct val f, *keys;
 	size_t o = 0;
 
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
-	if (rs_charge(st, f.a.n * f.a.n / 8))
+	if (tmpl_rs_charge(st, f.a.n * f.a.n / 8))
 		return -1;
-	if (!(keys = rs_alloc(st, (f.a.n + 1) * sizeof(*keys))))
+	if (!(keys = tmpl_rs_alloc(st, (f.a.n + 1) * sizeof(*keys))))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
@@ -1410,7 +1470,7 @@ static int f_uniq(struct rs *st, IN, FA, OUT)
 			return -1;
 		bool dup = false;
 		for (size_t j = 0; j < o && !dup; j++)
-			dup = val_eq(&keys[j], &k);
+			dup = tmpl_val_eq(&keys[j], &k);
 		if (!dup) {
 			keys[o] = k;
 			v[o++] = v[i];
@@ -1429,9 +1489,9 @@ static int match_item(struct rs *st, const struct val *item, FA, bool *yes)
 	if (item_prop(st, item, ARG(0), &p))
 		return -1;
 	if (fa->npos > 1 && ARG(1)->type != V_NIL)
-		*yes = val_eq(&p, ARG(1));
+		*yes = tmpl_val_eq(&p, ARG(1));
 	else
-		*yes = val_truthy(&p);
+		*yes = tmpl_val_truthy(&p);
 	return 0;
 }
 
@@ -1440,10 +1500,10 @@ static int select_impl(struct rs *st, IN, FA, bool keep, OUT)
 	struct val f;
 	size_t o = 0;
 
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	if (ARG(0)->type == V_NIL)
 		return 0;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
@@ -1475,17 +1535,17 @@ static int find_impl(struct rs *st, IN, FA, int mode, OUT)
 {
 	struct val f;
 
-	*out = mode == 0 ? val_bool(false) : val_nil();
-	if (rs_flatten(st, in, &f))
+	*out = mode == 0 ? tmpl_val_bool(false) : tmpl_val_nil();
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	for (size_t i = 0; i < f.a.n; i++) {
 		bool yes;
 		if (match_item(st, &f.a.items[i], fa, &yes))
 			return -1;
 		if (yes) {
-			*out = mode == 0   ? val_bool(true)
+			*out = mode == 0   ? tmpl_val_bool(true)
 			       : mode == 1 ? f.a.items[i]
-					   : val_int((int64_t)i);
+					   : tmpl_val_int((int64_t)i);
 			return 0;
 		}
 	}
@@ -1509,16 +1569,17 @@ static int f_find_index(struct rs *st, IN, FA, OUT)
 
 static int f_sum(struct rs *st, IN, FA, OUT)
 {
-	struct val f, acc = val_int(0), x;
+	struct val f, acc = tmpl_val_int(0), x;
 
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	for (size_t i = 0; i < f.a.n; i++) {
 		x = f.a.items[i];
-		if (fa->npos && ARG(0)->type != V_NIL && item_prop(st, &f.a.items[i], ARG(0), &x))
+		if (fa->npos && ARG(0)->type != V_NIL &&
+		    item_prop(st, &f.a.items[i], ARG(0), &x))
 			return -1;
-		x = num_from(&x);
-		if (num_arith('+', &acc, &x, &acc))
+		x = tmpl_num_from(&x);
+		if (tmpl_num_arith('+', &acc, &x, &acc))
 			return -1;
 	}
 	*out = acc;
@@ -1533,16 +1594,17 @@ static int f_default(struct rs *st, IN, FA, OUT)
 
 	for (size_t i = 0; i < fa->nkw; i++)
 		if (strcmp(fa->kwnames[i], "allow_false") == 0)
-			allow_false = val_truthy(&fa->kwvals[i]);
+			allow_false = tmpl_val_truthy(&fa->kwvals[i]);
 	use = in->type == V_NIL || (in->type == V_BOOL && !in->b && !allow_false) ||
-	      (in->type == V_STR && in->s.len == 0) || (val_is_seq(in) && val_seq_len(in) == 0) ||
-	      (in->type == V_JOBJ && val_obj_len(in) == 0);
+	      (in->type == V_STR && in->s.len == 0) ||
+	      (tmpl_val_is_seq(in) && tmpl_val_seq_len(in) == 0) ||
+	      (in->type == V_JOBJ && tmpl_val_obj_len(in) == 0);
 	if (!use)
 		*out = *in;
 	else if (fa->npos)
 		*out = *ARG(0);
 	else
-		*out = val_str("", 0);
+		*out = tmpl_val_str("", 0);
 	return 0;
 }
 
@@ -1551,7 +1613,7 @@ static int f_json(struct rs *st, IN, FA, OUT)
 	struct buf b;
 
 	tb_get(st, &b);
-	if (rs_json(st, &b, in, 0)) {
+	if (tmpl_rs_json(st, &b, in, 0)) {
 		tb_put(st, &b);
 		return -1;
 	}
@@ -1567,74 +1629,76 @@ static int f_raw(struct rs *st, IN, FA, OUT)
 }
 
 static const struct filter_def FILTERS[] = {
-	{ "abs", 0, 0, NULL, f_abs },
-	{ "append", 1, 1, NULL, f_append },
-	{ "at_least", 1, 1, NULL, f_at_least },
-	{ "at_most", 1, 1, NULL, f_at_most },
-	{ "base64_decode", 0, 0, NULL, f_base64_decode },
-	{ "base64_encode", 0, 0, NULL, f_base64_encode },
-	{ "base64_url_safe_decode", 0, 0, NULL, f_base64_url_safe_decode },
-	{ "base64_url_safe_encode", 0, 0, NULL, f_base64_url_safe_encode },
-	{ "capitalize", 0, 0, NULL, f_capitalize },
-	{ "ceil", 0, 0, NULL, f_ceil },
-	{ "compact", 0, 1, NULL, f_compact },
-	{ "concat", 1, 1, NULL, f_concat },
-	{ "date", 1, 1, NULL, f_date },
-	{ "default", 0, 1, "allow_false", f_default },
-	{ "divided_by", 1, 1, NULL, f_divided_by },
-	{ "downcase", 0, 0, NULL, f_downcase },
-	{ "escape", 0, 0, NULL, f_escape },
-	{ "escape_once", 0, 0, NULL, f_escape_once },
-	{ "find", 1, 2, NULL, f_find },
-	{ "find_index", 1, 2, NULL, f_find_index },
-	{ "first", 0, 0, NULL, f_first },
-	{ "floor", 0, 0, NULL, f_floor },
-	{ "h", 0, 0, NULL, f_escape },
-	{ "has", 1, 2, NULL, f_has },
-	{ "join", 0, 1, NULL, f_join },
-	{ "json", 0, 0, NULL, f_json },
-	{ "last", 0, 0, NULL, f_last },
-	{ "lstrip", 0, 0, NULL, f_lstrip },
-	{ "map", 1, 1, NULL, f_map },
-	{ "minus", 1, 1, NULL, f_minus },
-	{ "modulo", 1, 1, NULL, f_modulo },
-	{ "newline_to_br", 0, 0, NULL, f_newline_to_br },
-	{ "plus", 1, 1, NULL, f_plus },
-	{ "prepend", 1, 1, NULL, f_prepend },
-	{ "raw", 0, 0, NULL, f_raw },
-	{ "reject", 1, 2, NULL, f_reject },
-	{ "remove", 1, 1, NULL, f_remove },
-	{ "remove_first", 1, 1, NULL, f_remove_first },
-	{ "remove_last", 1, 1, NULL, f_remove_last },
-	{ "replace", 1, 2, NULL, f_replace },
-	{ "replace_first", 1, 2, NULL, f_replace_first },
-	{ "replace_last", 1, 2, NULL, f_replace_last },
-	{ "reverse", 0, 0, NULL, f_reverse },
-	{ "round", 0, 1, NULL, f_round },
-	{ "rstrip", 0, 0, NULL, f_rstrip },
-	{ "size", 0, 0, NULL, f_size },
-	{ "slice", 1, 2, NULL, f_slice },
-	{ "sort", 0, 1, NULL, f_sort },
-	{ "sort_natural", 0, 1, NULL, f_sort_natural },
-	{ "split", 1, 1, NULL, f_split },
-	{ "strip", 0, 0, NULL, f_strip },
-	{ "strip_html", 0, 0, NULL, f_strip_html },
-	{ "strip_newlines", 0, 0, NULL, f_strip_newlines },
-	{ "sum", 0, 1, NULL, f_sum },
-	{ "times", 1, 1, NULL, f_times },
-	{ "truncate", 0, 2, NULL, f_truncate },
-	{ "truncatewords", 0, 2, NULL, f_truncatewords },
-	{ "uniq", 0, 1, NULL, f_uniq },
-	{ "upcase", 0, 0, NULL, f_upcase },
-	{ "url_decode", 0, 0, NULL, f_url_decode },
-	{ "url_encode", 0, 0, NULL, f_url_encode },
-	{ "where", 1, 2, NULL, f_where },
+	{"abs", 0, 0, NULL, f_abs},
+	{"append", 1, 1, NULL, f_append},
+	{"at_least", 1, 1, NULL, f_at_least},
+	{"at_most", 1, 1, NULL, f_at_most},
+	{"base64_decode", 0, 0, NULL, f_base64_decode},
+	{"base64_encode", 0, 0, NULL, f_base64_encode},
+	{"base64_url_safe_decode", 0, 0, NULL, f_base64_url_safe_decode},
+	{"base64_url_safe_encode", 0, 0, NULL, f_base64_url_safe_encode},
+	{"capitalize", 0, 0, NULL, f_capitalize},
+	{"ceil", 0, 0, NULL, f_ceil},
+	{"compact", 0, 1, NULL, f_compact},
+	{"concat", 1, 1, NULL, f_concat},
+	{"date", 1, 1, NULL, f_date},
+	{"default", 0, 1, "allow_false", f_default},
+	{"divided_by", 1, 1, NULL, f_divided_by},
+	{"downcase", 0, 0, NULL, f_downcase},
+	{"escape", 0, 0, NULL, f_escape},
+	{"escape_once", 0, 0, NULL, f_escape_once},
+	{"find", 1, 2, NULL, f_find},
+	{"find_index", 1, 2, NULL, f_find_index},
+	{"first", 0, 0, NULL, f_first},
+	{"floor", 0, 0, NULL, f_floor},
+	{"h", 0, 0, NULL, f_escape},
+	{"has", 1, 2, NULL, f_has},
+	{"join", 0, 1, NULL, f_join},
+	{"json", 0, 0, NULL, f_json},
+	{"last", 0, 0, NULL, f_last},
+	{"lstrip", 0, 0, NULL, f_lstrip},
+	{"map", 1, 1, NULL, f_map},
+	{"minus", 1, 1, NULL, f_minus},
+	{"modulo", 1, 1, NULL, f_modulo},
+	{"newline_to_br", 0, 0, NULL, f_newline_to_br},
+	{"plus", 1, 1, NULL, f_plus},
+	{"prepend", 1, 1, NULL, f_prepend},
+	{"raw", 0, 0, NULL, f_raw},
+	{"reject", 1, 2, NULL, f_reject},
+	{"remove", 1, 1, NULL, f_remove},
+	{"remove_first", 1, 1, NULL, f_remove_first},
+	{"remove_last", 1, 1, NULL, f_remove_last},
+	{"replace", 1, 2, NULL, f_replace},
+	{"replace_first", 1, 2, NULL, f_replace_first},
+	{"replace_last", 1, 2, NULL, f_replace_last},
+	{"reverse", 0, 0, NULL, f_reverse},
+	{"round", 0, 1, NULL, f_round},
+	{"rstrip", 0, 0, NULL, f_rstrip},
+	{"size", 0, 0, NULL, f_size},
+	{"slice", 1, 2, NULL, f_slice},
+	{"sort", 0, 1, NULL, f_sort},
+	{"sort_natural", 0, 1, NULL, f_sort_natural},
+	{"split", 1, 1, NULL, f_split},
+	{"squish", 0, 0, NULL, f_squish},
+	{"strip", 0, 0, NULL, f_strip},
+	{"strip_html", 0, 0, NULL, f_strip_html},
+	{"strip_newlines", 0, 0, NULL, f_strip_newlines},
+	{"sum", 0, 1, NULL, f_sum},
+	{"times", 1, 1, NULL, f_times},
+	{"truncate", 0, 2, NULL, f_truncate},
+	{"truncatewords", 0, 2, NULL, f_truncatewords},
+	{"uniq", 0, 1, NULL, f_uniq},
+	{"upcase", 0, 0, NULL, f_upcase},
+	{"url_decode", 0, 0, NULL, f_url_decode},
+	{"url_encode", 0, 0, NULL, f_url_encode},
+	{"where", 1, 2, NULL, f_where},
 };
 
-const struct filter_def *filter_find(const char *name, size_t len)
+const struct filter_def *tmpl_filter_find(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(FILTERS) / sizeof(FILTERS[0]); i++)
-		if (strlen(FILTERS[i].name) == len && memcmp(FILTERS[i].name, name, len) == 0)
+		if (strlen(FILTERS[i].name) == len &&
+		    memcmp(FILTERS[i].name, name, len) == 0)
 			return &FILTERS[i];
 	return NULL;
 }

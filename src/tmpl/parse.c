@@ -38,6 +38,7 @@ struct pc {
 	size_t max_depth;
 	struct nerr_msg *msg;
 	bool failed;
+	const void *jhash_fn; /* json-c's string hash, asked once per compile */
 };
 
 enum { T_EOF, T_TEXT, T_OUT, T_TAG };
@@ -57,6 +58,7 @@ struct lex {
 	bool strip_next;
 	bool lines; /* inside {% liquid %}: one tag per line */
 	bool in_comment;
+	bool no_close_out; /* no "}}" left in the source */
 };
 
 static void pos_of(const char *src, const char *at, int *line, int *col)
@@ -70,7 +72,7 @@ static void pos_of(const char *src, const char *at, int *line, int *col)
 			ls = p + 1;
 		}
 	*line = l;
-	*col = (int)utf8_len(ls, (size_t)(at - ls)) + 1;
+	*col = (int)tmpl_utf8_len(ls, (size_t)(at - ls)) + 1;
 }
 
 static int perr(struct pc *pc, const char *at, const char *fmt, ...)
@@ -188,7 +190,12 @@ static int lex_next(struct pc *pc, struct lex *lx, struct tok *t)
 		t->at = p;
 		t->lstrip = p + 2 < end && p[2] == '-';
 		c = p + 2 + t->lstrip;
-		close = find2(c, end, out ? '}' : '%', '}');
+		/* Once a search for "}}" has failed, every later one would too:
+		 * remember it, or a comment full of "{{" would scan quadratically. */
+		close = out && lx->no_close_out ? NULL
+						: find2(c, end, out ? '}' : '%', '}');
+		if (!close && out)
+			lx->no_close_out = true;
 		if (!close) {
 			if (lx->in_comment) {
 				t->type = T_TEXT;
@@ -252,7 +259,8 @@ static int lex_raw(struct pc *pc, struct lex *lx, const char *endname, const cha
 	for (;;) {
 		const char *q = find2(s, end, '{', '%'), *r, *close;
 		if (!q)
-			return perr(pc, at, "'%.*s' was never closed", (int)(nl - 3), endname + 3);
+			return perr(pc, at, "'%.*s' was never closed", (int)(nl - 3),
+				    endname + 3);
 		r = q + 2;
 		bool lstrip = r < end && *r == '-';
 		r += lstrip;
@@ -385,7 +393,8 @@ static void xlex(const char **pp, const char *end, struct xt *t)
 		*pp = q + 1;
 		return;
 	}
-	if (isdigit((unsigned char)c) || (c == '-' && p + 1 < end && isdigit((unsigned char)p[1]))) {
+	if (isdigit((unsigned char)c) ||
+	    (c == '-' && p + 1 < end && isdigit((unsigned char)p[1]))) {
 		const char *q = p + 1;
 		while (q < end && isdigit((unsigned char)*q))
 			q++;
@@ -484,7 +493,8 @@ static void xlex(const char **pp, const char *end, struct xt *t)
 
 static void xadv(struct xp *x)
 {
-	x->prev_end = x->cur.type == X_STR ? x->cur.p + x->cur.len + 1 : x->cur.p + x->cur.len;
+	x->prev_end =
+		x->cur.type == X_STR ? x->cur.p + x->cur.len + 1 : x->cur.p + x->cur.len;
 	xlex(&x->p, x->end, &x->cur);
 }
 
@@ -509,7 +519,8 @@ static struct xt xpeek(struct xp *x)
 static bool xis(struct xp *x, const char *word)
 {
 	size_t n = strlen(word);
-	return x->cur.type == X_IDENT && x->cur.len == n && memcmp(x->cur.p, word, n) == 0;
+	return x->cur.type == X_IDENT && x->cur.len == n &&
+	       memcmp(x->cur.p, word, n) == 0;
 }
 
 static int xunexpected(struct xp *x)
@@ -545,6 +556,22 @@ static struct expr *lit_expr(struct pc *pc, const char *at, struct val v)
 }
 
 static struct expr *parse_primary(struct xp *x);
+
+/* Precomputes a key segment's hashes so renders skip hashing (json-c objects
+ * all hash with one global function; a throwaway object tells which). */
+static void seg_hash(struct pc *pc, struct seg *s)
+{
+	if (!s->key)
+		return;
+	if (!pc->jhash_fn) {
+		struct json_object *o = json_object_new_object();
+		pc->jhash_fn = (const void *)json_object_get_object(o)->hash_fn;
+		json_object_put(o);
+	}
+	s->vhash = tmpl_hash_str(s->key);
+	s->jhash_fn = pc->jhash_fn;
+	s->jhash = ((lh_hash_fn *)pc->jhash_fn)(s->key);
+}
 
 static int parse_var_tail(struct xp *x, struct vec *segs)
 {
@@ -583,7 +610,7 @@ static struct expr *parse_primary(struct xp *x)
 	struct pc *pc = x->pc;
 	struct xt t = x->cur;
 	struct expr *e = NULL;
-	struct vec segs = { 0 };
+	struct vec segs = {0};
 
 	if (++x->depth > pc->max_depth) {
 		perr(pc, t.p, "expression nested too deeply");
@@ -592,7 +619,7 @@ static struct expr *parse_primary(struct xp *x)
 	switch (t.type) {
 	case X_STR:
 		xadv(x);
-		e = lit_expr(pc, t.p, val_str(pstr(pc, t.p, t.len), t.len));
+		e = lit_expr(pc, t.p, tmpl_val_str(pstr(pc, t.p, t.len), t.len));
 		break;
 	case X_INT: {
 		char tmp[64];
@@ -600,14 +627,16 @@ static struct expr *parse_primary(struct xp *x)
 		errno = 0;
 		long long v = strtoll(tmp, NULL, 10);
 		xadv(x);
-		e = lit_expr(pc, t.p, errno == ERANGE ? val_float(strtod(tmp, NULL)) : val_int(v));
+		e = lit_expr(pc, t.p,
+			     errno == ERANGE ? tmpl_val_float(strtod(tmp, NULL))
+					     : tmpl_val_int(v));
 		break;
 	}
 	case X_FLOAT: {
 		char tmp[400];
 		snprintf(tmp, sizeof(tmp), "%.*s", (int)(t.len < 390 ? t.len : 390), t.p);
 		xadv(x);
-		e = lit_expr(pc, t.p, val_float(strtod(tmp, NULL)));
+		e = lit_expr(pc, t.p, tmpl_val_float(strtod(tmp, NULL)));
 		break;
 	}
 	case X_LP: {
@@ -625,12 +654,12 @@ static struct expr *parse_primary(struct xp *x)
 				const char *w;
 				uint8_t type;
 				bool b;
-			} kw[] = { { "nil", V_NIL, 0 },	       { "null", V_NIL, 0 },
-				   { "true", V_BOOL, 1 },      { "false", V_BOOL, 0 },
-				   { "blank", V_BLANK, 0 },    { "empty", V_EMPTY, 0 } };
+			} kw[] = {{"nil", V_NIL, 0},	 {"null", V_NIL, 0},
+				  {"true", V_BOOL, 1},	 {"false", V_BOOL, 0},
+				  {"blank", V_BLANK, 0}, {"empty", V_EMPTY, 0}};
 			for (size_t i = 0; i < sizeof(kw) / sizeof(kw[0]); i++)
 				if (xis(x, kw[i].w)) {
-					struct val v = { .type = kw[i].type };
+					struct val v = {.type = kw[i].type};
 					v.b = kw[i].b;
 					xadv(x);
 					e = lit_expr(pc, t.p, v);
@@ -670,8 +699,10 @@ tail:
 	e = new_expr(pc, X_VAR, t.p);
 	e->nsegs = segs.n;
 	e->segs = palloc(pc, segs.n * sizeof(struct seg));
-	for (size_t i = 0; i < segs.n; i++)
+	for (size_t i = 0; i < segs.n; i++) {
 		e->segs[i] = *(struct seg *)segs.v[i];
+		seg_hash(pc, &e->segs[i]);
+	}
 out:
 	x->depth--;
 	return e;
@@ -714,7 +745,7 @@ static struct expr *parse_cond(struct xp *x)
 static int parse_fexpr(struct xp *x, struct fexpr *fe, bool allow_empty)
 {
 	struct pc *pc = x->pc;
-	struct vec calls = { 0 };
+	struct vec calls = {0};
 
 	memset(fe, 0, sizeof(*fe));
 	if (x->cur.type == X_EOF && allow_empty)
@@ -726,11 +757,11 @@ static int parse_fexpr(struct xp *x, struct fexpr *fe, bool allow_empty)
 		if (x->cur.type != X_IDENT)
 			return xunexpected(x);
 		struct fcall *fc = palloc(pc, sizeof(*fc));
-		struct vec args = { 0 }, kwn = { 0 }, kwv = { 0 };
+		struct vec args = {0}, kwn = {0}, kwv = {0};
 		const char *name = x->cur.p;
 		size_t nlen = x->cur.len;
 		fc->at = name;
-		fc->def = filter_find(name, nlen);
+		fc->def = tmpl_filter_find(name, nlen);
 		if (!fc->def && pc->strict)
 			return perr(pc, name, "unknown filter '%.*s'", (int)nlen, name);
 		xadv(x);
@@ -745,12 +776,15 @@ static int parse_fexpr(struct xp *x, struct fexpr *fe, bool allow_empty)
 					struct expr *v = parse_primary(x);
 					if (!v)
 						return -1;
-					if (fc->def && (!fc->def->kw || strlen(fc->def->kw) != kl ||
-							memcmp(fc->def->kw, kp, kl))) {
+					if (fc->def &&
+					    (!fc->def->kw || strlen(fc->def->kw) != kl ||
+					     memcmp(fc->def->kw, kp, kl))) {
 						if (pc->strict)
 							return perr(pc, kp,
-								    "filter '%.*s' has no argument '%.*s'",
-								    (int)nlen, name, (int)kl, kp);
+								    "filter '%.*s' has "
+								    "no argument '%.*s'",
+								    (int)nlen, name,
+								    (int)kl, kp);
 					} else {
 						vpush(pc, &kwn, pstr(pc, kp, kl));
 						vpush(pc, &kwv, v);
@@ -770,10 +804,12 @@ static int parse_fexpr(struct xp *x, struct fexpr *fe, bool allow_empty)
 		}
 		if (fc->def && (args.n < fc->def->min || args.n > fc->def->max)) {
 			if (fc->def->min == fc->def->max)
-				return perr(pc, name, "filter '%.*s' takes %d argument%s, not %zu",
+				return perr(pc, name,
+					    "filter '%.*s' takes %d argument%s, not %zu",
 					    (int)nlen, name, fc->def->min,
 					    fc->def->min == 1 ? "" : "s", args.n);
-			return perr(pc, name, "filter '%.*s' takes %d to %d arguments, not %zu",
+			return perr(pc, name,
+				    "filter '%.*s' takes %d to %d arguments, not %zu",
 				    (int)nlen, name, fc->def->min, fc->def->max, args.n);
 		}
 		fc->args = (struct expr **)args.v;
@@ -799,10 +835,10 @@ static int xend(struct xp *x)
 
 /* ---- tags ---- */
 
-static const char *const STOP_NONE[] = { NULL };
+static const char *const STOP_NONE[] = {NULL};
 
-static int parse_body(struct pc *pc, struct lex *lx, struct body *b, const char *const *stops,
-		      struct tok *stop, size_t depth);
+static int parse_body(struct pc *pc, struct lex *lx, struct body *b,
+		      const char *const *stops, struct tok *stop, size_t depth);
 
 static bool tok_is(const struct tok *t, const char *name)
 {
@@ -842,13 +878,22 @@ static void body_strip(struct body *b)
 	b->n = o;
 }
 
+/* A name assign and capture may set: word characters and hyphens (Ruby's
+ * VariableSignature), so "foo-a" and even "123" but not "foo?". */
+static bool is_var_name(const struct xt *t)
+{
+	if (t->type == X_INT && t->p[0] != '-')
+		return true;
+	return t->type == X_IDENT && t->p[t->len - 1] != '?';
+}
+
 static char *ident_arg(struct pc *pc, const struct tok *t, bool allow_str)
 {
 	struct xp x;
 	char *name;
 
 	xinit(&x, pc, t->p, t->len);
-	if (x.cur.type != X_IDENT && !(allow_str && x.cur.type == X_STR)) {
+	if (!is_var_name(&x.cur) && !(allow_str && x.cur.type == X_STR)) {
 		xunexpected(&x);
 		return NULL;
 	}
@@ -859,13 +904,14 @@ static char *ident_arg(struct pc *pc, const struct tok *t, bool allow_str)
 	return name;
 }
 
-static int parse_if(struct pc *pc, struct lex *lx, struct tok *t, struct node *n, size_t depth)
+static int parse_if(struct pc *pc, struct lex *lx, struct tok *t, struct node *n,
+		    size_t depth)
 {
-	static const char *const if_stops[] = { "elsif", "else", "endif", NULL };
-	static const char *const unless_stops[] = { "elsif", "else", "endunless", NULL };
+	static const char *const if_stops[] = {"elsif", "else", "endif", NULL};
+	static const char *const unless_stops[] = {"elsif", "else", "endunless", NULL};
 	bool unless = tok_is(t, "unless");
 	const char *const *stops = unless ? unless_stops : if_stops;
-	struct vec br = { 0 };
+	struct vec br = {0};
 	struct tok cur = *t, stop;
 
 	for (;;) {
@@ -897,10 +943,11 @@ static int parse_if(struct pc *pc, struct lex *lx, struct tok *t, struct node *n
 	return 0;
 }
 
-static int parse_case(struct pc *pc, struct lex *lx, struct tok *t, struct node *n, size_t depth)
+static int parse_case(struct pc *pc, struct lex *lx, struct tok *t, struct node *n,
+		      size_t depth)
 {
-	static const char *const stops[] = { "when", "else", "endcase", NULL };
-	struct vec br = { 0 };
+	static const char *const stops[] = {"when", "else", "endcase", NULL};
+	struct vec br = {0};
 	struct tok stop;
 	struct body skip;
 	struct xp x;
@@ -912,7 +959,7 @@ static int parse_case(struct pc *pc, struct lex *lx, struct tok *t, struct node 
 		return -1;
 	n->blank = true;
 	while (!tok_is(&stop, "endcase")) {
-		struct vec vals = { 0 };
+		struct vec vals = {0};
 		struct tok cur = stop;
 		struct body body;
 		if (tok_is(&cur, "when")) {
@@ -956,11 +1003,12 @@ static int parse_case(struct pc *pc, struct lex *lx, struct tok *t, struct node 
 	return 0;
 }
 
-static int parse_for(struct pc *pc, struct lex *lx, struct tok *t, struct node *n, size_t depth)
+static int parse_for(struct pc *pc, struct lex *lx, struct tok *t, struct node *n,
+		     size_t depth)
 {
-	static const char *const for_stops[] = { "else", "endfor", NULL };
-	static const char *const for_end[] = { "endfor", NULL };
-	static const char *const tr_stops[] = { "endtablerow", NULL };
+	static const char *const for_stops[] = {"else", "endfor", NULL};
+	static const char *const for_end[] = {"endfor", NULL};
+	static const char *const tr_stops[] = {"endtablerow", NULL};
 	bool tr = n->kind == N_TABLEROW;
 	struct xp x;
 	struct tok stop;
@@ -971,7 +1019,8 @@ static int parse_for(struct pc *pc, struct lex *lx, struct tok *t, struct node *
 	n->loop.var = pstr(pc, x.cur.p, x.cur.len);
 	xadv(&x);
 	if (!xis(&x, "in"))
-		return perr(pc, x.cur.p, "expected 'in' in '%.*s'", (int)t->nlen, t->name);
+		return perr(pc, x.cur.p, "expected 'in' in '%.*s'", (int)t->nlen,
+			    t->name);
 	xadv(&x);
 	const char *cs = x.cur.p;
 	if (!(n->loop.coll = parse_primary(&x)))
@@ -1013,7 +1062,8 @@ static int parse_for(struct pc *pc, struct lex *lx, struct tok *t, struct node *
 	}
 	if (xend(&x))
 		return -1;
-	if (parse_body(pc, lx, &n->loop.body, tr ? tr_stops : for_stops, &stop, depth + 1))
+	if (parse_body(pc, lx, &n->loop.body, tr ? tr_stops : for_stops, &stop,
+		       depth + 1))
 		return -1;
 	if (!tr && tok_is(&stop, "else") &&
 	    parse_body(pc, lx, &n->loop.els, for_end, &stop, depth + 1))
@@ -1031,7 +1081,7 @@ static int parse_for(struct pc *pc, struct lex *lx, struct tok *t, struct node *
 static int parse_cycle(struct pc *pc, struct tok *t, struct node *n)
 {
 	struct xp x;
-	struct vec vals = { 0 };
+	struct vec vals = {0};
 	struct buf key;
 
 	xinit(&x, pc, t->p, t->len);
@@ -1068,7 +1118,7 @@ fail:
 static int parse_include(struct pc *pc, struct tok *t, struct node *n)
 {
 	struct xp x;
-	struct vec kwn = { 0 }, kwv = { 0 };
+	struct vec kwn = {0}, kwv = {0};
 	bool render = n->kind == N_RENDER;
 
 	xinit(&x, pc, t->p, t->len);
@@ -1166,10 +1216,13 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 		for (const char *p = t->p; p < t->p + t->len; p++)
 			if (*p == '\n') {
 				const char *q = p + 1;
-				while (q < t->p + t->len && (*q == ' ' || *q == '\t' || *q == '\r'))
+				while (q < t->p + t->len &&
+				       (*q == ' ' || *q == '\t' || *q == '\r'))
 					q++;
 				if (q < t->p + t->len && *q != '#' && *q != '\n')
-					return perr(pc, q, "every line of a '#' comment starts with '#'");
+					return perr(pc, q,
+						    "every line of a '#' comment starts "
+						    "with '#'");
 			}
 		return 0;
 	}
@@ -1188,15 +1241,16 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 	} else if (tok_is(t, "assign")) {
 		n = new_node(pc, N_ASSIGN, t->at);
 		xinit(&x, pc, t->p, t->len);
-		if (x.cur.type != X_IDENT)
+		if (!is_var_name(&x.cur))
 			return xunexpected(&x);
 		n->assign.name = pstr(pc, x.cur.p, x.cur.len);
 		xadv(&x);
-		if (xexpect(&x, X_ASSIGN) || parse_fexpr(&x, &n->assign.v, false) || xend(&x))
+		if (xexpect(&x, X_ASSIGN) || parse_fexpr(&x, &n->assign.v, false) ||
+		    xend(&x))
 			return -1;
 		n->blank = true;
 	} else if (tok_is(t, "capture")) {
-		static const char *const stops[] = { "endcapture", NULL };
+		static const char *const stops[] = {"endcapture", NULL};
 		struct tok stop;
 		n = new_node(pc, N_CAPTURE, t->at);
 		if (!(n->capture.name = ident_arg(pc, t, true)))
@@ -1205,7 +1259,7 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 			return -1;
 		n->blank = true;
 	} else if (tok_is(t, "ifchanged")) {
-		static const char *const stops[] = { "endifchanged", NULL };
+		static const char *const stops[] = {"endifchanged", NULL};
 		struct tok stop;
 		n = new_node(pc, N_IFCHANGED, t->at);
 		if (parse_body(pc, lx, &n->ifchanged, stops, &stop, depth + 1))
@@ -1215,7 +1269,8 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 		if (parse_cycle(pc, t, n))
 			return -1;
 	} else if (tok_is(t, "increment") || tok_is(t, "decrement")) {
-		n = new_node(pc, tok_is(t, "increment") ? N_INCREMENT : N_DECREMENT, t->at);
+		n = new_node(pc, tok_is(t, "increment") ? N_INCREMENT : N_DECREMENT,
+			     t->at);
 		if (!(n->counter.name = ident_arg(pc, t, false)))
 			return -1;
 	} else if (tok_is(t, "echo")) {
@@ -1243,13 +1298,15 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 	} else if (tok_is(t, "doc")) {
 		const char *bp;
 		size_t bl;
+		if (t->len)
+			return perr(pc, t->p, "'doc' takes no arguments");
 		if (lx->lines)
 			return skip_doc_lines(pc, lx, t);
 		return lex_raw(pc, lx, "enddoc", t->at, &bp, &bl);
 	} else if (tok_is(t, "comment")) {
 		return skip_comment(pc, lx, t);
 	} else if (tok_is(t, "liquid")) {
-		struct lex sub = { .p = t->p, .end = t->p + t->len, .lines = true };
+		struct lex sub = {.p = t->p, .end = t->p + t->len, .lines = true};
 		struct body b;
 		if (parse_body(pc, &sub, &b, STOP_NONE, NULL, depth + 1))
 			return -1;
@@ -1269,10 +1326,10 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
  * Parses nodes until EOF (stops empty) or until a tag named in stops, which is
  * returned in *stop. Any other end-like tag is an error.
  */
-static int parse_body(struct pc *pc, struct lex *lx, struct body *b, const char *const *stops,
-		      struct tok *stop, size_t depth)
+static int parse_body(struct pc *pc, struct lex *lx, struct body *b,
+		      const char *const *stops, struct tok *stop, size_t depth)
 {
-	struct vec nodes = { 0 };
+	struct vec nodes = {0};
 	struct tok t;
 
 	memset(b, 0, sizeof(*b));
@@ -1335,18 +1392,19 @@ static size_t lim(size_t v, size_t def)
 enum nerr tmpl_compile(const char *src, size_t len, const struct tmpl_options *opt,
 		       struct tmpl **out, struct nerr_msg *msg)
 {
-	struct tmpl_options o = { 0 };
+	struct tmpl_options o = {0};
 	struct tmpl *t;
-	struct pc pc = { 0 };
-	struct lex lx = { 0 };
+	struct pc pc = {0};
+	struct lex lx = {0};
 	char *copy;
 
 	*out = NULL;
 	if (opt)
 		o = *opt;
 	if (len > lim(o.limits.template_bytes, 1 << 20))
-		return nerr_set(msg, NERR_TOOBIG, "template", "1:1: template is %zu bytes, over the limit of %zu",
-				len, lim(o.limits.template_bytes, 1 << 20));
+		return nerr_set(msg, NERR_TOOBIG, "template",
+				"1:1: template is %zu bytes, over the limit of %zu", len,
+				lim(o.limits.template_bytes, 1 << 20));
 	t = xcalloc(1, sizeof(*t));
 	arena_init(&t->arena, len * 4 + 4096);
 	copy = arena_alloc(&t->arena, len + 1);

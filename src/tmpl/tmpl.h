@@ -36,7 +36,7 @@ struct tmpl_limits {
 	size_t loop_iterations; /* render: total for/tablerow/cycle steps (100000) */
 	size_t include_depth;	/* render: nested include/render (10) */
 	size_t scratch_bytes;	/* render: scratch arena growth (64 MiB) */
-	size_t work_units;	/* render: bytes processed by filters (200M) */
+	size_t work_units;	/* render: filter bytes + 10 per tag/output run (100M) */
 };
 
 struct tmpl_options {

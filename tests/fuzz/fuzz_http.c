@@ -6,7 +6,9 @@
  * and when held requests are answered; requests to /later are held and answered
  * later in reverse order (some only after the connection is released, as
  * orphans), the rest at once. Everything the server writes is parsed back with
- * http-parser in response mode: it must be a well-formed sequence of answers.
+ * http-parser in response mode: it must be a well-formed sequence of answers,
+ * in request order (each answer carries the X-Seq the handler gave its request),
+ * with nothing after an answer that says "Connection: close".
  * After each input the connection must be gone once the loop runs (no hang) and
  * nothing may leak (libFuzzer's leak check).
  */
@@ -20,7 +22,9 @@
 #include "base/mem.h"
 #include "ingest/http.h"
 
-#define MAX_HELD 64
+#define MAX_HELD  64
+#define CLOSE_HDR "\r\nConnection: close\r\n"
+#define SEQ_HDR	  "\r\nX-Seq: "
 
 static uv_loop_t loop;
 static struct http_server *srv;
@@ -29,6 +33,8 @@ static int nheld;
 static http_parser resp_parser;
 static http_parser_settings resp_settings;
 static uint32_t rng;
+static unsigned next_seq, want_seq;
+static int closed_seen;
 
 static uint32_t next_rand(void)
 {
@@ -41,6 +47,29 @@ static void out_fn(void *ud, const char *data, size_t len)
 	size_t n;
 
 	(void)ud;
+	if (closed_seen) {
+		fprintf(stderr, "bytes written after Connection: close\n");
+		abort();
+	}
+	/* Each call carries one whole answer (or a 100 Continue); look at its
+	 * head only, the body echoes what the client sent. */
+	{
+		const char *end = memmem(data, len, "\r\n\r\n", 4);
+		size_t hlen = end ? (size_t)(end - data) + 2 : len;
+
+		if (memmem(data, hlen, CLOSE_HDR, sizeof(CLOSE_HDR) - 1))
+			closed_seen = 1;
+	}
+	{
+		const char *end = memmem(data, len, "\r\n\r\n", 4);
+		size_t hlen = end ? (size_t)(end - data) + 2 : len;
+		const char *x = memmem(data, hlen, SEQ_HDR, sizeof(SEQ_HDR) - 1);
+
+		if (x && strtoul(x + sizeof(SEQ_HDR) - 1, NULL, 10) != want_seq++) {
+			fprintf(stderr, "answer out of order\n");
+			abort();
+		}
+	}
 	n = http_parser_execute(&resp_parser, &resp_settings, data, len);
 	if (n != len || HTTP_PARSER_ERRNO(&resp_parser) != HPE_OK) {
 		fprintf(stderr, "server wrote a malformed answer: %s\n",
@@ -54,23 +83,27 @@ static void handler(void *ud, struct http_req *r)
 	const char *path = http_req_path(r);
 	size_t blen;
 	const char *body = http_req_body(r, &blen);
+	char seq[32];
 
 	(void)ud;
+	if (strncmp(path, "/err", 4) == 0 && strcmp(http_req_method(r), "HEAD") != 0) {
+		/* no X-Seq: the order check skips it */
+		http_respond_error(r, 422, "invalid", http_req_query(r), body);
+		return;
+	}
+	snprintf(seq, sizeof(seq), "X-Seq: %u\r\n", next_seq);
+	http_req_set_data(r, (void *)(uintptr_t)next_seq++);
 	if (strncmp(path, "/later", 6) == 0 && nheld < MAX_HELD) {
 		held[nheld++] = r;
 		return;
 	}
 	if (strcmp(http_req_method(r), "HEAD") == 0) {
-		http_respond(r, 200, NULL, "", 0, NULL);
-		return;
-	}
-	if (strncmp(path, "/err", 4) == 0) {
-		http_respond_error(r, 422, "invalid", http_req_query(r), body);
+		http_respond(r, 200, NULL, "", 0, seq);
 		return;
 	}
 	if (http_req_header(r, "x-a") && strlen(http_req_header(r, "x-a")) > 2048)
 		abort(); /* header bytes are capped at 2048 */
-	http_respond(r, 200, "text/plain", body, blen, "X-Fuzz: 1\r\n");
+	http_respond(r, 200, "text/plain", body, blen, seq);
 }
 
 static void answer_held(int keep)
@@ -79,8 +112,11 @@ static void answer_held(int keep)
 		struct http_req *r = held[--nheld];
 		/* The checker cannot know an answer is to HEAD: give it no body. */
 		size_t n = strcmp(http_req_method(r), "HEAD") == 0 ? 0 : 5;
+		char seq[32];
 
-		http_respond(r, 200, NULL, "later", n, NULL);
+		snprintf(seq, sizeof(seq), "X-Seq: %u\r\n",
+			 (unsigned)(uintptr_t)http_req_data(r));
+		http_respond(r, 200, NULL, "later", n, seq);
 	}
 }
 
@@ -109,6 +145,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	rng = data[0];
+	next_seq = want_seq = 0;
+	closed_seen = 0;
 	http_parser_init(&resp_parser, HTTP_RESPONSE);
 	c = http_conn_attach(srv, out_fn, NULL);
 	while (pos < size) {

@@ -22,8 +22,10 @@ static const char CONTEXT[] =
 	"{\"profile\":{\"id\":\"p1\",\"traits\":{\"first_name\":\"Ana\",\"age\":31,"
 	"\"score\":4.75,\"vip\":true,\"tags\":[\"a\",\"b\",\"c\"],\"none\":null}},"
 	"\"event\":{\"event\":\"Order Completed\",\"properties\":{\"revenue\":19.99,"
-	"\"items\":[{\"name\":\"x<y>\",\"price\":2.5,\"qty\":2},{\"name\":\"z&\",\"price\":10,"
-	"\"qty\":1}]}},\"message\":{\"id\":\"m1\",\"unsubscribe_url\":\"https://u/?a=1&b=2\"},"
+	"\"items\":[{\"name\":\"x<y>\",\"price\":2.5,\"qty\":2},{\"name\":\"z&\","
+	"\"price\":10,"
+	"\"qty\":1}]}},\"message\":{\"id\":\"m1\",\"unsubscribe_url\":\"https://u/"
+	"?a=1&b=2\"},"
 	"\"n\":[1,2,3,[4,[5]]],\"s\":\"hello world\",\"e\":\"\",\"o\":{},\"z\":0,"
 	"\"big\":9223372036854775807,\"neg\":-9223372036854775808,\"f\":1e300}";
 
@@ -35,7 +37,9 @@ static enum nerr partial(void *ud, const char *name, struct buf *src)
 	if (strcmp(name, "self") == 0)
 		return buf_puts(src, "{{ s }}{% include 'self' %}");
 	if (strcmp(name, "item") == 0)
-		return buf_puts(src, "{{ item.name | upcase }}{% increment c %}{{ forloop.index }}");
+		return buf_puts(
+			src,
+			"{{ item.name | upcase }}{% increment c %}{{ forloop.index }}");
 	if (strcmp(name, "bad") == 0)
 		return buf_puts(src, "{% if %}");
 	return NERR_NOTFOUND;
@@ -43,8 +47,8 @@ static enum nerr partial(void *ud, const char *name, struct buf *src)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct tmpl_options opt = { 0 };
-	struct tmpl_render_options ro = { 0 };
+	struct tmpl_options opt = {0};
+	struct tmpl_render_options ro = {0};
 	struct tmpl *t = NULL;
 	struct nerr_msg msg;
 	struct arena a;

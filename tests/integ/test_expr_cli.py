@@ -71,6 +71,12 @@ class ExprCliTest(unittest.TestCase):
         self.assert_value("timestamp(t).getHours('Europe/Paris')", "9", "--vars", "-",
                           stdin=vars_json)
 
+    def test_now_is_the_current_time_unless_given(self):
+        self.assert_value("now > timestamp('2026-01-01T00:00:00Z') && "
+                          "now < timestamp('2200-01-01T00:00:00Z')", "true")
+        self.assert_value("now", '"2020-05-06T07:08:09Z"', "--vars", "-",
+                          stdin='{"now": "2020-05-06T07:08:09Z"}')
+
     def test_evaluation_error_exits_1(self):
         rc, out, err = run("9223372036854775807 + 1")
         self.assertEqual((rc, out), (1, ""))

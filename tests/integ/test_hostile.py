@@ -9,7 +9,7 @@ and afterwards the server still answers GET /healthz. Cases run as subtests of o
 server so the whole sequence also checks that nothing accumulates.
 
 The server runs with short timeouts (read 1 s, idle 2 s) so slowloris cases finish
-fast; the timeouts themselves are what those cases check.
+fast, and at most 32 connections; those limits are what some cases check.
 """
 import json
 import socket
@@ -19,11 +19,13 @@ import unittest
 from nudgetest import NudgeServer
 
 READ_TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 32
 CONFIG = """
 [server]
 read_timeout = 1s
 idle_timeout = 2s
-"""
+max_connections = %d
+""" % MAX_CONNECTIONS
 
 
 def parse_responses(data):
@@ -279,6 +281,46 @@ class HostileTest(unittest.TestCase):
             self.assertTrue(ex.closed and not ex.responses, ex)
             self.assertLess(ex.elapsed, 4.5, ex)
             self.healthy()
+
+    def test_connection_flood(self):
+        """Connections past max_connections get 503 with Retry-After, then close;
+        the admitted ones are unaffected."""
+        type(self).ran += 1
+        socks = []
+        try:
+            for _ in range(MAX_CONNECTIONS + 8):
+                s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)
+                socks.append(s)
+                time.sleep(0.005)  # accepted in order
+            refused = 0
+            for s in socks[MAX_CONNECTIONS:]:
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                resp, _ = parse_responses(data)
+                self.assertEqual([r[0] for r in resp], [503], data)
+                self.assertIn("\r\nRetry-After: ", resp[0][1])
+                refused += 1
+            self.assertEqual(refused, 8)
+            s = socks[0]
+            s.sendall(req("GET", "/healthz", None))
+            ex = Exchange()
+            while not parse_responses(ex.raw)[0]:
+                ex.raw += s.recv(4096)
+            self.assertEqual(parse_responses(ex.raw)[0][0][0], 200)
+        finally:
+            for s in socks:
+                s.close()
+        deadline = time.time() + 5
+        while True:  # the server notices the closes asynchronously
+            r = self.srv.request("GET", "/healthz", auth=None, timeout=5)
+            if r.status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(r.status, 200)
 
     # -- the application behind it -------------------------------------------
     def test_json_bodies(self):

@@ -128,6 +128,159 @@ class JourneyTest(unittest.TestCase):
         time.sleep(0.3)
         self.assertEqual(len(self.hooks("/hook/welcome", u)), 1)
 
+    def now(self):
+        """The engine clock (advancing it by one second)."""
+        from datetime import datetime
+        return datetime.fromisoformat(self.advance("1s").replace("Z", "+00:00"))
+
+    def iso(self, dt):
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def test_browse_abandonment(self):
+        u1, u2, u3 = self.uid(), self.uid(), self.uid()
+        for u in (u1, u2, u3):
+            self.track(u, "Product Viewed", {"product_id": "p-" + u, "name": "Kettle"})
+        self.track(u2, "Product Added", {"product_id": "p-" + u2})    # added: no reminder
+        self.track(u3, "Order Completed", {"order_id": "o-" + u3})    # exit criterion
+        self.settle()
+        self.advance("2h1m")
+        got = self.sink.wait(lambda s: self.hooks("/hook/browse-reminder", u1))
+        self.assertEqual(got[0]["body"], {"journey": "browse-abandonment", "user_id": u1,
+                                          "product_id": "p-" + u1, "product": "Kettle"})
+        self.settle()
+        time.sleep(0.3)
+        self.assertEqual(self.hooks("/hook/browse-reminder", u2), [])
+        self.assertEqual(self.hooks("/hook/browse-reminder", u3), [])
+        # Re-entry only after 24 h: viewing again at once starts nothing.
+        self.track(u1, "Product Viewed", {"product_id": "p-" + u1, "name": "Kettle"})
+        self.settle()
+        self.advance("2h1m")
+        self.settle()
+        time.sleep(0.3)
+        self.assertEqual(len(self.hooks("/hook/browse-reminder", u1)), 1)
+
+    def test_post_purchase_cross_sell(self):
+        u1, u2 = self.uid(), self.uid()
+        products = [{"sku": "A1", "name": "Tent"}]
+        self.identify(u1, {"email": u1 + "@example.com"})
+        self.track(u1, "Order Completed", {"order_id": "o-" + u1, "products": products, "revenue": 120})
+        self.track(u2, "Order Completed", {"order_id": "o-" + u2, "products": products, "revenue": 80})
+        self.track(u2, "Order Refunded", {"order_id": "o-" + u2})
+        self.settle()
+        self.advance("2d")
+        self.settle()
+        self.assertEqual(self.hooks("/hook/cross-sell", u1), [])
+        self.advance("1d1m")
+        got = self.sink.wait(lambda s: self.hooks("/hook/cross-sell", u1))
+        self.assertEqual(got[0]["body"]["products"], products)
+        self.assertEqual(got[0]["body"]["order_id"], "o-" + u1)
+        self.settle()
+        time.sleep(0.3)
+        self.assertEqual(self.hooks("/hook/cross-sell", u2), [])
+
+    def test_trial_expiry_reminder_three_days_before(self):
+        u = self.uid()
+        ends = self.now() + __import__("datetime").timedelta(days=10)
+        self.track(u, "Trial Started", {"trial_ends_at": self.iso(ends), "plan": "pro"})
+        self.settle()
+        self.advance("6d23h")
+        self.settle()
+        time.sleep(0.2)
+        self.assertEqual(self.hooks("/hook/trial-expiry", u), [])
+        self.advance("2h")
+        got = self.sink.wait(lambda s: self.hooks("/hook/trial-expiry", u))
+        self.assertEqual(got[0]["body"], {"journey": "trial-expiry-reminder", "user_id": u,
+                                          "trial_ends_at": self.iso(ends), "plan": "pro"})
+        # A subscriber gets nothing.
+        u2 = self.uid()
+        ends2 = self.now() + __import__("datetime").timedelta(days=10)
+        self.track(u2, "Trial Started", {"trial_ends_at": self.iso(ends2)})
+        self.track(u2, "Subscription Started", {"revenue": 30})
+        self.settle()
+        self.advance("8d")
+        self.settle()
+        time.sleep(0.3)
+        self.assertEqual(self.hooks("/hook/trial-expiry", u2), [])
+
+    def test_form_confirmation_uses_the_template_and_retries(self):
+        u = self.uid()
+        with self.sink.lock:
+            self.sink.fail_first = 1
+        self.track(u, "Form Submitted", {"form_id": "contact", "fields": {"topic": "billing"}})
+        self.sink.wait(lambda s: len(self.hooks("/hook/form-confirmation", u)) >= 2, timeout=20)
+        got = self.hooks("/hook/form-confirmation", u)
+        self.assertEqual(got[0]["body"], {"journey": "form-submission-confirmation", "user_id": u,
+                                          "form_id": "contact", "fields": {"topic": "billing"}})
+        # The retry carries the same Idempotency-Key (invariant 4).
+        keys = {r["headers"]["Idempotency-Key"] for r in self.hooks("/hook/form-confirmation", u)}
+        self.assertEqual(len(keys), 1)
+
+    def test_payment_failure_notices(self):
+        u1, u2 = self.uid(), self.uid()
+        self.track(u1, "Payment Failed", {"invoice_id": "i-" + u1, "amount": 19.9, "reason": "card_declined"})
+        self.track(u2, "Payment Failed", {"invoice_id": "i-" + u2, "amount": 5, "reason": "expired"})
+        first = self.sink.wait(lambda s: self.hooks("/hook/payment-failed", u1) and
+                               self.hooks("/hook/payment-failed", u2))
+        self.assertEqual(self.hooks("/hook/payment-failed", u1)[0]["body"]["notice"], "first")
+        self.track(u2, "Payment Succeeded", {"invoice_id": "i-" + u2})
+        self.settle()
+        self.advance("3d1m")
+        self.sink.wait(lambda s: len(self.hooks("/hook/payment-failed", u1)) == 2)
+        notices = [r["body"]["notice"] for r in self.hooks("/hook/payment-failed", u1)]
+        self.assertEqual(notices, ["first", "second"])
+        self.settle()
+        time.sleep(0.3)
+        self.assertEqual(len(self.hooks("/hook/payment-failed", u2)), 1)
+        self.assertTrue(first)
+
+    def test_app_uninstall_winback_on_a_weekday_morning(self):
+        from datetime import timedelta
+        from zoneinfo import ZoneInfo
+        u1, u2 = self.uid(), self.uid()
+        self.srv.post("/v1/identify", {"userId": u1, "context": {"timezone": "Europe/Paris"}})
+        self.settle()
+        t0 = self.now()
+        self.track(u1, "Application Uninstalled", context={"device": {"type": "ios"}})
+        self.track(u2, "Application Uninstalled")
+        self.track(u2, "Application Opened")          # exit criterion
+        self.settle()
+        # Expected: 7 days later, then the next 10:00 Paris time on a weekday.
+        local = (t0 + timedelta(days=7)).astimezone(ZoneInfo("Europe/Paris"))
+        due = local.replace(hour=10, minute=0, second=0, microsecond=0)
+        if due <= local:
+            due += timedelta(days=1)
+        while due.weekday() >= 5:
+            due += timedelta(days=1)
+        wait_s = int((due - t0).total_seconds())
+        self.advance("%ds" % (wait_s - 120))
+        self.settle()
+        time.sleep(0.3)
+        self.assertEqual(self.hooks("/hook/winback", u1), [], "sent before %s" % due)
+        self.advance("3m")
+        got = self.sink.wait(lambda s: self.hooks("/hook/winback", u1))
+        self.assertEqual(got[0]["body"]["device"], "ios")
+        self.assertEqual(self.hooks("/hook/winback", u2), [])
+
+    def test_booking_confirmation_and_reminder(self):
+        u1, u2 = self.uid(), self.uid()
+        self.sink.response = {"ok": True, "ticket": "T-42"}
+        starts = self.now() + __import__("datetime").timedelta(days=3)
+        self.track(u1, "Booking Created", {"booking_id": "b-" + u1, "starts_at": self.iso(starts), "venue": "Hall"})
+        self.track(u2, "Booking Created", {"booking_id": "b-" + u2, "starts_at": self.iso(starts), "venue": "Hall"})
+        self.sink.wait(lambda s: self.hooks("/hook/booking-confirmed", u1) and
+                       self.hooks("/hook/booking-confirmed", u2))
+        self.track(u2, "Booking Cancelled", {"booking_id": "b-" + u2})
+        self.settle()
+        self.advance("2d1m")
+        got = self.sink.wait(lambda s: self.hooks("/hook/booking-reminder", u1))
+        self.assertEqual(got[0]["method"], "PUT")
+        # The confirmation's captured response is available to later steps.
+        self.assertEqual(got[0]["body"]["confirmation"], {"ok": True, "ticket": "T-42"})
+        self.settle()
+        time.sleep(0.3)
+        self.assertEqual(self.hooks("/hook/booking-reminder", u2), [])
+        self.sink.response = {"ok": True}
+
     def test_publishing_a_new_version_keeps_running_instances(self):
         u = self.uid()
         self.track(u, "Product Added", {"cart_id": "v-" + u, "name": "Lamp", "price": 30})

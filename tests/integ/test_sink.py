@@ -14,6 +14,9 @@ import subprocess
 import threading
 import time
 import unittest
+import uuid
+
+from nudgetest import NudgeServer
 
 BIN = os.environ.get("NUDGE_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "nudge"))
 
@@ -157,6 +160,23 @@ class SinkTest(unittest.TestCase):
         finally:
             self.assertEqual(s.stop(), 0)
 
+    def test_listen_option_picks_the_address(self):
+        p = subprocess.Popen([BIN, "sink", "--listen", "127.0.0.1:0", "--status", "202"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = p.stdout.readline().decode()
+            self.assertTrue(first.startswith("listening on http://127.0.0.1:"), first)
+            port = int(first.strip().rsplit(":", 1)[1])
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("POST", "/x", body=b"{}")
+            self.assertEqual(c.getresponse().status, 202)
+            c.close()
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=10), 0)
+            p.stdout.close()
+            p.stderr.close()
+
     def test_bad_usage_exits_2(self):
         for args in ([], ["--http"], ["--http", "x"], ["--http", "0", "--status", "99"],
                      ["--http", "0", "--bogus"], ["--listen", "nocolon"]):
@@ -171,6 +191,51 @@ class SinkTest(unittest.TestCase):
                                timeout=10)
             self.assertEqual(p.returncode, 2)
             self.assertIn(b"cannot listen", p.stderr)
+        finally:
+            self.assertEqual(s.stop(), 0)
+
+
+class ServeToSinkTest(unittest.TestCase):
+    """The quick start's path: a journey's webhook step, `nudge serve`'s delivery
+    thread, and `nudge sink` checking the signature; the sink fails the first
+    call so the retry (same Idempotency-Key, fresh signature) shows too."""
+
+    def test_webhook_step_reaches_the_sink_signed_and_retried(self):
+        s = Sink("--secret", "e2e-secret", "--fail-first", "1")
+        config = "[webhook]\nallow = 127.0.0.1/32\nsecret = e2e-secret\n"
+        try:
+            with NudgeServer(config_text=config) as srv:
+                doc = {
+                    "id": "sink-e2e", "name": "sink end to end",
+                    "entry": {"event": "Sink Ping"}, "start": "hook",
+                    "steps": {
+                        "hook": {"webhook": {
+                            "url": "http://127.0.0.1:%d/hook/ping" % s.port,
+                            "method": "POST", "retries": 2,
+                            "body": "{\"user\": {{ journey.entry.userId | json }}}"},
+                            "next": "done"},
+                        "done": {"end": {}}}}
+                r = srv.request("PUT", "/v1/journeys/sink-e2e", doc, auth="admin")
+                self.assertEqual(r.status, 200, r)
+                r = srv.request("POST", "/v1/journeys/sink-e2e/publish", auth="admin")
+                self.assertEqual(r.status, 200, r)
+                user = "u-" + uuid.uuid4().hex[:8]
+                r = srv.post("/v1/track", {"userId": user, "event": "Sink Ping"})
+                self.assertEqual(r.status, 200, r)
+
+                first, second = s.until_answer(), s.until_answer()
+                self.assertEqual(first[-1], "=> 503")
+                self.assertEqual(second[-1], "=> 200")
+                for out in (first, second):
+                    self.assertTrue(out[0].endswith(" POST /hook/ping"), out[0])
+                    self.assertTrue(any(l.startswith("X-Nudge-Signature: t=") and
+                                        l.endswith(" (valid)") for l in out), out)
+                    self.assertEqual(json.loads("\n".join(out[3:-1])), {"user": user})
+                keys = [l for out in (first, second) for l in out
+                        if l.startswith("Idempotency-Key: ")]
+                self.assertEqual(len(keys), 2)
+                self.assertEqual(keys[0], keys[1])
+                self.assertNotEqual(keys[0], "Idempotency-Key: (none)")
         finally:
             self.assertEqual(s.stop(), 0)
 

@@ -496,6 +496,16 @@ static void test_limits_bound_nesting_and_size(void **state)
 	assert_int_equal(eval_text(src, got, sizeof(got)), NERR_OK);
 	assert_string_equal(got, "false");
 	free(src);
+	/* a long subject that overflows the JIT stack still matches (interpreter) */
+	n = 0;
+	src = malloc(8000);
+	src[n++] = '\'';
+	for (int i = 0; i < 3000; i++)
+		src[n++] = i % 2 ? 'b' : 'a';
+	sprintf(src + n, "'.matches('^(a|b)*$')");
+	assert_int_equal(eval_text(src, got, sizeof(got)), NERR_OK);
+	assert_string_equal(got, "true");
+	free(src);
 	/* pathological regex hits the match limit instead of hanging */
 	assert_int_equal(eval_text("'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!'.matches("
 				   "'^(a|aa|a?)+$' + '')",
@@ -547,6 +557,35 @@ static void test_json_variables_and_no_heap(void **state)
 	expr_program_free(prog);
 	expr_env_free(env);
 	json_object_put(ev);
+	arena_fini(&a);
+}
+
+static void test_values_convert_to_json(void **state)
+{
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value out;
+	struct nerr_msg msg;
+	struct arena a;
+	struct json_object *j;
+
+	(void)state;
+	arena_init(&a, 0);
+	assert_int_equal(
+		expr_compile("{'a': 1, 'b': [1u, 2.5, 'x', b'\\x01', null, true, "
+			     "timestamp('2020-01-01T00:00:00Z'), duration('1.5s'), "
+			     "0.0 / 0.0], 3: {}}",
+			     env, &prog, &msg),
+		NERR_OK);
+	assert_int_equal(expr_eval(prog, NULL, 0, &a, &out, &msg), NERR_OK);
+	j = expr_value_to_json(&out);
+	assert_string_equal(
+		json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN),
+		"{\"a\":1,\"b\":[1,2.5,\"x\",[1],null,true,\"2020-01-01T00:00:00Z\","
+		"\"1.5s\",\"NaN\"],\"3\":{}}");
+	json_object_put(j);
+	expr_program_free(prog);
+	expr_env_free(env);
 	arena_fini(&a);
 }
 
@@ -660,9 +699,11 @@ static void test_one_program_many_threads(void **state)
 	expr_env_add_var(env, "event", NULL);
 	vars[0] = expr_value_from_json(ev);
 	assert_int_equal(
-		expr_compile("event.name.matches('^check') && "
-			     "event.properties.items.map(i, i.sku).join(',') == 'A,X1'",
-			     env, &prog, &msg),
+		expr_compile(
+			"event.name.matches('^check') && "
+			"event.properties.items.map(i, i.sku).join(',') == 'A,X1' && "
+			"timestamp('2026-03-29T01:30:00Z').getHours('Europe/Paris') == 3",
+			env, &prog, &msg),
 		NERR_OK);
 	for (int i = 0; i < 4; i++) {
 		args[i] = (struct thread_arg){prog, vars, 0};
@@ -735,6 +776,7 @@ int main(void)
 		cmocka_unit_test(test_parse_error_names_line_and_column),
 		cmocka_unit_test(test_limits_bound_nesting_and_size),
 		cmocka_unit_test(test_json_variables_and_no_heap),
+		cmocka_unit_test(test_values_convert_to_json),
 		cmocka_unit_test(test_registered_function),
 		cmocka_unit_test(test_dotted_variable_names),
 		cmocka_unit_test(test_one_program_many_threads),

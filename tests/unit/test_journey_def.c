@@ -1190,6 +1190,32 @@ static void test_rejects_bad_cel_with_position(void **state)
 			  "invalid CEL: line 1, column 4");
 }
 
+static void test_rejects_undeclared_names_in_cel(void **state)
+{
+	char *ok;
+
+	(void)state;
+	expect_error(
+		"{\"id\": \"j\", \"entry\": {\"event\": \"E\", \"when\": "
+		"\"profle.traits.vip == true\"}, \"start\": \"s\", \"steps\": {\"s\": "
+		"{\"end\": {}}}}",
+		"", "entry.when", "invalid CEL: undeclared reference to 'profle'");
+	expect_only_error(
+		"\"s\": {\"branch\": [{\"when\": \"evnt_count('X', '1d') > 0\", "
+		"\"next\": \"e\"}], \"else\": \"e\"}, \"e\": {\"end\": {}}",
+		"s", "branch[0].when",
+		"invalid CEL: no such overload: unknown function 'evnt_count' with 2 "
+		"arguments");
+	/* data-dependent errors (missing keys, nudge functions without a context) are
+	 * not compile errors */
+	ok = doc("\"s\": {\"branch\": [{\"when\": \"event.properties.a.b > 1 && "
+		 "event_count('X', '1d') > 0 && consent('email') && now > "
+		 "timestamp(journey.entry.properties.at)\", \"next\": \"e\"}], \"else\": "
+		 "\"e\"}, \"e\": {\"end\": {}}");
+	journey_def_free(must_compile(ok));
+	free(ok);
+}
+
 static void test_rejects_update_profile_shapes(void **state)
 {
 	(void)state;
@@ -1474,6 +1500,7 @@ int main(void)
 		cmocka_unit_test(test_rejects_webhook_shapes),
 		cmocka_unit_test(test_rejects_bad_liquid_with_position),
 		cmocka_unit_test(test_rejects_bad_cel_with_position),
+		cmocka_unit_test(test_rejects_undeclared_names_in_cel),
 		cmocka_unit_test(test_rejects_update_profile_shapes),
 		cmocka_unit_test(test_rejects_nul_in_strings),
 		cmocka_unit_test(test_rejects_unreachable_steps),

@@ -64,7 +64,8 @@ static enum nerr partial_from_json(void *ud, const char *name, struct buf *src)
 
 	if (!ud || !json_object_object_get_ex(ud, name, &t))
 		return NERR_NOTFOUND;
-	return buf_append(src, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+	return buf_append(src, json_object_get_string(t),
+			  (size_t)json_object_get_string_len(t));
 }
 
 struct result {
@@ -74,14 +75,15 @@ struct result {
 };
 
 static void run(const char *src, struct json_object *data, struct json_object *partials,
-		const struct tmpl_options *opt, const struct tmpl_limits *rl, struct result *r)
+		const struct tmpl_options *opt, const struct tmpl_limits *rl,
+		struct result *r)
 {
 	struct tmpl *t = NULL;
 	struct arena a;
 	struct buf out;
-	struct tmpl_render_options ro = { .partial = partial_from_json,
-					  .partial_userdata = partials,
-					  .now_ms = FIXED_NOW_MS };
+	struct tmpl_render_options ro = {.partial = partial_from_json,
+					 .partial_userdata = partials,
+					 .now_ms = FIXED_NOW_MS};
 
 	if (rl)
 		ro.limits = *rl;
@@ -101,9 +103,10 @@ static void run(const char *src, struct json_object *data, struct json_object *p
 
 /* Renders src with JSON data text; returns the output (caller frees) or NULL on
  * error, with the codes in *r. */
-static char *render(const char *src, const char *json, bool strict, bool html, struct result *r)
+static char *render(const char *src, const char *json, bool strict, bool html,
+		    struct result *r)
 {
-	struct tmpl_options opt = { .strict = strict, .html_escape = html };
+	struct tmpl_options opt = {.strict = strict, .html_escape = html};
 	struct json_object *data = json ? json_tokener_parse(json) : NULL;
 
 	run(src, data, NULL, &opt, NULL, r);
@@ -121,7 +124,8 @@ static void expect(const char *src, const char *json, const char *want)
 	char *got = render(src, json, false, false, &r);
 
 	if (!got)
-		fail_msg("%s: error %s: %s", src, nerr_str(r.compile_rc ? r.compile_rc : r.render_rc),
+		fail_msg("%s: error %s: %s", src,
+			 nerr_str(r.compile_rc ? r.compile_rc : r.render_rc),
 			 r.msg.message);
 	if (strcmp(got, want) != 0)
 		fail_msg("%s: got '%s', want '%s'", src, got, want);
@@ -142,7 +146,7 @@ static void test_conformance(void **state)
 	for (size_t i = 0; i < json_object_array_length(tests); i++) {
 		struct json_object *c = json_object_array_get_idx(tests, i), *v;
 		struct json_object *data = NULL, *templates = NULL, *tags = NULL;
-		struct tmpl_options opt = { 0 };
+		struct tmpl_options opt = {0};
 		struct result r;
 		bool invalid = false, ok = false;
 		const char *name = "", *src = "";
@@ -157,7 +161,8 @@ static void test_conformance(void **state)
 			invalid = json_object_get_boolean(v);
 		if (json_object_object_get_ex(c, "tags", &tags))
 			for (size_t k = 0; k < json_object_array_length(tags); k++)
-				if (strcmp(json_object_get_string(json_object_array_get_idx(tags, k)),
+				if (strcmp(json_object_get_string(
+						   json_object_array_get_idx(tags, k)),
 					   "strict") == 0)
 					opt.strict = true;
 		run(src, data, templates, &opt, NULL, &r);
@@ -168,8 +173,11 @@ static void test_conformance(void **state)
 				ok = strcmp(r.out, json_object_get_string(v)) == 0;
 			if (json_object_object_get_ex(c, "results", &v))
 				for (size_t k = 0; k < json_object_array_length(v); k++)
-					ok = ok || strcmp(r.out, json_object_get_string(
-									 json_object_array_get_idx(v, k))) == 0;
+					ok = ok ||
+					     strcmp(r.out,
+						    json_object_get_string(
+							    json_object_array_get_idx(
+								    v, k))) == 0;
 		}
 		total++;
 		if (ok)
@@ -186,7 +194,6 @@ static void test_conformance(void **state)
 	assert_true(passed * 100 >= total * 90);
 }
 
-
 static void test_cart_reminder_renders_exactly(void **state)
 {
 	char path[1024];
@@ -198,7 +205,8 @@ static void test_cart_reminder_renders_exactly(void **state)
 	(void)state;
 	snprintf(path, sizeof(path), "%s/bench/cart-reminder.liquid", shared_dir());
 	assert_non_null(src = read_file(path, &slen));
-	snprintf(path, sizeof(path), "%s/bench/cart-reminder.expected.html", shared_dir());
+	snprintf(path, sizeof(path), "%s/bench/cart-reminder.expected.html",
+		 shared_dir());
 	assert_non_null(want = read_file(path, &elen));
 	snprintf(path, sizeof(path), "%s/bench/cart-reminder.data.json", shared_dir());
 	assert_non_null(data = json_object_from_file(path));
@@ -218,14 +226,17 @@ static void test_html_mode_escapes_output_unless_raw(void **state)
 	char *got;
 
 	(void)state;
-	got = render("<p>{{ v }}|{{ v | raw }}|{{ v | escape }}|{% echo v %}</p>", "{\"v\":\"<a href='x'>&</a>\"}",
-		     false, true, &r);
+	got = render("<p>{{ v }}|{{ v | raw }}|{{ v | escape }}|{% echo v %}</p>",
+		     "{\"v\":\"<a href='x'>&</a>\"}", false, true, &r);
 	assert_non_null(got);
-	assert_string_equal(got, "<p>&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;|<a href='x'>&</a>|"
-				 "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;|&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;</p>");
+	assert_string_equal(
+		got, "<p>&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;|<a href='x'>&</a>|"
+		     "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;|&lt;a "
+		     "href=&#39;x&#39;&gt;&amp;&lt;/a&gt;</p>");
 	free(got);
 	/* Captured template output is not escaped a second time. */
-	got = render("{% capture c %}<b>{{ v }}</b>{% endcapture %}{{ c }}", "{\"v\":\"&\"}", false, true, &r);
+	got = render("{% capture c %}<b>{{ v }}</b>{% endcapture %}{{ c }}",
+		     "{\"v\":\"&\"}", false, true, &r);
 	assert_non_null(got);
 	assert_string_equal(got, "<b>&amp;</b>");
 	free(got);
@@ -236,11 +247,14 @@ static void test_html_mode_escapes_output_unless_raw(void **state)
 static void test_json_filter_embeds_any_value(void **state)
 {
 	(void)state;
-	expect("{\"name\": {{ profile.traits.first_name | json }}, \"t\": {{ profile.traits | json }}}",
-	       "{\"profile\":{\"traits\":{\"first_name\":\"A \\\"q\\\"\\n\",\"n\":[1,2.5,null,true]}}}",
-	       "{\"name\": \"A \\\"q\\\"\\n\", \"t\": {\"first_name\":\"A \\\"q\\\"\\n\",\"n\":[1,2.5,null,true]}}");
-	expect("{{ missing | json }}|{{ (1..3) | json }}|{{ 'a,b' | split: ',' | json }}", NULL,
-	       "null|[1,2,3]|[\"a\",\"b\"]");
+	expect("{\"name\": {{ profile.traits.first_name | json }}, \"t\": {{ "
+	       "profile.traits | json }}}",
+	       "{\"profile\":{\"traits\":{\"first_name\":\"A "
+	       "\\\"q\\\"\\n\",\"n\":[1,2.5,null,true]}}}",
+	       "{\"name\": \"A \\\"q\\\"\\n\", \"t\": {\"first_name\":\"A "
+	       "\\\"q\\\"\\n\",\"n\":[1,2.5,null,true]}}");
+	expect("{{ missing | json }}|{{ (1..3) | json }}|{{ 'a,b' | split: ',' | json }}",
+	       NULL, "null|[1,2,3]|[\"a\",\"b\"]");
 }
 
 static void test_errors_name_line_and_column(void **state)
@@ -280,40 +294,47 @@ static void test_strict_mode_rejects_unknown_filters(void **state)
 static void test_number_semantics_follow_ruby_liquid(void **state)
 {
 	(void)state;
-	expect("{{ 19.99 | times: 100 }} {{ 10.1 | minus: 2.2 }} {{ 0.1 | plus: 0.2 }}", NULL,
-	       "1999.0 7.9 0.3");
-	expect("{{ 7 | divided_by: 2 }} {{ -7 | divided_by: 2 }} {{ 7 | divided_by: 2.0 }}", NULL,
-	       "3 -4 3.5");
-	expect("{{ -7 | modulo: 3 }} {{ 2.675 | round: 2 }} {{ 2.5 | round }} {{ nil | default: 1 }}",
+	expect("{{ 19.99 | times: 100 }} {{ 10.1 | minus: 2.2 }} {{ 0.1 | plus: 0.2 }}",
+	       NULL, "1999.0 7.9 0.3");
+	expect("{{ 7 | divided_by: 2 }} {{ -7 | divided_by: 2 }} {{ 7 | divided_by: 2.0 "
+	       "}}",
+	       NULL, "3 -4 3.5");
+	expect("{{ -7 | modulo: 3 }} {{ 2.675 | round: 2 }} {{ 2.5 | round }} {{ nil | "
+	       "default: 1 }}",
 	       NULL, "2 2.68 3 1");
-	expect("{{ 9223372036854775807 | plus: 1 }} {{ 1.0 }} {{ 100000000000000000.0 }}", NULL,
-	       "9.223372036854776e+18 1.0 1.0e+17");
+	expect("{{ 9223372036854775807 | plus: 1 }} {{ 1.0 }} {{ 100000000000000000.0 }}",
+	       NULL, "9.223372036854776e+18 1.0 1.0e+17");
 }
 
 static void test_unicode_case_mapping(void **state)
 {
 	(void)state;
-	expect("{{ 'straße' | upcase }} {{ 'ÉCOLE' | downcase }} {{ 'élan VITAL' | capitalize }}",
+	expect("{{ 'straße' | upcase }} {{ 'ÉCOLE' | downcase }} {{ 'élan VITAL' | "
+	       "capitalize }}",
 	       NULL, "STRASSE école Élan vital");
-	expect("{{ 'añb' | size }} {{ 'añb' | slice: 1 }} {{ 'añbc' | truncate: 3, '' }}", NULL,
-	       "3 ñ añb");
+	expect("{{ 'añb' | size }} {{ 'añb' | slice: 1 }} {{ 'añbc' | truncate: 3, '' }}",
+	       NULL, "3 ñ añb");
 }
 
 static void test_date_filter(void **state)
 {
 	(void)state;
-	expect("{{ 0 | date: '%Y-%m-%d %H:%M' }}|{{ 'now' | date: '%Y-%m-%dT%H:%M:%S' }}", NULL,
-	       "1970-01-01 00:00|2026-01-02T03:04:05");
-	expect("{{ '2024-03-05T10:20:30Z' | date: '%b %-d, %Y %I:%M %p' }}|{{ 'March 14, 2016' | "
+	expect("{{ 0 | date: '%Y-%m-%d %H:%M' }}|{{ 'now' | date: '%Y-%m-%dT%H:%M:%S' }}",
+	       NULL, "1970-01-01 00:00|2026-01-02T03:04:05");
+	expect("{{ '2024-03-05T10:20:30Z' | date: '%b %-d, %Y %I:%M %p' }}|{{ 'March 14, "
+	       "2016' | "
 	       "date: '%a %d' }}|{{ 'garbage' | date: '%Y' }}",
 	       NULL, "Mar 5, 2024 10:20 AM|Mon 14|garbage");
 }
 
 static void test_limits_end_the_render(void **state)
 {
-	struct tmpl_limits rl = { .loop_iterations = 1000, .output_bytes = 100, .include_depth = 3 };
-	struct json_object *parts = json_tokener_parse("{\"me\":\"x{% include 'me' %}\"}");
-	struct tmpl_options small = { .limits = { .template_bytes = 10, .nesting_depth = 8 } };
+	struct tmpl_limits rl = {
+		.loop_iterations = 1000, .output_bytes = 100, .include_depth = 3};
+	struct json_object *parts =
+		json_tokener_parse("{\"me\":\"x{% include 'me' %}\"}");
+	struct tmpl_options small = {
+		.limits = {.template_bytes = 10, .nesting_depth = 8}};
 	struct result r;
 	struct buf deep;
 
@@ -328,8 +349,9 @@ static void test_limits_end_the_render(void **state)
 	run("{% include 'me' %}", NULL, parts, NULL, &rl, &r);
 	assert_int_equal(r.render_rc, NERR_LIMIT);
 	free(r.out);
-	run("{% assign s = 'ab' %}{% for i in (1..40) %}{% assign s = s | append: s %}{% endfor %}", NULL,
-	    NULL, NULL, &rl, &r);
+	run("{% assign s = 'ab' %}{% for i in (1..40) %}{% assign s = s | append: s %}{% "
+	    "endfor %}",
+	    NULL, NULL, NULL, &rl, &r);
 	assert_int_equal(r.render_rc, NERR_LIMIT);
 	free(r.out);
 	run("0123456789ABC", NULL, NULL, &small, NULL, &r);
@@ -359,8 +381,10 @@ static void test_render_does_not_modify_context(void **state)
 
 	(void)state;
 	snprintf(before, sizeof(before), "%s", json_object_to_json_string(data));
-	run("{% assign a = a | sort | reverse %}{% assign o = 1 %}{{ a | join }}{{ s | upcase }}"
-	    "{% increment s %}{% capture s %}y{% endcapture %}{{ o }}{% for x in o %}{% endfor %}",
+	run("{% assign a = a | sort | reverse %}{% assign o = 1 %}{{ a | join }}{{ s | "
+	    "upcase }}"
+	    "{% increment s %}{% capture s %}y{% endcapture %}{{ o }}{% for x in o %}{% "
+	    "endfor %}",
 	    data, NULL, NULL, NULL, &r);
 	assert_int_equal(r.render_rc, NERR_OK);
 	assert_string_equal(json_object_to_json_string(data), before);
@@ -398,9 +422,10 @@ static void *render_many(void *arg)
 
 static void test_one_template_renders_from_many_threads(void **state)
 {
-	const char *src = "{% for i in items %}{% cycle 'a','b' %}{{ i | times: 2 }}{% increment n %}"
+	const char *src = "{% for i in items %}{% cycle 'a','b' %}{{ i | times: 2 }}{% "
+			  "increment n %}"
 			  "{% endfor %}{% assign x = name | upcase %}{{ x }}";
-	struct shared sh = { 0 };
+	struct shared sh = {0};
 	struct tmpl *t;
 	struct nerr_msg msg;
 	pthread_t th[4];
@@ -422,7 +447,8 @@ static void test_one_template_renders_from_many_threads(void **state)
 static void test_message_variables(void **state)
 {
 	(void)state;
-	expect("{{ profile.traits.first_name | default: 'there' }} {{ event.properties.total | "
+	expect("{{ profile.traits.first_name | default: 'there' }} {{ "
+	       "event.properties.total | "
 	       "times: 1.0 }} {{ journey.id }} {{ message.unsubscribe_url }}",
 	       "{\"profile\":{\"traits\":{}},\"event\":{\"properties\":{\"total\":5}},"
 	       "\"journey\":{\"id\":\"cart\"},\"message\":{\"unsubscribe_url\":\"u\"}}",
@@ -431,8 +457,8 @@ static void test_message_variables(void **state)
 
 static void test_render_is_isolated_include_is_not(void **state)
 {
-	struct json_object *parts =
-		json_tokener_parse("{\"p\":\"[{{ x }}{{ g }}{{ arg }}]{% assign y = 1 %}\"}");
+	struct json_object *parts = json_tokener_parse(
+		"{\"p\":\"[{{ x }}{{ g }}{{ arg }}]{% assign y = 1 %}\"}");
 	struct json_object *data = json_tokener_parse("{\"g\":\"G\"}");
 	struct result r;
 
@@ -445,6 +471,30 @@ static void test_render_is_isolated_include_is_not(void **state)
 	assert_string_equal(r.out, "[XGA]1|[GB]");
 	free(r.out);
 	json_object_put(parts);
+}
+
+static void test_ruby_liquid_edge_cases(void **state)
+{
+	struct result r;
+
+	(void)state;
+	expect("{{ ' a  b \n c ' | squish }}|{{ a | sum }}|{{ a | sort | first }}",
+	       "{\"a\":[0.3,0.1,0.2]}", "a b c|0.6|0.1");
+	expect("{% for i in (1..6) limit: 4 %}{% if i == 3 %}{% break %}{% endif %}{{ i "
+	       "}}{% endfor %}"
+	       "{% for i in (1..6) offset: continue %}{{ i }}{% endfor %}",
+	       NULL, "1256");
+	expect("{% case 'x' %}{% when 'y' %}a{% else %}b{% else %}c{% when 'x' %}d{% "
+	       "endcase %}",
+	       NULL, "bcd");
+	expect("{% if a contains false %}T{% else %}F{% endif %}", "{\"a\":[false]}",
+	       "F");
+	assert_null(render("{% if '2' > 1 %}x{% endif %}", NULL, false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
+	assert_null(render("{{ 123 | where: 'a' }}", NULL, false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
+	assert_null(render("{{ a | sort }}", "{\"a\":[{},1,\"4\"]}", false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
 }
 
 int main(void)
@@ -464,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_one_template_renders_from_many_threads),
 		cmocka_unit_test(test_message_variables),
 		cmocka_unit_test(test_render_is_isolated_include_is_not),
+		cmocka_unit_test(test_ruby_liquid_edge_cases),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
