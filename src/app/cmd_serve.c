@@ -27,6 +27,7 @@
 #include "app/config.h"
 #include "app/engine.h"
 #include "deliver/deliver.h"
+#include "deliver/track.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -48,7 +49,32 @@ struct server {
 	char *identity_traits[64];
 	bool stopping;
 	bool test_clock;
+	struct track_key track_key;
 };
+
+/* Engine thread: links and the open pixel of an email (src/deliver/track.c). */
+static void rewrite_html(void *ud, const char *envelope_id, const char *html, size_t len,
+			 struct buf *out)
+{
+	struct server *srv = ud;
+	struct track_rewrite_opts o = {srv->cfg.tracking_base_url, &srv->track_key,
+				       envelope_id, srv->cfg.tracking_click != 0,
+				       srv->cfg.tracking_open != 0};
+
+	if (track_rewrite_html(html, len, &o, out) != NERR_OK) {
+		buf_reset(out);
+		buf_append(out, html, len);
+	}
+}
+
+static void unsubscribe_url(void *ud, const char *envelope_id, struct buf *out)
+{
+	struct server *srv = ud;
+
+	if (track_unsubscribe_url(srv->cfg.tracking_base_url, &srv->track_key,
+				  envelope_id, out) != NERR_OK)
+		buf_reset(out);
+}
 
 static void usage(void)
 {
@@ -138,6 +164,41 @@ static int resolve_keys(struct config *cfg)
 		snprintf(cfg->write_key, sizeof(cfg->write_key), "%.127s", wk);
 	if (!cfg->admin_key[0])
 		snprintf(cfg->admin_key, sizeof(cfg->admin_key), "%.127s", ak);
+	return 0;
+}
+
+/* The tracking secret: from the config, else DATA_DIR/tracking_secret (made once). */
+static int resolve_tracking_secret(struct config *cfg)
+{
+	char path[1100], sec[256] = "";
+	FILE *f;
+
+	if (cfg->tracking_secret[0])
+		return 0;
+	snprintf(path, sizeof(path), "%s/tracking_secret", cfg->data_dir);
+	f = fopen(path, "r");
+	if (f) {
+		if (!fgets(sec, sizeof(sec), f))
+			sec[0] = '\0';
+		fclose(f);
+		sec[strcspn(sec, "\r\n")] = '\0';
+	}
+	if (strlen(sec) < 16) {
+		int fd;
+
+		random_key(sec, 64);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dprintf(fd, "%s\n", sec) < 0 || fsync(fd) < 0) {
+			log_error("serve",
+				  "msg=\"cannot store the tracking secret\" path=%s",
+				  path);
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	snprintf(cfg->tracking_secret, sizeof(cfg->tracking_secret), "%.255s", sec);
 	return 0;
 }
 
@@ -418,8 +479,15 @@ int cmd_serve(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
-	if (resolve_keys(&srv.cfg))
+	if (resolve_keys(&srv.cfg) || resolve_tracking_secret(&srv.cfg))
 		return 1;
+	if (!srv.cfg.tracking_base_url[0])
+		snprintf(srv.cfg.tracking_base_url, sizeof(srv.cfg.tracking_base_url),
+			 "http://%.400s", srv.cfg.listen);
+	if (track_key_init(&srv.track_key, srv.cfg.tracking_secret) != NERR_OK) {
+		fprintf(stderr, "nudge serve: tracking.secret: at least 16 bytes\n");
+		return 2;
+	}
 	if (store_open(srv.cfg.data_dir, &srv.store, &msg)) {
 		fprintf(stderr, "nudge serve: %s\n", msg.message);
 		return 1;
@@ -436,6 +504,7 @@ int cmd_serve(int argc, char **argv)
 	inbox_set_min_seq(srv.inbox, engine_stored_applied_seq(srv.store));
 	srv.api = api_new(&srv.cfg, srv.store, srv.inbox);
 	api_set_test_clock(srv.api, srv.test_clock);
+	api_set_track_key(srv.api, &srv.track_key);
 	{
 		struct deliver_config dc;
 
@@ -466,6 +535,10 @@ int cmd_serve(int argc, char **argv)
 	ec.journey.timers_per_batch = (unsigned)srv.cfg.journey_timers_per_batch;
 	ec.journey.webhook_secret =
 		srv.cfg.webhook_secret[0] ? srv.cfg.webhook_secret : NULL;
+	ec.journey.default_from = srv.cfg.smtp_from;
+	ec.journey.rewrite_html = rewrite_html;
+	ec.journey.unsubscribe_url = unsubscribe_url;
+	ec.journey.track_ud = &srv;
 	ec.on_send = on_send;
 	ec.send_ud = &srv;
 	if (engine_start(srv.store, &ec, &srv.loop, api_on_applied, srv.api, &srv.engine))
@@ -511,5 +584,6 @@ out:
 	store_close(srv.store);
 	for (int i = 0; srv.identity_traits[i]; i++)
 		free(srv.identity_traits[i]);
+	track_key_fini(&srv.track_key);
 	return rc;
 }

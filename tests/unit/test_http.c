@@ -121,6 +121,11 @@ static void handler(void *ud, struct http_req *r)
 		uv_timer_init(&ts->loop, &d->timer);
 		d->timer.data = d;
 		uv_timer_start(&d->timer, on_delay, (uint64_t)atoi(ms), 0);
+	} else if (strcmp(path, "/big") == 0) {
+		static char big[1 << 20];
+
+		memset(big, 'x', sizeof(big));
+		http_respond(r, 200, "text/plain", big, sizeof(big), NULL);
 	} else if (strcmp(path, "/count") == 0) {
 		char body[32];
 		int n = snprintf(body, sizeof(body), "%u",
@@ -500,6 +505,37 @@ static void test_queued_body_bytes_pause_reading(void **state)
 		assert_string_equal(r.body, want);
 	}
 	assert_int_equal(atomic_load(&ts->handled), 3);
+	cli_close(c);
+	stop_server(ts);
+}
+
+static void test_client_not_reading_answers_is_bounded_then_closed(void **state)
+{
+	struct http_limits lim = small_limits();
+	struct tsrv *ts;
+	struct cli *c;
+	char req[64 * 32] = "";
+	size_t total = 0;
+	ssize_t n;
+	char tmp[65536];
+
+	(void)state;
+	lim.read_timeout_ms = 500;
+	ts = start_server(&lim);
+	c = cli_connect(ts->port);
+	for (int i = 0; i < 32; i++)
+		strcat(req, "GET /big HTTP/1.1\r\n\r\n");
+	assert_int_equal(cli_send(c, req), 0);
+	sleep_ms(300);
+	/* 32 MiB of answers were asked for; the server stopped taking requests
+	 * once the unsent ones passed its high-water mark. */
+	assert_true(atomic_load(&ts->handled) < 32);
+	sleep_ms(1200);
+	/* No answer byte taken for read_timeout_ms: the server gave up. */
+	while ((n = recv(c->fd, tmp, sizeof(tmp), 0)) > 0)
+		total += (size_t)n;
+	assert_true(n == 0 || errno == ECONNRESET);
+	assert_true(total < (size_t)32 << 20);
 	cli_close(c);
 	stop_server(ts);
 }
@@ -1087,6 +1123,7 @@ int main(void)
 		cmocka_unit_test(test_pipelined_async_answers_go_out_in_order),
 		cmocka_unit_test(test_pipeline_cap_pauses_then_resumes),
 		cmocka_unit_test(test_queued_body_bytes_pause_reading),
+		cmocka_unit_test(test_client_not_reading_answers_is_bounded_then_closed),
 		cmocka_unit_test(test_expect_100_continue),
 		cmocka_unit_test(test_too_big_content_length_refused_without_body),
 		cmocka_unit_test(test_too_large_headers_413),
