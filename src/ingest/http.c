@@ -46,13 +46,14 @@
  *       even if its connection closes first (it is then an orphan, r->conn ==
  *       NULL, and the answer is dropped).
  *   (5) Any refusal closes the connection after its answer: after a framing
- *       error the rest of the byte stream cannot be trusted.
+ *       error the rest of the byte stream cannot be trusted. The last answer
+ *       on a closing connection, and only it, says "Connection: close".
  *   (6) Framing is strict even though Debian's http-parser is built non-strict
  *       (HTTP_PARSER_STRICT=0: spaces in header names, any byte taken for the
  *       LF after a CR, any two bytes after chunk data): header names must be
- *       tokens and every line must end in CRLF (conn_check_framing), checked
- *       before a request is handed over. A proxy in front and nudge must never
- *       disagree on where a request ends.
+ *       tokens, a CR must be followed by LF, chunk data by CRLF
+ *       (conn_check_framing), all checked before a request is handed over. A proxy in
+ * front and nudge must never disagree on where a request ends.
  *
  * References: RFC 9110 (semantics), RFC 9112 (HTTP/1.1 message syntax,
  * persistence, pipelining), RFC 7231 §5.1.1 (Expect: 100-continue).
