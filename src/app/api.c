@@ -31,6 +31,7 @@
 #include "ingest/segment.h"
 #include "journey/def.h"
 #include "journey/run.h"
+#include "deliver/track.h"
 #include "profile/profile.h"
 #include "report/metrics.h"
 
@@ -48,16 +49,20 @@ enum route {
 	ROUTE_JOURNEYS,
 	ROUTE_TEMPLATES,
 	ROUTE_DEBUG,
+	ROUTE_TRACKING,
+	ROUTE_SUPPRESSION,
 	ROUTE_OTHER,
 	ROUTE__COUNT
 };
 
 static const char *const route_names[ROUTE__COUNT] = {
-	"track",    "identify", "page",	   "screen",   "alias",	    "group", "batch",
-	"profiles", "healthz",	"metrics", "journeys", "templates", "debug", "other",
+	"track", "identify", "page",	    "screen",  "alias",	   "group",
+	"batch", "profiles", "healthz",	    "metrics", "journeys", "templates",
+	"debug", "tracking", "suppression", "other",
 };
 
-static const int counted_status[] = {200, 400, 401, 404, 405, 411, 413, 415, 500, 503};
+static const int counted_status[] = {302, 200, 400, 401, 404, 405,
+				     411, 413, 415, 500, 503};
 #define NSTATUS (sizeof(counted_status) / sizeof(counted_status[0]))
 
 struct waiter {
@@ -82,7 +87,8 @@ struct api {
 	struct metric m_rejected;
 	struct metric m_latency;
 	bool test_clock;
-	struct expr_env *journey_env; /* for the validate route (loop thread) */
+	struct expr_env *journey_env;	   /* for the validate route (loop thread) */
+	const struct track_key *track_key; /* borrowed */
 };
 
 /* A request waiting for its records to become durable. */
@@ -450,20 +456,82 @@ batch_out:
 }
 
 /* Splits "/v1/profiles/{ns}/{value}" into decoded parts. */
-static bool profile_path(const char *path, char *ns, size_t nsz, char *val, size_t vsz)
+static void method_not_allowed(struct api *a, struct http_req *req, enum route r,
+			       const char *allow);
+
+static bool profile_path(const char *path, char *ns, size_t nsz, char *val, size_t vsz,
+			 bool *messages)
 {
-	const char *p = path + strlen("/v1/profiles/"), *slash = strchr(p, '/');
+	const char *p = path + strlen("/v1/profiles/"), *slash = strchr(p, '/'), *tail;
 	size_t nl, vl;
 
+	*messages = false;
 	if (!slash)
 		return false;
 	nl = (size_t)(slash - p);
 	vl = strlen(slash + 1);
-	if (nl == 0 || vl == 0 || nl >= nsz || vl >= vsz || strchr(slash + 1, '/'))
+	tail = strchr(slash + 1, '/');
+	if (tail && strcmp(tail, "/messages") == 0) {
+		*messages = true;
+		vl = (size_t)(tail - slash - 1);
+	} else if (tail) {
+		return false;
+	}
+	if (nl == 0 || vl == 0 || nl >= nsz || vl >= vsz)
 		return false;
 	if (http_url_decode(p, nl, ns) < 0 || http_url_decode(slash + 1, vl, val) < 0)
 		return false;
 	return ns[0] && val[0];
+}
+
+/* GET /v1/profiles/{ns}/{value}/messages: the envelopes made for the person,
+ * newest first (at most 100). */
+static void profile_messages(struct api *a, struct http_req *req, uint64_t pid)
+{
+	struct store_iter *it;
+	struct json_object *items = json_object_new_array(),
+			   *out = json_object_new_object();
+	unsigned char p[9];
+	unsigned n = 0;
+
+	p[0] = 'm';
+	store_put_u64(p + 1, pid);
+	/* Forward scan, then reverse: one profile's index is small. */
+	it = store_iter_new(a->s, NULL, STORE_CF_INDEX);
+	for (store_iter_seek(it, p, 9); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *k = store_iter_key(it, &kl);
+		char *v = NULL;
+		size_t vl = 0;
+
+		if (kl != 49 || memcmp(k, p, 9) != 0)
+			break;
+		if (store_get(a->s, STORE_CF_OUTBOX, k + 17, 32, &v, &vl) == NERR_OK) {
+			struct json_object *e = json_tokener_parse(v);
+
+			if (e) {
+				struct json_object *req_o;
+
+				/* Secrets stay inside. */
+				if (json_object_object_get_ex(e, "request", &req_o))
+					json_object_object_del(req_o, "secret");
+				json_object_array_add(items, e);
+			}
+		}
+		free(v);
+	}
+	store_iter_free(it);
+	/* newest first, capped */
+	size_t len = json_object_array_length(items);
+	struct json_object *rev = json_object_new_array();
+	for (size_t i = len; i > 0 && n < 100; i--, n++)
+		json_object_array_add(
+			rev, json_object_get(json_object_array_get_idx(items, i - 1)));
+	json_object_put(items);
+	json_object_object_add(out, "messages", rev);
+	reply_json(a, req, ROUTE_PROFILES, 200,
+		   json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));
+	json_object_put(out);
 }
 
 static void handle_profile(struct api *a, struct http_req *req, const char *method)
@@ -471,8 +539,10 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 	char ns[128], val[1024];
 	uint64_t pid;
 	enum nerr rc;
+	bool messages;
 
-	if (!profile_path(http_req_path(req), ns, sizeof(ns), val, sizeof(val))) {
+	if (!profile_path(http_req_path(req), ns, sizeof(ns), val, sizeof(val),
+			  &messages)) {
 		reply_error(a, req, ROUTE_PROFILES, 404, "not_found", "path",
 			    "use /v1/profiles/{namespace}/{value}");
 		return;
@@ -488,6 +558,11 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 			    rc == NERR_INVAL ? "invalid" : "internal", "namespace",
 			    "cannot look up this identity");
 		return;
+	}
+	if (messages) {
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_PROFILES, "GET");
+		return profile_messages(a, req, pid);
 	}
 	if (strcmp(method, "GET") == 0) {
 		struct json_object *obj = NULL;
@@ -523,9 +598,6 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 }
 
 /* ------------------------------------------------------ journeys, templates */
-
-static void method_not_allowed(struct api *a, struct http_req *req, enum route r,
-			       const char *allow);
 
 static bool valid_id(const char *id)
 {
@@ -855,6 +927,239 @@ void api_set_test_clock(struct api *a, bool on)
 	a->test_clock = on;
 }
 
+/* ------------------------------------------------------ tracking (public) */
+
+static void no_op_done(void *ud, enum nerr rc, uint64_t last_seq)
+{
+	(void)ud;
+	(void)last_seq;
+	if (rc)
+		log_warn("api", "msg=\"tracking record not stored\" rc=%s", nerr_str(rc));
+}
+
+/* Queues an engagement record; the visitor is answered at once. */
+static void record_engagement(struct api *a, const char *kind, const char *envelope_id)
+{
+	struct json_object *op = json_object_new_object();
+	struct inbox_job *job = inbox_job_new();
+	size_t len;
+	const char *txt;
+
+	json_object_object_add(op, "op", json_object_new_string("engagement"));
+	json_object_object_add(op, "kind", json_object_new_string(kind));
+	json_object_object_add(op, "envelope", json_object_new_string(envelope_id));
+	txt = json_object_to_json_string_length(op, JSON_C_TO_STRING_PLAIN, &len);
+	inbox_job_add(job, INBOX_ADMIN, clock_wall_ms(), txt, len);
+	json_object_put(op);
+	if (inbox_submit(a->ib, job, no_op_done, NULL) != NERR_OK)
+		inbox_job_free(job);
+}
+
+/* GET /t/o/{token}, GET /t/c/{token}, GET|POST /t/u/{token}. A token that does not
+ * verify gets 404: never a redirect to a URL we did not sign. */
+static void handle_tracking(struct api *a, struct http_req *req, const char *method)
+{
+	enum track_kind kind;
+	const char *tok;
+	size_t tlen;
+	char token[TRACK_TOKEN_MAX + 1];
+	struct track_claim claim;
+	static const char page_headers[] = "Content-Security-Policy: " TRACK_PAGE_CSP
+					   "\r\nReferrer-Policy: no-referrer\r\n"
+					   "Cache-Control: no-store\r\n";
+
+	if (!a->track_key || track_path_parse(http_req_path(req), &kind, &tok, &tlen) ||
+	    tlen > TRACK_TOKEN_MAX)
+		return reply_error(a, req, ROUTE_TRACKING, 404, "not_found", "path",
+				   "no such link");
+	memcpy(token, tok, tlen);
+	token[tlen] = '\0';
+	if (track_token_verify(a->track_key, kind, token, &claim) != NERR_OK)
+		return reply_error(a, req, ROUTE_TRACKING, 404, "not_found", "token",
+				   "this link is not valid");
+	if (kind == TRACK_OPEN || kind == TRACK_CLICK) {
+		if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+			return method_not_allowed(a, req, ROUTE_TRACKING, "GET");
+		record_engagement(a, kind == TRACK_OPEN ? "open" : "click",
+				  claim.envelope_id);
+		if (kind == TRACK_OPEN)
+			return reply(a, req, ROUTE_TRACKING, 200, "image/gif",
+				     (const char *)track_pixel_gif, TRACK_PIXEL_GIF_LEN,
+				     "Cache-Control: no-store\r\n");
+		struct buf h;
+		buf_init(&h, 0);
+		buf_printf(&h,
+			   "Location: %s\r\nCache-Control: no-store\r\nReferrer-Policy: "
+			   "no-referrer\r\n",
+			   claim.url);
+		reply(a, req, ROUTE_TRACKING, 302, "text/plain", "", 0, buf_str(&h));
+		buf_fini(&h);
+		return;
+	}
+	/* Unsubscribe: GET shows a confirmation (link scanners fetch URLs); the
+	 * POST, RFC 8058 one-click or our page's form, unsubscribes. */
+	struct buf page;
+	buf_init(&page, 0);
+	if (strcmp(method, "GET") == 0) {
+		track_page_confirm(NULL, token, &page);
+	} else if (strcmp(method, "POST") == 0) {
+		size_t blen;
+		const char *body = http_req_body(req, &blen);
+
+		if (!track_one_click_body(body, blen)) {
+			buf_fini(&page);
+			return reply_error(a, req, ROUTE_TRACKING, 400, "invalid", "body",
+					   "expected List-Unsubscribe=One-Click");
+		}
+		record_engagement(a, "unsubscribe", claim.envelope_id);
+		track_page_done(NULL, &page);
+	} else {
+		buf_fini(&page);
+		return method_not_allowed(a, req, ROUTE_TRACKING, "GET, POST");
+	}
+	reply(a, req, ROUTE_TRACKING, 200, TRACK_PAGE_CONTENT_TYPE, buf_str(&page),
+	      page.len, page_headers);
+	buf_fini(&page);
+}
+
+void api_set_track_key(struct api *a, const struct track_key *k)
+{
+	a->track_key = k;
+}
+
+/* ---------------------------------------------------- suppression (admin) */
+
+static bool valid_channel(const char *c)
+{
+	return !strcmp(c, "email") || !strcmp(c, "sms") || !strcmp(c, "push");
+}
+
+/* PUT|DELETE /v1/suppression/{channel}/{address}, GET /v1/suppression?channel=&cursor= */
+static void handle_suppression(struct api *a, struct http_req *req, const char *method)
+{
+	const char *rest = http_req_path(req) + strlen("/v1/suppression");
+	char ch[16] = "", addr[512];
+	struct json_object *op;
+
+	if (*rest == '\0' || strcmp(rest, "/") == 0) {
+		/* List, paged by key. */
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_SUPPRESSION, "GET");
+		char q[1024], want[16] = "", cursor[600] = "";
+		const char *query = http_req_query(req);
+		struct json_object *items = json_object_new_array(),
+				   *out = json_object_new_object();
+		struct store_iter *it;
+		unsigned n = 0;
+
+		snprintf(q, sizeof(q), "%s", query);
+		for (char *save = NULL, *kv = strtok_r(q, "&", &save); kv;
+		     kv = strtok_r(NULL, "&", &save)) {
+			char *eq = strchr(kv, '=');
+
+			if (!eq)
+				continue;
+			*eq = '\0';
+			if (!strcmp(kv, "channel"))
+				http_url_decode(eq + 1,
+						strlen(eq + 1) < 15 ? strlen(eq + 1) : 15,
+						want);
+			else if (!strcmp(kv, "cursor") && strlen(eq + 1) < sizeof(cursor))
+				http_url_decode(eq + 1, strlen(eq + 1), cursor);
+		}
+		if (want[0] && !valid_channel(want)) {
+			json_object_put(items);
+			json_object_put(out);
+			return reply_error(a, req, ROUTE_SUPPRESSION, 400, "invalid",
+					   "channel",
+					   "channel must be email, sms or push");
+		}
+		it = store_iter_new(a->s, NULL, STORE_CF_SUPPRESSION);
+		if (cursor[0])
+			store_iter_seek(it, cursor, strlen(cursor));
+		else if (want[0])
+			store_iter_seek(it, want, strlen(want));
+		else
+			store_iter_seek_first(it);
+		if (cursor[0] && store_iter_valid(it)) {
+			size_t kl;
+			const char *k = store_iter_key(it, &kl);
+
+			if (kl == strlen(cursor) && !memcmp(k, cursor, kl))
+				store_iter_next(it);
+		}
+		for (; store_iter_valid(it); store_iter_next(it)) {
+			size_t kl, vl;
+			const char *k = store_iter_key(it, &kl),
+				   *v = store_iter_value(it, &vl);
+			const char *colon = memchr(k, ':', kl);
+			struct json_object *e;
+			char *copy;
+
+			if (!colon)
+				continue;
+			if (want[0] && ((size_t)(colon - k) != strlen(want) ||
+					memcmp(k, want, strlen(want))))
+				break;
+			if (n == 100) {
+				char *c = xstrndup(k, kl);
+
+				json_object_object_add(out, "next_cursor",
+						       json_object_new_string(c));
+				free(c);
+				break;
+			}
+			copy = xstrndup(v, vl);
+			e = json_tokener_parse(copy);
+			free(copy);
+			if (!e)
+				e = json_object_new_object();
+			json_object_object_add(
+				e, "channel",
+				json_object_new_string_len(k, (int)(colon - k)));
+			json_object_object_add(
+				e, "address",
+				json_object_new_string_len(
+					colon + 1, (int)(kl - (size_t)(colon - k) - 1)));
+			json_object_array_add(items, e);
+			n++;
+		}
+		store_iter_free(it);
+		json_object_object_add(out, "items", items);
+		reply_json(a, req, ROUTE_SUPPRESSION, 200,
+			   json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));
+		json_object_put(out);
+		return;
+	}
+	const char *slash = strchr(rest + 1, '/');
+	if (!slash || (size_t)(slash - rest - 1) >= sizeof(ch) ||
+	    strlen(slash + 1) >= sizeof(addr) || strlen(slash + 1) == 0)
+		return reply_error(a, req, ROUTE_SUPPRESSION, 404, "not_found", "path",
+				   "use /v1/suppression/{channel}/{address}");
+	snprintf(ch, sizeof(ch), "%.*s", (int)(slash - rest - 1), rest + 1);
+	if (!valid_channel(ch))
+		return reply_error(a, req, ROUTE_SUPPRESSION, 400, "invalid", "channel",
+				   "channel must be email, sms or push");
+	if (http_url_decode(slash + 1, strlen(slash + 1), addr) < 0 || !addr[0])
+		return reply_error(a, req, ROUTE_SUPPRESSION, 400, "invalid", "address",
+				   "bad percent-encoding");
+	if (!strcmp(ch, "email"))
+		for (char *p = addr; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p - 'A' + 'a');
+	if (strcmp(method, "PUT") && strcmp(method, "DELETE"))
+		return method_not_allowed(a, req, ROUTE_SUPPRESSION, "PUT, DELETE");
+	op = json_object_new_object();
+	json_object_object_add(op, "op",
+			       json_object_new_string(strcmp(method, "PUT")
+							      ? "unsuppress"
+							      : "suppress"));
+	json_object_object_add(op, "channel", json_object_new_string(ch));
+	json_object_object_add(op, "address", json_object_new_string(addr));
+	json_object_object_add(op, "reason", json_object_new_string("manual"));
+	submit_admin(a, req, ROUTE_SUPPRESSION, op);
+}
+
 static void handle_metrics(struct api *a, struct http_req *req)
 {
 	struct buf out;
@@ -912,6 +1217,8 @@ void api_handle(void *ud, struct http_req *req)
 					   "the admin key is required (Bearer)");
 		return handle_metrics(a, req);
 	}
+	if (strncmp(path, "/t/", 3) == 0)
+		return handle_tracking(a, req, method);
 	if (strncmp(path, "/v1/", 4) == 0) {
 		for (unsigned i = 0; i < sizeof(ingest) / sizeof(ingest[0]); i++) {
 			if (strcmp(path + 4, ingest[i]) != 0)
@@ -924,6 +1231,15 @@ void api_handle(void *ud, struct http_req *req)
 				(path[12] == '\0' || path[12] == '/');
 		bool templates = strncmp(path, "/v1/templates/", 14) == 0;
 		bool clock = a->test_clock && strcmp(path, "/v1/debug/clock") == 0;
+
+		if (strncmp(path, "/v1/suppression", 15) == 0 &&
+		    (path[15] == '\0' || path[15] == '/')) {
+			if (!check_bearer(req, a->cfg->admin_key))
+				return reply_error(a, req, ROUTE_SUPPRESSION, 401,
+						   "unauthorized", "Authorization",
+						   "the admin key is required (Bearer)");
+			return handle_suppression(a, req, method);
+		}
 
 		if (journeys || templates || clock) {
 			enum route r = journeys	   ? ROUTE_JOURNEYS

@@ -22,6 +22,9 @@ struct api;
 
 struct api *api_new(const struct config *cfg, struct store *s, struct inbox *ib);
 void api_set_engine(struct api *a, struct engine *e);
+struct track_key;
+/* The key that verifies tracking tokens (/t/o, /t/c, /t/u); borrowed. */
+void api_set_track_key(struct api *a, const struct track_key *k);
 /* Enables POST /v1/debug/clock (nudge serve --test-clock). */
 void api_set_test_clock(struct api *a, bool on);
 void api_free(struct api *a);

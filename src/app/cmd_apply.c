@@ -48,9 +48,11 @@
 #include "journey/def.h"
 #include "journey/run.h"
 
-#define APPLY_FILE_MAX_BYTES	 (4u << 20)  /* the server's default body cap */
-#define APPLY_RESPONSE_MAX_BYTES (16u << 20) /* GET-sized answers are not read here */
-#define APPLY_JSON_DEPTH	 64	     /* what the admin API accepts */
+/* Files are capped at the server's default body size; answers are small, the cap
+ * only bounds a wrong peer. */
+#define APPLY_FILE_MAX_BYTES	 (4u << 20)
+#define APPLY_RESPONSE_MAX_BYTES (16u << 20)
+#define APPLY_JSON_DEPTH	 64 /* what the admin API accepts */
 #define APPLY_TIMEOUT_MS	 30000L
 #define APPLY_CONNECT_TIMEOUT_MS 5000L
 #define APPLY_DEFAULT_URL	 "http://127.0.0.1:8080"

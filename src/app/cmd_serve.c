@@ -27,6 +27,7 @@
 #include "app/config.h"
 #include "app/engine.h"
 #include "deliver/deliver.h"
+#include "deliver/track.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -48,7 +49,32 @@ struct server {
 	char *identity_traits[64];
 	bool stopping;
 	bool test_clock;
+	struct track_key track_key;
 };
+
+/* Engine thread: links and the open pixel of an email (src/deliver/track.c). */
+static void rewrite_html(void *ud, const char *envelope_id, const char *html, size_t len,
+			 struct buf *out)
+{
+	struct server *srv = ud;
+	struct track_rewrite_opts o = {srv->cfg.tracking_base_url, &srv->track_key,
+				       envelope_id, srv->cfg.tracking_click != 0,
+				       srv->cfg.tracking_open != 0};
+
+	if (track_rewrite_html(html, len, &o, out) != NERR_OK) {
+		buf_reset(out);
+		buf_append(out, html, len);
+	}
+}
+
+static void unsubscribe_url(void *ud, const char *envelope_id, struct buf *out)
+{
+	struct server *srv = ud;
+
+	if (track_unsubscribe_url(srv->cfg.tracking_base_url, &srv->track_key,
+				  envelope_id, out) != NERR_OK)
+		buf_reset(out);
+}
 
 static void usage(void)
 {
@@ -138,6 +164,41 @@ static int resolve_keys(struct config *cfg)
 		snprintf(cfg->write_key, sizeof(cfg->write_key), "%.127s", wk);
 	if (!cfg->admin_key[0])
 		snprintf(cfg->admin_key, sizeof(cfg->admin_key), "%.127s", ak);
+	return 0;
+}
+
+/* The tracking secret: from the config, else DATA_DIR/tracking_secret (made once). */
+static int resolve_tracking_secret(struct config *cfg)
+{
+	char path[1100], sec[256] = "";
+	FILE *f;
+
+	if (cfg->tracking_secret[0])
+		return 0;
+	snprintf(path, sizeof(path), "%s/tracking_secret", cfg->data_dir);
+	f = fopen(path, "r");
+	if (f) {
+		if (!fgets(sec, sizeof(sec), f))
+			sec[0] = '\0';
+		fclose(f);
+		sec[strcspn(sec, "\r\n")] = '\0';
+	}
+	if (strlen(sec) < 16) {
+		int fd;
+
+		random_key(sec, 64);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dprintf(fd, "%s\n", sec) < 0 || fsync(fd) < 0) {
+			log_error("serve",
+				  "msg=\"cannot store the tracking secret\" path=%s",
+				  path);
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	snprintf(cfg->tracking_secret, sizeof(cfg->tracking_secret), "%.255s", sec);
 	return 0;
 }
 
@@ -235,18 +296,96 @@ static const char *jget(struct json_object *o, const char *k)
 	return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : NULL;
 }
 
-/* Engine thread: a committed webhook envelope goes to the delivery thread. */
+static char *jdup(struct json_object *o, const char *k)
+{
+	const char *v = jget(o, k);
+
+	return v ? xstrdup(v) : NULL;
+}
+
+/* A message envelope's request (email, sms, push), or NULL when that channel is
+ * not configured: the envelope then stays pending in the outbox. */
+static struct deliver_request *message_request(struct server *srv,
+					       struct json_object *env)
+{
+	struct json_object *m, *h, *v;
+	const char *kind = jget(env, "kind");
+	struct deliver_request *r;
+
+	if (!kind || !json_object_object_get_ex(env, "message", &m))
+		return NULL;
+	r = xcalloc(1, sizeof(*r));
+	if (!strcmp(kind, "email") && srv->cfg.smtp_host[0]) {
+		r->kind = DELIVER_EMAIL;
+		r->email = xcalloc(1, sizeof(*r->email));
+		r->email->from = jdup(m, "from");
+		r->email->reply_to = jdup(m, "reply_to");
+		r->email->to = jdup(env, "to");
+		r->email->subject = jdup(m, "subject");
+		r->email->html = jdup(m, "html");
+		r->email->text = jdup(m, "text");
+		r->email->list_unsubscribe_url = jdup(m, "list_unsubscribe_url");
+		r->email->one_click = json_object_object_get_ex(m, "one_click", &v) &&
+				      json_object_get_boolean(v) &&
+				      r->email->list_unsubscribe_url;
+		if (json_object_object_get_ex(m, "headers", &h) &&
+		    json_object_is_type(h, json_type_object)) {
+			r->email->headers =
+				xcalloc((size_t)json_object_object_length(h) + 1,
+					sizeof(*r->email->headers));
+			json_object_object_foreach(h, name, val)
+			{
+				r->email->headers[r->email->nheaders].name =
+					xstrdup(name);
+				r->email->headers[r->email->nheaders].value =
+					xstrdup(json_object_get_string(val));
+				r->email->nheaders++;
+			}
+		}
+	} else if (!strcmp(kind, "sms") && srv->cfg.sms_base_url[0]) {
+		r->kind = DELIVER_SMS;
+		r->sms = xcalloc(1, sizeof(*r->sms));
+		r->sms->to = jdup(env, "to");
+		r->sms->body = jdup(m, "body");
+	} else if (!strcmp(kind, "push") && srv->cfg.push_base_url[0]) {
+		r->kind = DELIVER_PUSH;
+		r->push = xcalloc(1, sizeof(*r->push));
+		r->push->token = jdup(env, "to");
+		r->push->title = jdup(m, "title");
+		r->push->body = jdup(m, "body");
+		r->push->image = jdup(m, "image");
+		if (json_object_object_get_ex(m, "data", &v))
+			r->push->data_json = xstrdup(json_object_to_json_string_ext(
+				v, JSON_C_TO_STRING_PLAIN));
+	} else {
+		free(r);
+		return NULL;
+	}
+	/* Temporary failures retry with backoff for a while (the relay's 4xx). */
+	r->retries = 8;
+	return r;
+}
+
+/* Engine thread: a committed envelope goes to the delivery thread. */
 static void on_send(void *ud, const char *envelope_json)
 {
 	struct server *srv = ud;
 	struct json_object *env = json_tokener_parse(envelope_json), *req, *h, *v;
 	struct deliver_request *r;
 
-	if (!env || !json_object_object_get_ex(env, "request", &req)) {
+	if (!env)
+		return;
+	if (!json_object_object_get_ex(env, "request", &req)) {
+		r = message_request(srv, env);
+		if (r)
+			r->envelope_id = xstrdup(jget(env, "id") ? jget(env, "id") : "");
 		json_object_put(env);
+		if (r && deliver_submit(srv->deliver, r) != NERR_OK)
+			deliver_request_free(r);
 		return;
 	}
 	r = xcalloc(1, sizeof(*r));
+	r->kind = DELIVER_WEBHOOK;
 	r->envelope_id = xstrdup(jget(env, "id") ? jget(env, "id") : "");
 	r->method = xstrdup(jget(req, "method") ? jget(req, "method") : "POST");
 	r->url = xstrdup(jget(req, "url") ? jget(req, "url") : "");
@@ -312,6 +451,11 @@ static void on_outcome(void *ud, const struct deliver_outcome *o)
 	json_object_object_add(rec, "attempts", json_object_new_int((int)o->attempts));
 	if (o->reason)
 		json_object_object_add(rec, "reason", json_object_new_string(o->reason));
+	if (o->provider_id)
+		json_object_object_add(rec, "provider_id",
+				       json_object_new_string(o->provider_id));
+	if (o->invalid_recipient)
+		json_object_object_add(rec, "invalid_recipient", json_object_new_int(1));
 	if (o->response)
 		json_object_object_add(
 			rec, "response",
@@ -418,8 +562,15 @@ int cmd_serve(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
-	if (resolve_keys(&srv.cfg))
+	if (resolve_keys(&srv.cfg) || resolve_tracking_secret(&srv.cfg))
 		return 1;
+	if (!srv.cfg.tracking_base_url[0])
+		snprintf(srv.cfg.tracking_base_url, sizeof(srv.cfg.tracking_base_url),
+			 "http://%.400s", srv.cfg.listen);
+	if (track_key_init(&srv.track_key, srv.cfg.tracking_secret) != NERR_OK) {
+		fprintf(stderr, "nudge serve: tracking.secret: at least 16 bytes\n");
+		return 2;
+	}
 	if (store_open(srv.cfg.data_dir, &srv.store, &msg)) {
 		fprintf(stderr, "nudge serve: %s\n", msg.message);
 		return 1;
@@ -436,6 +587,7 @@ int cmd_serve(int argc, char **argv)
 	inbox_set_min_seq(srv.inbox, engine_stored_applied_seq(srv.store));
 	srv.api = api_new(&srv.cfg, srv.store, srv.inbox);
 	api_set_test_clock(srv.api, srv.test_clock);
+	api_set_track_key(srv.api, &srv.track_key);
 	{
 		struct deliver_config dc;
 
@@ -444,6 +596,27 @@ int cmd_serve(int argc, char **argv)
 		dc.per_host_concurrency = (unsigned)srv.cfg.webhook_per_host_concurrency;
 		dc.max_concurrency = (unsigned)srv.cfg.webhook_max_concurrency;
 		dc.max_response_bytes = (size_t)srv.cfg.webhook_max_response_bytes;
+		dc.smtp.host = srv.cfg.smtp_host[0] ? srv.cfg.smtp_host : NULL;
+		dc.smtp.port = (int)srv.cfg.smtp_port;
+		dc.smtp.tls = srv.cfg.smtp_tls;
+		dc.smtp.username =
+			srv.cfg.smtp_username[0] ? srv.cfg.smtp_username : NULL;
+		dc.smtp.password =
+			srv.cfg.smtp_password[0] ? srv.cfg.smtp_password : NULL;
+		dc.smtp.connections = (unsigned)srv.cfg.smtp_connections;
+		dc.smtp.helo = srv.cfg.smtp_helo;
+		dc.smtp.timeout_ms = srv.cfg.smtp_timeout_ms;
+		dc.sms.base_url = srv.cfg.sms_base_url[0] ? srv.cfg.sms_base_url : NULL;
+		dc.sms.account_sid = srv.cfg.sms_account_sid;
+		dc.sms.auth_token = srv.cfg.sms_auth_token;
+		dc.sms.from = srv.cfg.sms_from;
+		dc.sms.status_callback = srv.cfg.sms_status_callback[0]
+						 ? srv.cfg.sms_status_callback
+						 : NULL;
+		dc.push.base_url =
+			srv.cfg.push_base_url[0] ? srv.cfg.push_base_url : NULL;
+		dc.push.project_id = srv.cfg.push_project_id;
+		dc.push.bearer_token = srv.cfg.push_token;
 		if (deliver_start(&dc, on_outcome, &srv, &srv.deliver, &msg) != NERR_OK) {
 			fprintf(stderr, "nudge serve: webhook.allow: %s\n", msg.message);
 			goto fail;
@@ -466,6 +639,10 @@ int cmd_serve(int argc, char **argv)
 	ec.journey.timers_per_batch = (unsigned)srv.cfg.journey_timers_per_batch;
 	ec.journey.webhook_secret =
 		srv.cfg.webhook_secret[0] ? srv.cfg.webhook_secret : NULL;
+	ec.journey.default_from = srv.cfg.smtp_from;
+	ec.journey.rewrite_html = rewrite_html;
+	ec.journey.unsubscribe_url = unsubscribe_url;
+	ec.journey.track_ud = &srv;
 	ec.on_send = on_send;
 	ec.send_ud = &srv;
 	if (engine_start(srv.store, &ec, &srv.loop, api_on_applied, srv.api, &srv.engine))
@@ -511,5 +688,6 @@ out:
 	store_close(srv.store);
 	for (int i = 0; srv.identity_traits[i]; i++)
 		free(srv.identity_traits[i]);
+	track_key_fini(&srv.track_key);
 	return rc;
 }

@@ -90,6 +90,43 @@ static const struct config_option options[] = {
 	 NUM(webhook_max_concurrency), "requests in flight in all"},
 	{"webhook", "max_response_bytes", CONFIG_SIZE, "64k", 0, 16 << 20,
 	 NUM(webhook_max_response_bytes), "captured response body"},
+	{"tracking", "base_url", CONFIG_STR, "", 0, 0, STR(tracking_base_url),
+	 "public base URL of the tracking links; empty: http://LISTEN"},
+	{"tracking", "secret", CONFIG_STR, "", 0, 0, STR(tracking_secret),
+	 "HMAC secret of tracking tokens; generated and kept in DATA_DIR/keys when "
+	 "empty"},
+	{"tracking", "open", CONFIG_BOOL, "true", 0, 1, NUM(tracking_open),
+	 "add the open pixel to HTML email"},
+	{"tracking", "click", CONFIG_BOOL, "true", 0, 1, NUM(tracking_click),
+	 "rewrite HTML email links to signed click URLs"},
+	{"tracking", "feedback_key", CONFIG_STR, "", 0, 0, STR(feedback_key),
+	 "key providers send as ?key= on /v1/feedback/*; empty: admin key only"},
+	{"smtp", "host", CONFIG_STR, "", 0, 0, STR(smtp_host),
+	 "SMTP relay; empty: email is not sent (envelopes wait)"},
+	{"smtp", "port", CONFIG_INT, "587", 1, 65535, NUM(smtp_port), "relay port"},
+	{"smtp", "tls", CONFIG_STR, "starttls", 0, 0, STR(smtp_tls),
+	 "none, starttls or tls"},
+	{"smtp", "username", CONFIG_STR, "", 0, 0, STR(smtp_username), "AUTH user"},
+	{"smtp", "password", CONFIG_STR, "", 0, 0, STR(smtp_password), "AUTH password"},
+	{"smtp", "connections", CONFIG_INT, "4", 1, 1000, NUM(smtp_connections),
+	 "pooled connections to the relay"},
+	{"smtp", "helo", CONFIG_STR, "localhost", 0, 0, STR(smtp_helo),
+	 "EHLO name; also the Message-ID domain"},
+	{"smtp", "from", CONFIG_STR, "nudge@localhost", 0, 0, STR(smtp_from),
+	 "sender when a template has no from"},
+	{"smtp", "timeout", CONFIG_DURATION, "30s", 100, DAY_MS, NUM(smtp_timeout_ms),
+	 "per message"},
+	{"sms", "base_url", CONFIG_STR, "", 0, 0, STR(sms_base_url),
+	 "Twilio-compatible API base URL; empty: SMS is not sent"},
+	{"sms", "account_sid", CONFIG_STR, "", 0, 0, STR(sms_account_sid), "account SID"},
+	{"sms", "auth_token", CONFIG_STR, "", 0, 0, STR(sms_auth_token), "auth token"},
+	{"sms", "from", CONFIG_STR, "", 0, 0, STR(sms_from), "sender number (E.164)"},
+	{"sms", "status_callback", CONFIG_STR, "", 0, 0, STR(sms_status_callback),
+	 "URL of /v1/feedback/sms for delivery receipts"},
+	{"push", "base_url", CONFIG_STR, "", 0, 0, STR(push_base_url),
+	 "FCM-compatible API base URL; empty: push is not sent"},
+	{"push", "project_id", CONFIG_STR, "", 0, 0, STR(push_project_id), "project id"},
+	{"push", "token", CONFIG_STR, "", 0, 0, STR(push_token), "bearer token"},
 };
 
 const struct config_option *config_options(size_t *n)
@@ -195,6 +232,17 @@ static enum nerr set_option(struct config *cfg, const struct config_option *o,
 			return nerr_set(msg, NERR_INVAL, path,
 					"'%s' is not a size (e.g. 512, 32k, 4MiB)",
 					value);
+		break;
+	case CONFIG_BOOL:
+		if (!strcasecmp(value, "true") || !strcasecmp(value, "yes") ||
+		    !strcasecmp(value, "on") || !strcmp(value, "1"))
+			v = 1;
+		else if (!strcasecmp(value, "false") || !strcasecmp(value, "no") ||
+			 !strcasecmp(value, "off") || !strcmp(value, "0"))
+			v = 0;
+		else
+			return nerr_set(msg, NERR_INVAL, path,
+					"'%s' is not true or false", value);
 		break;
 	case CONFIG_DURATION:
 		v = config_parse_duration_ms(value);

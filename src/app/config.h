@@ -55,9 +55,35 @@ struct config {
 	int64_t webhook_per_host_concurrency;
 	int64_t webhook_max_concurrency;
 	int64_t webhook_max_response_bytes;
+	/* [tracking] */
+	char tracking_base_url[512];
+	char tracking_secret[256];
+	int64_t tracking_open;
+	int64_t tracking_click;
+	char feedback_key[256];
+	/* [smtp] */
+	char smtp_host[256];
+	int64_t smtp_port;
+	char smtp_tls[16];
+	char smtp_username[256];
+	char smtp_password[256];
+	int64_t smtp_connections;
+	char smtp_helo[256];
+	char smtp_from[512];
+	int64_t smtp_timeout_ms;
+	/* [sms] */
+	char sms_base_url[512];
+	char sms_account_sid[128];
+	char sms_auth_token[256];
+	char sms_from[64];
+	char sms_status_callback[512];
+	/* [push] */
+	char push_base_url[512];
+	char push_project_id[256];
+	char push_token[2048];
 };
 
-enum config_type { CONFIG_STR, CONFIG_INT, CONFIG_SIZE, CONFIG_DURATION };
+enum config_type { CONFIG_STR, CONFIG_INT, CONFIG_SIZE, CONFIG_DURATION, CONFIG_BOOL };
 
 struct config_option {
 	const char *section;

@@ -81,8 +81,9 @@ struct job {
 	unsigned connections;	     /* new ones, over all attempts */
 	unsigned nrefused, nallowed; /* connect addresses judged this attempt */
 	uint64_t submit_ns;
-	uint64_t attempt_ns; /* when the current attempt started */
-	uv_timer_t timer;    /* backoff */
+	uint64_t attempt_ns;	  /* when the current attempt started */
+	uv_timer_t timer;	  /* backoff */
+	struct deliver_prep prep; /* email, sms, push: the bytes every attempt sends */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -93,6 +94,8 @@ struct host {
 	char *origin;
 	unsigned refs;
 	unsigned active;
+	unsigned limit; /* transfers at once: smtp.connections for the relay,
+			   per_host_concurrency for the rest */
 	struct job *qhead, **qtail;
 	bool runnable;
 };
@@ -102,6 +105,7 @@ struct deliver {
 	struct deliver_config cfg;
 	char *user_agent;
 	struct deliver_allow allow;
+	struct deliver_channels ch;
 	deliver_outcome_fn fn;
 	void *cb_ud;
 
@@ -192,8 +196,59 @@ static struct metric m_latency = {
 	.bounds = metrics_latency_seconds_bounds,
 };
 
+/* email, sms, push outcomes: [kind - 1][result] */
+#define CHANNEL_METRIC(ch, res)                                                          \
+	{                                                                                \
+		.name = "nudge_channel_outcomes_total",                                  \
+		.help = "Final email, SMS and push outcomes, by channel and result.",    \
+		.labels = "channel=\"" ch "\",result=\"" res "\"",                       \
+		.type = METRIC_COUNTER                                                   \
+	}
+static struct metric m_channel[3][3] = {
+	{CHANNEL_METRIC("email", "ok"), CHANNEL_METRIC("email", "tempfail"),
+	 CHANNEL_METRIC("email", "permfail")},
+	{CHANNEL_METRIC("sms", "ok"), CHANNEL_METRIC("sms", "tempfail"),
+	 CHANNEL_METRIC("sms", "permfail")},
+	{CHANNEL_METRIC("push", "ok"), CHANNEL_METRIC("push", "tempfail"),
+	 CHANNEL_METRIC("push", "permfail")},
+};
+static struct metric m_channel_attempts[3] = {
+	{.name = "nudge_channel_attempts_total",
+	 .help = "Email, SMS and push attempts made, retries included.",
+	 .labels = "channel=\"email\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_channel_attempts_total",
+	 .help = "Email, SMS and push attempts made, retries included.",
+	 .labels = "channel=\"sms\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_channel_attempts_total",
+	 .help = "Email, SMS and push attempts made, retries included.",
+	 .labels = "channel=\"push\"",
+	 .type = METRIC_COUNTER},
+};
+static struct metric m_channel_connects[3] = {
+	{.name = "nudge_channel_connections_total",
+	 .help = "New connections opened to the relay or provider.",
+	 .labels = "channel=\"email\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_channel_connections_total",
+	 .help = "New connections opened to the relay or provider.",
+	 .labels = "channel=\"sms\"",
+	 .type = METRIC_COUNTER},
+	{.name = "nudge_channel_connections_total",
+	 .help = "New connections opened to the relay or provider.",
+	 .labels = "channel=\"push\"",
+	 .type = METRIC_COUNTER},
+};
+
 static void metrics_setup(void)
 {
+	for (int k = 0; k < 3; k++) {
+		for (int i = 0; i < 3; i++)
+			metrics_register(&m_channel[k][i]);
+		metrics_register(&m_channel_attempts[k]);
+		metrics_register(&m_channel_connects[k]);
+	}
 	for (int i = 0; i < 3; i++)
 		metrics_register(&m_outcome[i]);
 	metrics_register(&m_attempts);
@@ -215,6 +270,21 @@ const char *deliver_result_str(enum deliver_result r)
 		return "tempfail";
 	case DELIVER_PERMFAIL:
 		return "permfail";
+	}
+	return "?";
+}
+
+const char *deliver_kind_str(enum deliver_kind k)
+{
+	switch (k) {
+	case DELIVER_WEBHOOK:
+		return "webhook";
+	case DELIVER_EMAIL:
+		return "email";
+	case DELIVER_SMS:
+		return "sms";
+	case DELIVER_PUSH:
+		return "push";
 	}
 	return "?";
 }
@@ -245,6 +315,36 @@ void deliver_request_free(struct deliver_request *req)
 	free(req->headers);
 	free(req->body);
 	free(req->secret);
+	if (req->email) {
+		struct deliver_email *e = req->email;
+		free(e->from);
+		free(e->reply_to);
+		free(e->to);
+		free(e->subject);
+		free(e->html);
+		free(e->text);
+		for (unsigned i = 0; e->headers && i < e->nheaders; i++) {
+			free(e->headers[i].name);
+			free(e->headers[i].value);
+		}
+		free(e->headers);
+		free(e->list_unsubscribe_url);
+		free(e->list_unsubscribe_mailto);
+		free(e);
+	}
+	if (req->sms) {
+		free(req->sms->to);
+		free(req->sms->body);
+		free(req->sms);
+	}
+	if (req->push) {
+		free(req->push->token);
+		free(req->push->title);
+		free(req->push->body);
+		free(req->push->image);
+		free(req->push->data_json);
+		free(req->push);
+	}
 	free(req);
 }
 
@@ -282,7 +382,7 @@ static void hosts_grow(struct deliver *d)
 }
 
 /* Returns the host for origin, creating it, with one more reference. */
-static struct host *host_ref(struct deliver *d, const char *origin)
+static struct host *host_ref(struct deliver *d, const char *origin, unsigned limit)
 {
 	if (d->nhosts >= d->nbuckets)
 		hosts_grow(d);
@@ -293,6 +393,7 @@ static struct host *host_ref(struct deliver *d, const char *origin)
 	if (!h) {
 		h = xcalloc(1, sizeof(*h));
 		h->origin = xstrdup(origin);
+		h->limit = limit;
 		h->qtail = &h->qhead;
 		h->hnext = d->buckets[i];
 		d->buckets[i] = h;
@@ -320,7 +421,7 @@ static void host_unref(struct deliver *d, struct host *h)
 
 static void host_maybe_runnable(struct deliver *d, struct host *h)
 {
-	if (h->runnable || !h->qhead || h->active >= d->cfg.per_host_concurrency)
+	if (h->runnable || !h->qhead || h->active >= h->limit)
 		return;
 	h->runnable = true;
 	h->rnext = NULL;
@@ -343,6 +444,7 @@ static void job_timer_closed(uv_handle_t *handle)
 {
 	struct job *job = handle->data;
 	deliver_url_fini(&job->url);
+	deliver_prep_fini(&job->prep);
 	buf_fini(&job->resp);
 	deliver_request_free(job->req);
 	free(job);
@@ -367,14 +469,19 @@ static void job_free(struct job *job)
 }
 
 static void report(struct job *job, enum deliver_result result, int status,
-		   const char *reason)
+		   const char *reason, const char *provider_id, bool invalid_recipient)
 {
 	struct deliver *d = job->d;
+	enum deliver_kind kind = job->req->kind;
+	const char *origin = kind == DELIVER_WEBHOOK ? job->url.origin : job->prep.origin;
 	struct deliver_outcome o = {
 		.envelope_id = job->req->envelope_id,
 		.result = result,
+		.kind = kind,
 		.http_status = status,
 		.reason = reason,
+		.provider_id = provider_id && provider_id[0] ? provider_id : NULL,
+		.invalid_recipient = invalid_recipient,
 		.response = job->req->capture ? buf_str(&job->resp) : NULL,
 		.response_len = job->req->capture ? job->resp.len : 0,
 		.response_truncated = job->truncated,
@@ -385,17 +492,23 @@ static void report(struct job *job, enum deliver_result result, int status,
 	};
 	if (result == DELIVER_OK)
 		log_debug("deliver",
-			  "envelope=%s state=ok status=%d attempts=%u duration_ms=%lld",
-			  o.envelope_id, status, o.attempts, (long long)o.duration_ms);
+			  "envelope=%s channel=%s state=ok status=%d attempts=%u "
+			  "duration_ms=%lld",
+			  o.envelope_id, deliver_kind_str(kind), status, o.attempts,
+			  (long long)o.duration_ms);
 	else
-		log_info(
-			"deliver",
-			"envelope=%s state=%s status=%d attempts=%u reason=\"%s\" url=%s",
-			o.envelope_id, deliver_result_str(result), status, o.attempts,
-			reason, job->url.origin ? job->url.origin : "-");
+		log_info("deliver",
+			 "envelope=%s channel=%s state=%s status=%d attempts=%u "
+			 "reason=\"%s\" url=%s",
+			 o.envelope_id, deliver_kind_str(kind),
+			 deliver_result_str(result), status, o.attempts, reason,
+			 origin ? origin : "-");
 	atomic_fetch_sub(&d->pending, 1);
 	metrics_add(&m_pending, -1);
-	metrics_add(&m_outcome[result], 1);
+	if (kind == DELIVER_WEBHOOK)
+		metrics_add(&m_outcome[result], 1);
+	else if (kind <= DELIVER_PUSH)
+		metrics_add(&m_channel[kind - 1][result], 1);
 	d->fn(d->cb_ud, &o);
 	job_free(job);
 }
@@ -404,7 +517,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
 	struct job *job = ud;
 	size_t len = size * n;
-	if (!job->req->capture)
+	/* sms and push answers are always read: they carry the outcome */
+	if (!job->req->capture && job->req->kind == DELIVER_WEBHOOK)
 		return len;
 	size_t cap = job->d->cfg.max_response_bytes;
 	size_t room = cap > job->resp.len ? cap - job->resp.len : 0;
@@ -458,35 +572,58 @@ static void attempt_start(struct deliver *d, struct job *job)
 	struct deliver_request *req = job->req;
 	int64_t timeout_ms =
 		req->timeout_ms > 0 ? req->timeout_ms : d->cfg.default_timeout_ms;
+	if (req->kind == DELIVER_EMAIL && req->timeout_ms <= 0 &&
+	    d->ch.smtp_timeout_ms > 0)
+		timeout_ms = d->ch.smtp_timeout_ms;
 	CURL *e = curl_easy_init();
 	if (!e)
 		abort();
 	job->easy = e;
 	job->attempts++;
 	job->attempt_ns = clock_mono_ns();
-	metrics_add(&m_attempts, 1);
-	metrics_add(&m_in_flight, 1);
+	if (req->kind == DELIVER_WEBHOOK) {
+		metrics_add(&m_attempts, 1);
+		metrics_add(&m_in_flight, 1);
+	} else {
+		metrics_add(&m_channel_attempts[req->kind - 1], 1);
+	}
 	job->nrefused = job->nallowed = 0;
 	job->truncated = false;
 	job->errbuf[0] = '\0';
 	buf_reset(&job->resp);
-	job->hdrs = deliver_build_headers(req, d->user_agent, clock_wall_ms() / 1000);
 
-	curl_easy_setopt(e, CURLOPT_URL, req->url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, job);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	/* never through a proxy from the environment: the guard judges the
-	 * address we connect to, which must be the receiver's */
+	 * address we connect to, which must be the receiver's; and the relay
+	 * and providers are reached as configured */
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, job);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, job->hdrs);
-	if (strcmp(req->method, "POST") != 0)
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+	switch (req->kind) {
+	case DELIVER_EMAIL:
+		job->hdrs = deliver_email_setup(&d->ch, e, &job->prep);
+		break;
+	case DELIVER_SMS:
+		job->hdrs = deliver_sms_setup(&d->ch, e, &job->prep, d->user_agent);
+		break;
+	case DELIVER_PUSH:
+		job->hdrs = deliver_push_setup(&d->ch, e, &job->prep, d->user_agent);
+		break;
+	case DELIVER_WEBHOOK:
+		job->hdrs =
+			deliver_build_headers(req, d->user_agent, clock_wall_ms() / 1000);
+		curl_easy_setopt(e, CURLOPT_URL, req->url);
+		curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+		curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, job);
+		curl_easy_setopt(e, CURLOPT_HTTPHEADER, job->hdrs);
+		if (strcmp(req->method, "POST") != 0)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)req->body_len);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		break;
+	}
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
@@ -542,9 +679,18 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 	curl_easy_getinfo(job->easy, CURLINFO_RETRY_AFTER, &retry_after_s);
 	curl_easy_getinfo(job->easy, CURLINFO_NUM_CONNECTS, &connects);
 	job->connections += (unsigned)connects;
-	metrics_add(&m_connects, connects);
-	metrics_add(&m_in_flight, -1);
-	metrics_observe(&m_latency, (double)(clock_mono_ns() - job->attempt_ns) / 1e9);
+	enum deliver_kind kind = job->req->kind;
+	if (kind == DELIVER_WEBHOOK) {
+		metrics_add(&m_connects, connects);
+		metrics_add(&m_in_flight, -1);
+		metrics_observe(&m_latency,
+				(double)(clock_mono_ns() - job->attempt_ns) / 1e9);
+	} else {
+		metrics_add(&m_channel_connects[kind - 1], connects);
+	}
+	struct deliver_verdict v = {.result = DELIVER_OK};
+	if (kind == DELIVER_EMAIL)
+		deliver_email_verdict(res, status, &job->prep, job->errbuf, &v);
 	curl_multi_remove_handle(d->multi, job->easy);
 	curl_easy_cleanup(job->easy);
 	job->easy = NULL;
@@ -554,7 +700,20 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 	d->active--;
 	host_maybe_runnable(d, job->host);
 
-	if (res != CURLE_OK && job->nrefused > 0 && job->nallowed == 0) {
+	if (kind == DELIVER_EMAIL) {
+		result = v.result;
+		snprintf(reason, sizeof(reason), "%s", v.reason);
+	} else if (kind != DELIVER_WEBHOOK &&
+		   (res == CURLE_OK || (res == CURLE_WRITE_ERROR && job->truncated))) {
+		if (kind == DELIVER_SMS)
+			deliver_sms_verdict(status, buf_str(&job->resp), job->resp.len,
+					    &v);
+		else
+			deliver_push_verdict(status, buf_str(&job->resp), job->resp.len,
+					     &v);
+		result = v.result;
+		snprintf(reason, sizeof(reason), "%s", v.reason);
+	} else if (res != CURLE_OK && job->nrefused > 0 && job->nallowed == 0) {
 		result = DELIVER_PERMFAIL;
 		snprintf(reason, sizeof(reason), "destination not allowed");
 	} else if (res == CURLE_OK || (res == CURLE_WRITE_ERROR && job->truncated)) {
@@ -589,7 +748,7 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 		uv_timer_start(&job->timer, on_backoff, (uint64_t)delay, 0);
 		return;
 	}
-	report(job, result, (int)status, reason);
+	report(job, result, (int)status, reason, v.provider_id, v.invalid_recipient);
 }
 
 static void pump(struct deliver *d)
@@ -700,6 +859,16 @@ static int on_timer_change(CURLM *m, long timeout_ms, void *userp)
 
 /* ---- the thread ---- */
 
+static bool envelope_id_ok(const char *id)
+{
+	if (!id || !id[0] || strlen(id) > 200)
+		return false;
+	for (const char *p = id; *p; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
 static void accept_job(struct deliver *d, struct job *job)
 {
 	const char *reason = NULL;
@@ -713,12 +882,46 @@ static void accept_job(struct deliver *d, struct job *job)
 	uv_timer_init(&d->loop, &job->timer);
 	job->timer.data = job;
 
-	if (!deliver_request_check(job->req, &reason) ||
-	    !deliver_url_parse(job->req->url, &job->url, &reason)) {
-		report(job, DELIVER_PERMFAIL, 0, reason);
+	deliver_prep_init(&job->prep);
+
+	struct deliver_request *req = job->req;
+	bool ok = false, bad_rcpt = false;
+	const char *origin = NULL;
+	unsigned limit = d->cfg.per_host_concurrency;
+	if (req->kind != DELIVER_WEBHOOK && !envelope_id_ok(req->envelope_id)) {
+		reason = "invalid envelope id";
+	} else {
+		switch (req->kind) {
+		case DELIVER_WEBHOOK:
+			ok = deliver_request_check(req, &reason) &&
+			     deliver_url_parse(req->url, &job->url, &reason);
+			origin = job->url.origin;
+			break;
+		case DELIVER_EMAIL:
+			ok = deliver_email_prepare(&d->ch, req, clock_wall_ms(),
+						   &job->prep, &reason, &bad_rcpt);
+			limit = d->ch.smtp_connections;
+			break;
+		case DELIVER_SMS:
+			ok = deliver_sms_prepare(&d->ch, req, &job->prep, &reason,
+						 &bad_rcpt);
+			break;
+		case DELIVER_PUSH:
+			ok = deliver_push_prepare(&d->ch, req, &job->prep, &reason,
+						  &bad_rcpt);
+			break;
+		default:
+			reason = "unknown channel";
+			break;
+		}
+	}
+	if (!ok) {
+		report(job, DELIVER_PERMFAIL, 0, reason, NULL, bad_rcpt);
 		return;
 	}
-	job->host = host_ref(d, job->url.origin);
+	if (req->kind != DELIVER_WEBHOOK)
+		origin = job->prep.origin;
+	job->host = host_ref(d, origin, limit);
 	host_enqueue(d, job);
 }
 
@@ -741,7 +944,8 @@ static void teardown(struct deliver *d)
 			job->hdrs = NULL;
 			job->host->active--;
 			d->active--;
-			metrics_add(&m_in_flight, -1);
+			if (job->req->kind == DELIVER_WEBHOOK)
+				metrics_add(&m_in_flight, -1);
 		}
 		if (job->host) {
 			/* drop it from its host's queue wholesale: every job goes */
@@ -842,6 +1046,13 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 		free(d);
 		return rc;
 	}
+	rc = deliver_channels_init(&d->ch, cfg, msg);
+	if (rc != NERR_OK) {
+		deliver_allow_fini(&d->allow);
+		free(d->user_agent);
+		free(d);
+		return rc;
+	}
 	pthread_mutex_init(&d->mu, NULL);
 	uv_loop_init(&d->loop);
 	uv_async_init(&d->loop, &d->async, on_async);
@@ -878,6 +1089,7 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 		uv_run(&d->loop, UV_RUN_DEFAULT);
 		uv_loop_close(&d->loop);
 		deliver_allow_fini(&d->allow);
+		deliver_channels_fini(&d->ch);
 		pthread_mutex_destroy(&d->mu);
 		free(d->user_agent);
 		free(d);
@@ -934,6 +1146,7 @@ void deliver_free(struct deliver *d)
 	deliver_stop(d);
 	free(d->buckets);
 	deliver_allow_fini(&d->allow);
+	deliver_channels_fini(&d->ch);
 	pthread_mutex_destroy(&d->mu);
 	free(d->user_agent);
 	free(d);

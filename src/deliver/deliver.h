@@ -1,5 +1,6 @@
 /*
- * deliver.h -- the delivery thread and its webhook transport.
+ * deliver.h -- the delivery thread and its transports: webhook, email (SMTP),
+ * SMS and push.
  *
  * Design: one thread with its own libuv loop drives a libcurl multi handle
  * through the multi-socket API (DESIGN.md §2, §10). Any thread hands it a
@@ -21,7 +22,9 @@
  * loopback, link-local, private, unspecified, multicast or broadcast address
  * is contacted, checked on the address curl actually connects to (so DNS
  * rebinding cannot dodge it); the allow list opens hosts or CIDR ranges.
- * See docs/webhooks.md.
+ * See docs/webhooks.md. Email, SMS and push go to the relay and provider
+ * endpoints of the configuration (trusted, so not guarded); docs/channels.md
+ * describes their requests and how answers map to outcomes.
  */
 #ifndef NUDGE_DELIVER_DELIVER_H
 #define NUDGE_DELIVER_DELIVER_H
@@ -33,6 +36,11 @@
 #include "base/err.h"
 
 enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
+
+enum deliver_kind { DELIVER_WEBHOOK = 0, DELIVER_EMAIL, DELIVER_SMS, DELIVER_PUSH };
+
+/* Returns "webhook", "email", "sms" or "push". */
+const char *deliver_kind_str(enum deliver_kind k);
 
 /* Returns "ok", "tempfail" or "permfail". */
 const char *deliver_result_str(enum deliver_result r);
@@ -49,6 +57,32 @@ struct deliver_config {
 	int64_t backoff_base_ms;       /* first retry delay bound; default 500 */
 	int64_t backoff_cap_ms;	       /* longest retry delay; default 60000 */
 	int64_t default_timeout_ms;    /* when a request says 0; default 10000 */
+
+	/* The email relay. No host: email requests end PERMFAIL "email not
+	 * configured". Strings are copied by deliver_start(). */
+	struct {
+		const char *host;
+		int port;	      /* default 25, or 465 with tls = "tls" */
+		const char *tls;      /* "none" (default) | "starttls" | "tls" */
+		const char *username; /* AUTH when set */
+		const char *password;
+		unsigned connections; /* the pool: transfers at once; default 4 */
+		const char *helo;     /* EHLO name and Message-ID domain; default
+					 the host name */
+		int64_t timeout_ms;   /* per message when the request says 0;
+					 default default_timeout_ms */
+	} smtp;
+	/* Twilio-compatible SMS API. No base_url: SMS ends PERMFAIL. */
+	struct {
+		const char *base_url; /* e.g. https://api.twilio.com */
+		const char *account_sid, *auth_token, *from;
+		const char *status_callback; /* or NULL */
+	} sms;
+	/* FCM HTTP v1-shaped push API. No base_url: push ends PERMFAIL. */
+	struct {
+		const char *base_url; /* e.g. https://fcm.googleapis.com */
+		const char *project_id, *bearer_token;
+	} push;
 };
 
 void deliver_config_default(struct deliver_config *cfg);
@@ -58,13 +92,53 @@ struct deliver_header {
 	char *value;
 };
 
+/* An email, already rendered. All strings owned by the request. */
+struct deliver_email {
+	char *from;	/* "Name <addr>" or addr; also the envelope sender */
+	char *reply_to; /* or NULL */
+	char *to;	/* one address, "Name <addr>" or addr */
+	char *subject;	/* UTF-8 */
+	char *html;	/* or NULL */
+	char *text;	/* or NULL: derived from html (tags stripped, link URLs
+			   kept, entities decoded) */
+	struct deliver_header *headers; /* extra headers */
+	unsigned nheaders;
+	char *list_unsubscribe_url;    /* http(s) URL or NULL */
+	char *list_unsubscribe_mailto; /* mailto: URL or NULL */
+	bool one_click; /* List-Unsubscribe-Post: List-Unsubscribe=One-Click
+			   (RFC 8058); needs list_unsubscribe_url */
+};
+
+/* An SMS: to in E.164 ("+14155550100"), body UTF-8. */
+struct deliver_sms {
+	char *to;
+	char *body;
+};
+
+/* A push notification to one device token. title, body, image may be NULL;
+ * data_json is NULL or a JSON object of string values. */
+struct deliver_push {
+	char *token;
+	char *title;
+	char *body;
+	char *image;
+	char *data_json;
+};
+
 /*
- * One webhook call. Every pointer is owned by the request (malloc'd; freed by
- * deliver_request_free()), and ownership moves in with deliver_submit().
+ * One message: a webhook call (kind DELIVER_WEBHOOK: method, url, headers,
+ * body, secret) or an email, SMS or push (the matching pointer). Every pointer
+ * is owned by the request (malloc'd; freed by deliver_request_free()), and
+ * ownership moves in with deliver_submit().
  */
 struct deliver_request {
-	char *envelope_id;		/* stable id (invariant 4); the Idempotency-Key */
-	char *method;			/* "POST" | "PUT" */
+	enum deliver_kind kind;
+	struct deliver_email *email;	/* kind DELIVER_EMAIL */
+	struct deliver_sms *sms;	/* kind DELIVER_SMS */
+	struct deliver_push *push;	/* kind DELIVER_PUSH */
+	char *envelope_id;		/* stable id (invariant 4); the Idempotency-Key,
+					   the email Message-ID */
+	char *method;			/* webhook: "POST" | "PUT" */
 	char *url;			/* http:// or https://, no user info */
 	struct deliver_header *headers; /* extra headers; ours win on a clash */
 	unsigned nheaders;
@@ -80,9 +154,18 @@ struct deliver_request {
 struct deliver_outcome {
 	const char *envelope_id;
 	enum deliver_result result;
-	int http_status;      /* of the last attempt; 0 if none */
-	const char *reason;   /* "HTTP 503", "timeout", "destination not allowed", ... */
-	const char *response; /* captured body (NUL-terminated) or NULL */
+	enum deliver_kind kind;
+	int http_status;	 /* of the last attempt (for email the SMTP reply
+				    code); 0 if none */
+	const char *reason;	 /* "HTTP 503", "timeout", "destination not allowed",
+				    "SMTP 550 at RCPT: 5.1.1 no such user", ... */
+	const char *provider_id; /* Twilio message sid, FCM message name, SMTP
+				    queue id when the relay says one; or NULL */
+	bool invalid_recipient;	 /* the address, number or device token is bad
+				    for good (SMTP 5xx at RCPT/DATA, FCM
+				    UNREGISTERED, Twilio 21211): suppress or
+				    remove it */
+	const char *response;	 /* captured body (NUL-terminated) or NULL */
 	size_t response_len;
 	bool response_truncated; /* the body was longer than max_response_bytes */
 	unsigned attempts;
@@ -143,5 +226,9 @@ bool deliver_address_allowed(const struct deliver *d_or_null_for_default,
 #define DELIVER_SIGNATURE_MAX 96
 void deliver_sign(const char *secret, int64_t t_sec, const char *body, size_t body_len,
 		  char *out);
+
+/* True if s is an E.164 number: '+', a non-zero digit, 7 to 15 digits in
+ * all. */
+bool deliver_e164_valid(const char *s);
 
 #endif

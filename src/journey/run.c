@@ -989,6 +989,7 @@ static int64_t next_local_time(int64_t now_ms, const char *zone, int minute_of_d
 }
 
 static void observe_decision(struct evctx *ec);
+static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *id);
 
 /* Builds the Liquid context {profile, event, journey, message}. */
 static struct json_object *render_ctx(struct evctx *ec, struct inst *in,
@@ -1141,6 +1142,7 @@ static bool step_webhook(struct journey_rt *rt, struct journey_batch *jb,
 	}
 	json_object_put(env);
 	json_object_object_add(in->o, "env", json_object_new_string(id));
+	index_envelope(jb, in->pid, id);
 	metrics_add(&m_envelopes, 1);
 	observe_decision(ec);
 	buf_fini(&url);
@@ -1157,6 +1159,19 @@ static void observe_decision(struct evctx *ec)
 
 	if (ra && clock_parse_rfc3339(ra, &t) == 0)
 		metrics_observe(&m_decision, (double)(clock_wall_ms() - t) / 1000.0);
+}
+
+/* Lists the envelope under its profile ("m" pid(8) created_ms(8) id), for the
+ * profile's message history and for erasure. */
+static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *id)
+{
+	unsigned char k[1 + 8 + 8 + 32];
+
+	k[0] = 'm';
+	store_put_u64(k + 1, pid);
+	store_put_u64(k + 9, (uint64_t)jb->now_ms);
+	memcpy(k + 17, id, 32);
+	store_batch_put(jb->b, STORE_CF_INDEX, k, sizeof(k), "", 0);
 }
 
 /* Exclusion reasons, counted (DESIGN.md §10: every exclusion is counted). */
@@ -1527,6 +1542,7 @@ static void step_message(struct journey_rt *rt, struct journey_batch *jb,
 	}
 	json_object_object_add(step_results(in, st->id), "envelope",
 			       json_object_new_string(id));
+	index_envelope(jb, ec->pid, id);
 	metrics_add(&m_envelopes_msg, 1);
 	observe_decision(ec);
 out:
@@ -2180,11 +2196,12 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 	if (jstr(env, "kind") && strcmp(jstr(env, "kind"), "webhook") != 0) {
 		/* Messages do not hold their instance; a hard failure suppresses
 		 * the address (bounce, invalid number, unregistered token). */
-		if (!ok && strcmp(result, "permfail") == 0 && jstr(env, "to"))
+		if (!ok && strcmp(result, "permfail") == 0 && jstr(env, "to") &&
+		    jint(outcome, "invalid_recipient", 0))
 			suppress(jb, jstr(env, "kind"), jstr(env, "to"),
-				 jint(outcome, "invalid_recipient", 0)
-					 ? "invalid_recipient"
-					 : "hard_bounce");
+				 strcmp(jstr(env, "kind"), "email") == 0
+					 ? "hard_bounce"
+					 : "invalid_recipient");
 		json_object_put(env);
 		return;
 	}
@@ -2395,6 +2412,25 @@ void journey_rt_on_erase(struct journey_rt *rt, struct journey_batch *jb, uint64
 	}
 	buf_fini(&keys);
 	drop_reentry(rt, jb, pid, 0);
+	/* The messages rendered for the person hold their data: they go too. */
+	{
+		struct store_iter *it = store_iter_new(rt->s, jb->b, STORE_CF_INDEX);
+		unsigned char p[9];
+
+		p[0] = 'm';
+		store_put_u64(p + 1, pid);
+		for (store_iter_seek(it, p, 9); store_iter_valid(it);
+		     store_iter_next(it)) {
+			size_t kl;
+			const char *k = store_iter_key(it, &kl);
+
+			if (kl != 49 || memcmp(k, p, 9) != 0)
+				break;
+			store_batch_delete(jb->b, STORE_CF_OUTBOX, k + 17, 32);
+			store_batch_delete(jb->b, STORE_CF_INDEX, k, kl);
+		}
+		store_iter_free(it);
+	}
 }
 
 /* ------------------------------------------------------------------- admin */

@@ -36,7 +36,7 @@
 
 static int to_s(struct rs *st, const struct val *v, struct val *out)
 {
-	return rs_to_str(st, v, out);
+	return tmpl_rs_to_str(st, v, out);
 }
 
 /* Filters build strings in one buffer per render (filters never nest): tb_get
@@ -58,11 +58,11 @@ static void tb_put(struct rs *st, struct buf *b)
 
 static int mk(struct rs *st, struct buf *b, struct val *out)
 {
-	char *s = rs_alloc(st, b->len + 1);
+	char *s = tmpl_rs_alloc(st, b->len + 1);
 
 	if (s) {
 		memcpy(s, buf_str(b), b->len + 1);
-		*out = val_str(s, b->len);
+		*out = tmpl_val_str(s, b->len);
 	}
 	tb_put(st, b);
 	return s ? 0 : -1;
@@ -70,7 +70,7 @@ static int mk(struct rs *st, struct buf *b, struct val *out)
 
 static int mkarr(struct rs *st, const struct val *items, size_t n, struct val *out)
 {
-	struct val *v = rs_alloc(st, (n ? n : 1) * sizeof(*v));
+	struct val *v = tmpl_rs_alloc(st, (n ? n : 1) * sizeof(*v));
 	if (!v)
 		return -1;
 	if (n)
@@ -101,7 +101,7 @@ static int to_integer(struct rs *st, const struct val *v, const char *what, int6
 			return 0;
 		}
 	}
-	return rs_fail(st, NERR_EVAL, NULL, "%s: expected an integer", what);
+	return tmpl_rs_fail(st, NERR_EVAL, NULL, "%s: expected an integer", what);
 }
 
 /* ---- strings ---- */
@@ -146,7 +146,7 @@ enum { CASE_UP, CASE_DOWN, CASE_CAP };
 static int casemap(struct rs *st, const struct val *s, int mode, struct val *out)
 {
 	if (ascii_only(s->s.p, s->s.len)) {
-		char *r = rs_alloc(st, s->s.len + 1);
+		char *r = tmpl_rs_alloc(st, s->s.len + 1);
 		if (!r)
 			return -1;
 		for (size_t i = 0; i < s->s.len; i++) {
@@ -156,17 +156,17 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 					 : tolower((unsigned char)c));
 		}
 		r[s->s.len] = 0;
-		*out = val_str(r, s->s.len);
+		*out = tmpl_val_str(r, s->s.len);
 		return 0;
 	}
 	UErrorCode err = U_ZERO_ERROR;
 	int32_t ulen = 0;
 	if (s->s.len > INT32_MAX / 4)
-		return rs_fail(st, NERR_LIMIT, NULL, "string too long");
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL, "string too long");
 	u_strFromUTF8Lenient(NULL, 0, &ulen, s->s.p, (int32_t)s->s.len, &err);
 	err = U_ZERO_ERROR;
-	UChar *u = rs_alloc(st, ((size_t)ulen + 1) * sizeof(UChar));
-	UChar *m = rs_alloc(st, ((size_t)ulen * 3 + 4) * sizeof(UChar));
+	UChar *u = tmpl_rs_alloc(st, ((size_t)ulen + 1) * sizeof(UChar));
+	UChar *m = tmpl_rs_alloc(st, ((size_t)ulen * 3 + 4) * sizeof(UChar));
 	if (!u || !m)
 		return -1;
 	/* The lenient preflight may overestimate; take the real length. */
@@ -189,18 +189,18 @@ static int casemap(struct rs *st, const struct val *s, int mode, struct val *out
 		}
 	}
 	if (U_FAILURE(err))
-		return rs_fail(st, NERR_EVAL, NULL, "case mapping failed: %s",
-			       u_errorName(err));
+		return tmpl_rs_fail(st, NERR_EVAL, NULL, "case mapping failed: %s",
+				    u_errorName(err));
 	int32_t blen = 0;
 	err = U_ZERO_ERROR;
 	u_strToUTF8(NULL, 0, &blen, m, mlen, &err);
 	err = U_ZERO_ERROR;
-	char *r = rs_alloc(st, (size_t)blen + 1);
+	char *r = tmpl_rs_alloc(st, (size_t)blen + 1);
 	if (!r)
 		return -1;
 	u_strToUTF8(r, blen + 1, &blen, m, mlen, &err);
 	r[blen] = 0;
-	*out = val_str(r, (size_t)blen);
+	*out = tmpl_val_str(r, (size_t)blen);
 	return 0;
 }
 
@@ -322,15 +322,15 @@ static int strip_impl(struct rs *st, IN, bool l, bool r, OUT)
 		while (e > p && ws(e[-1]))
 			e--;
 	if (e == s.s.p + s.s.len) {
-		*out = val_str(p, (size_t)(e - p));
+		*out = tmpl_val_str(p, (size_t)(e - p));
 		return 0;
 	}
-	char *c = rs_alloc(st, (size_t)(e - p) + 1);
+	char *c = tmpl_rs_alloc(st, (size_t)(e - p) + 1);
 	if (!c)
 		return -1;
 	memcpy(c, p, (size_t)(e - p));
 	c[e - p] = 0;
-	*out = val_str(c, (size_t)(e - p));
+	*out = tmpl_val_str(c, (size_t)(e - p));
 	return 0;
 }
 
@@ -456,7 +456,7 @@ static int f_strip_html(struct rs *st, IN, FA, OUT)
 static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct val *tov,
 			int which, OUT)
 {
-	struct val s, from, to = val_str("", 0);
+	struct val s, from, to = tmpl_val_str("", 0);
 	struct buf b;
 
 	if (to_s(st, in, &s) || to_s(st, fromv, &from) || (tov && to_s(st, tov, &to)))
@@ -482,7 +482,7 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 				buf_append(&b, to.s.p, to.s.len);
 				if (b.len > st->lim.output_bytes) {
 					tb_put(st, &b);
-					return rs_fail(
+					return tmpl_rs_fail(
 						st, NERR_LIMIT, NULL,
 						"string longer than the output limit");
 				}
@@ -513,8 +513,8 @@ static int replace_impl(struct rs *st, IN, const struct val *fromv, const struct
 		p = hit + from.s.len;
 		if (b.len > st->lim.output_bytes) {
 			tb_put(st, &b);
-			return rs_fail(st, NERR_LIMIT, NULL,
-				       "string longer than the output limit");
+			return tmpl_rs_fail(st, NERR_LIMIT, NULL,
+					    "string longer than the output limit");
 		}
 		if (which == 1)
 			break;
@@ -556,13 +556,13 @@ static int f_remove_last(struct rs *st, IN, FA, OUT)
 static int f_size(struct rs *st, IN, FA, OUT)
 {
 	if (in->type == V_STR)
-		*out = val_int((int64_t)utf8_len(in->s.p, in->s.len));
-	else if (val_is_seq(in))
-		*out = val_int((int64_t)val_seq_len(in));
+		*out = tmpl_val_int((int64_t)tmpl_utf8_len(in->s.p, in->s.len));
+	else if (tmpl_val_is_seq(in))
+		*out = tmpl_val_int((int64_t)tmpl_val_seq_len(in));
 	else if (in->type == V_JOBJ)
-		*out = val_int((int64_t)val_obj_len(in));
+		*out = tmpl_val_int((int64_t)tmpl_val_obj_len(in));
 	else
-		*out = val_int(0);
+		*out = tmpl_val_int(0);
 	return 0;
 }
 
@@ -585,17 +585,20 @@ static int f_slice(struct rs *st, IN, FA, OUT)
 	struct val s;
 
 	if (ARG(0)->type == V_FLOAT || to_integer(st, ARG(0), "slice", &off))
-		return ARG(0)->type == V_FLOAT ? rs_fail(st, NERR_EVAL, fa->at,
-							 "slice: expected an integer")
-					       : -1;
-	if (fa->npos > 1 &&
+		return ARG(0)->type == V_FLOAT
+			       ? tmpl_rs_fail(st, NERR_EVAL, fa->at,
+					      "slice: expected an integer")
+			       : -1;
+	if (fa->npos > 1 && ARG(1)->type != V_NIL &&
 	    (ARG(1)->type == V_FLOAT || to_integer(st, ARG(1), "slice", &len)))
-		return ARG(1)->type == V_FLOAT ? rs_fail(st, NERR_EVAL, fa->at,
-							 "slice: expected an integer")
-					       : -1;
-	if (val_is_seq(in)) {
+		return ARG(1)->type == V_FLOAT
+			       ? tmpl_rs_fail(st, NERR_EVAL, fa->at,
+					      "slice: expected an integer")
+			       : -1;
+	/* Ruby slices Arrays; a range slices as its text ("1..5"). */
+	if (in->type == V_ARR || in->type == V_JARR) {
 		struct val flat;
-		if (rs_flatten(st, in, &flat))
+		if (tmpl_rs_flatten(st, in, &flat))
 			return -1;
 		int64_t n = (int64_t)flat.a.n;
 		if (off < 0)
@@ -608,23 +611,23 @@ static int f_slice(struct rs *st, IN, FA, OUT)
 	}
 	if (to_s(st, in, &s))
 		return -1;
-	int64_t n = (int64_t)utf8_len(s.s.p, s.s.len);
+	int64_t n = (int64_t)tmpl_utf8_len(s.s.p, s.s.len);
 	if (off < 0)
 		off += n;
 	if (off < 0 || off > n || len < 0) {
-		*out = val_str("", 0);
+		*out = tmpl_val_str("", 0);
 		return 0;
 	}
 	if (len > n - off)
 		len = n - off;
 	size_t b0 = char_off(s.s.p, s.s.len, (size_t)off);
 	size_t b1 = b0 + char_off(s.s.p + b0, s.s.len - b0, (size_t)len);
-	char *r = rs_alloc(st, b1 - b0 + 1);
+	char *r = tmpl_rs_alloc(st, b1 - b0 + 1);
 	if (!r)
 		return -1;
 	memcpy(r, s.s.p + b0, b1 - b0);
 	r[b1 - b0] = 0;
-	*out = val_str(r, b1 - b0);
+	*out = tmpl_val_str(r, b1 - b0);
 	return 0;
 }
 
@@ -637,7 +640,7 @@ static int apush(struct rs *st, struct avec *a, struct val x)
 {
 	if (a->n == a->cap) {
 		size_t nc = a->cap ? a->cap * 2 : 8;
-		struct val *nv = rs_alloc(st, nc * sizeof(*nv));
+		struct val *nv = tmpl_rs_alloc(st, nc * sizeof(*nv));
 		if (!nv)
 			return -1;
 		if (a->n)
@@ -651,12 +654,12 @@ static int apush(struct rs *st, struct avec *a, struct val x)
 
 static int piece(struct rs *st, struct avec *a, const char *p, size_t n)
 {
-	char *s = rs_alloc(st, n + 1);
+	char *s = tmpl_rs_alloc(st, n + 1);
 	if (!s)
 		return -1;
 	memcpy(s, p, n);
 	s[n] = 0;
-	return apush(st, a, val_str(s, n));
+	return apush(st, a, tmpl_val_str(s, n));
 }
 
 static int f_split(struct rs *st, IN, FA, OUT)
@@ -706,7 +709,7 @@ static int f_split(struct rs *st, IN, FA, OUT)
 static int f_truncate(struct rs *st, IN, FA, OUT)
 {
 	int64_t len = 50;
-	struct val s, ell = val_str("...", 3);
+	struct val s, ell = tmpl_val_str("...", 3);
 	struct buf b;
 
 	if (fa->npos > 0 && to_integer(st, ARG(0), "truncate", &len))
@@ -715,12 +718,12 @@ static int f_truncate(struct rs *st, IN, FA, OUT)
 		return -1;
 	if (to_s(st, in, &s))
 		return -1;
-	int64_t n = (int64_t)utf8_len(s.s.p, s.s.len);
+	int64_t n = (int64_t)tmpl_utf8_len(s.s.p, s.s.len);
 	if (n <= len) {
 		*out = s;
 		return 0;
 	}
-	int64_t l = len - (int64_t)utf8_len(ell.s.p, ell.s.len);
+	int64_t l = len - (int64_t)tmpl_utf8_len(ell.s.p, ell.s.len);
 	if (l < 0)
 		l = 0;
 	tb_get(st, &b);
@@ -732,7 +735,7 @@ static int f_truncate(struct rs *st, IN, FA, OUT)
 static int f_truncatewords(struct rs *st, IN, FA, OUT)
 {
 	int64_t words = 15;
-	struct val s, ell = val_str("...", 3);
+	struct val s, ell = tmpl_val_str("...", 3);
 	struct buf b;
 
 	if (fa->npos > 0 && to_integer(st, ARG(0), "truncatewords", &words))
@@ -873,7 +876,7 @@ static int b64dec(struct rs *st, IN, const char *alpha, FA, OUT)
 	const char *p = s.s.p;
 	size_t n = s.s.len;
 	if (n % 4)
-		return rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
 	tb_get(st, &b);
 	for (size_t i = 0; i < n; i += 4) {
 		int v[4], pad = 0;
@@ -884,7 +887,8 @@ static int b64dec(struct rs *st, IN, const char *alpha, FA, OUT)
 				pad++;
 			} else if (pad || map[c] < 0) {
 				tb_put(st, &b);
-				return rs_fail(st, NERR_EVAL, fa->at, "invalid base64");
+				return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+						    "invalid base64");
 			} else {
 				v[k] = map[c];
 			}
@@ -1076,7 +1080,7 @@ static int f_date(struct rs *st, IN, FA, OUT)
 	struct tm tm;
 	gmtime_r(&t, &tm);
 	size_t cap = fmt.s.len * 16 + 64;
-	char *buf = rs_alloc(st, cap);
+	char *buf = tmpl_rs_alloc(st, cap);
 	if (!buf)
 		return -1;
 	/* strftime cannot tell "empty" from "too small"; a sentinel byte can. */
@@ -1087,9 +1091,9 @@ static int f_date(struct rs *st, IN, FA, OUT)
 	size_t w = strftime(buf, cap, buf_str(&f), &tm);
 	buf_fini(&f);
 	if (w == 0)
-		return rs_fail(st, NERR_EVAL, fa->at, "date format too long");
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at, "date format too long");
 	buf[w - 1] = 0;
-	*out = val_str(buf, w - 1);
+	*out = tmpl_val_str(buf, w - 1);
 	return 0;
 }
 
@@ -1097,50 +1101,50 @@ static int f_date(struct rs *st, IN, FA, OUT)
 
 static int f_abs(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in);
+	struct val n = tmpl_num_from(in);
 	if (n.type == V_INT)
-		*out = n.i == INT64_MIN ? val_float(-(double)n.i)
-					: val_int(n.i < 0 ? -n.i : n.i);
+		*out = n.i == INT64_MIN ? tmpl_val_float(-(double)n.i)
+					: tmpl_val_int(n.i < 0 ? -n.i : n.i);
 	else
-		*out = val_float(fabs(n.f));
+		*out = tmpl_val_float(fabs(n.f));
 	return 0;
 }
 
 static struct val f_to_int(double d)
 {
 	if (d > -9.2e18 && d < 9.2e18)
-		return val_int((int64_t)d);
-	return val_float(d);
+		return tmpl_val_int((int64_t)d);
+	return tmpl_val_float(d);
 }
 
 static int f_ceil(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in);
+	struct val n = tmpl_num_from(in);
 	*out = n.type == V_INT ? n : f_to_int(ceil(n.f));
 	return 0;
 }
 
 static int f_floor(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in);
+	struct val n = tmpl_num_from(in);
 	*out = n.type == V_INT ? n : f_to_int(floor(n.f));
 	return 0;
 }
 
 static int f_round(struct rs *st, IN, FA, OUT)
 {
-	struct val n = num_from(in), d = val_int(0);
+	struct val n = tmpl_num_from(in), d = tmpl_val_int(0);
 	if (fa->npos)
-		d = num_from(ARG(0));
+		d = tmpl_num_from(ARG(0));
 	int64_t nd = d.type == V_INT ? d.i : (d.f > -1e6 && d.f < 1e6) ? (int64_t)d.f : 0;
-	return num_round(&n, nd, out);
+	return tmpl_num_round(&n, nd, out);
 }
 
 static int arith(struct rs *st, IN, FA, char op, OUT)
 {
-	struct val a = num_from(in), b = num_from(ARG(0));
-	if (num_arith(op, &a, &b, out))
-		return rs_fail(st, NERR_EVAL, fa->at, "divided by 0");
+	struct val a = tmpl_num_from(in), b = tmpl_num_from(ARG(0));
+	if (tmpl_num_arith(op, &a, &b, out))
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at, "divided by 0");
 	return 0;
 }
 
@@ -1171,17 +1175,17 @@ static int f_modulo(struct rs *st, IN, FA, OUT)
 
 static int f_at_least(struct rs *st, IN, FA, OUT)
 {
-	struct val a = num_from(in), b = num_from(ARG(0));
+	struct val a = tmpl_num_from(in), b = tmpl_num_from(ARG(0));
 	bool ok;
-	*out = val_cmp(&a, &b, &ok) < 0 ? b : a;
+	*out = tmpl_val_cmp(&a, &b, &ok) < 0 ? b : a;
 	return 0;
 }
 
 static int f_at_most(struct rs *st, IN, FA, OUT)
 {
-	struct val a = num_from(in), b = num_from(ARG(0));
+	struct val a = tmpl_num_from(in), b = tmpl_num_from(ARG(0));
 	bool ok;
-	*out = val_cmp(&a, &b, &ok) > 0 ? b : a;
+	*out = tmpl_val_cmp(&a, &b, &ok) > 0 ? b : a;
 	return 0;
 }
 
@@ -1189,26 +1193,26 @@ static int f_at_most(struct rs *st, IN, FA, OUT)
 
 static int f_first(struct rs *st, IN, FA, OUT)
 {
-	struct val k = val_str("first", 5);
-	*out = val_nil();
-	if (val_is_seq(in) || in->type == V_JOBJ)
-		return rs_lookup(st, in, &k, true, out);
+	struct val k = tmpl_val_str("first", 5);
+	*out = tmpl_val_nil();
+	if (tmpl_val_is_seq(in) || in->type == V_JOBJ)
+		return tmpl_rs_lookup(st, in, &k, true, out);
 	return 0;
 }
 
 static int f_last(struct rs *st, IN, FA, OUT)
 {
-	struct val k = val_str("last", 4);
-	*out = val_nil();
-	if (val_is_seq(in))
-		return rs_lookup(st, in, &k, true, out);
+	struct val k = tmpl_val_str("last", 4);
+	*out = tmpl_val_nil();
+	if (tmpl_val_is_seq(in))
+		return tmpl_rs_lookup(st, in, &k, true, out);
 	return 0;
 }
 
 static int f_reverse(struct rs *st, IN, FA, OUT)
 {
 	struct val f;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n / 2; i++) {
@@ -1227,22 +1231,22 @@ static int item_prop(struct rs *st, const struct val *item, const struct val *pr
 		     struct val *out)
 {
 	struct val ps;
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	if (item->type == V_JOBJ) {
 		if (prop->type == V_NIL)
 			return 0;
 		if (to_s(st, prop, &ps))
 			return -1;
-		val_obj_get(item, ps.s.p, out);
+		tmpl_val_obj_get(item, ps.s.p, out);
 		return 0;
 	}
 	if (item->type == V_INT || item->type == V_FLOAT) {
 		/* Ruby: 5['title'] raises; 5[2] is a bit test. */
 		if (prop->type == V_STR)
-			return rs_fail(st, NERR_EVAL, NULL,
-				       "cannot read property '%s' of a number",
-				       prop->s.p);
-		if (val_eq(item, prop))
+			return tmpl_rs_fail(st, NERR_EVAL, NULL,
+					    "cannot read property '%s' of a number",
+					    prop->s.p);
+		if (tmpl_val_eq(item, prop))
 			*out = *item;
 		return 0;
 	}
@@ -1259,7 +1263,7 @@ static int f_compact(struct rs *st, IN, FA, OUT)
 {
 	struct val f, p;
 	size_t o = 0;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
@@ -1281,19 +1285,19 @@ static int f_concat(struct rs *st, IN, FA, OUT)
 {
 	struct val f;
 	struct avec a = {0};
-	if (!val_is_seq(ARG(0)))
-		return rs_fail(st, NERR_EVAL, fa->at,
-			       "concat: expected an array argument");
-	if (rs_flatten(st, in, &f))
+	if (!tmpl_val_is_seq(ARG(0)))
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+				    "concat: expected an array argument");
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
-	size_t n = val_seq_len(ARG(0));
+	size_t n = tmpl_val_seq_len(ARG(0));
 	if (n > st->lim.loop_iterations)
-		return rs_fail(st, NERR_LIMIT, fa->at, "array too long");
+		return tmpl_rs_fail(st, NERR_LIMIT, fa->at, "array too long");
 	for (size_t i = 0; i < f.a.n; i++)
 		if (apush(st, &a, f.a.items[i]))
 			return -1;
 	for (size_t i = 0; i < n; i++)
-		if (apush(st, &a, val_seq_at(ARG(0), i)))
+		if (apush(st, &a, tmpl_val_seq_at(ARG(0), i)))
 			return -1;
 	out->type = V_ARR;
 	out->a.items = a.v;
@@ -1303,7 +1307,7 @@ static int f_concat(struct rs *st, IN, FA, OUT)
 
 static int f_join(struct rs *st, IN, FA, OUT)
 {
-	struct val f, sep = val_str(" ", 1), s;
+	struct val f, sep = tmpl_val_str(" ", 1), s;
 	struct buf b;
 
 	if (fa->npos && to_s(st, ARG(0), &sep))
@@ -1312,7 +1316,7 @@ static int f_join(struct rs *st, IN, FA, OUT)
 		*out = *in;
 		return 0;
 	}
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	tb_get(st, &b);
 	for (size_t i = 0; i < f.a.n; i++) {
@@ -1325,8 +1329,8 @@ static int f_join(struct rs *st, IN, FA, OUT)
 		buf_append(&b, s.s.p, s.s.len);
 		if (b.len > st->lim.output_bytes) {
 			tb_put(st, &b);
-			return rs_fail(st, NERR_LIMIT, fa->at,
-				       "string longer than the output limit");
+			return tmpl_rs_fail(st, NERR_LIMIT, fa->at,
+					    "string longer than the output limit");
 		}
 	}
 	return mk(st, &b, out);
@@ -1335,13 +1339,13 @@ static int f_join(struct rs *st, IN, FA, OUT)
 static int f_map(struct rs *st, IN, FA, OUT)
 {
 	struct val f, p;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
-		if (v[i].type == V_INT || v[i].type == V_FLOAT || val_is_seq(&v[i]))
-			return rs_fail(st, NERR_EVAL, fa->at,
-				       "map: item %zu has no properties", i);
+		if (v[i].type == V_INT || v[i].type == V_FLOAT || tmpl_val_is_seq(&v[i]))
+			return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+					    "map: item %zu has no properties", i);
 		if (item_prop(st, &v[i], ARG(0), &p))
 			return -1;
 		v[i] = p;
@@ -1391,7 +1395,7 @@ static int cmp_items(struct sortctx *c, const struct val *a, const struct val *b
 		}
 		return (ka.s.len > kb.s.len) - (ka.s.len < kb.s.len);
 	}
-	int r = val_cmp(&ka, &kb, &ok);
+	int r = tmpl_val_cmp(&ka, &kb, &ok);
 	if (!ok)
 		c->bad = true;
 	return r;
@@ -1419,21 +1423,21 @@ static int sort_impl(struct rs *st, IN, FA, bool natural, OUT)
 	struct val f;
 	struct sortctx c = {.st = st, .natural = natural};
 
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	if (fa->npos && ARG(0)->type != V_NIL)
 		c.prop = ARG(0);
-	if (rs_charge(st, f.a.n * 20))
+	if (tmpl_rs_charge(st, f.a.n * 20))
 		return -1;
-	struct val *tmp = rs_alloc(st, (f.a.n + 1) * sizeof(*tmp));
+	struct val *tmp = tmpl_rs_alloc(st, (f.a.n + 1) * sizeof(*tmp));
 	if (!tmp)
 		return -1;
 	msort(&c, (struct val *)f.a.items, tmp, f.a.n);
 	if (st->failed)
 		return -1;
 	if (c.bad)
-		return rs_fail(st, NERR_EVAL, fa->at,
-			       "cannot sort values of different types");
+		return tmpl_rs_fail(st, NERR_EVAL, fa->at,
+				    "cannot sort values of different types");
 	*out = f;
 	return 0;
 }
@@ -1453,11 +1457,11 @@ static int f_uniq(struct rs *st, IN, FA, OUT)
 	struct val f, *keys;
 	size_t o = 0;
 
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
-	if (rs_charge(st, f.a.n * f.a.n / 8))
+	if (tmpl_rs_charge(st, f.a.n * f.a.n / 8))
 		return -1;
-	if (!(keys = rs_alloc(st, (f.a.n + 1) * sizeof(*keys))))
+	if (!(keys = tmpl_rs_alloc(st, (f.a.n + 1) * sizeof(*keys))))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
@@ -1466,7 +1470,7 @@ static int f_uniq(struct rs *st, IN, FA, OUT)
 			return -1;
 		bool dup = false;
 		for (size_t j = 0; j < o && !dup; j++)
-			dup = val_eq(&keys[j], &k);
+			dup = tmpl_val_eq(&keys[j], &k);
 		if (!dup) {
 			keys[o] = k;
 			v[o++] = v[i];
@@ -1485,9 +1489,9 @@ static int match_item(struct rs *st, const struct val *item, FA, bool *yes)
 	if (item_prop(st, item, ARG(0), &p))
 		return -1;
 	if (fa->npos > 1 && ARG(1)->type != V_NIL)
-		*yes = val_eq(&p, ARG(1));
+		*yes = tmpl_val_eq(&p, ARG(1));
 	else
-		*yes = val_truthy(&p);
+		*yes = tmpl_val_truthy(&p);
 	return 0;
 }
 
@@ -1496,15 +1500,15 @@ static int select_impl(struct rs *st, IN, FA, bool keep, OUT)
 	struct val f;
 	size_t o = 0;
 
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	if (ARG(0)->type == V_NIL)
 		return 0;
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
 		bool yes;
-		if (v[i].type == V_NIL)
+		if (v[i].type == V_NIL || v[i].type == V_BOOL)
 			return 0;
 		if (match_item(st, &v[i], fa, &yes))
 			return -1;
@@ -1531,17 +1535,22 @@ static int find_impl(struct rs *st, IN, FA, int mode, OUT)
 {
 	struct val f;
 
-	*out = mode == 0 ? val_bool(false) : val_nil();
-	if (rs_flatten(st, in, &f))
+	*out = mode == 0 ? tmpl_val_bool(false) : tmpl_val_nil();
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	for (size_t i = 0; i < f.a.n; i++) {
 		bool yes;
+		/* Ruby gives up (no result) on an item with no properties. */
+		if (f.a.items[i].type == V_NIL || f.a.items[i].type == V_BOOL) {
+			*out = tmpl_val_nil();
+			return 0;
+		}
 		if (match_item(st, &f.a.items[i], fa, &yes))
 			return -1;
 		if (yes) {
-			*out = mode == 0   ? val_bool(true)
+			*out = mode == 0   ? tmpl_val_bool(true)
 			       : mode == 1 ? f.a.items[i]
-					   : val_int((int64_t)i);
+					   : tmpl_val_int((int64_t)i);
 			return 0;
 		}
 	}
@@ -1565,17 +1574,17 @@ static int f_find_index(struct rs *st, IN, FA, OUT)
 
 static int f_sum(struct rs *st, IN, FA, OUT)
 {
-	struct val f, acc = val_int(0), x;
+	struct val f, acc = tmpl_val_int(0), x;
 
-	if (rs_flatten(st, in, &f))
+	if (tmpl_rs_flatten(st, in, &f))
 		return -1;
 	for (size_t i = 0; i < f.a.n; i++) {
 		x = f.a.items[i];
 		if (fa->npos && ARG(0)->type != V_NIL &&
 		    item_prop(st, &f.a.items[i], ARG(0), &x))
 			return -1;
-		x = num_from(&x);
-		if (num_arith('+', &acc, &x, &acc))
+		x = tmpl_num_from(&x);
+		if (tmpl_num_arith('+', &acc, &x, &acc))
 			return -1;
 	}
 	*out = acc;
@@ -1590,17 +1599,17 @@ static int f_default(struct rs *st, IN, FA, OUT)
 
 	for (size_t i = 0; i < fa->nkw; i++)
 		if (strcmp(fa->kwnames[i], "allow_false") == 0)
-			allow_false = val_truthy(&fa->kwvals[i]);
+			allow_false = tmpl_val_truthy(&fa->kwvals[i]);
 	use = in->type == V_NIL || (in->type == V_BOOL && !in->b && !allow_false) ||
 	      (in->type == V_STR && in->s.len == 0) ||
-	      (val_is_seq(in) && val_seq_len(in) == 0) ||
-	      (in->type == V_JOBJ && val_obj_len(in) == 0);
+	      (tmpl_val_is_seq(in) && tmpl_val_seq_len(in) == 0) ||
+	      (in->type == V_JOBJ && tmpl_val_obj_len(in) == 0);
 	if (!use)
 		*out = *in;
 	else if (fa->npos)
 		*out = *ARG(0);
 	else
-		*out = val_str("", 0);
+		*out = tmpl_val_str("", 0);
 	return 0;
 }
 
@@ -1609,7 +1618,7 @@ static int f_json(struct rs *st, IN, FA, OUT)
 	struct buf b;
 
 	tb_get(st, &b);
-	if (rs_json(st, &b, in, 0)) {
+	if (tmpl_rs_json(st, &b, in, 0)) {
 		tb_put(st, &b);
 		return -1;
 	}
@@ -1690,7 +1699,7 @@ static const struct filter_def FILTERS[] = {
 	{"where", 1, 2, NULL, f_where},
 };
 
-const struct filter_def *filter_find(const char *name, size_t len)
+const struct filter_def *tmpl_filter_find(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(FILTERS) / sizeof(FILTERS[0]); i++)
 		if (strlen(FILTERS[i].name) == len &&

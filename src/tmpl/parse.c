@@ -72,7 +72,7 @@ static void pos_of(const char *src, const char *at, int *line, int *col)
 			ls = p + 1;
 		}
 	*line = l;
-	*col = (int)utf8_len(ls, (size_t)(at - ls)) + 1;
+	*col = (int)tmpl_utf8_len(ls, (size_t)(at - ls)) + 1;
 }
 
 static int perr(struct pc *pc, const char *at, const char *fmt, ...)
@@ -619,7 +619,7 @@ static struct expr *parse_primary(struct xp *x)
 	switch (t.type) {
 	case X_STR:
 		xadv(x);
-		e = lit_expr(pc, t.p, val_str(pstr(pc, t.p, t.len), t.len));
+		e = lit_expr(pc, t.p, tmpl_val_str(pstr(pc, t.p, t.len), t.len));
 		break;
 	case X_INT: {
 		char tmp[64];
@@ -628,14 +628,15 @@ static struct expr *parse_primary(struct xp *x)
 		long long v = strtoll(tmp, NULL, 10);
 		xadv(x);
 		e = lit_expr(pc, t.p,
-			     errno == ERANGE ? val_float(strtod(tmp, NULL)) : val_int(v));
+			     errno == ERANGE ? tmpl_val_float(strtod(tmp, NULL))
+					     : tmpl_val_int(v));
 		break;
 	}
 	case X_FLOAT: {
 		char tmp[400];
 		snprintf(tmp, sizeof(tmp), "%.*s", (int)(t.len < 390 ? t.len : 390), t.p);
 		xadv(x);
-		e = lit_expr(pc, t.p, val_float(strtod(tmp, NULL)));
+		e = lit_expr(pc, t.p, tmpl_val_float(strtod(tmp, NULL)));
 		break;
 	}
 	case X_LP: {
@@ -760,7 +761,7 @@ static int parse_fexpr(struct xp *x, struct fexpr *fe, bool allow_empty)
 		const char *name = x->cur.p;
 		size_t nlen = x->cur.len;
 		fc->at = name;
-		fc->def = filter_find(name, nlen);
+		fc->def = tmpl_filter_find(name, nlen);
 		if (!fc->def && pc->strict)
 			return perr(pc, name, "unknown filter '%.*s'", (int)nlen, name);
 		xadv(x);
@@ -877,13 +878,22 @@ static void body_strip(struct body *b)
 	b->n = o;
 }
 
+/* A name assign and capture may set: word characters and hyphens (Ruby's
+ * VariableSignature), so "foo-a" and even "123" but not "foo?". */
+static bool is_var_name(const struct xt *t)
+{
+	if (t->type == X_INT && t->p[0] != '-')
+		return true;
+	return t->type == X_IDENT && t->p[t->len - 1] != '?';
+}
+
 static char *ident_arg(struct pc *pc, const struct tok *t, bool allow_str)
 {
 	struct xp x;
 	char *name;
 
 	xinit(&x, pc, t->p, t->len);
-	if (x.cur.type != X_IDENT && !(allow_str && x.cur.type == X_STR)) {
+	if (!is_var_name(&x.cur) && !(allow_str && x.cur.type == X_STR)) {
 		xunexpected(&x);
 		return NULL;
 	}
@@ -1231,7 +1241,7 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 	} else if (tok_is(t, "assign")) {
 		n = new_node(pc, N_ASSIGN, t->at);
 		xinit(&x, pc, t->p, t->len);
-		if (x.cur.type != X_IDENT)
+		if (!is_var_name(&x.cur))
 			return xunexpected(&x);
 		n->assign.name = pstr(pc, x.cur.p, x.cur.len);
 		xadv(&x);
@@ -1288,6 +1298,8 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 	} else if (tok_is(t, "doc")) {
 		const char *bp;
 		size_t bl;
+		if (t->len)
+			return perr(pc, t->p, "'doc' takes no arguments");
 		if (lx->lines)
 			return skip_doc_lines(pc, lx, t);
 		return lex_raw(pc, lx, "enddoc", t->at, &bp, &bl);
@@ -1394,7 +1406,7 @@ enum nerr tmpl_compile(const char *src, size_t len, const struct tmpl_options *o
 				"1:1: template is %zu bytes, over the limit of %zu", len,
 				lim(o.limits.template_bytes, 1 << 20));
 	t = xcalloc(1, sizeof(*t));
-	arena_init(&t->arena, len * 4 + 4096);
+	arena_init(&t->arena, len < (256u << 10) ? len * 4 + 4096 : (1u << 20));
 	copy = arena_alloc(&t->arena, len + 1);
 	ASSERT(copy);
 	if (len)

@@ -49,10 +49,10 @@ static void pos_in(const char *src, size_t len, const char *at, int *line, int *
 			ls = p + 1;
 		}
 	*line = l;
-	*col = (int)utf8_len(ls, (size_t)(at - ls)) + 1;
+	*col = (int)tmpl_utf8_len(ls, (size_t)(at - ls)) + 1;
 }
 
-int rs_fail(struct rs *st, enum nerr rc, const char *at, const char *fmt, ...)
+int tmpl_rs_fail(struct rs *st, enum nerr rc, const char *at, const char *fmt, ...)
 {
 	char reason[200];
 	va_list ap;
@@ -74,21 +74,22 @@ int rs_fail(struct rs *st, enum nerr rc, const char *at, const char *fmt, ...)
 	return -1;
 }
 
-void *rs_alloc(struct rs *st, size_t n)
+void *tmpl_rs_alloc(struct rs *st, size_t n)
 {
 	void *p = arena_alloc(st->a, n ? n : 1);
 	if (!p)
-		rs_fail(st, NERR_LIMIT, NULL,
-			"render needs more than %zu bytes of scratch memory",
-			st->lim.scratch_bytes);
+		tmpl_rs_fail(st, NERR_LIMIT, NULL,
+			     "render needs more than %zu bytes of scratch memory",
+			     st->lim.scratch_bytes);
 	return p;
 }
 
-int rs_charge(struct rs *st, size_t units)
+int tmpl_rs_charge(struct rs *st, size_t units)
 {
 	if (units > st->lim.work_units || st->work > st->lim.work_units - units) {
 		st->work = st->lim.work_units + 1;
-		return rs_fail(st, NERR_LIMIT, NULL, "render exceeds its work limit");
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL,
+				    "render exceeds its work limit");
 	}
 	st->work += units;
 	return 0;
@@ -131,7 +132,7 @@ static int vtab_set(struct rs *st, struct vtab *t, const char *key, const struct
 	}
 	if ((t->n + 1) * 2 > t->cap) {
 		size_t nc = t->cap ? t->cap * 2 : 16;
-		struct vtab_ent *ne = rs_alloc(st, nc * sizeof(*ne)), *old = t->ents;
+		struct vtab_ent *ne = tmpl_rs_alloc(st, nc * sizeof(*ne)), *old = t->ents;
 		size_t oc = t->cap;
 		if (!ne)
 			return -1;
@@ -162,7 +163,7 @@ static int bind_push(struct rs *st, const char *name, const struct val *v)
 {
 	if (st->nbinds == st->capbinds) {
 		size_t nc = st->capbinds ? st->capbinds * 2 : 16;
-		struct bind *nb = rs_alloc(st, nc * sizeof(*nb));
+		struct bind *nb = tmpl_rs_alloc(st, nc * sizeof(*nb));
 		if (!nb)
 			return -1;
 		if (st->nbinds)
@@ -180,7 +181,7 @@ static int bind_push(struct rs *st, const char *name, const struct val *v)
 
 static char *sdup(struct rs *st, const char *p, size_t n)
 {
-	char *s = rs_alloc(st, n + 1);
+	char *s = tmpl_rs_alloc(st, n + 1);
 	if (!s)
 		return NULL;
 	memcpy(s, p, n);
@@ -222,12 +223,12 @@ static int inspect_str(struct buf *b, const char *p, size_t n)
 static int to_s_buf(struct rs *st, struct buf *b, const struct val *v, int depth);
 
 /* Ruby's #inspect, which is how a hash prints. */
-int rs_inspect(struct rs *st, struct buf *b, const struct val *v, int depth)
+int tmpl_rs_inspect(struct rs *st, struct buf *b, const struct val *v, int depth)
 {
-	if (depth > 64 || rs_charge(st, 1))
-		return depth > 64
-			       ? rs_fail(st, NERR_LIMIT, NULL, "value nested too deeply")
-			       : -1;
+	if (depth > 64 || tmpl_rs_charge(st, 1))
+		return depth > 64 ? tmpl_rs_fail(st, NERR_LIMIT, NULL,
+						 "value nested too deeply")
+				  : -1;
 	switch (v->type) {
 	case V_NIL:
 		return buf_puts(b, "nil") ? -1 : 0;
@@ -236,13 +237,13 @@ int rs_inspect(struct rs *st, struct buf *b, const struct val *v, int depth)
 	case V_ARR:
 	case V_JARR:
 	case V_RANGE: {
-		size_t n = val_seq_len(v);
+		size_t n = tmpl_val_seq_len(v);
 		buf_putc(b, '[');
 		for (size_t i = 0; i < n; i++) {
-			struct val x = val_seq_at(v, i);
+			struct val x = tmpl_val_seq_at(v, i);
 			if (i)
 				buf_puts(b, ", ");
-			if (rs_inspect(st, b, &x, depth + 1))
+			if (tmpl_rs_inspect(st, b, &x, depth + 1))
 				return -1;
 		}
 		return buf_putc(b, ']') ? -1 : 0;
@@ -252,13 +253,13 @@ int rs_inspect(struct rs *st, struct buf *b, const struct val *v, int depth)
 		buf_putc(b, '{');
 		json_object_object_foreach(v->j, k, jv)
 		{
-			struct val x = val_from_json(jv);
+			struct val x = tmpl_val_from_json(jv);
 			if (!first)
 				buf_puts(b, ", ");
 			first = false;
 			inspect_str(b, k, strlen(k));
 			buf_puts(b, "=>");
-			if (rs_inspect(st, b, &x, depth + 1))
+			if (tmpl_rs_inspect(st, b, &x, depth + 1))
 				return -1;
 		}
 		return buf_putc(b, '}') ? -1 : 0;
@@ -273,7 +274,7 @@ static int to_s_buf(struct rs *st, struct buf *b, const struct val *v, int depth
 	char tmp[64];
 
 	if (depth > 64)
-		return rs_fail(st, NERR_LIMIT, NULL, "value nested too deeply");
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL, "value nested too deeply");
 	switch (v->type) {
 	case V_NIL:
 	case V_BLANK:
@@ -287,7 +288,7 @@ static int to_s_buf(struct rs *st, struct buf *b, const struct val *v, int depth
 		buf_printf(b, "%lld", (long long)v->i);
 		return 0;
 	case V_FLOAT:
-		val_fmt_float(v->f, tmp, sizeof(tmp));
+		tmpl_val_fmt_float(v->f, tmp, sizeof(tmp));
 		buf_puts(b, tmp);
 		return 0;
 	case V_STR:
@@ -298,24 +299,25 @@ static int to_s_buf(struct rs *st, struct buf *b, const struct val *v, int depth
 		return 0;
 	case V_ARR:
 	case V_JARR: {
-		size_t n = val_seq_len(v);
+		size_t n = tmpl_val_seq_len(v);
 		for (size_t i = 0; i < n; i++) {
-			struct val x = val_seq_at(v, i);
-			if (rs_charge(st, 1) || to_s_buf(st, b, &x, depth + 1))
+			struct val x = tmpl_val_seq_at(v, i);
+			if (tmpl_rs_charge(st, 1) || to_s_buf(st, b, &x, depth + 1))
 				return -1;
 			if (b->len > st->lim.output_bytes)
-				return rs_fail(st, NERR_LIMIT, NULL,
-					       "string longer than the output limit");
+				return tmpl_rs_fail(
+					st, NERR_LIMIT, NULL,
+					"string longer than the output limit");
 		}
 		return 0;
 	}
 	case V_JOBJ:
-		return rs_inspect(st, b, v, depth);
+		return tmpl_rs_inspect(st, b, v, depth);
 	}
 	return 0;
 }
 
-int rs_to_str(struct rs *st, const struct val *v, struct val *out)
+int tmpl_rs_to_str(struct rs *st, const struct val *v, struct val *out)
 {
 	char tmp[64];
 	struct buf b;
@@ -329,24 +331,24 @@ int rs_to_str(struct rs *st, const struct val *v, struct val *out)
 	case V_BLANK:
 	case V_EMPTY:
 	case V_LOOP:
-		*out = val_str("", 0);
+		*out = tmpl_val_str("", 0);
 		return 0;
 	case V_BOOL:
-		*out = v->b ? val_str("true", 4) : val_str("false", 5);
+		*out = v->b ? tmpl_val_str("true", 4) : tmpl_val_str("false", 5);
 		return 0;
 	case V_INT:
 	case V_FLOAT: {
 		int n;
 		if (v->type == V_INT)
-			n = (int)val_fmt_int(v->i, tmp);
+			n = (int)tmpl_val_fmt_int(v->i, tmp);
 		else {
-			val_fmt_float(v->f, tmp, sizeof(tmp));
+			tmpl_val_fmt_float(v->f, tmp, sizeof(tmp));
 			n = (int)strlen(tmp);
 		}
 		char *s = sdup(st, tmp, (size_t)n);
 		if (!s)
 			return -1;
-		*out = val_str(s, (size_t)n);
+		*out = tmpl_val_str(s, (size_t)n);
 		return 0;
 	}
 	default:
@@ -359,7 +361,7 @@ int rs_to_str(struct rs *st, const struct val *v, struct val *out)
 		if (!s)
 			rc = -1;
 		else
-			*out = val_str(s, b.len);
+			*out = tmpl_val_str(s, b.len);
 	}
 	buf_fini(&b);
 	return rc;
@@ -388,17 +390,17 @@ static void json_str(struct buf *b, const char *p, size_t n)
 	buf_putc(b, '"');
 }
 
-int rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
+int tmpl_rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
 {
 	char tmp[64];
 
 	if (depth > 64)
-		return rs_fail(st, NERR_LIMIT, NULL, "value nested too deeply");
-	if (rs_charge(st, 1))
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL, "value nested too deeply");
+	if (tmpl_rs_charge(st, 1))
 		return -1;
 	if (b->len > st->lim.output_bytes)
-		return rs_fail(st, NERR_LIMIT, NULL,
-			       "string longer than the output limit");
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL,
+				    "string longer than the output limit");
 	switch (v->type) {
 	case V_NIL:
 	case V_LOOP:
@@ -419,7 +421,7 @@ int rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
 			buf_puts(b, "null");
 			return 0;
 		}
-		val_fmt_float(v->f, tmp, sizeof(tmp));
+		tmpl_val_fmt_float(v->f, tmp, sizeof(tmp));
 		buf_puts(b, tmp);
 		return 0;
 	case V_STR:
@@ -428,13 +430,13 @@ int rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
 	case V_ARR:
 	case V_JARR:
 	case V_RANGE: {
-		size_t n = val_seq_len(v);
+		size_t n = tmpl_val_seq_len(v);
 		buf_putc(b, '[');
 		for (size_t i = 0; i < n; i++) {
-			struct val x = val_seq_at(v, i);
+			struct val x = tmpl_val_seq_at(v, i);
 			if (i)
 				buf_putc(b, ',');
-			if (rs_json(st, b, &x, depth + 1))
+			if (tmpl_rs_json(st, b, &x, depth + 1))
 				return -1;
 		}
 		buf_putc(b, ']');
@@ -445,13 +447,13 @@ int rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
 		buf_putc(b, '{');
 		json_object_object_foreach(v->j, k, jv)
 		{
-			struct val x = val_from_json(jv);
+			struct val x = tmpl_val_from_json(jv);
 			if (!first)
 				buf_putc(b, ',');
 			first = false;
 			json_str(b, k, strlen(k));
 			buf_putc(b, ':');
-			if (rs_json(st, b, &x, depth + 1))
+			if (tmpl_rs_json(st, b, &x, depth + 1))
 				return -1;
 		}
 		buf_putc(b, '}');
@@ -472,7 +474,7 @@ static int apush(struct rs *st, struct avec *a, const struct val *x)
 {
 	if (a->n == a->cap) {
 		size_t nc = a->cap ? a->cap * 2 : 8;
-		struct val *nv = rs_alloc(st, nc * sizeof(*nv));
+		struct val *nv = tmpl_rs_alloc(st, nc * sizeof(*nv));
 		if (!nv)
 			return -1;
 		if (a->n)
@@ -487,16 +489,16 @@ static int apush(struct rs *st, struct avec *a, const struct val *x)
 static int flatten_into(struct rs *st, struct avec *a, const struct val *v, int depth)
 {
 	if (depth > 64)
-		return rs_fail(st, NERR_LIMIT, NULL, "array nested too deeply");
-	if (val_is_seq(v)) {
-		size_t n = val_seq_len(v);
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL, "array nested too deeply");
+	if (tmpl_val_is_seq(v)) {
+		size_t n = tmpl_val_seq_len(v);
 		if (v->type == V_RANGE && n > st->lim.loop_iterations)
-			return rs_fail(st, NERR_LIMIT, NULL,
-				       "range of %zu items is over the limit", n);
-		if (rs_charge(st, n))
+			return tmpl_rs_fail(st, NERR_LIMIT, NULL,
+					    "range of %zu items is over the limit", n);
+		if (tmpl_rs_charge(st, n))
 			return -1;
 		for (size_t i = 0; i < n; i++) {
-			struct val x = val_seq_at(v, i);
+			struct val x = tmpl_val_seq_at(v, i);
 			if (flatten_into(st, a, &x, depth + 1))
 				return -1;
 		}
@@ -505,7 +507,7 @@ static int flatten_into(struct rs *st, struct avec *a, const struct val *v, int 
 	return apush(st, a, v);
 }
 
-int rs_flatten(struct rs *st, const struct val *v, struct val *out)
+int tmpl_rs_flatten(struct rs *st, const struct val *v, struct val *out)
 {
 	struct avec a = {0};
 
@@ -520,11 +522,11 @@ int rs_flatten(struct rs *st, const struct val *v, struct val *out)
 
 static int pair_of(struct rs *st, const char *k, struct json_object *jv, struct val *out)
 {
-	struct val *p = rs_alloc(st, 2 * sizeof(*p));
+	struct val *p = tmpl_rs_alloc(st, 2 * sizeof(*p));
 	if (!p)
 		return -1;
-	p[0] = val_str(k, strlen(k));
-	p[1] = val_from_json(jv);
+	p[0] = tmpl_val_str(k, strlen(k));
+	p[1] = tmpl_val_from_json(jv);
 	out->type = V_ARR;
 	out->safe = 0;
 	out->a.items = p;
@@ -559,53 +561,53 @@ static bool key_is(const struct val *k, const char *w)
 static int loop_field(const struct loop *l, const struct val *k, struct val *out)
 {
 	int64_t i = l->idx0;
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	if (key_is(k, "length"))
-		*out = val_int(l->length);
+		*out = tmpl_val_int(l->length);
 	else if (key_is(k, "index"))
-		*out = val_int(i + 1);
+		*out = tmpl_val_int(i + 1);
 	else if (key_is(k, "index0"))
-		*out = val_int(i);
+		*out = tmpl_val_int(i);
 	else if (key_is(k, "rindex"))
-		*out = val_int(l->length - i);
+		*out = tmpl_val_int(l->length - i);
 	else if (key_is(k, "rindex0"))
-		*out = val_int(l->length - i - 1);
+		*out = tmpl_val_int(l->length - i - 1);
 	else if (key_is(k, "first"))
-		*out = val_bool(i == 0);
+		*out = tmpl_val_bool(i == 0);
 	else if (key_is(k, "last"))
-		*out = val_bool(i == l->length - 1);
+		*out = tmpl_val_bool(i == l->length - 1);
 	else if (!l->tablerow && key_is(k, "name") && l->name)
-		*out = val_str(l->name, strlen(l->name));
+		*out = tmpl_val_str(l->name, strlen(l->name));
 	else if (!l->tablerow && key_is(k, "parentloop") && l->parent) {
 		out->type = V_LOOP;
 		out->loop = l->parent;
 	} else if (l->tablerow) {
 		int64_t col0 = i % l->cols;
 		if (key_is(k, "col"))
-			*out = val_int(col0 + 1);
+			*out = tmpl_val_int(col0 + 1);
 		else if (key_is(k, "col0"))
-			*out = val_int(col0);
+			*out = tmpl_val_int(col0);
 		else if (key_is(k, "col_first"))
-			*out = val_bool(col0 == 0);
+			*out = tmpl_val_bool(col0 == 0);
 		else if (key_is(k, "col_last"))
-			*out = val_bool(col0 == l->cols - 1);
+			*out = tmpl_val_bool(col0 == l->cols - 1);
 		else if (key_is(k, "row"))
-			*out = val_int(i / l->cols + 1);
+			*out = tmpl_val_int(i / l->cols + 1);
 	}
 	return 0;
 }
 
-int rs_lookup(struct rs *st, const struct val *obj, const struct val *key, bool cmd,
-	      struct val *out)
+int tmpl_rs_lookup(struct rs *st, const struct val *obj, const struct val *key, bool cmd,
+		   struct val *out)
 {
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	switch (obj->type) {
 	case V_JOBJ:
 		if (key->type == V_STR) {
-			if (val_obj_get(obj, key->s.p, out))
+			if (tmpl_val_obj_get(obj, key->s.p, out))
 				return 0;
 			if (key_is(key, "size"))
-				*out = val_int((int64_t)val_obj_len(obj));
+				*out = tmpl_val_int((int64_t)tmpl_val_obj_len(obj));
 			else if (key_is(key, "first")) {
 				json_object_object_foreach(obj->j, k, jv)
 				{
@@ -617,27 +619,27 @@ int rs_lookup(struct rs *st, const struct val *obj, const struct val *key, bool 
 	case V_ARR:
 	case V_JARR:
 	case V_RANGE: {
-		size_t n = val_seq_len(obj);
+		size_t n = tmpl_val_seq_len(obj);
 		if (key->type == V_INT) {
 			int64_t i = key->i;
 			if (i < 0)
 				i += (int64_t)n;
 			if (i >= 0 && (uint64_t)i < n)
-				*out = val_seq_at(obj, (size_t)i);
+				*out = tmpl_val_seq_at(obj, (size_t)i);
 		} else if (key_is(key, "size")) {
-			*out = val_int((int64_t)n);
+			*out = tmpl_val_int((int64_t)n);
 		} else if (key_is(key, "first")) {
 			if (n)
-				*out = val_seq_at(obj, 0);
+				*out = tmpl_val_seq_at(obj, 0);
 		} else if (key_is(key, "last")) {
 			if (n)
-				*out = val_seq_at(obj, n - 1);
+				*out = tmpl_val_seq_at(obj, n - 1);
 		}
 		return 0;
 	}
 	case V_STR:
 		if (key_is(key, "size"))
-			*out = val_int((int64_t)utf8_len(obj->s.p, obj->s.len));
+			*out = tmpl_val_int((int64_t)tmpl_utf8_len(obj->s.p, obj->s.len));
 		return 0;
 	case V_LOOP:
 		return loop_field(obj->loop, key, out);
@@ -668,7 +670,7 @@ static void lookup_root_h(struct rs *st, const char *name, const struct seg *s,
 			return;
 		}
 	}
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	if (!st->globals)
 		return;
 	if (s) {
@@ -677,13 +679,13 @@ static void lookup_root_h(struct rs *st, const char *name, const struct seg *s,
 			struct lh_entry *le =
 				lh_table_lookup_entry_w_hash(t, name, s->jhash);
 			if (le)
-				*out = val_from_json(
+				*out = tmpl_val_from_json(
 					(struct json_object *)lh_entry_v(le));
 			return;
 		}
 	}
 	if (json_object_object_get_ex(st->globals, name, &j))
-		*out = val_from_json(j);
+		*out = tmpl_val_from_json(j);
 }
 
 static void lookup_root(struct rs *st, const char *name, struct val *out)
@@ -700,10 +702,10 @@ static bool obj_get_seg(const struct val *obj, const struct seg *s, struct val *
 		struct lh_entry *le = lh_table_lookup_entry_w_hash(t, s->key, s->jhash);
 		if (!le)
 			return false;
-		*out = val_from_json((struct json_object *)lh_entry_v(le));
+		*out = tmpl_val_from_json((struct json_object *)lh_entry_v(le));
 		return true;
 	}
-	return val_obj_get(obj, s->key, out);
+	return tmpl_val_obj_get(obj, s->key, out);
 }
 
 /* ---- expressions ---- */
@@ -725,9 +727,9 @@ static bool is_blankish(const struct val *v)
 	case V_ARR:
 	case V_JARR:
 	case V_RANGE:
-		return val_seq_len(v) == 0;
+		return tmpl_val_seq_len(v) == 0;
 	case V_JOBJ:
-		return val_obj_len(v) == 0;
+		return tmpl_val_obj_len(v) == 0;
 	default:
 		return false;
 	}
@@ -741,9 +743,9 @@ static bool is_emptyish(const struct val *v)
 	case V_ARR:
 	case V_JARR:
 	case V_RANGE:
-		return val_seq_len(v) == 0;
+		return tmpl_val_seq_len(v) == 0;
 	case V_JOBJ:
-		return val_obj_len(v) == 0;
+		return tmpl_val_obj_len(v) == 0;
 	default:
 		return false;
 	}
@@ -760,7 +762,7 @@ static bool liquid_eq(const struct val *l, const struct val *r)
 		const struct val *s = ls ? l : r, *o = ls ? r : l;
 		return s->type == V_BLANK ? is_blankish(o) : is_emptyish(o);
 	}
-	return val_eq(l, r);
+	return tmpl_val_eq(l, r);
 }
 
 static int contains(struct rs *st, const struct val *l, const struct val *r)
@@ -769,20 +771,20 @@ static int contains(struct rs *st, const struct val *l, const struct val *r)
 		return 0;
 	if (l->type == V_STR) {
 		struct val rs;
-		if (rs_to_str(st, r, &rs))
+		if (tmpl_rs_to_str(st, r, &rs))
 			return -1;
-		if (rs_charge(st, l->s.len))
+		if (tmpl_rs_charge(st, l->s.len))
 			return -1;
 		if (rs.s.len == 0)
 			return 1;
 		return memmem(l->s.p, l->s.len, rs.s.p, rs.s.len) != NULL;
 	}
-	if (val_is_seq(l)) {
-		size_t n = val_seq_len(l);
-		if (rs_charge(st, n))
+	if (tmpl_val_is_seq(l)) {
+		size_t n = tmpl_val_seq_len(l);
+		if (tmpl_rs_charge(st, n))
 			return -1;
 		for (size_t i = 0; i < n; i++) {
-			struct val x = val_seq_at(l, i);
+			struct val x = tmpl_val_seq_at(l, i);
 			if (liquid_eq(&x, r))
 				return 1;
 		}
@@ -790,7 +792,7 @@ static int contains(struct rs *st, const struct val *l, const struct val *r)
 	}
 	if (l->type == V_JOBJ && r->type == V_STR) {
 		struct val x;
-		return val_obj_get(l, r->s.p, &x);
+		return tmpl_val_obj_get(l, r->s.p, &x);
 	}
 	return 0;
 }
@@ -801,10 +803,11 @@ static int to_range_int(struct rs *st, const struct expr *e, int64_t *out)
 
 	if (eval(st, e, &v))
 		return -1;
-	n = num_from(&v);
+	n = tmpl_num_from(&v);
 	if (n.type == V_FLOAT) {
 		if (!(n.f > -9.2e18 && n.f < 9.2e18))
-			return rs_fail(st, NERR_EVAL, e->at, "range bound out of range");
+			return tmpl_rs_fail(st, NERR_EVAL, e->at,
+					    "range bound out of range");
 		*out = (int64_t)n.f;
 	} else {
 		*out = n.i;
@@ -831,7 +834,7 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 			if (l.type == V_STR)
 				lookup_root(st, l.s.p, out);
 			else
-				*out = val_nil();
+				*out = tmpl_val_nil();
 		}
 		for (size_t i = 1; i < e->nsegs; i++) {
 			struct val cur = *out;
@@ -839,12 +842,12 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 			if (s->key) {
 				if (cur.type == V_JOBJ && obj_get_seg(&cur, s, out))
 					continue;
-				l = val_str(s->key, s->klen);
-				if (rs_lookup(st, &cur, &l, true, out))
+				l = tmpl_val_str(s->key, s->klen);
+				if (tmpl_rs_lookup(st, &cur, &l, true, out))
 					return -1;
 			} else {
 				if (eval(st, s->idx, &l) ||
-				    rs_lookup(st, &cur, &l, false, out))
+				    tmpl_rs_lookup(st, &cur, &l, false, out))
 					return -1;
 			}
 		}
@@ -864,40 +867,40 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 	case X_OR:
 		if (eval(st, e->l, &l))
 			return -1;
-		if (e->kind == X_AND && !val_truthy(&l)) {
-			*out = val_bool(false);
+		if (e->kind == X_AND && !tmpl_val_truthy(&l)) {
+			*out = tmpl_val_bool(false);
 			return 0;
 		}
-		if (e->kind == X_OR && val_truthy(&l)) {
-			*out = val_bool(true);
+		if (e->kind == X_OR && tmpl_val_truthy(&l)) {
+			*out = tmpl_val_bool(true);
 			return 0;
 		}
 		if (eval(st, e->r, &r))
 			return -1;
-		*out = val_bool(val_truthy(&r));
+		*out = tmpl_val_bool(tmpl_val_truthy(&r));
 		return 0;
 	case X_CMP:
 		if (eval(st, e->l, &l) || eval(st, e->r, &r))
 			return -1;
 		/* Comparing arrays or objects walks them: charge their size. */
 		if ((l.type == V_ARR || l.type == V_JARR || l.type == V_JOBJ) &&
-		    rs_charge(st, val_seq_len(&l) + val_obj_len(&l)))
+		    tmpl_rs_charge(st, tmpl_val_seq_len(&l) + tmpl_val_obj_len(&l)))
 			return -1;
 		switch (e->op) {
 		case OP_EQ:
-			*out = val_bool(liquid_eq(&l, &r));
+			*out = tmpl_val_bool(liquid_eq(&l, &r));
 			return 0;
 		case OP_NE:
-			*out = val_bool(!liquid_eq(&l, &r));
+			*out = tmpl_val_bool(!liquid_eq(&l, &r));
 			return 0;
 		case OP_CONTAINS:
 			if ((c = contains(st, &l, &r)) < 0)
 				return -1;
-			*out = val_bool(c);
+			*out = tmpl_val_bool(c);
 			return 0;
 		default: {
 			bool ok;
-			c = val_cmp(&l, &r, &ok);
+			c = tmpl_val_cmp(&l, &r, &ok);
 			if (!ok) {
 				/* Ruby compares strings with strings and numbers with
 				 * numbers; a string against a number raises, anything
@@ -906,22 +909,23 @@ static int eval(struct rs *st, const struct expr *e, struct val *out)
 				bool ln = l.type == V_INT || l.type == V_FLOAT;
 				bool rn = r.type == V_INT || r.type == V_FLOAT;
 				if ((ls && rn) || (ln && rsn))
-					return rs_fail(st, NERR_EVAL, e->at,
-						       "cannot compare a %s with a %s",
-						       ls ? "string" : "number",
-						       rsn ? "string" : "number");
-				*out = val_bool(false);
+					return tmpl_rs_fail(
+						st, NERR_EVAL, e->at,
+						"cannot compare a %s with a %s",
+						ls ? "string" : "number",
+						rsn ? "string" : "number");
+				*out = tmpl_val_bool(false);
 				return 0;
 			}
-			*out = val_bool(e->op == OP_LT	 ? c < 0
-					: e->op == OP_GT ? c > 0
-					: e->op == OP_LE ? c <= 0
-							 : c >= 0);
+			*out = tmpl_val_bool(e->op == OP_LT   ? c < 0
+					     : e->op == OP_GT ? c > 0
+					     : e->op == OP_LE ? c <= 0
+							      : c >= 0);
 			return 0;
 		}
 		}
 	}
-	*out = val_nil();
+	*out = tmpl_val_nil();
 	return 0;
 }
 
@@ -930,7 +934,7 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 	struct val cur, pos[8], kw[4];
 
 	if (!fe->e) {
-		*out = val_nil();
+		*out = tmpl_val_nil();
 		return 0;
 	}
 	if (eval(st, fe->e, &cur))
@@ -947,8 +951,8 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 		if (!fc->def)
 			continue;
 		if (fc->nargs > 8 || fc->nkw > 4)
-			return rs_fail(st, NERR_EVAL, fc->at,
-				       "too many filter arguments");
+			return tmpl_rs_fail(st, NERR_EVAL, fc->at,
+					    "too many filter arguments");
 		for (size_t k = 0; k < fc->nargs; k++)
 			if (eval(st, fc->args[k], &pos[k]))
 				return -1;
@@ -956,16 +960,16 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 			if (eval(st, fc->kwvals[k], &kw[k]))
 				return -1;
 		if (cur.type == V_BLANK || cur.type == V_EMPTY)
-			cur = val_str("", 0);
-		if (rs_charge(st, 1 + (cur.type == V_STR ? cur.s.len : 0)))
+			cur = tmpl_val_str("", 0);
+		if (tmpl_rs_charge(st, 1 + (cur.type == V_STR ? cur.s.len : 0)))
 			return -1;
-		res = val_nil();
+		res = tmpl_val_nil();
 		st->cur_at = fc->at;
 		if (fc->def->fn(st, &cur, &fa, &res))
 			return -1;
 		if (res.type == V_STR && res.s.len > st->lim.output_bytes)
-			return rs_fail(st, NERR_LIMIT, fc->at,
-				       "string longer than the output limit");
+			return tmpl_rs_fail(st, NERR_LIMIT, fc->at,
+					    "string longer than the output limit");
 		cur = res;
 	}
 	*out = cur;
@@ -977,10 +981,10 @@ static int eval_f(struct rs *st, const struct fexpr *fe, struct val *out)
 static int emit(struct rs *st, const char *p, size_t n)
 {
 	if (st->out->len + n > st->out_limit)
-		return rs_fail(st, NERR_LIMIT, NULL, "output exceeds %zu bytes",
-			       st->lim.output_bytes);
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL, "output exceeds %zu bytes",
+				    st->lim.output_bytes);
 	if (buf_append(st->out, p, n))
-		return rs_fail(st, NERR_LIMIT, NULL, "output buffer is full");
+		return tmpl_rs_fail(st, NERR_LIMIT, NULL, "output buffer is full");
 	return 0;
 }
 
@@ -1022,10 +1026,10 @@ static int emit_val(struct rs *st, const struct val *v)
 	int n;
 
 	if (v->type == V_INT) {
-		n = (int)val_fmt_int(v->i, tmp);
+		n = (int)tmpl_val_fmt_int(v->i, tmp);
 		return emit(st, tmp, (size_t)n);
 	}
-	if (rs_to_str(st, v, &s))
+	if (tmpl_rs_to_str(st, v, &s))
 		return -1;
 	if (st->opt->html_escape && !v->safe)
 		return emit_escaped(st, s.s.p, s.s.len);
@@ -1054,7 +1058,8 @@ static int to_int_arg(struct rs *st, const struct expr *e, const char *what,
 		break;
 	case V_FLOAT:
 		if (!(v.f > -9.2e18 && v.f < 9.2e18))
-			return rs_fail(st, NERR_EVAL, e->at, "%s is out of range", what);
+			return tmpl_rs_fail(st, NERR_EVAL, e->at, "%s is out of range",
+					    what);
 		*out = (int64_t)v.f;
 		break;
 	case V_STR: {
@@ -1066,12 +1071,13 @@ static int to_int_arg(struct rs *st, const struct expr *e, const char *what,
 		while (isspace((unsigned char)*end))
 			end++;
 		if (end == p || *end)
-			return rs_fail(st, NERR_EVAL, e->at, "%s must be a number", what);
+			return tmpl_rs_fail(st, NERR_EVAL, e->at, "%s must be a number",
+					    what);
 		*out = x;
 		break;
 	}
 	default:
-		return rs_fail(st, NERR_EVAL, e->at, "%s must be a number", what);
+		return tmpl_rs_fail(st, NERR_EVAL, e->at, "%s must be a number", what);
 	}
 	*present = true;
 	return 0;
@@ -1080,26 +1086,26 @@ static int to_int_arg(struct rs *st, const struct expr *e, const char *what,
 static int step(struct rs *st, const char *at)
 {
 	if (++st->iterations > st->lim.loop_iterations)
-		return rs_fail(st, NERR_LIMIT, at, "more than %zu loop iterations",
-			       st->lim.loop_iterations);
-	return rs_charge(st, 1);
+		return tmpl_rs_fail(st, NERR_LIMIT, at, "more than %zu loop iterations",
+				    st->lim.loop_iterations);
+	return tmpl_rs_charge(st, 1);
 }
 
 /* The collection a loop walks: arrays and ranges as they are, an object as its
  * [key, value] pairs, a non-empty string as itself, anything else as nothing. */
 static int loop_coll(struct rs *st, const struct val *v, struct val *out)
 {
-	if (val_is_seq(v)) {
+	if (tmpl_val_is_seq(v)) {
 		*out = *v;
 		return 0;
 	}
 	if (v->type == V_JOBJ)
-		return rs_charge(st, val_obj_len(v)) || obj_pairs(st, v, out);
+		return tmpl_rs_charge(st, tmpl_val_obj_len(v)) || obj_pairs(st, v, out);
 	out->type = V_ARR;
 	out->a.n = 0;
 	out->a.items = NULL;
 	if (v->type == V_STR && v->s.len) {
-		struct val *one = rs_alloc(st, sizeof(*one));
+		struct val *one = tmpl_rs_alloc(st, sizeof(*one));
 		if (!one)
 			return -1;
 		*one = *v;
@@ -1118,7 +1124,8 @@ static int render_for(struct rs *st, const struct node *n)
 
 	if (eval(st, n->loop.coll, &cv) || loop_coll(st, &cv, &coll))
 		return -1;
-	len = (int64_t)(val_seq_len(&coll) > INT64_MAX ? INT64_MAX : val_seq_len(&coll));
+	len = (int64_t)(tmpl_val_seq_len(&coll) > INT64_MAX ? INT64_MAX
+							    : tmpl_val_seq_len(&coll));
 	if (n->loop.offset_continue) {
 		reg = vtab_find(&st->offsets, n->loop.name);
 		from = reg ? reg->v.i : 0;
@@ -1139,14 +1146,14 @@ static int render_for(struct rs *st, const struct node *n)
 	}
 	int64_t count = to > from ? to - from : 0;
 	if (n->kind == N_FOR) {
-		struct val reg_v = val_int(from + count);
+		struct val reg_v = tmpl_val_int(from + count);
 		if (vtab_set(st, &st->offsets, n->loop.name, &reg_v))
 			return -1;
 	}
 	if (n->kind == N_FOR && count == 0)
 		return render_body(st, &n->loop.els);
 
-	struct loop *lp = rs_alloc(st, sizeof(*lp));
+	struct loop *lp = tmpl_rs_alloc(st, sizeof(*lp));
 	if (!lp)
 		return -1;
 	memset(lp, 0, sizeof(*lp));
@@ -1154,7 +1161,7 @@ static int render_for(struct rs *st, const struct node *n)
 	lp->length = count;
 	lp->parent = st->loop;
 	size_t nb = st->nbinds;
-	struct val none = val_nil(), lv = {.type = V_LOOP};
+	struct val none = tmpl_val_nil(), lv = {.type = V_LOOP};
 	lv.loop = lp;
 	if (bind_push(st, n->loop.var, &none))
 		return -1;
@@ -1183,7 +1190,7 @@ static int render_for(struct rs *st, const struct node *n)
 			break;
 		}
 		lp->idx0 = k;
-		st->binds[nb].v = val_seq_at(&coll, (size_t)idx);
+		st->binds[nb].v = tmpl_val_seq_at(&coll, (size_t)idx);
 		if (n->kind == N_TABLEROW) {
 			char tmp[64];
 			int w = snprintf(tmp, sizeof(tmp), "<td class=\"col%lld\">",
@@ -1239,9 +1246,9 @@ static int render_cycle(struct rs *st, const struct node *n)
 	const char *k;
 
 	if (n->cycle.group) {
-		if (eval(st, n->cycle.group, &g) || rs_to_str(st, &g, &key))
+		if (eval(st, n->cycle.group, &g) || tmpl_rs_to_str(st, &g, &key))
 			return -1;
-		char *s = rs_alloc(st, key.s.len + 3);
+		char *s = tmpl_rs_alloc(st, key.s.len + 3);
 		if (!s)
 			return -1;
 		s[0] = 'n';
@@ -1260,7 +1267,7 @@ static int render_cycle(struct rs *st, const struct node *n)
 	i++;
 	if ((size_t)i >= n->cycle.n)
 		i = 0;
-	it = val_int(i);
+	it = tmpl_val_int(i);
 	if (step(st, n->at))
 		return -1;
 	return vtab_set(st, &st->cycles, k, &it);
@@ -1274,10 +1281,10 @@ static int render_counter(struct rs *st, const struct node *n)
 	char tmp[32];
 
 	if (n->kind == N_INCREMENT) {
-		nv = val_int(v == INT64_MAX ? v : v + 1);
+		nv = tmpl_val_int(v == INT64_MAX ? v : v + 1);
 	} else {
 		v = v == INT64_MIN ? v : v - 1;
-		nv = val_int(v);
+		nv = tmpl_val_int(v);
 	}
 	int w = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
 	if (emit(st, tmp, (size_t)w))
@@ -1299,23 +1306,25 @@ static int get_partial(struct rs *st, const struct node *n, const char *name,
 			return 0;
 		}
 	if (!st->ro || !st->ro->partial)
-		return rs_fail(st, NERR_NOTFOUND, n->at, "snippet '%s' not found", name);
+		return tmpl_rs_fail(st, NERR_NOTFOUND, n->at, "snippet '%s' not found",
+				    name);
 	buf_init(&src, st->opt->limits.template_bytes ? st->opt->limits.template_bytes
 						      : 1 << 20);
 	rc = st->ro->partial(st->ro->partial_userdata, name, &src);
 	if (rc) {
 		buf_fini(&src);
 		if (rc == NERR_NOTFOUND)
-			return rs_fail(st, NERR_NOTFOUND, n->at, "snippet '%s' not found",
-				       name);
-		return rs_fail(st, rc, n->at, "snippet '%s' could not be loaded", name);
+			return tmpl_rs_fail(st, NERR_NOTFOUND, n->at,
+					    "snippet '%s' not found", name);
+		return tmpl_rs_fail(st, rc, n->at, "snippet '%s' could not be loaded",
+				    name);
 	}
 	nerr_clear(&m);
 	rc = tmpl_compile(buf_str(&src), src.len, st->opt, out, &m);
 	buf_fini(&src);
 	if (rc)
-		return rs_fail(st, NERR_EVAL, n->at, "in snippet '%s': %s", name,
-			       m.message);
+		return tmpl_rs_fail(st, NERR_EVAL, n->at, "in snippet '%s': %s", name,
+				    m.message);
 	c = xcalloc(1, sizeof(*c));
 	c->name = xstrdup(name);
 	c->t = *out;
@@ -1349,12 +1358,12 @@ static int render_include(struct rs *st, const struct node *n)
 	if (eval(st, n->incl.name, &nv))
 		return -1;
 	if (nv.type != V_STR || !nv.s.len)
-		return rs_fail(st, NERR_EVAL, n->at,
-			       "snippet name must be a non-empty string");
+		return tmpl_rs_fail(st, NERR_EVAL, n->at,
+				    "snippet name must be a non-empty string");
 	if (st->depth + 1 > st->lim.include_depth)
-		return rs_fail(st, NERR_LIMIT, n->at,
-			       "snippets nested more than %zu deep",
-			       st->lim.include_depth);
+		return tmpl_rs_fail(st, NERR_LIMIT, n->at,
+				    "snippets nested more than %zu deep",
+				    st->lim.include_depth);
 	if (get_partial(st, n, nv.s.p, &pt))
 		return -1;
 	bname = n->incl.alias;
@@ -1368,10 +1377,10 @@ static int render_include(struct rs *st, const struct node *n)
 	} else if (n->kind == N_INCLUDE) {
 		lookup_root(st, bname, &v);
 	} else {
-		v = val_nil();
+		v = tmpl_val_nil();
 	}
 	/* Arguments are evaluated in the caller's scope. */
-	struct val *kw = rs_alloc(st, (n->incl.nkw + 1) * sizeof(*kw));
+	struct val *kw = tmpl_rs_alloc(st, (n->incl.nkw + 1) * sizeof(*kw));
 	if (!kw)
 		return -1;
 	for (size_t i = 0; i < n->incl.nkw; i++)
@@ -1383,8 +1392,8 @@ static int render_include(struct rs *st, const struct node *n)
 			if (bind_push(st, n->incl.kwnames[i], &kw[i]))
 				return -1;
 		bool each = v.type == V_ARR || v.type == V_JARR ||
-			    (n->incl.is_for && val_is_seq(&v));
-		size_t cnt = each ? val_seq_len(&v) : 1;
+			    (n->incl.is_for && tmpl_val_is_seq(&v));
+		size_t cnt = each ? tmpl_val_seq_len(&v) : 1;
 		size_t slot = st->nbinds;
 		if (bind_push(st, bname, &v))
 			return -1;
@@ -1392,7 +1401,7 @@ static int render_include(struct rs *st, const struct node *n)
 			if (each) {
 				if (step(st, n->at))
 					return -1;
-				st->binds[slot].v = val_seq_at(&v, i);
+				st->binds[slot].v = tmpl_val_seq_at(&v, i);
 			}
 			rc = render_partial_body(st, pt);
 		}
@@ -1401,13 +1410,13 @@ static int render_include(struct rs *st, const struct node *n)
 		size_t sf = st->bind_floor;
 		const struct loop *sloop = st->loop;
 		struct val coll = v;
-		bool each = n->incl.is_for && (val_is_seq(&v) || v.type == V_JOBJ);
+		bool each = n->incl.is_for && (tmpl_val_is_seq(&v) || v.type == V_JOBJ);
 		if (each && loop_coll(st, &v, &coll))
 			return -1;
-		size_t cnt = each ? val_seq_len(&coll) : 1;
+		size_t cnt = each ? tmpl_val_seq_len(&coll) : 1;
 		struct loop *lp = NULL;
 		if (each) {
-			if (!(lp = rs_alloc(st, sizeof(*lp))))
+			if (!(lp = tmpl_rs_alloc(st, sizeof(*lp))))
 				return -1;
 			memset(lp, 0, sizeof(*lp));
 			lp->name = nv.s.p;
@@ -1416,8 +1425,8 @@ static int render_include(struct rs *st, const struct node *n)
 		st->bind_floor = st->nbinds;
 		st->loop = NULL;
 		for (size_t i = 0; i < cnt && !rc; i++) {
-			struct vtab *nl = rs_alloc(st, sizeof(*nl)),
-				    *ncn = rs_alloc(st, sizeof(*nl));
+			struct vtab *nl = tmpl_rs_alloc(st, sizeof(*nl)),
+				    *ncn = tmpl_rs_alloc(st, sizeof(*nl));
 			if (!nl || !ncn) {
 				rc = -1;
 				break;
@@ -1441,7 +1450,7 @@ static int render_include(struct rs *st, const struct node *n)
 			}
 			for (size_t k = 0; k < n->incl.nkw && !rc; k++)
 				rc = vtab_set(st, nl, n->incl.kwnames[k], &kw[k]);
-			struct val item = each ? val_seq_at(&coll, i) : v;
+			struct val item = each ? tmpl_val_seq_at(&coll, i) : v;
 			if (!rc && item.type != V_NIL)
 				rc = vtab_set(st, nl, bname, &item);
 			if (!rc)
@@ -1477,7 +1486,7 @@ static int render_node(struct rs *st, const struct node *n)
 
 	st->cur_at = n->at;
 	/* Every node run costs a unit, so a large loop body is bounded too. */
-	if (rs_charge(st, NODE_UNITS))
+	if (tmpl_rs_charge(st, NODE_UNITS))
 		return -1;
 
 	switch (n->kind) {
@@ -1499,7 +1508,7 @@ static int render_node(struct rs *st, const struct node *n)
 			       st->out->len - start);
 		if (!s)
 			return -1;
-		v = val_str(s, st->out->len - start);
+		v = tmpl_val_str(s, st->out->len - start);
 		v.safe = 1;
 		st->out->len = start;
 		if (st->out->data)
@@ -1513,7 +1522,7 @@ static int render_node(struct rs *st, const struct node *n)
 			if (b->cond) {
 				if (eval(st, b->cond, &v))
 					return -1;
-				yes = val_truthy(&v) != b->negate;
+				yes = tmpl_val_truthy(&v) != b->negate;
 			}
 			if (yes)
 				return render_body(st, &b->body);

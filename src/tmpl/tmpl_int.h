@@ -276,44 +276,44 @@ struct rs {
 uint64_t tmpl_hash_str(const char *s);
 
 /* value.c */
-void val_fmt_float(double d, char *out, size_t n);
-size_t val_fmt_int(int64_t v, char *out);
-bool val_truthy(const struct val *v);
-size_t val_seq_len(const struct val *v);
-struct val val_seq_at(const struct val *v, size_t i);
-bool val_is_seq(const struct val *v);
-struct val val_from_json(struct json_object *j);
-struct val val_str(const char *p, size_t len);
-struct val val_int(int64_t i);
-struct val val_float(double f);
-struct val val_bool(bool b);
-struct val val_nil(void);
-bool val_eq(const struct val *a, const struct val *b);
-int val_cmp(const struct val *a, const struct val *b, bool *ok);
-size_t val_obj_len(const struct val *v);
-bool val_obj_get(const struct val *v, const char *key, struct val *out);
-size_t utf8_len(const char *p, size_t n);
+void tmpl_val_fmt_float(double d, char *out, size_t n);
+size_t tmpl_val_fmt_int(int64_t v, char *out);
+bool tmpl_val_truthy(const struct val *v);
+size_t tmpl_val_seq_len(const struct val *v);
+struct val tmpl_val_seq_at(const struct val *v, size_t i);
+bool tmpl_val_is_seq(const struct val *v);
+struct val tmpl_val_from_json(struct json_object *j);
+struct val tmpl_val_str(const char *p, size_t len);
+struct val tmpl_val_int(int64_t i);
+struct val tmpl_val_float(double f);
+struct val tmpl_val_bool(bool b);
+struct val tmpl_val_nil(void);
+bool tmpl_val_eq(const struct val *a, const struct val *b);
+int tmpl_val_cmp(const struct val *a, const struct val *b, bool *ok);
+size_t tmpl_val_obj_len(const struct val *v);
+bool tmpl_val_obj_get(const struct val *v, const char *key, struct val *out);
+size_t tmpl_utf8_len(const char *p, size_t n);
 
 /* render.c helpers used by filters */
-int rs_fail(struct rs *st, enum nerr rc, const char *at, const char *fmt, ...)
+int tmpl_rs_fail(struct rs *st, enum nerr rc, const char *at, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-void *rs_alloc(struct rs *st, size_t n);
-int rs_charge(struct rs *st, size_t units);
+void *tmpl_rs_alloc(struct rs *st, size_t n);
+int tmpl_rs_charge(struct rs *st, size_t units);
 /* Converts v to its string form (into the arena when needed). */
-int rs_to_str(struct rs *st, const struct val *v, struct val *out);
-int rs_inspect(struct rs *st, struct buf *b, const struct val *v, int depth);
-int rs_json(struct rs *st, struct buf *b, const struct val *v, int depth);
+int tmpl_rs_to_str(struct rs *st, const struct val *v, struct val *out);
+int tmpl_rs_inspect(struct rs *st, struct buf *b, const struct val *v, int depth);
+int tmpl_rs_json(struct rs *st, struct buf *b, const struct val *v, int depth);
 /* Builds a flat array of the elements (Liquid's InputIterator). */
-int rs_flatten(struct rs *st, const struct val *v, struct val *out);
-int rs_lookup(struct rs *st, const struct val *obj, const struct val *key, bool cmd,
-	      struct val *out);
+int tmpl_rs_flatten(struct rs *st, const struct val *v, struct val *out);
+int tmpl_rs_lookup(struct rs *st, const struct val *obj, const struct val *key, bool cmd,
+		   struct val *out);
 
 /* filters.c */
-const struct filter_def *filter_find(const char *name, size_t len);
+const struct filter_def *tmpl_filter_find(const char *name, size_t len);
 
 /* number helpers (value.c) */
-struct val num_from(const struct val *v);
-int num_arith(char op, const struct val *a, const struct val *b, struct val *out);
-int num_round(const struct val *v, int64_t nd, struct val *out);
+struct val tmpl_num_from(const struct val *v);
+int tmpl_num_arith(char op, const struct val *a, const struct val *b, struct val *out);
+int tmpl_num_round(const struct val *v, int64_t nd, struct val *out);
 
 #endif

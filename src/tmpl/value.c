@@ -22,7 +22,7 @@
 #include "tmpl/tmpl_int.h"
 
 /* Writes v in decimal; returns the length (at most 20). */
-size_t val_fmt_int(int64_t v, char *out)
+size_t tmpl_val_fmt_int(int64_t v, char *out)
 {
 	char rev[24];
 	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
@@ -40,31 +40,31 @@ size_t val_fmt_int(int64_t v, char *out)
 	return o;
 }
 
-struct val val_nil(void)
+struct val tmpl_val_nil(void)
 {
 	struct val v = {.type = V_NIL};
 	return v;
 }
 
-struct val val_bool(bool b)
+struct val tmpl_val_bool(bool b)
 {
 	struct val v = {.type = V_BOOL, .b = b};
 	return v;
 }
 
-struct val val_int(int64_t i)
+struct val tmpl_val_int(int64_t i)
 {
 	struct val v = {.type = V_INT, .i = i};
 	return v;
 }
 
-struct val val_float(double f)
+struct val tmpl_val_float(double f)
 {
 	struct val v = {.type = V_FLOAT, .f = f};
 	return v;
 }
 
-struct val val_str(const char *p, size_t len)
+struct val tmpl_val_str(const char *p, size_t len)
 {
 	struct val v = {.type = V_STR};
 	v.s.p = p;
@@ -72,7 +72,7 @@ struct val val_str(const char *p, size_t len)
 	return v;
 }
 
-size_t utf8_len(const char *p, size_t n)
+size_t tmpl_utf8_len(const char *p, size_t n)
 {
 	size_t c = 0;
 
@@ -156,7 +156,7 @@ static int shortest(double d, char *digits, int *decpt)
 }
 
 /* Formats like Ruby's Float#to_s: "1.5", "2.0", "1.0e+16", "1.0e-05". */
-void val_fmt_float(double d, char *out, size_t n)
+void tmpl_val_fmt_float(double d, char *out, size_t n)
 {
 	char digits[24];
 	int decpt, nd, o = 0;
@@ -208,7 +208,7 @@ void val_fmt_float(double d, char *out, size_t n)
 	snprintf(out, n, "%s", tmp);
 }
 
-bool val_truthy(const struct val *v)
+bool tmpl_val_truthy(const struct val *v)
 {
 	if (v->type == V_NIL)
 		return false;
@@ -217,12 +217,12 @@ bool val_truthy(const struct val *v)
 	return true;
 }
 
-bool val_is_seq(const struct val *v)
+bool tmpl_val_is_seq(const struct val *v)
 {
 	return v->type == V_ARR || v->type == V_JARR || v->type == V_RANGE;
 }
 
-size_t val_seq_len(const struct val *v)
+size_t tmpl_val_seq_len(const struct val *v)
 {
 	switch (v->type) {
 	case V_ARR:
@@ -240,7 +240,7 @@ size_t val_seq_len(const struct val *v)
 	}
 }
 
-struct val val_from_json(struct json_object *j)
+struct val tmpl_val_from_json(struct json_object *j)
 {
 	struct val v = {.type = V_NIL};
 
@@ -248,14 +248,14 @@ struct val val_from_json(struct json_object *j)
 		return v;
 	switch (json_object_get_type(j)) {
 	case json_type_boolean:
-		return val_bool(json_object_get_boolean(j));
+		return tmpl_val_bool(json_object_get_boolean(j));
 	case json_type_int:
-		return val_int(json_object_get_int64(j));
+		return tmpl_val_int(json_object_get_int64(j));
 	case json_type_double:
-		return val_float(json_object_get_double(j));
+		return tmpl_val_float(json_object_get_double(j));
 	case json_type_string:
-		return val_str(json_object_get_string(j),
-			       (size_t)json_object_get_string_len(j));
+		return tmpl_val_str(json_object_get_string(j),
+				    (size_t)json_object_get_string_len(j));
 	case json_type_array:
 		v.type = V_JARR;
 		v.j = j;
@@ -269,32 +269,32 @@ struct val val_from_json(struct json_object *j)
 	}
 }
 
-struct val val_seq_at(const struct val *v, size_t i)
+struct val tmpl_val_seq_at(const struct val *v, size_t i)
 {
 	switch (v->type) {
 	case V_ARR:
-		return i < v->a.n ? v->a.items[i] : val_nil();
+		return i < v->a.n ? v->a.items[i] : tmpl_val_nil();
 	case V_JARR:
-		return val_from_json(json_object_array_get_idx(v->j, i));
+		return tmpl_val_from_json(json_object_array_get_idx(v->j, i));
 	case V_RANGE:
-		return val_int((int64_t)((uint64_t)v->r.lo + i));
+		return tmpl_val_int((int64_t)((uint64_t)v->r.lo + i));
 	default:
-		return val_nil();
+		return tmpl_val_nil();
 	}
 }
 
-size_t val_obj_len(const struct val *v)
+size_t tmpl_val_obj_len(const struct val *v)
 {
 	return v->type == V_JOBJ ? (size_t)json_object_object_length(v->j) : 0;
 }
 
-bool val_obj_get(const struct val *v, const char *key, struct val *out)
+bool tmpl_val_obj_get(const struct val *v, const char *key, struct val *out)
 {
 	struct json_object *j = NULL;
 
 	if (v->type != V_JOBJ || !json_object_object_get_ex(v->j, key, &j))
 		return false;
-	*out = val_from_json(j);
+	*out = tmpl_val_from_json(j);
 	return true;
 }
 
@@ -310,25 +310,25 @@ static double as_double(const struct val *v)
 
 static bool json_eq(struct json_object *a, struct json_object *b, int depth);
 
-bool val_eq(const struct val *a, const struct val *b)
+bool tmpl_val_eq(const struct val *a, const struct val *b)
 {
 	if (is_num(a) && is_num(b)) {
 		if (a->type == V_INT && b->type == V_INT)
 			return a->i == b->i;
 		return as_double(a) == as_double(b);
 	}
-	if (val_is_seq(a) && val_is_seq(b)) {
-		size_t n = val_seq_len(a);
+	if (tmpl_val_is_seq(a) && tmpl_val_is_seq(b)) {
+		size_t n = tmpl_val_seq_len(a);
 
-		if (n != val_seq_len(b))
+		if (n != tmpl_val_seq_len(b))
 			return false;
 		if (a->type == V_RANGE && b->type == V_RANGE)
 			return a->r.lo == b->r.lo && a->r.hi == b->r.hi;
 		if (a->type == V_JARR && b->type == V_JARR)
 			return json_eq(a->j, b->j, 0);
 		for (size_t i = 0; i < n && i < 100000; i++) {
-			struct val x = val_seq_at(a, i), y = val_seq_at(b, i);
-			if (!val_eq(&x, &y))
+			struct val x = tmpl_val_seq_at(a, i), y = tmpl_val_seq_at(b, i);
+			if (!tmpl_val_eq(&x, &y))
 				return false;
 		}
 		return true;
@@ -361,8 +361,8 @@ static bool json_eq(struct json_object *a, struct json_object *b, int depth)
 		return true;
 	if (depth > 64)
 		return false;
-	x = val_from_json(a);
-	y = val_from_json(b);
+	x = tmpl_val_from_json(a);
+	y = tmpl_val_from_json(b);
 	if (x.type == V_JARR && y.type == V_JARR) {
 		size_t n = json_object_array_length(a);
 		if (n != json_object_array_length(b))
@@ -387,11 +387,11 @@ static bool json_eq(struct json_object *a, struct json_object *b, int depth)
 	}
 	if (x.type == V_JARR || x.type == V_JOBJ || y.type == V_JARR || y.type == V_JOBJ)
 		return false;
-	return val_eq(&x, &y);
+	return tmpl_val_eq(&x, &y);
 }
 
 /* Orders two numbers or two strings; *ok is false for other pairs. */
-int val_cmp(const struct val *a, const struct val *b, bool *ok)
+int tmpl_val_cmp(const struct val *a, const struct val *b, bool *ok)
 {
 	*ok = true;
 	if (is_num(a) && is_num(b)) {
@@ -440,13 +440,13 @@ static struct val str_to_i(const char *p, size_t n)
 			dv = dv * 10 + d;
 	}
 	if (big)
-		return val_float(neg ? -dv : dv);
-	return val_int(neg ? -v : v);
+		return tmpl_val_float(neg ? -dv : dv);
+	return tmpl_val_int(neg ? -v : v);
 }
 
 /* Liquid's Utils.to_number: numbers as they are, "1.5" as a float, other strings
  * by to_i, anything else 0. */
-struct val num_from(const struct val *v)
+struct val tmpl_num_from(const struct val *v)
 {
 	if (is_num(v))
 		return *v;
@@ -472,13 +472,13 @@ struct val num_from(const struct val *v)
 				if (n < sizeof(tmp)) {
 					memcpy(tmp, p, n);
 					tmp[n] = 0;
-					return val_float(strtod(tmp, NULL));
+					return tmpl_val_float(strtod(tmp, NULL));
 				}
 			}
 		}
 		return str_to_i(v->s.p, v->s.len);
 	}
-	return val_int(0);
+	return tmpl_val_int(0);
 }
 
 /* ---- exact decimal arithmetic on shortest representations ---- */
@@ -567,22 +567,22 @@ static bool dec_align(struct dec *a, struct dec *b)
 
 /* a op b for op in + - * / %; both operands are numbers (num_from). Returns 0,
  * or -1 for division by zero. */
-int num_arith(char op, const struct val *a, const struct val *b, struct val *out)
+int tmpl_num_arith(char op, const struct val *a, const struct val *b, struct val *out)
 {
 	if (a->type == V_INT && b->type == V_INT) {
 		int64_t r;
 		switch (op) {
 		case '+':
 			if (!__builtin_add_overflow(a->i, b->i, &r))
-				return *out = val_int(r), 0;
+				return *out = tmpl_val_int(r), 0;
 			break;
 		case '-':
 			if (!__builtin_sub_overflow(a->i, b->i, &r))
-				return *out = val_int(r), 0;
+				return *out = tmpl_val_int(r), 0;
 			break;
 		case '*':
 			if (!__builtin_mul_overflow(a->i, b->i, &r))
-				return *out = val_int(r), 0;
+				return *out = tmpl_val_int(r), 0;
 			break;
 		case '/':
 			if (b->i == 0)
@@ -590,39 +590,39 @@ int num_arith(char op, const struct val *a, const struct val *b, struct val *out
 			if (b->i == -1) {
 				if (a->i == INT64_MIN)
 					break;
-				return *out = val_int(-a->i), 0;
+				return *out = tmpl_val_int(-a->i), 0;
 			}
 			r = a->i / b->i;
 			if (a->i % b->i != 0 && ((a->i < 0) != (b->i < 0)))
 				r--;
-			return *out = val_int(r), 0;
+			return *out = tmpl_val_int(r), 0;
 		case '%':
 			if (b->i == 0)
 				return -1;
 			if (b->i == -1)
-				return *out = val_int(0), 0;
+				return *out = tmpl_val_int(0), 0;
 			r = a->i % b->i;
 			if (r != 0 && ((r < 0) != (b->i < 0)))
 				r += b->i;
-			return *out = val_int(r), 0;
+			return *out = tmpl_val_int(r), 0;
 		}
 		/* Integer overflow: Ruby goes to Bignum; we go to a float. */
 		double x = (double)a->i, y = (double)b->i;
-		*out = val_float(op == '+'   ? x + y
-				 : op == '-' ? x - y
-				 : op == '*' ? x * y
-					     : x / y);
+		*out = tmpl_val_float(op == '+'	  ? x + y
+				      : op == '-' ? x - y
+				      : op == '*' ? x * y
+						  : x / y);
 		return 0;
 	}
 	double x = as_double(a), y = as_double(b);
 	if ((op == '/' || op == '%') && y == 0)
 		return -1;
 	if (op == '/' || !isfinite(x) || !isfinite(y)) {
-		*out = val_float(op == '+'   ? x + y
-				 : op == '-' ? x - y
-				 : op == '*' ? x * y
-				 : op == '/' ? x / y
-					     : fmod(x, y));
+		*out = tmpl_val_float(op == '+'	  ? x + y
+				      : op == '-' ? x - y
+				      : op == '*' ? x * y
+				      : op == '/' ? x / y
+						  : fmod(x, y));
 		return 0;
 	}
 	struct dec da, db, dr;
@@ -631,14 +631,14 @@ int num_arith(char op, const struct val *a, const struct val *b, struct val *out
 	if (op == '*') {
 		dr.m = da.m * db.m;
 		dr.e = da.e + db.e;
-		*out = val_float(dec_to_double(&dr));
+		*out = tmpl_val_float(dec_to_double(&dr));
 		return 0;
 	}
 	if (!dec_align(&da, &db)) {
 		double r = op == '+' ? x + y : op == '-' ? x - y : fmod(x, y);
 		if (op == '%' && r != 0 && ((r < 0) != (y < 0)))
 			r += y;
-		*out = val_float(r);
+		*out = tmpl_val_float(r);
 		return 0;
 	}
 	dr.e = da.e;
@@ -651,13 +651,13 @@ int num_arith(char op, const struct val *a, const struct val *b, struct val *out
 		if (dr.m != 0 && ((dr.m < 0) != (db.m < 0)))
 			dr.m += db.m;
 	}
-	*out = val_float(dec_to_double(&dr));
+	*out = tmpl_val_float(dec_to_double(&dr));
 	return 0;
 }
 
 /* Rounds half away from zero at nd decimals, on the decimal form like
  * BigDecimal#round. nd <= 0 gives an integer, as Liquid's round does. */
-int num_round(const struct val *v, int64_t nd, struct val *out)
+int tmpl_num_round(const struct val *v, int64_t nd, struct val *out)
 {
 	struct dec d;
 
@@ -691,11 +691,11 @@ int num_round(const struct val *v, int64_t nd, struct val *out)
 	double r = dec_to_double(&d);
 	if (nd <= 0) {
 		if (r >= -9.2e18 && r <= 9.2e18)
-			*out = val_int((int64_t)r);
+			*out = tmpl_val_int((int64_t)r);
 		else
-			*out = val_float(r);
+			*out = tmpl_val_float(r);
 	} else {
-		*out = val_float(r);
+		*out = tmpl_val_float(r);
 	}
 	return 0;
 }

@@ -1,12 +1,20 @@
 /*
- * test_deliver.c -- the delivery thread against a real HTTP peer.
+ * test_deliver.c -- the delivery thread against real peers.
  *
- * The peer is nudge's own HTTP server (ingest/http.h) on 127.0.0.1, run on a
- * thread of its own; the delivery thread reaches it through the allow list
- * (loopback is refused by default). The peer records what it receives and can
- * fail the first N requests, answer a fixed status, hold answers back (for
- * timeouts and for counting concurrent requests) and return a chosen body.
- * Backoff is shortened through the config so retries take milliseconds.
+ * Webhooks, SMS and push: the peer is nudge's own HTTP server (ingest/http.h)
+ * on 127.0.0.1, run on a thread of its own; the delivery thread reaches it
+ * through the allow list (loopback is refused by default for webhooks; SMS and
+ * push endpoints come from the configuration and are not guarded). The peer
+ * records what it receives and can fail the first N requests, answer a fixed
+ * status, hold answers back (for timeouts and for counting concurrent
+ * requests) and return a chosen body. Backoff is shortened through the config
+ * so retries take milliseconds.
+ *
+ * Email: the peer is Debian's aiosmtpd, started once as a child process
+ * (tests/unit/smtp_peer.py); it writes every message it accepts to a
+ * directory and takes failures to inject from a plan file, and the messages
+ * are read back with Python's email parser (the same script), so the MIME
+ * structure is judged by a real parser.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,9 +27,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <json-c/json.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -46,7 +59,8 @@ struct rec {
 	char ctype[64];
 	char ua[64];
 	char custom[64];
-	char body[512];
+	char auth[128];
+	char body[1024];
 	unsigned conns; /* connections open at the peer when it arrived */
 };
 
@@ -127,6 +141,7 @@ static void on_request(void *ud, struct http_req *req)
 		copy(r->ctype, sizeof(r->ctype), http_req_header(req, "Content-Type"));
 		copy(r->ua, sizeof(r->ua), http_req_header(req, "User-Agent"));
 		copy(r->custom, sizeof(r->custom), http_req_header(req, "X-Custom"));
+		copy(r->auth, sizeof(r->auth), http_req_header(req, "Authorization"));
 		copy(r->body, sizeof(r->body), http_req_body(req, &len));
 		r->conns = http_server_connection_count(p->srv);
 	}
@@ -233,6 +248,9 @@ struct got {
 	unsigned connections;
 	int64_t duration_ms;
 	void *ud;
+	enum deliver_kind kind;
+	char provider_id[128];
+	bool invalid_recipient;
 };
 
 static struct {
@@ -264,6 +282,9 @@ static void on_outcome(void *cb_ud, const struct deliver_outcome *o)
 		g->connections = o->connections;
 		g->duration_ms = o->duration_ms;
 		g->ud = o->ud;
+		g->kind = o->kind;
+		copy(g->provider_id, sizeof(g->provider_id), o->provider_id);
+		g->invalid_recipient = o->invalid_recipient;
 	}
 	sink.n++;
 	pthread_cond_broadcast(&sink.cv);
@@ -406,7 +427,7 @@ static void post_carries_body_headers_and_a_verifiable_signature(void **state)
 	/* t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>, checked the way a
 	 * receiver would */
 	long long t = 0;
-	char v1[80] = "", expect[80] = "", text[600];
+	char v1[80] = "", expect[80] = "", text[1100];
 	assert_int_equal(sscanf(rec->sig, "t=%lld,v1=%79s", &t, v1), 2);
 	assert_true(t >= before && t <= after);
 	snprintf(text, sizeof(text), "%lld.%s", t, rec->body);
@@ -896,6 +917,857 @@ static void stop_abandons_in_flight_without_reporting(void **state)
 	peer_free(p);
 }
 
+/* ---- email: aiosmtpd as a child process ---- */
+
+static struct {
+	pid_t pid;
+	char dir[64];
+	int port;
+	unsigned base; /* messages accepted before the current test */
+	unsigned rejected_base;
+} smtp;
+
+static const char *python(void)
+{
+	return access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
+static void peer_script(char *out, size_t n)
+{
+	const char *here = __FILE__;
+	const char *slash = strrchr(here, '/');
+	snprintf(out, n, "%.*s/smtp_peer.py", slash ? (int)(slash - here) : 1,
+		 slash ? here : ".");
+}
+
+static unsigned count_files(const char *prefix)
+{
+	char path[128];
+	unsigned n = 0;
+	for (;; n++) {
+		snprintf(path, sizeof(path), "%s/%s-%u.eml", smtp.dir, prefix, n + 1);
+		if (access(path, F_OK) != 0)
+			return n;
+	}
+}
+
+static int smtp_up(void **state)
+{
+	char script[256], path[128];
+	snprintf(smtp.dir, sizeof(smtp.dir), "/tmp/nudge-smtp-XXXXXX");
+	assert_non_null(mkdtemp(smtp.dir));
+	peer_script(script, sizeof(script));
+	smtp.pid = fork();
+	if (smtp.pid == 0) {
+		execlp(python(), python(), script, "serve", smtp.dir, (char *)NULL);
+		_exit(127);
+	}
+	snprintf(path, sizeof(path), "%s/port", smtp.dir);
+	for (int i = 0; i < 1000; i++) {
+		FILE *f = fopen(path, "r");
+		if (f) {
+			int ok = fscanf(f, "%d", &smtp.port);
+			fclose(f);
+			if (ok == 1)
+				return 0;
+		}
+		usleep(10 * 1000);
+	}
+	fprintf(stderr, "smtp peer did not start (is python3-aiosmtpd installed?)\n");
+	return -1;
+}
+
+static int smtp_down(void **state)
+{
+	char cmd[128];
+	if (smtp.pid > 0) {
+		kill(smtp.pid, SIGTERM);
+		waitpid(smtp.pid, NULL, 0);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", smtp.dir);
+	if (system(cmd) != 0)
+		return -1;
+	return 0;
+}
+
+static int smtp_reset(void **state)
+{
+	char path[128];
+	reset_sink(state);
+	snprintf(path, sizeof(path), "%s/plan", smtp.dir);
+	unlink(path);
+	smtp.base = count_files("msg");
+	smtp.rejected_base = count_files("rejected");
+	return 0;
+}
+
+static void smtp_plan(const char *lines)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/plan", smtp.dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(lines, f);
+	fclose(f);
+}
+
+/* What Python's email parser reads in message i (1-based) of this test, or
+ * of the refused ones. The caller puts it. */
+static struct json_object *smtp_parsed(const char *prefix, unsigned i)
+{
+	char cmd[512], script[256];
+	struct buf out;
+	peer_script(script, sizeof(script));
+	snprintf(cmd, sizeof(cmd), "%s %s parse %s/%s-%u.eml", python(), script, smtp.dir,
+		 prefix,
+		 i + (strcmp(prefix, "msg") == 0 ? smtp.base : smtp.rejected_base));
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	buf_init(&out, 0);
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		buf_append(&out, chunk, n);
+	assert_int_equal(pclose(f), 0);
+	struct json_object *o = json_tokener_parse(buf_str(&out));
+	buf_fini(&out);
+	assert_non_null(o);
+	return o;
+}
+
+/* The envelope aiosmtpd saw for message i. */
+static struct json_object *smtp_envelope(unsigned i)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/msg-%u.json", smtp.dir, i + smtp.base);
+	struct json_object *o = json_object_from_file(path);
+	assert_non_null(o);
+	return o;
+}
+
+static const char *jstr(struct json_object *o, const char *path)
+{
+	char key[64];
+	const char *dot;
+	while ((dot = strchr(path, '.'))) {
+		snprintf(key, sizeof(key), "%.*s", (int)(dot - path), path);
+		if (!json_object_object_get_ex(o, key, &o))
+			return NULL;
+		path = dot + 1;
+	}
+	if (!json_object_object_get_ex(o, path, &o) ||
+	    !json_object_is_type(o, json_type_string))
+		return NULL;
+	return json_object_get_string(o);
+}
+
+static struct json_object *jpart(struct json_object *msg, size_t i)
+{
+	struct json_object *parts;
+	assert_true(json_object_object_get_ex(msg, "parts", &parts));
+	assert_true(i < json_object_array_length(parts));
+	return json_object_array_get_idx(parts, i);
+}
+
+static struct deliver *start_smtp(unsigned connections)
+{
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	deliver_config_default(&cfg);
+	cfg.backoff_base_ms = 5;
+	cfg.backoff_cap_ms = 100;
+	cfg.smtp.host = "127.0.0.1";
+	cfg.smtp.port = smtp.port;
+	cfg.smtp.connections = connections;
+	cfg.smtp.helo = "nudge.test";
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	return d;
+}
+
+static struct deliver_request *email_req(const char *id, const char *to,
+					 const char *subject, const char *html,
+					 const char *text)
+{
+	struct deliver_request *r = xcalloc(1, sizeof(*r));
+	struct deliver_email *e = xcalloc(1, sizeof(*e));
+	r->kind = DELIVER_EMAIL;
+	r->email = e;
+	r->envelope_id = xstrdup(id);
+	r->timeout_ms = 5000;
+	e->from = xstrdup("Zoë's Shop <shop@example.com>");
+	e->to = xstrdup(to);
+	e->subject = xstrdup(subject);
+	e->html = html ? xstrdup(html) : NULL;
+	e->text = text ? xstrdup(text) : NULL;
+	return r;
+}
+
+static void add_email_header(struct deliver_request *r, const char *name,
+			     const char *value)
+{
+	struct deliver_email *e = r->email;
+	e->headers = xrealloc(e->headers, (e->nheaders + 1) * sizeof(*e->headers));
+	e->headers[e->nheaders].name = xstrdup(name);
+	e->headers[e->nheaders].value = xstrdup(value);
+	e->nheaders++;
+}
+
+static unsigned smtp_wait_msgs(unsigned n)
+{
+	for (int i = 0; i < 500 && count_files("msg") < smtp.base + n; i++)
+		usleep(10 * 1000);
+	return count_files("msg") - smtp.base;
+}
+
+static void email_is_multipart_utf8_with_list_unsubscribe(void **state)
+{
+	struct deliver *d = start_smtp(1);
+	const char *html =
+		"<html><head><title>x</title><style>p{color:red}</style></head><body>"
+		"<p>Hallo Zoë,</p><p>your cart &amp; you: <a "
+		"href=\"https://shop.example/cart?id=1&amp;x=2\">finish checkout</a>"
+		"</p><ul><li>Tea</li><li>Cups</li></ul></body></html>";
+	struct deliver_request *r = email_req("env-mime-1", "Ann Ô <ann@example.org>",
+					      "Grüße — 50% off 🎉 for you", html, NULL);
+	r->email->reply_to = xstrdup("help@example.com");
+	r->email->list_unsubscribe_url = xstrdup("https://t.example/t/u/tok123");
+	r->email->list_unsubscribe_mailto = xstrdup("mailto:unsub@example.com?subject=u");
+	r->email->one_click = true;
+	add_email_header(r, "X-Campaign", "spring ☀");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	struct got *g = &sink.got[0];
+	assert_int_equal(g->result, DELIVER_OK);
+	assert_int_equal(g->kind, DELIVER_EMAIL);
+	assert_int_equal(g->status, 250);
+	assert_int_equal(g->attempts, 1);
+	assert_false(g->invalid_recipient);
+	char qid[16];
+	snprintf(qid, sizeof(qid), "Q%u", smtp.base + 1);
+	assert_string_equal(g->provider_id, qid);
+	assert_int_equal(smtp_wait_msgs(1), 1);
+
+	struct json_object *env = smtp_envelope(1);
+	assert_string_equal(jstr(env, "mail_from"), "shop@example.com");
+	assert_string_equal(
+		json_object_to_json_string(json_object_object_get(env, "rcpt_tos")),
+		"[ \"ann@example.org\" ]");
+	json_object_put(env);
+
+	struct json_object *m = smtp_parsed("msg", 1);
+	assert_string_equal(
+		json_object_to_json_string(json_object_object_get(m, "defects")), "[ ]");
+	assert_string_equal(jstr(m, "content_type"), "multipart/alternative");
+	assert_string_equal(jstr(m, "headers.Subject"), "Grüße — 50% off 🎉 for you");
+	assert_string_equal(jstr(m, "from_name"), "Zoë's Shop");
+	assert_string_equal(jstr(m, "from_addr"), "shop@example.com");
+	assert_string_equal(jstr(m, "to_name"), "Ann Ô");
+	assert_string_equal(jstr(m, "to_addr"), "ann@example.org");
+	assert_string_equal(jstr(m, "headers.Reply-To"), "help@example.com");
+	assert_string_equal(jstr(m, "headers.Message-ID"), "<env-mime-1@nudge.test>");
+	assert_string_equal(jstr(m, "headers.MIME-Version"), "1.0");
+	assert_non_null(jstr(m, "headers.Date"));
+	assert_string_equal(jstr(m, "headers.List-Unsubscribe"),
+			    "<https://t.example/t/u/tok123>, "
+			    "<mailto:unsub@example.com?subject=u>");
+	assert_string_equal(jstr(m, "headers.List-Unsubscribe-Post"),
+			    "List-Unsubscribe=One-Click");
+	assert_string_equal(jstr(m, "headers.X-Campaign"), "spring ☀");
+	assert_false(json_object_get_boolean(json_object_object_get(m, "eight_bit")));
+	assert_false(json_object_get_boolean(json_object_object_get(m, "bare_lf")));
+	assert_true(json_object_get_int(json_object_object_get(m, "max_line")) <= 78);
+
+	struct json_object *text = jpart(m, 0), *htmlp = jpart(m, 1);
+	assert_string_equal(jstr(text, "type"), "text/plain");
+	assert_string_equal(jstr(text, "charset"), "utf-8");
+	assert_string_equal(jstr(text, "cte"), "quoted-printable");
+	assert_string_equal(jstr(text, "content"),
+			    "Hallo Zoë,\n\nyour cart & you: finish checkout "
+			    "(https://shop.example/cart?id=1&x=2)\n\n- Tea\n- Cups\n");
+	assert_string_equal(jstr(htmlp, "type"), "text/html");
+	assert_string_equal(jstr(htmlp, "charset"), "utf-8");
+	assert_string_equal(jstr(htmlp, "content"), html);
+	json_object_put(m);
+	deliver_free(d);
+}
+
+static void text_only_email_round_trips_exactly(void **state)
+{
+	struct deliver *d = start_smtp(1);
+	/* a long line, a line of one dot, "From " at a line start, trailing
+	 * blanks, '=' signs and non-ASCII: all must come back as they went */
+	const char *text =
+		"Hi,\n.\n.hidden\nFrom here on  \nx=1 and y=2, "
+		"ääääääääääääääääääääääääääääääääääääääääääääääääääääääää long line "
+		"goes on and on and on and on and on and on and on past 76 columns\n"
+		"tab\tend\t\n";
+	struct deliver_request *r = email_req("env-text", "bob@example.org",
+					      "plain ascii subject", NULL, text);
+	r->email->list_unsubscribe_mailto = xstrdup("mailto:u@example.com");
+	r->email->one_click = true; /* ignored without an https URL */
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_int_equal(smtp_wait_msgs(1), 1);
+	struct json_object *m = smtp_parsed("msg", 1);
+	assert_string_equal(jstr(m, "content_type"), "text/plain");
+	assert_string_equal(jstr(m, "headers.Subject"), "plain ascii subject");
+	assert_string_equal(jstr(m, "headers.List-Unsubscribe"),
+			    "<mailto:u@example.com>");
+	assert_null(jstr(m, "headers.List-Unsubscribe-Post"));
+	assert_null(jstr(m, "headers.Reply-To"));
+	assert_string_equal(jstr(jpart(m, 0), "content"), text);
+	assert_true(json_object_get_int(json_object_object_get(m, "max_line")) <= 78);
+	json_object_put(m);
+	deliver_free(d);
+}
+
+static void smtp_451_is_retried_with_the_same_message_id(void **state)
+{
+	struct deliver *d = start_smtp(2);
+	smtp_plan("DATA 451 4.3.0 try again later\n");
+	struct deliver_request *r = email_req("env-retry-1", "carol@example.org",
+					      "Retry me", "<p>hi</p>", NULL);
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_int_equal(sink.got[0].attempts, 2);
+	assert_int_equal(smtp_wait_msgs(1), 1);
+	assert_int_equal(count_files("rejected") - smtp.rejected_base, 1);
+	struct json_object *sent = smtp_parsed("msg", 1);
+	struct json_object *refused = smtp_parsed("rejected", 1);
+	assert_string_equal(jstr(sent, "headers.Message-ID"), "<env-retry-1@nudge.test>");
+	assert_string_equal(jstr(refused, "headers.Message-ID"),
+			    jstr(sent, "headers.Message-ID"));
+	assert_string_equal(jstr(refused, "headers.Date"), jstr(sent, "headers.Date"));
+	json_object_put(sent);
+	json_object_put(refused);
+	deliver_free(d);
+}
+
+static void smtp_4xx_at_rcpt_is_tempfail_after_retries(void **state)
+{
+	struct deliver *d = start_smtp(1);
+	smtp_plan("RCPT 450 4.2.1 mailbox busy\nRCPT 450 4.2.1 mailbox busy\n"
+		  "RCPT 450 4.2.1 mailbox busy\n");
+	struct deliver_request *r =
+		email_req("env-busy", "dave@example.org", "x", NULL, "body");
+	r->retries = 2;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_TEMPFAIL);
+	assert_int_equal(sink.got[0].attempts, 3);
+	assert_int_equal(sink.got[0].status, 450);
+	assert_string_equal(sink.got[0].reason, "SMTP 450 at RCPT: 4.2.1 mailbox busy");
+	assert_false(sink.got[0].invalid_recipient);
+	assert_int_equal(smtp_wait_msgs(0), 0);
+	deliver_free(d);
+}
+
+static void smtp_5xx_at_rcpt_or_data_is_a_hard_bounce(void **state)
+{
+	struct deliver *d = start_smtp(1);
+	smtp_plan("RCPT 550 5.1.1 no such user\n");
+	struct deliver_request *r =
+		email_req("env-550", "nobody@example.org", "x", NULL, "body");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_PERMFAIL);
+	assert_int_equal(sink.got[0].attempts, 1);
+	assert_int_equal(sink.got[0].status, 550);
+	assert_true(sink.got[0].invalid_recipient);
+	assert_string_equal(sink.got[0].reason, "SMTP 550 at RCPT: 5.1.1 no such user");
+
+	smtp_plan("DATA 554 5.7.1 rejected\n");
+	r = email_req("env-554", "erin@example.org", "x", NULL, "body");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_PERMFAIL);
+	assert_int_equal(sink.got[1].attempts, 1);
+	assert_true(sink.got[1].invalid_recipient);
+	assert_string_equal(sink.got[1].reason, "SMTP 554 at DATA: 5.7.1 rejected");
+
+	/* the sender refused: permanent, but not the recipient's fault */
+	smtp_plan("MAIL 553 5.7.1 sender not allowed\n");
+	r = email_req("env-553", "frank@example.org", "x", NULL, "body");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(3);
+	assert_int_equal(sink.got[2].result, DELIVER_PERMFAIL);
+	assert_false(sink.got[2].invalid_recipient);
+	assert_int_equal(sink.got[2].status, 553);
+
+	/* and the relay still takes the next one on a reused connection */
+	assert_int_equal(deliver_submit(d, email_req("env-after", "gina@example.org", "x",
+						     NULL, "body")),
+			 NERR_OK);
+	wait_outcomes(4);
+	assert_int_equal(sink.got[3].result, DELIVER_OK);
+	assert_int_equal(smtp_wait_msgs(1), 1);
+	deliver_free(d);
+}
+
+static void header_injection_is_refused_before_sending(void **state)
+{
+	struct deliver *d = start_smtp(1);
+	struct deliver_request *r;
+	r = email_req("inj-1", "a@example.org", "Hi\r\nBcc: victim@example.net", NULL,
+		      "x");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = email_req("inj-2", "a@example.org\r\nBcc: victim@example.net", "Hi", NULL,
+		      "x");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = email_req("inj-3", "a@example.org", "Hi", NULL, "x");
+	free(r->email->from);
+	r->email->from = xstrdup("Shop\n<shop@example.com>");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = email_req("inj-4", "a@example.org", "Hi", NULL, "x");
+	add_email_header(r, "X-Tag", "a\rb");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = email_req("inj-5", "a@example.org", "Hi", NULL, "x");
+	r->email->list_unsubscribe_url = xstrdup("https://x.example/\r\nBcc: v@x");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = email_req("inj-6", "a@example.org", "Hi", NULL, "x");
+	add_email_header(r, "Bcc", "victim@example.net");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = email_req("inj-7", "not an address", "Hi", NULL, "x");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	r = email_req("inj-8", "a@example.org", "Hi", NULL, "x");
+	add_email_header(r, "X Bad: name", "v");
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(8);
+	static const char *reasons[] = {"invalid header",
+					"invalid header",
+					"invalid header",
+					"invalid header",
+					"invalid header",
+					"header not allowed",
+					"invalid recipient address",
+					"invalid header"};
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
+		assert_int_equal(sink.got[i].attempts, 0);
+		assert_string_equal(sink.got[i].reason, reasons[i]);
+		assert_int_equal(sink.got[i].invalid_recipient, i == 6);
+	}
+	usleep(50 * 1000);
+	assert_int_equal(count_files("msg"), smtp.base);
+	deliver_free(d);
+}
+
+static void smtp_connections_are_pooled_and_reused(void **state)
+{
+	struct deliver *d = start_smtp(1);
+	unsigned conns = 0;
+	for (int i = 0; i < 5; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "pool1-%d", i);
+		assert_int_equal(
+			deliver_submit(d, email_req(id, "h@example.org", "s", NULL, "b")),
+			NERR_OK);
+	}
+	wait_outcomes(5);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		conns += sink.got[i].connections;
+	}
+	assert_int_equal(conns, 1);
+	assert_int_equal(smtp_wait_msgs(5), 5);
+	int port0 = 0;
+	for (unsigned i = 1; i <= 5; i++) { /* one client port: one connection */
+		struct json_object *env = smtp_envelope(i);
+		int port = json_object_get_int(json_object_object_get(env, "peer"));
+		if (i == 1)
+			port0 = port;
+		assert_int_equal(port, port0);
+		json_object_put(env);
+	}
+	deliver_free(d);
+
+	/* four connections, twenty messages at once: never more than four */
+	smtp_reset(state);
+	d = start_smtp(4);
+	for (int i = 0; i < 20; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "pool4-%d", i);
+		assert_int_equal(
+			deliver_submit(d, email_req(id, "h@example.org", "s", NULL, "b")),
+			NERR_OK);
+	}
+	wait_outcomes(20);
+	conns = 0;
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		conns += sink.got[i].connections;
+	}
+	assert_true(conns >= 1 && conns <= 4);
+	assert_int_equal(smtp_wait_msgs(20), 20);
+	deliver_free(d);
+}
+
+static void smtp_relay_down_is_tempfail(void **state)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(0x7f000001)};
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd);
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	deliver_config_default(&cfg);
+	cfg.backoff_base_ms = 5;
+	cfg.smtp.host = "127.0.0.1";
+	cfg.smtp.port = ntohs(sa.sin_port);
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	struct deliver_request *r =
+		email_req("env-down", "i@example.org", "s", NULL, "b");
+	r->retries = 1;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	/* and email with no relay configured at all */
+	struct deliver *d2 = start(NULL, 0, 0);
+	assert_int_equal(deliver_submit(d2, email_req("env-none", "i@example.org", "s",
+						      NULL, "b")),
+			 NERR_OK);
+	wait_outcomes(2);
+	for (int i = 0; i < 2; i++) {
+		if (strcmp(sink.got[i].id, "env-down") == 0) {
+			assert_int_equal(sink.got[i].result, DELIVER_TEMPFAIL);
+			assert_int_equal(sink.got[i].attempts, 2);
+			assert_int_equal(sink.got[i].status, 0);
+		} else {
+			assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
+			assert_string_equal(sink.got[i].reason, "email not configured");
+		}
+	}
+	deliver_free(d);
+	deliver_free(d2);
+}
+
+static void smtp_config_is_checked(void **state)
+{
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	deliver_config_default(&cfg);
+	cfg.smtp.host = "127.0.0.1";
+	cfg.smtp.tls = "sometimes";
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_INVAL);
+	assert_string_equal(msg.field, "smtp.tls");
+	cfg.smtp.tls = "starttls";
+	cfg.smtp.helo = "bad helo";
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_INVAL);
+	assert_string_equal(msg.field, "smtp.helo");
+	cfg.smtp.helo = NULL;
+	cfg.sms.base_url = "ftp://x";
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_INVAL);
+	assert_string_equal(msg.field, "sms.base_url");
+	assert_null(d);
+}
+
+/* ---- sms and push: the HTTP peer stands for the provider ---- */
+
+static struct deliver *start_providers(struct peer *p)
+{
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	char base[64];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d/", p->port);
+	deliver_config_default(&cfg);
+	cfg.backoff_base_ms = 5;
+	cfg.backoff_cap_ms = 2000;
+	/* no allow list: configured endpoints are not guarded */
+	cfg.sms.base_url = base;
+	cfg.sms.account_sid = "AC123";
+	cfg.sms.auth_token = "tok";
+	cfg.sms.from = "+15005550006";
+	cfg.sms.status_callback = "https://cb.example/s?x=1";
+	cfg.push.base_url = base;
+	cfg.push.project_id = "my-proj";
+	cfg.push.bearer_token = "ya29.token";
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	return d;
+}
+
+static struct deliver_request *sms_req(const char *id, const char *to, const char *body)
+{
+	struct deliver_request *r = xcalloc(1, sizeof(*r));
+	r->kind = DELIVER_SMS;
+	r->sms = xcalloc(1, sizeof(*r->sms));
+	r->envelope_id = xstrdup(id);
+	r->sms->to = xstrdup(to);
+	r->sms->body = xstrdup(body);
+	r->timeout_ms = 5000;
+	return r;
+}
+
+static struct deliver_request *push_req(const char *id, const char *token,
+					const char *title, const char *data)
+{
+	struct deliver_request *r = xcalloc(1, sizeof(*r));
+	r->kind = DELIVER_PUSH;
+	r->push = xcalloc(1, sizeof(*r->push));
+	r->envelope_id = xstrdup(id);
+	r->push->token = xstrdup(token);
+	r->push->title = title ? xstrdup(title) : NULL;
+	r->push->body = xstrdup("We miss you — come back");
+	r->push->image = xstrdup("https://img.example/a.png");
+	r->push->data_json = data ? xstrdup(data) : NULL;
+	r->timeout_ms = 5000;
+	return r;
+}
+
+static void sms_request_has_the_twilio_shape(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->status = 201;
+	p->answer = "{\"sid\":\"SM0123\",\"status\":\"queued\"}";
+	assert_int_equal(
+		deliver_submit(d, sms_req("sms-1", "+14155550100", "Hi é&x=1 +")),
+		NERR_OK);
+	wait_outcomes(1);
+	struct got *g = &sink.got[0];
+	assert_int_equal(g->result, DELIVER_OK);
+	assert_int_equal(g->kind, DELIVER_SMS);
+	assert_int_equal(g->status, 201);
+	assert_string_equal(g->provider_id, "SM0123");
+	assert_string_equal(g->reason, "HTTP 201 (queued)");
+	struct rec *rec = &p->recs[0];
+	assert_string_equal(rec->method, "POST");
+	assert_string_equal(rec->path, "/2010-04-01/Accounts/AC123/Messages.json");
+	assert_string_equal(rec->ctype, "application/x-www-form-urlencoded");
+	assert_string_equal(rec->auth, "Basic QUMxMjM6dG9r"); /* AC123:tok */
+	assert_string_equal(rec->idem, "sms-1");
+	assert_string_equal(rec->body,
+			    "To=%2B14155550100&From=%2B15005550006"
+			    "&Body=Hi%20%C3%A9%26x%3D1%20%2B"
+			    "&StatusCallback=https%3A%2F%2Fcb.example%2Fs%3Fx%3D1");
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void sms_invalid_number_is_permfail_invalid_recipient(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->status = 400;
+	p->answer = "{\"code\":21211,\"message\":\"The 'To' number +15551234567 is not "
+		    "a valid phone number.\",\"status\":400}";
+	struct deliver_request *r = sms_req("sms-bad", "+15551234567", "x");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[0].invalid_recipient);
+	assert_int_equal(sink.got[0].attempts, 1);
+	assert_string_equal(
+		sink.got[0].reason,
+		"HTTP 400 (Twilio 21211: The 'To' number +15551234567 is not a "
+		"valid phone number.)");
+
+	/* another 400 is permanent, but says nothing about the number */
+	p->answer = "{\"code\":21606,\"message\":\"The From phone number is not a valid, "
+		    "SMS-capable number\",\"status\":400}";
+	assert_int_equal(deliver_submit(d, sms_req("sms-from", "+15551234567", "x")),
+			 NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_PERMFAIL);
+	assert_false(sink.got[1].invalid_recipient);
+
+	/* a number that is not E.164 never leaves */
+	assert_int_equal(deliver_submit(d, sms_req("sms-local", "0155 1234", "x")),
+			 NERR_OK);
+	wait_outcomes(3);
+	assert_int_equal(sink.got[2].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[2].invalid_recipient);
+	assert_int_equal(sink.got[2].attempts, 0);
+	assert_string_equal(sink.got[2].reason, "invalid phone number");
+	assert_int_equal(peer_total(p), 2);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void sms_429_and_5xx_are_retried(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->fail_first = 2;
+	p->fail_status = 429;
+	p->status = 201;
+	p->answer = "{\"sid\":\"SM9\",\"status\":\"accepted\"}";
+	struct deliver_request *r = sms_req("sms-429", "+447700900123", "x");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_int_equal(sink.got[0].attempts, 3);
+	assert_string_equal(sink.got[0].provider_id, "SM9");
+	p->status = 503;
+	r = sms_req("sms-503", "+447700900123", "x");
+	r->retries = 1;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_TEMPFAIL);
+	assert_int_equal(sink.got[1].attempts, 2);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void e164_numbers(void **state)
+{
+	static const char *good[] = {"+14155550100", "+447700900123", "+4930123456",
+				     "+861012345678901"};
+	static const char *bad[] = {"14155550100",
+				    "+04155550100",
+				    "+1 415 555 0100",
+				    "+1415555010a",
+				    "+123456",
+				    "+1234567890123456",
+				    "",
+				    "+",
+				    "+1-415-555-0100"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (!deliver_e164_valid(good[i]))
+			fail_msg("%s refused", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (deliver_e164_valid(bad[i]))
+			fail_msg("%s accepted", bad[i]);
+	assert_false(deliver_e164_valid(NULL));
+}
+
+static void push_request_has_the_fcm_shape(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->answer =
+		"{\"name\":\"projects/my-proj/messages/0:1500415314455276%31bd1c96\"}";
+	assert_int_equal(
+		deliver_submit(d, push_req("push-1", "fcm-token-abc", "Hej 👋",
+					   "{\"cart\":\"42\",\"deep\":\"app://c\"}")),
+		NERR_OK);
+	wait_outcomes(1);
+	struct got *g = &sink.got[0];
+	assert_int_equal(g->result, DELIVER_OK);
+	assert_int_equal(g->kind, DELIVER_PUSH);
+	assert_string_equal(g->provider_id,
+			    "projects/my-proj/messages/0:1500415314455276%31bd1c96");
+	struct rec *rec = &p->recs[0];
+	assert_string_equal(rec->path, "/v1/projects/my-proj/messages:send");
+	assert_string_equal(rec->auth, "Bearer ya29.token");
+	assert_string_equal(rec->ctype, "application/json; charset=utf-8");
+	struct json_object *o = json_tokener_parse(rec->body);
+	assert_non_null(o);
+	assert_string_equal(jstr(o, "message.token"), "fcm-token-abc");
+	assert_string_equal(jstr(o, "message.notification.title"), "Hej 👋");
+	assert_string_equal(jstr(o, "message.notification.body"),
+			    "We miss you — come back");
+	assert_string_equal(jstr(o, "message.notification.image"),
+			    "https://img.example/a.png");
+	assert_string_equal(jstr(o, "message.data.cart"), "42");
+	assert_string_equal(jstr(o, "message.data.deep"), "app://c");
+	json_object_put(o);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void push_unregistered_token_is_invalid_recipient(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->status = 404;
+	p->answer = "{\"error\":{\"code\":404,\"message\":\"Requested entity was not "
+		    "found.\",\"status\":\"NOT_FOUND\",\"details\":[{\"@type\":\"type."
+		    "googleapis.com/google.firebase.fcm.v1.FcmError\",\"errorCode\":"
+		    "\"UNREGISTERED\"}]}}";
+	struct deliver_request *r = push_req("push-gone", "old-token", "t", NULL);
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[0].invalid_recipient);
+	assert_int_equal(sink.got[0].attempts, 1);
+	assert_string_equal(sink.got[0].reason, "HTTP 404 (UNREGISTERED)");
+
+	p->status = 400;
+	p->answer =
+		"{\"error\":{\"code\":400,\"message\":\"The registration token is not a "
+		"valid FCM registration token\",\"status\":\"INVALID_ARGUMENT\","
+		"\"details\":[{\"@type\":\"type.googleapis.com/google.firebase.fcm."
+		"v1.FcmError\",\"errorCode\":\"INVALID_ARGUMENT\"}]}}";
+	assert_int_equal(deliver_submit(d, push_req("push-bad", "garbage", "t", NULL)),
+			 NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[1].invalid_recipient);
+
+	/* an invalid argument elsewhere is not the token's fault */
+	p->answer =
+		"{\"error\":{\"code\":400,\"message\":\"Invalid value at "
+		"'message.notification.image'\",\"status\":\"INVALID_ARGUMENT\","
+		"\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.BadRequest\","
+		"\"fieldViolations\":[{\"field\":\"message.notification.image\"}]}]}}";
+	assert_int_equal(deliver_submit(d, push_req("push-img", "tok", "t", NULL)),
+			 NERR_OK);
+	wait_outcomes(3);
+	assert_int_equal(sink.got[2].result, DELIVER_PERMFAIL);
+	assert_false(sink.got[2].invalid_recipient);
+
+	/* 503 is temporary */
+	p->status = 503;
+	p->answer = "{\"error\":{\"code\":503,\"status\":\"UNAVAILABLE\"}}";
+	r = push_req("push-503", "tok", "t", NULL);
+	r->retries = 1;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(4);
+	assert_int_equal(sink.got[3].result, DELIVER_TEMPFAIL);
+	assert_int_equal(sink.got[3].attempts, 2);
+	assert_false(sink.got[3].invalid_recipient);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void push_data_must_be_an_object_of_strings(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	assert_int_equal(deliver_submit(d, push_req("pd-1", "tok", "t", "{\"n\":1}")),
+			 NERR_OK);
+	assert_int_equal(deliver_submit(d, push_req("pd-2", "tok", "t", "[\"a\"]")),
+			 NERR_OK);
+	assert_int_equal(
+		deliver_submit(d, push_req("pd-3", "tok", "t", "{\"a\":\"b\"} x")),
+		NERR_OK);
+	assert_int_equal(deliver_submit(d, push_req("pd-4", "to ken", "t", NULL)),
+			 NERR_OK);
+	wait_outcomes(4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
+		assert_int_equal(sink.got[i].attempts, 0);
+		assert_int_equal(sink.got[i].invalid_recipient, i == 3);
+	}
+	/* and without notification fields: a data-only message */
+	struct deliver_request *r = push_req("pd-5", "tok", NULL, "{\"a\":\"b\"}");
+	free(r->push->body);
+	free(r->push->image);
+	r->push->body = r->push->image = NULL;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(5);
+	assert_int_equal(sink.got[4].result, DELIVER_OK);
+	assert_string_equal(p->recs[0].body,
+			    "{\"message\":{\"token\":\"tok\",\"data\":{\"a\":\"b\"}}}");
+	assert_int_equal(peer_total(p), 1);
+	deliver_free(d);
+	peer_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -924,6 +1796,35 @@ int main(void)
 		cmocka_unit_test_setup(response_is_captured_up_to_the_cap, reset_sink),
 		cmocka_unit_test_setup(stop_abandons_in_flight_without_reporting,
 				       reset_sink),
+		cmocka_unit_test_setup(sms_request_has_the_twilio_shape, reset_sink),
+		cmocka_unit_test_setup(sms_invalid_number_is_permfail_invalid_recipient,
+				       reset_sink),
+		cmocka_unit_test_setup(sms_429_and_5xx_are_retried, reset_sink),
+		cmocka_unit_test(e164_numbers),
+		cmocka_unit_test_setup(push_request_has_the_fcm_shape, reset_sink),
+		cmocka_unit_test_setup(push_unregistered_token_is_invalid_recipient,
+				       reset_sink),
+		cmocka_unit_test_setup(push_data_must_be_an_object_of_strings,
+				       reset_sink),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	const struct CMUnitTest email[] = {
+		cmocka_unit_test_setup(email_is_multipart_utf8_with_list_unsubscribe,
+				       smtp_reset),
+		cmocka_unit_test_setup(text_only_email_round_trips_exactly, smtp_reset),
+		cmocka_unit_test_setup(smtp_451_is_retried_with_the_same_message_id,
+				       smtp_reset),
+		cmocka_unit_test_setup(smtp_4xx_at_rcpt_is_tempfail_after_retries,
+				       smtp_reset),
+		cmocka_unit_test_setup(smtp_5xx_at_rcpt_or_data_is_a_hard_bounce,
+				       smtp_reset),
+		cmocka_unit_test_setup(header_injection_is_refused_before_sending,
+				       smtp_reset),
+		cmocka_unit_test_setup(smtp_connections_are_pooled_and_reused,
+				       smtp_reset),
+		cmocka_unit_test_setup(smtp_relay_down_is_tempfail, smtp_reset),
+		cmocka_unit_test_setup(smtp_config_is_checked, smtp_reset),
+	};
+	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	failed += cmocka_run_group_tests(email, smtp_up, smtp_down);
+	return failed;
 }

@@ -1,0 +1,187 @@
+"""Message steps end to end (engine side): rendering, tracking links, suppression,
+consent and the public tracking endpoints, against the real server.
+
+Envelopes are read back through GET /v1/profiles/{ns}/{value}/messages; the
+tracking endpoints are called like a mail client would (pixel, link, one-click
+unsubscribe) and their effects checked in /metrics and the profile.
+"""
+import re
+import time
+import unittest
+import urllib.request
+import uuid
+from http.client import HTTPConnection
+from urllib.parse import urlparse
+
+from nudgetest import NudgeServer
+
+JOURNEY = {
+    "id": "promo",
+    "entry": {"event": "Promo Requested"},
+    "start": "mail",
+    "steps": {
+        "mail": {"message": {"channel": "email", "template": "promo-mail", "category": "marketing"},
+                 "next": "done"},
+        "done": {"end": {}},
+    },
+}
+TEMPLATE = {
+    "channel": "email",
+    "subject": "Hello {{ profile.traits.first_name | default: 'friend' }}",
+    "html": "<html><body><p>Hi {{ profile.traits.first_name }}</p>"
+            "<a href=\"https://shop.example/deal?x=1&amp;y=2\">Deal</a>"
+            "<a href=\"mailto:help@example.com\">Help</a>"
+            "<a href=\"{{ message.unsubscribe_url }}\">Unsubscribe</a></body></html>",
+    "text": "Hi {{ profile.traits.first_name }}, see https://shop.example/deal",
+}
+
+
+class MessageTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = NudgeServer().start()
+        s = cls.srv
+        assert s.request("PUT", "/v1/templates/promo-mail", TEMPLATE, auth="admin").status == 200
+        assert s.request("PUT", "/v1/journeys/promo", JOURNEY, auth="admin").status == 200
+        r = s.request("POST", "/v1/journeys/promo/publish", auth="admin")
+        assert r.status == 200, r
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.__exit__(None, None, None)
+
+    def user(self, first="Zoë", email=None):
+        u = "m-" + uuid.uuid4().hex[:10]
+        traits = {"first_name": first, "email": email or (u + "@Example.com")}
+        self.assertEqual(self.srv.post("/v1/identify", {"userId": u, "traits": traits}).status, 200)
+        return u
+
+    def messages(self, u, n):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = self.srv.request("GET", "/v1/profiles/user_id/%s/messages" % u, auth="admin")
+            if r.status == 200 and len(r.json()["messages"]) >= n:
+                return r.json()["messages"]
+            time.sleep(0.05)
+        self.fail("no %d messages for %s: %r" % (n, u, r))
+
+    def request_promo(self, u):
+        self.assertEqual(self.srv.post("/v1/track", {"userId": u, "event": "Promo Requested"}).status, 200)
+
+    def get(self, url, method="GET", body=None, headers=None):
+        p = urlparse(url)
+        c = HTTPConnection(p.hostname, p.port, timeout=10)
+        c.request(method, p.path + ("?" + p.query if p.query else ""), body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, dict(r.getheaders()), data
+
+    def metric(self, name, labels=""):
+        m = re.search(r"^%s%s (\d+)$" % (re.escape(name), re.escape(labels)), self.srv.metrics(), re.M)
+        return int(m.group(1)) if m else 0
+
+    def test_email_is_rendered_with_tracking(self):
+        u = self.user()
+        self.request_promo(u)
+        env = self.messages(u, 1)[0]
+        self.assertEqual(env["channel"], "email")
+        self.assertEqual(env["to"], u.lower() + "@example.com")
+        m = env["message"]
+        self.assertEqual(m["subject"], "Hello Zoë")
+        self.assertIn("Hi Zoë", m["text"])
+        self.assertNotIn("https://shop.example/deal", m["html"])          # rewritten
+        self.assertIn("mailto:help@example.com", m["html"])                # left alone
+        self.assertRegex(m["html"], r'<img src="http://127\.0\.0\.1:\d+/t/o/[^"]+"')
+        self.assertTrue(m["list_unsubscribe_url"].startswith("http://127.0.0.1:%d/t/u/" % self.srv.port))
+        self.assertTrue(m["one_click"])
+
+    def test_click_open_and_forged_tokens(self):
+        u = self.user()
+        self.request_promo(u)
+        html = self.messages(u, 1)[0]["message"]["html"]
+        click = re.search(r'href="(http://[^"]+/t/c/[^"]+)"', html).group(1)
+        pixel = re.search(r'src="(http://[^"]+/t/o/[^"]+)"', html).group(1)
+        clicks0 = self.metric("nudge_tracking_total", '{kind="click"}')
+        opens0 = self.metric("nudge_tracking_total", '{kind="open"}')
+        status, headers, body = self.get(click)
+        self.assertEqual(status, 302)
+        self.assertEqual(headers["Location"], "https://shop.example/deal?x=1&y=2")
+        status, headers, body = self.get(pixel)
+        self.assertEqual((status, headers["Content-Type"]), (200, "image/gif"))
+        self.assertTrue(body.startswith(b"GIF8"))
+        deadline = time.time() + 5
+        while time.time() < deadline and self.metric("nudge_tracking_total", '{kind="click"}') == clicks0:
+            time.sleep(0.05)
+        self.assertEqual(self.metric("nudge_tracking_total", '{kind="click"}'), clicks0 + 1)
+        self.assertEqual(self.metric("nudge_tracking_total", '{kind="open"}'), opens0 + 1)
+        # Altered, truncated or forged tokens never redirect.
+        tok = click.rsplit("/", 1)[1]
+        base = click.rsplit("/", 1)[0]
+        for bad in (tok[:-1], tok[:-2] + ("A" if tok[-2] != "A" else "B") + tok[-1], "AAAA", tok + "x"):
+            status, headers, _ = self.get(base + "/" + bad)
+            self.assertEqual(status, 404, bad)
+            self.assertNotIn("Location", headers)
+        # An open token is not a click token.
+        status, _, _ = self.get(base + "/" + pixel.rsplit("/", 1)[1])
+        self.assertEqual(status, 404)
+
+    def test_unsubscribe_revokes_marketing_consent(self):
+        u = self.user()
+        self.request_promo(u)
+        env = self.messages(u, 1)[0]
+        url = env["message"]["list_unsubscribe_url"]
+        status, headers, page = self.get(url)
+        self.assertEqual(status, 200)
+        self.assertIn(b"<form", page)
+        self.assertIn("default-src 'none'", headers["Content-Security-Policy"])
+        # GET alone changes nothing (link scanners); the RFC 8058 POST does.
+        status, _, _ = self.get(url, "POST", b"List-Unsubscribe=One-Click",
+                                {"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(status, 200)
+        p = self.srv.wait_profile("user_id", u, lambda p: p.get("consent", {}).get("email", {}).get("marketing") == "denied")
+        self.assertEqual(p["consent"]["email"]["marketing"], "denied")
+        before = self.metric("nudge_messages_excluded_total", '{reason="no_consent"}')
+        self.request_promo(u)
+        deadline = time.time() + 5
+        while time.time() < deadline and self.metric("nudge_messages_excluded_total", '{reason="no_consent"}') == before:
+            time.sleep(0.05)
+        self.assertEqual(self.metric("nudge_messages_excluded_total", '{reason="no_consent"}'), before + 1)
+        self.assertEqual(len(self.messages(u, 1)), 1)
+
+    def test_suppression_list_excludes(self):
+        email = "supp-%s@example.com" % uuid.uuid4().hex[:6]
+        u = self.user(email=email)
+        r = self.srv.request("PUT", "/v1/suppression/email/" + email.upper(), auth="admin")
+        self.assertEqual(r.status, 200, r)
+        r = self.srv.request("GET", "/v1/suppression?channel=email", auth="admin")
+        self.assertIn(email, [i["address"] for i in r.json()["items"]])
+        before = self.metric("nudge_messages_excluded_total", '{reason="suppressed"}')
+        self.request_promo(u)
+        deadline = time.time() + 5
+        while time.time() < deadline and self.metric("nudge_messages_excluded_total", '{reason="suppressed"}') == before:
+            time.sleep(0.05)
+        self.assertEqual(self.metric("nudge_messages_excluded_total", '{reason="suppressed"}'), before + 1)
+        self.assertEqual(self.srv.request("DELETE", "/v1/suppression/email/" + email, auth="admin").status, 200)
+        self.request_promo(u)
+        self.assertEqual(len(self.messages(u, 1)), 1)
+
+    def test_header_injection_is_refused(self):
+        u = self.user(first="Eve\r\nBcc: victim@example.com")
+        before = self.metric("nudge_messages_excluded_total", '{reason="invalid_header"}')
+        self.request_promo(u)
+        deadline = time.time() + 5
+        while time.time() < deadline and self.metric("nudge_messages_excluded_total", '{reason="invalid_header"}') == before:
+            time.sleep(0.05)
+        self.assertEqual(self.metric("nudge_messages_excluded_total", '{reason="invalid_header"}'), before + 1)
+
+    def test_erase_removes_messages(self):
+        u = self.user()
+        self.request_promo(u)
+        self.messages(u, 1)
+        self.assertEqual(self.srv.request("DELETE", "/v1/profiles/user_id/" + u, auth="admin").status, 200)
+        self.assertEqual(self.srv.request("GET", "/v1/profiles/user_id/%s/messages" % u, auth="admin").status, 404)
+
+
+if __name__ == "__main__":
+    unittest.main()
