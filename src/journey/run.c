@@ -2196,11 +2196,12 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 	if (jstr(env, "kind") && strcmp(jstr(env, "kind"), "webhook") != 0) {
 		/* Messages do not hold their instance; a hard failure suppresses
 		 * the address (bounce, invalid number, unregistered token). */
-		if (!ok && strcmp(result, "permfail") == 0 && jstr(env, "to"))
+		if (!ok && strcmp(result, "permfail") == 0 && jstr(env, "to") &&
+		    jint(outcome, "invalid_recipient", 0))
 			suppress(jb, jstr(env, "kind"), jstr(env, "to"),
-				 jint(outcome, "invalid_recipient", 0)
-					 ? "invalid_recipient"
-					 : "hard_bounce");
+				 strcmp(jstr(env, "kind"), "email") == 0
+					 ? "hard_bounce"
+					 : "invalid_recipient");
 		json_object_put(env);
 		return;
 	}

@@ -1406,7 +1406,7 @@ enum nerr tmpl_compile(const char *src, size_t len, const struct tmpl_options *o
 				"1:1: template is %zu bytes, over the limit of %zu", len,
 				lim(o.limits.template_bytes, 1 << 20));
 	t = xcalloc(1, sizeof(*t));
-	arena_init(&t->arena, len * 4 + 4096);
+	arena_init(&t->arena, len < (256u << 10) ? len * 4 + 4096 : (1u << 20));
 	copy = arena_alloc(&t->arena, len + 1);
 	ASSERT(copy);
 	if (len)

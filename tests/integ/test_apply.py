@@ -224,6 +224,15 @@ class ApplyTest(unittest.TestCase):
         p = self.apply(EXAMPLES, "--bogus", env_extra={"NUDGE_ADMIN_KEY": "k"})
         self.assertEqual(p.returncode, 2)
 
+    def test_unreachable_server_fails_every_file_and_exits_1(self):
+        dead = "http://127.0.0.1:%d" % free_port()
+        p = self.apply(EXAMPLES, url=dead, env_extra={"NUDGE_ADMIN_KEY": "k"})
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        n = len(example_journeys()) + len(example_templates())
+        failed = [l for l in p.stdout.splitlines() if ": failed: " in l and dead in l]
+        self.assertEqual(len(failed), n, p.stdout)
+        self.assertIn("%d failed" % n, p.stdout.splitlines()[-1])
+
     def test_key_comes_from_data_keys_in_the_working_directory(self):
         self.server()
         os.makedirs(os.path.join(self.tmp, "data"))
@@ -273,6 +282,13 @@ class ApplyTest(unittest.TestCase):
         self.assertEqual((st["status"], st["version"]), ("active", 1))
         self.assertEqual(st["draft"]["name"], "Cart abandonment, edited")
         self.assertNotEqual(st["versions"][0]["definition"]["name"], "Cart abandonment, edited")
+        # An invalid draft is stored but reported, with the server's errors.
+        d = self.make_dir(journeys={"broken.json": self.broken_cart()})
+        p = self.apply(d, "--no-publish")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("journey broken-cart: invalid\n  step ", p.stdout)
+        self.assertIn("  step remind: webhook.url: must start with http:// or https://\n", p.stdout)
+        self.assertEqual(self.journey("broken-cart")["status"], "draft")
 
 
 def re_escape(s):
