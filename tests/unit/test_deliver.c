@@ -1471,6 +1471,303 @@ static void smtp_config_is_checked(void **state)
 	assert_null(d);
 }
 
+/* ---- sms and push: the HTTP peer stands for the provider ---- */
+
+static struct deliver *start_providers(struct peer *p)
+{
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	char base[64];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d/", p->port);
+	deliver_config_default(&cfg);
+	cfg.backoff_base_ms = 5;
+	cfg.backoff_cap_ms = 2000;
+	/* no allow list: configured endpoints are not guarded */
+	cfg.sms.base_url = base;
+	cfg.sms.account_sid = "AC123";
+	cfg.sms.auth_token = "tok";
+	cfg.sms.from = "+15005550006";
+	cfg.sms.status_callback = "https://cb.example/s?x=1";
+	cfg.push.base_url = base;
+	cfg.push.project_id = "my-proj";
+	cfg.push.bearer_token = "ya29.token";
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	return d;
+}
+
+static struct deliver_request *sms_req(const char *id, const char *to, const char *body)
+{
+	struct deliver_request *r = xcalloc(1, sizeof(*r));
+	r->kind = DELIVER_SMS;
+	r->sms = xcalloc(1, sizeof(*r->sms));
+	r->envelope_id = xstrdup(id);
+	r->sms->to = xstrdup(to);
+	r->sms->body = xstrdup(body);
+	r->timeout_ms = 5000;
+	return r;
+}
+
+static struct deliver_request *push_req(const char *id, const char *token,
+					const char *title, const char *data)
+{
+	struct deliver_request *r = xcalloc(1, sizeof(*r));
+	r->kind = DELIVER_PUSH;
+	r->push = xcalloc(1, sizeof(*r->push));
+	r->envelope_id = xstrdup(id);
+	r->push->token = xstrdup(token);
+	r->push->title = title ? xstrdup(title) : NULL;
+	r->push->body = xstrdup("We miss you — come back");
+	r->push->image = xstrdup("https://img.example/a.png");
+	r->push->data_json = data ? xstrdup(data) : NULL;
+	r->timeout_ms = 5000;
+	return r;
+}
+
+static void sms_request_has_the_twilio_shape(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->status = 201;
+	p->answer = "{\"sid\":\"SM0123\",\"status\":\"queued\"}";
+	assert_int_equal(
+		deliver_submit(d, sms_req("sms-1", "+14155550100", "Hi é&x=1 +")),
+		NERR_OK);
+	wait_outcomes(1);
+	struct got *g = &sink.got[0];
+	assert_int_equal(g->result, DELIVER_OK);
+	assert_int_equal(g->kind, DELIVER_SMS);
+	assert_int_equal(g->status, 201);
+	assert_string_equal(g->provider_id, "SM0123");
+	assert_string_equal(g->reason, "HTTP 201 (queued)");
+	struct rec *rec = &p->recs[0];
+	assert_string_equal(rec->method, "POST");
+	assert_string_equal(rec->path, "/2010-04-01/Accounts/AC123/Messages.json");
+	assert_string_equal(rec->ctype, "application/x-www-form-urlencoded");
+	assert_string_equal(rec->auth, "Basic QUMxMjM6dG9r"); /* AC123:tok */
+	assert_string_equal(rec->idem, "sms-1");
+	assert_string_equal(rec->body,
+			    "To=%2B14155550100&From=%2B15005550006"
+			    "&Body=Hi%20%C3%A9%26x%3D1%20%2B"
+			    "&StatusCallback=https%3A%2F%2Fcb.example%2Fs%3Fx%3D1");
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void sms_invalid_number_is_permfail_invalid_recipient(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->status = 400;
+	p->answer = "{\"code\":21211,\"message\":\"The 'To' number +15551234567 is not "
+		    "a valid phone number.\",\"status\":400}";
+	struct deliver_request *r = sms_req("sms-bad", "+15551234567", "x");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[0].invalid_recipient);
+	assert_int_equal(sink.got[0].attempts, 1);
+	assert_string_equal(
+		sink.got[0].reason,
+		"HTTP 400 (Twilio 21211: The 'To' number +15551234567 is not a "
+		"valid phone number.)");
+
+	/* another 400 is permanent, but says nothing about the number */
+	p->answer = "{\"code\":21606,\"message\":\"The From phone number is not a valid, "
+		    "SMS-capable number\",\"status\":400}";
+	assert_int_equal(deliver_submit(d, sms_req("sms-from", "+15551234567", "x")),
+			 NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_PERMFAIL);
+	assert_false(sink.got[1].invalid_recipient);
+
+	/* a number that is not E.164 never leaves */
+	assert_int_equal(deliver_submit(d, sms_req("sms-local", "0155 1234", "x")),
+			 NERR_OK);
+	wait_outcomes(3);
+	assert_int_equal(sink.got[2].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[2].invalid_recipient);
+	assert_int_equal(sink.got[2].attempts, 0);
+	assert_string_equal(sink.got[2].reason, "invalid phone number");
+	assert_int_equal(peer_total(p), 2);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void sms_429_and_5xx_are_retried(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->fail_first = 2;
+	p->fail_status = 429;
+	p->status = 201;
+	p->answer = "{\"sid\":\"SM9\",\"status\":\"accepted\"}";
+	struct deliver_request *r = sms_req("sms-429", "+447700900123", "x");
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_int_equal(sink.got[0].attempts, 3);
+	assert_string_equal(sink.got[0].provider_id, "SM9");
+	p->status = 503;
+	r = sms_req("sms-503", "+447700900123", "x");
+	r->retries = 1;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_TEMPFAIL);
+	assert_int_equal(sink.got[1].attempts, 2);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void e164_numbers(void **state)
+{
+	static const char *good[] = {"+14155550100", "+447700900123", "+4930123456",
+				     "+861012345678901"};
+	static const char *bad[] = {"14155550100",
+				    "+04155550100",
+				    "+1 415 555 0100",
+				    "+1415555010a",
+				    "+123456",
+				    "+1234567890123456",
+				    "",
+				    "+",
+				    "+1-415-555-0100"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (!deliver_e164_valid(good[i]))
+			fail_msg("%s refused", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (deliver_e164_valid(bad[i]))
+			fail_msg("%s accepted", bad[i]);
+	assert_false(deliver_e164_valid(NULL));
+}
+
+static void push_request_has_the_fcm_shape(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->answer =
+		"{\"name\":\"projects/my-proj/messages/0:1500415314455276%31bd1c96\"}";
+	assert_int_equal(
+		deliver_submit(d, push_req("push-1", "fcm-token-abc", "Hej 👋",
+					   "{\"cart\":\"42\",\"deep\":\"app://c\"}")),
+		NERR_OK);
+	wait_outcomes(1);
+	struct got *g = &sink.got[0];
+	assert_int_equal(g->result, DELIVER_OK);
+	assert_int_equal(g->kind, DELIVER_PUSH);
+	assert_string_equal(g->provider_id,
+			    "projects/my-proj/messages/0:1500415314455276%31bd1c96");
+	struct rec *rec = &p->recs[0];
+	assert_string_equal(rec->path, "/v1/projects/my-proj/messages:send");
+	assert_string_equal(rec->auth, "Bearer ya29.token");
+	assert_string_equal(rec->ctype, "application/json; charset=utf-8");
+	struct json_object *o = json_tokener_parse(rec->body);
+	assert_non_null(o);
+	assert_string_equal(jstr(o, "message.token"), "fcm-token-abc");
+	assert_string_equal(jstr(o, "message.notification.title"), "Hej 👋");
+	assert_string_equal(jstr(o, "message.notification.body"),
+			    "We miss you — come back");
+	assert_string_equal(jstr(o, "message.notification.image"),
+			    "https://img.example/a.png");
+	assert_string_equal(jstr(o, "message.data.cart"), "42");
+	assert_string_equal(jstr(o, "message.data.deep"), "app://c");
+	json_object_put(o);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void push_unregistered_token_is_invalid_recipient(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	p->status = 404;
+	p->answer = "{\"error\":{\"code\":404,\"message\":\"Requested entity was not "
+		    "found.\",\"status\":\"NOT_FOUND\",\"details\":[{\"@type\":\"type."
+		    "googleapis.com/google.firebase.fcm.v1.FcmError\",\"errorCode\":"
+		    "\"UNREGISTERED\"}]}}";
+	struct deliver_request *r = push_req("push-gone", "old-token", "t", NULL);
+	r->retries = 3;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[0].invalid_recipient);
+	assert_int_equal(sink.got[0].attempts, 1);
+	assert_string_equal(sink.got[0].reason, "HTTP 404 (UNREGISTERED)");
+
+	p->status = 400;
+	p->answer =
+		"{\"error\":{\"code\":400,\"message\":\"The registration token is not a "
+		"valid FCM registration token\",\"status\":\"INVALID_ARGUMENT\","
+		"\"details\":[{\"@type\":\"type.googleapis.com/google.firebase.fcm."
+		"v1.FcmError\",\"errorCode\":\"INVALID_ARGUMENT\"}]}}";
+	assert_int_equal(deliver_submit(d, push_req("push-bad", "garbage", "t", NULL)),
+			 NERR_OK);
+	wait_outcomes(2);
+	assert_int_equal(sink.got[1].result, DELIVER_PERMFAIL);
+	assert_true(sink.got[1].invalid_recipient);
+
+	/* an invalid argument elsewhere is not the token's fault */
+	p->answer =
+		"{\"error\":{\"code\":400,\"message\":\"Invalid value at "
+		"'message.notification.image'\",\"status\":\"INVALID_ARGUMENT\","
+		"\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.BadRequest\","
+		"\"fieldViolations\":[{\"field\":\"message.notification.image\"}]}]}}";
+	assert_int_equal(deliver_submit(d, push_req("push-img", "tok", "t", NULL)),
+			 NERR_OK);
+	wait_outcomes(3);
+	assert_int_equal(sink.got[2].result, DELIVER_PERMFAIL);
+	assert_false(sink.got[2].invalid_recipient);
+
+	/* 503 is temporary */
+	p->status = 503;
+	p->answer = "{\"error\":{\"code\":503,\"status\":\"UNAVAILABLE\"}}";
+	r = push_req("push-503", "tok", "t", NULL);
+	r->retries = 1;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(4);
+	assert_int_equal(sink.got[3].result, DELIVER_TEMPFAIL);
+	assert_int_equal(sink.got[3].attempts, 2);
+	assert_false(sink.got[3].invalid_recipient);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void push_data_must_be_an_object_of_strings(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver *d = start_providers(p);
+	assert_int_equal(deliver_submit(d, push_req("pd-1", "tok", "t", "{\"n\":1}")),
+			 NERR_OK);
+	assert_int_equal(deliver_submit(d, push_req("pd-2", "tok", "t", "[\"a\"]")),
+			 NERR_OK);
+	assert_int_equal(
+		deliver_submit(d, push_req("pd-3", "tok", "t", "{\"a\":\"b\"} x")),
+		NERR_OK);
+	assert_int_equal(deliver_submit(d, push_req("pd-4", "to ken", "t", NULL)),
+			 NERR_OK);
+	wait_outcomes(4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_PERMFAIL);
+		assert_int_equal(sink.got[i].attempts, 0);
+		assert_int_equal(sink.got[i].invalid_recipient, i == 3);
+	}
+	/* and without notification fields: a data-only message */
+	struct deliver_request *r = push_req("pd-5", "tok", NULL, "{\"a\":\"b\"}");
+	free(r->push->body);
+	free(r->push->image);
+	r->push->body = r->push->image = NULL;
+	assert_int_equal(deliver_submit(d, r), NERR_OK);
+	wait_outcomes(5);
+	assert_int_equal(sink.got[4].result, DELIVER_OK);
+	assert_string_equal(p->recs[0].body,
+			    "{\"message\":{\"token\":\"tok\",\"data\":{\"a\":\"b\"}}}");
+	assert_int_equal(peer_total(p), 1);
+	deliver_free(d);
+	peer_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1498,6 +1795,16 @@ int main(void)
 		cmocka_unit_test_setup(global_cap_limits_concurrent_requests, reset_sink),
 		cmocka_unit_test_setup(response_is_captured_up_to_the_cap, reset_sink),
 		cmocka_unit_test_setup(stop_abandons_in_flight_without_reporting,
+				       reset_sink),
+		cmocka_unit_test_setup(sms_request_has_the_twilio_shape, reset_sink),
+		cmocka_unit_test_setup(sms_invalid_number_is_permfail_invalid_recipient,
+				       reset_sink),
+		cmocka_unit_test_setup(sms_429_and_5xx_are_retried, reset_sink),
+		cmocka_unit_test(e164_numbers),
+		cmocka_unit_test_setup(push_request_has_the_fcm_shape, reset_sink),
+		cmocka_unit_test_setup(push_unregistered_token_is_invalid_recipient,
+				       reset_sink),
+		cmocka_unit_test_setup(push_data_must_be_an_object_of_strings,
 				       reset_sink),
 	};
 	const struct CMUnitTest email[] = {
