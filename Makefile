@@ -120,6 +120,7 @@ fuzz: fuzz-build
 bench: setup $(NUDGE) $(BENCH_BINS)
 	@set -e; for b in $(BENCH_BINS); do echo "== $$b"; NUDGE_SHARED=$(SHARED) $$b; done
 	@[ ! -x bench/ingest.sh ] || NUDGE_BIN=$(abspath $(NUDGE)) bench/ingest.sh
+	@[ ! -x bench/journeys.sh ] || NUDGE_BIN=$(abspath $(NUDGE)) bench/journeys.sh
 
 lint:
 	clang-format --dry-run -Werror $(LIB_SRCS) $(APP_SRCS) $(wildcard src/*/*.h)
