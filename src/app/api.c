@@ -310,14 +310,6 @@ static void submit(struct api *a, struct http_req *req, enum route r,
 	}
 }
 
-static void add_event(struct inbox_job *job, struct json_object *ev, int64_t now_ms)
-{
-	size_t len;
-	const char *txt =
-		json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
-
-	inbox_job_add(job, INBOX_EVENT, now_ms, txt, len);
-}
 
 static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 {
@@ -366,7 +358,11 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 
 	struct inbox_job *job = inbox_job_new();
 	if (r != ROUTE_BATCH) {
-		rc = segment_normalize(body, (int)r, "", now_ms, &a->lim, &ts_ms, &msg);
+		const char *ej;
+		size_t ejl;
+
+		rc = segment_normalize_json(body, (int)r, "", now_ms, &a->lim, &ts_ms, &ej, &ejl,
+					    &msg);
 		if (rc) {
 			reply_error(a, req, r, rc == NERR_TOOBIG ? 413 : 400,
 				    status_code_name(rc), msg.field, msg.message);
@@ -375,7 +371,8 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 			metrics_add(&a->m_rejected, 1);
 			return;
 		}
-		add_event(job, body, now_ms);
+		/* The normalizer serialized the event for its size cap already. */
+		inbox_job_add(job, INBOX_EVENT, now_ms, ej, ejl);
 		json_object_put(body);
 		metrics_add(&a->m_events, 1);
 		submit(a, req, r, job, xstrdup("{\"success\":true}"), false);
@@ -398,7 +395,11 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 		nerr_clear(&msg);
 		if (json_object_is_type(item, json_type_object))
 			segment_batch_merge_context(body, item);
-		rc = segment_normalize(item, -1, path, now_ms, &a->lim, &ts_ms, &msg);
+		const char *ej;
+		size_t ejl;
+
+		rc = segment_normalize_json(item, -1, path, now_ms, &a->lim, &ts_ms, &ej, &ejl,
+					    &msg);
 		if (rc) {
 			struct json_object *e = json_object_new_object();
 
@@ -414,7 +415,7 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 			metrics_add(&a->m_rejected, 1);
 			continue;
 		}
-		add_event(job, item, now_ms);
+		inbox_job_add(job, INBOX_EVENT, now_ms, ej, ejl);
 		metrics_add(&a->m_events, 1);
 	}
 	if (inbox_job_count(job) == 0) {
