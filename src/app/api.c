@@ -460,12 +460,13 @@ static void method_not_allowed(struct api *a, struct http_req *req, enum route r
 			       const char *allow);
 
 static bool profile_path(const char *path, char *ns, size_t nsz, char *val, size_t vsz,
-			 bool *messages)
+			 bool *messages, bool *consent)
 {
 	const char *p = path + strlen("/v1/profiles/"), *slash = strchr(p, '/'), *tail;
 	size_t nl, vl;
 
 	*messages = false;
+	*consent = false;
 	if (!slash)
 		return false;
 	nl = (size_t)(slash - p);
@@ -473,6 +474,9 @@ static bool profile_path(const char *path, char *ns, size_t nsz, char *val, size
 	tail = strchr(slash + 1, '/');
 	if (tail && strcmp(tail, "/messages") == 0) {
 		*messages = true;
+		vl = (size_t)(tail - slash - 1);
+	} else if (tail && strcmp(tail, "/consent") == 0) {
+		*consent = true;
 		vl = (size_t)(tail - slash - 1);
 	} else if (tail) {
 		return false;
@@ -534,19 +538,109 @@ static void profile_messages(struct api *a, struct http_req *req, uint64_t pid)
 	json_object_put(out);
 }
 
+static struct json_object *admin_body(struct api *a, struct http_req *req, enum route r);
+static void submit_admin(struct api *a, struct http_req *req, enum route r,
+			 struct json_object *op);
+
+/* PUT /v1/profiles/{ns}/{value}/consent with {"email": "granted"} or
+ * {"sms": {"marketing": "denied"}}: applied through the engine, answered with the
+ * profile's consent once applied. */
+static void profile_consent(struct api *a, struct http_req *req, const char *method,
+			    const char *ns, const char *val)
+{
+	struct json_object *body, *op;
+
+	if (strcmp(method, "PUT"))
+		return method_not_allowed(a, req, ROUTE_PROFILES, "PUT");
+	body = admin_body(a, req, ROUTE_PROFILES);
+	if (!body)
+		return;
+	json_object_object_foreach(body, ch, cv)
+	{
+		bool ok_ch =
+			!strcmp(ch, "email") || !strcmp(ch, "sms") || !strcmp(ch, "push");
+		bool ok_val = false;
+
+		if (json_object_is_type(cv, json_type_string)) {
+			ok_val = !strcmp(json_object_get_string(cv), "granted") ||
+				 !strcmp(json_object_get_string(cv), "denied");
+		} else if (json_object_is_type(cv, json_type_object)) {
+			ok_val = json_object_object_length(cv) > 0;
+			json_object_object_foreach(cv, pk, pv)
+			{
+				(void)pk;
+				if (!json_object_is_type(pv, json_type_string) ||
+				    (strcmp(json_object_get_string(pv), "granted") &&
+				     strcmp(json_object_get_string(pv), "denied")))
+					ok_val = false;
+			}
+		}
+		if (!ok_ch || !ok_val) {
+			char field[96];
+
+			snprintf(field, sizeof(field), "%.80s", ch);
+			json_object_put(body);
+			return reply_error(
+				a, req, ROUTE_PROFILES, 400, "invalid", field,
+				ok_ch ? "use \"granted\", \"denied\" or {purpose: "
+					"\"granted\"|\"denied\"}"
+				      : "channel must be email, sms or push");
+		}
+	}
+	if (json_object_object_length(body) == 0) {
+		json_object_put(body);
+		return reply_error(a, req, ROUTE_PROFILES, 400, "invalid", "",
+				   "give at least one channel");
+	}
+	op = json_object_new_object();
+	json_object_object_add(op, "op", json_object_new_string("consent"));
+	json_object_object_add(op, "namespace", json_object_new_string(ns));
+	json_object_object_add(op, "value", json_object_new_string(val));
+	json_object_object_add(op, "consent", body);
+	submit_admin(a, req, ROUTE_PROFILES, op);
+}
+
+/* DELETE /v1/profiles/{ns}/{value}: through the inbox and the engine, which looks
+ * the person up in order with earlier events; answered once applied (404 when no
+ * profile has the identity). */
+static void profile_delete(struct api *a, struct http_req *req, const char *ns,
+			   const char *val)
+{
+	struct json_object *rec = json_object_new_object();
+	struct inbox_job *job = inbox_job_new();
+	size_t len;
+	const char *txt;
+
+	json_object_object_add(rec, "namespace", json_object_new_string(ns));
+	json_object_object_add(rec, "value", json_object_new_string(val));
+	txt = json_object_to_json_string_length(rec, JSON_C_TO_STRING_PLAIN, &len);
+	inbox_job_add(job, INBOX_ERASE, clock_wall_ms(), txt, len);
+	json_object_put(rec);
+	submit(a, req, ROUTE_PROFILES, job, NULL, true);
+}
+
 static void handle_profile(struct api *a, struct http_req *req, const char *method)
 {
 	char ns[128], val[1024];
 	uint64_t pid;
 	enum nerr rc;
-	bool messages;
+	bool messages, consent;
 
-	if (!profile_path(http_req_path(req), ns, sizeof(ns), val, sizeof(val),
-			  &messages)) {
+	if (!profile_path(http_req_path(req), ns, sizeof(ns), val, sizeof(val), &messages,
+			  &consent)) {
 		reply_error(a, req, ROUTE_PROFILES, 404, "not_found", "path",
 			    "use /v1/profiles/{namespace}/{value}");
 		return;
 	}
+	/* Consent changes go to the engine, which looks the person up in order
+	 * with the events before them. */
+	if (consent)
+		return profile_consent(a, req, method, ns, val);
+	if (!messages && strcmp(method, "DELETE") == 0)
+		return profile_delete(a, req, ns, val);
+	if (strcmp(method, "GET"))
+		return method_not_allowed(a, req, ROUTE_PROFILES,
+					  messages ? "GET" : "GET, DELETE");
 	rc = profile_lookup(a->s, NULL, ns, val, &pid);
 	if (rc == NERR_NOTFOUND) {
 		reply_error(a, req, ROUTE_PROFILES, 404, "not_found", "value",
@@ -564,6 +658,8 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 			return method_not_allowed(a, req, ROUTE_PROFILES, "GET");
 		return profile_messages(a, req, pid);
 	}
+	if (strcmp(method, "GET") && strcmp(method, "DELETE"))
+		return method_not_allowed(a, req, ROUTE_PROFILES, "GET, DELETE");
 	if (strcmp(method, "GET") == 0) {
 		struct json_object *obj = NULL;
 
@@ -580,21 +676,6 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 		json_object_put(obj);
 		return;
 	}
-	/* DELETE: through the inbox and the engine; answered once applied. */
-	struct json_object *rec = json_object_new_object();
-	struct inbox_job *job = inbox_job_new();
-	struct buf out;
-	size_t len;
-	const char *txt;
-
-	json_object_object_add(rec, "namespace", json_object_new_string(ns));
-	json_object_object_add(rec, "value", json_object_new_string(val));
-	txt = json_object_to_json_string_length(rec, JSON_C_TO_STRING_PLAIN, &len);
-	inbox_job_add(job, INBOX_ERASE, clock_wall_ms(), txt, len);
-	json_object_put(rec);
-	buf_init(&out, 0);
-	buf_printf(&out, "{\"erased\":true,\"id\":\"%llu\"}", (unsigned long long)pid);
-	submit(a, req, ROUTE_PROFILES, job, buf_take(&out), true);
 }
 
 /* ------------------------------------------------------ journeys, templates */
@@ -1259,9 +1340,10 @@ void api_handle(void *ud, struct http_req *req)
 			return handle_clock(a, req);
 		}
 		if (strncmp(path, "/v1/profiles/", 13) == 0) {
-			if (strcmp(method, "GET") && strcmp(method, "DELETE"))
+			if (strcmp(method, "GET") && strcmp(method, "DELETE") &&
+			    strcmp(method, "PUT"))
 				return method_not_allowed(a, req, ROUTE_PROFILES,
-							  "GET, DELETE");
+							  "GET, PUT, DELETE");
 			if (!check_bearer(req, a->cfg->admin_key))
 				return reply_error(a, req, ROUTE_PROFILES, 401,
 						   "unauthorized", "Authorization",

@@ -149,6 +149,31 @@ class MessageTest(unittest.TestCase):
         self.assertEqual(self.metric("nudge_messages_excluded_total", '{reason="no_consent"}'), before + 1)
         self.assertEqual(len(self.messages(u, 1)), 1)
 
+    def test_consent_api_grants_and_denies(self):
+        u = self.user()
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"email": {"marketing": "denied"}}, auth="admin")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["consent"]["email"]["marketing"], "denied")
+        self.request_promo(u)
+        deadline = time.time() + 5
+        before = self.metric("nudge_messages_excluded_total", '{reason="no_consent"}')
+        self.request_promo(u)
+        while time.time() < deadline and self.metric("nudge_messages_excluded_total", '{reason="no_consent"}') == before:
+            time.sleep(0.05)
+        self.assertGreater(self.metric("nudge_messages_excluded_total", '{reason="no_consent"}'), before)
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"email": "granted"}, auth="admin")
+        self.assertEqual(r.json()["consent"]["email"]["marketing"], "granted")
+        self.request_promo(u)
+        self.assertEqual(len(self.messages(u, 1)), 1)
+        # Validation names the field.
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"fax": "granted"}, auth="admin")
+        self.assertEqual((r.status, r.json()["error"]["field"]), (400, "fax"))
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"sms": "maybe"}, auth="admin")
+        self.assertEqual((r.status, r.json()["error"]["field"]), (400, "sms"))
+        r = self.srv.request("PUT", "/v1/profiles/user_id/nobody-%s/consent" % u, {"sms": "denied"}, auth="admin")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(self.srv.request("PUT", "/v1/profiles/user_id/" + u, {}, auth="admin").status, 405)
+
     def test_suppression_list_excludes(self):
         email = "supp-%s@example.com" % uuid.uuid4().hex[:6]
         u = self.user(email=email)
