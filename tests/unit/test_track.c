@@ -257,6 +257,7 @@ static void short_secret_refused(void **state)
 	assert_int_equal(track_key_init(&k, SECRET), NERR_OK);
 	assert_int_equal(track_key_add_old(&k, "short"), NERR_INVAL);
 	assert_int_equal(k.nkeys, 1);
+	track_key_fini(&k);
 }
 
 static void wrong_kind_refused_by_verify(void **state)
