@@ -39,6 +39,7 @@
  */
 #include "report/report.h"
 
+#include <ctype.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <pthread.h>
@@ -795,6 +796,13 @@ static int cmp_group_name(const void *x, const void *y)
 	return c;
 }
 
+/* Sorts groups by name (then sub-keys); v may be NULL when n is 0. */
+static void sort_groups(struct group *v, size_t n)
+{
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_group_name);
+}
+
 /* The step ids of the journey's definition (version, or the latest), in document
  * order; NULL when unknown. Caller puts. */
 static struct json_object *definition_steps(struct store *s, const char *journey,
@@ -870,7 +878,8 @@ static void order_steps(struct groups *steps, struct json_object *ids)
 				}
 		}
 	}
-	qsort(steps->v + placed, steps->n - placed, sizeof(*steps->v), cmp_group_name);
+	if (steps->n > placed)
+		sort_groups(steps->v + placed, steps->n - placed);
 }
 
 /* ------------------------------------------------------------ CSV helpers */
@@ -995,7 +1004,7 @@ static void series(struct store *s, const struct filter *f, const struct report_
 			journey_scope);
 		agg_add(&sums, &rs.v[i], journey_scope);
 	}
-	qsort(pts.v, pts.n, sizeof(*pts.v), cmp_group_name);
+	sort_groups(pts.v, pts.n);
 	if (csv)
 		buf_puts(csv, "bucket_start,counter,value\r\n");
 	struct json_object *arr = json_object_new_array();
@@ -1071,7 +1080,7 @@ static struct json_object *messages_json(const struct rows *rs, bool with_journe
 				 ->a,
 			row, false);
 	}
-	qsort(g.v, g.n, sizeof(*g.v), cmp_group_name);
+	sort_groups(g.v, g.n);
 	for (size_t i = 0; i < g.n; i++) {
 		struct json_object *m = json_object_new_object();
 
@@ -1110,7 +1119,7 @@ static struct json_object *arms_json(const struct rows *rs)
 			gr->extra[0] = xstrdup(row->step);
 		agg_add(&gr->a, row, false);
 	}
-	qsort(g.v, g.n, sizeof(*g.v), cmp_group_name);
+	sort_groups(g.v, g.n);
 	for (size_t i = 0; i < g.n; i++) {
 		struct json_object *m = json_object_new_object();
 
@@ -1349,8 +1358,8 @@ enum nerr report_overview(struct store *s, const struct report_query *q, struct 
 			agg_add(&group_get(&chs, rs.v[i].channel, NULL, NULL, NULL)->a,
 				&rs.v[i], false);
 	}
-	qsort(js.v, js.n, sizeof(*js.v), cmp_group_name);
-	qsort(chs.v, chs.n, sizeof(*chs.v), cmp_group_name);
+	sort_groups(js.v, js.n);
+	sort_groups(chs.v, chs.n);
 	o = json_object_new_object();
 	struct json_object *t = json_object_new_object();
 	add_funnel(t, &total, true);
@@ -1485,8 +1494,8 @@ void report_render_metrics(struct store *s, struct buf *out)
 					 ->a,
 				&rs.v[i], false);
 	}
-	qsort(js.v, js.n, sizeof(*js.v), cmp_group_name);
-	qsort(ms.v, ms.n, sizeof(*ms.v), cmp_group_name);
+	sort_groups(js.v, js.n);
+	sort_groups(ms.v, ms.n);
 
 	for (size_t k = 0; k < sizeof(jfams) / sizeof(jfams[0]); k++) {
 		family(out, jfams[k].name, "counter", jfams[k].help);
@@ -1579,4 +1588,178 @@ static void render_cb(void *ud, struct buf *out)
 void report_register_metrics(struct store *s)
 {
 	metrics_add_renderer(render_cb, s);
+}
+
+/* ------------------------------------------------------------------- HTTP */
+
+enum nerr report_query_set(struct report_query *q, const char *name, const char *value,
+			   struct nerr_msg *msg)
+{
+	char *end;
+
+	if (strcmp(name, "version") == 0) {
+		unsigned long v = strtoul(value, &end, 10);
+
+		if (!*value || *end || !isdigit((unsigned char)*value) || v == 0 ||
+		    v > 0xffffffffUL)
+			return nerr_set(msg, NERR_INVAL, "version",
+					"version must be a positive integer");
+		q->version = (unsigned)v;
+	} else if (strcmp(name, "from") == 0 || strcmp(name, "to") == 0) {
+		int64_t ms;
+		long long v = strtoll(value, &end, 10);
+
+		if (*value && !*end && isdigit((unsigned char)*value))
+			ms = v;
+		else if (clock_parse_rfc3339(value, &ms) != 0)
+			return nerr_set(
+				msg, NERR_INVAL, name,
+				"%s must be an RFC 3339 time or epoch milliseconds",
+				name);
+		if (ms <= 0)
+			return nerr_set(msg, NERR_INVAL, name, "%s must be after 1970",
+					name);
+		if (name[0] == 'f')
+			q->from_ms = ms;
+		else
+			q->to_ms = ms;
+	} else if (strcmp(name, "bucket") == 0) {
+		static const char *const buckets[] = {"minute", "hour", "day"};
+
+		for (unsigned i = 0; i < 3; i++)
+			if (strcmp(value, buckets[i]) == 0) {
+				q->bucket = buckets[i];
+				return NERR_OK;
+			}
+		return nerr_set(msg, NERR_INVAL, "bucket",
+				"bucket must be minute, hour or day");
+	}
+	return NERR_OK;
+}
+
+static int hexval(char c)
+{
+	return isdigit((unsigned char)c) ? c - '0'
+	       : c >= 'a' && c <= 'f'	 ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F'	 ? c - 'A' + 10
+					 : -1;
+}
+
+/* Percent-decodes s[0..n) into out ('+' is a space); false on a bad escape or NUL. */
+static bool url_decode(const char *s, size_t n, struct buf *out)
+{
+	buf_reset(out);
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%') {
+			int hi, lo;
+
+			if (i + 2 >= n)
+				return false;
+			hi = hexval(s[i + 1]);
+			lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return false;
+			buf_putc(out, (char)(hi * 16 + lo));
+			i += 2;
+		} else {
+			buf_putc(out, s[i] == '+' ? ' ' : s[i]);
+		}
+	}
+	return true;
+}
+
+static int http_error(struct buf *out, int status, const char *code,
+		      const struct nerr_msg *msg)
+{
+	struct json_object *o = json_object_new_object(), *e = json_object_new_object();
+
+	buf_reset(out);
+	json_object_object_add(e, "code", json_object_new_string(code));
+	json_object_object_add(e, "field", json_object_new_string(msg->field));
+	json_object_object_add(e, "message", json_object_new_string(msg->message));
+	json_object_object_add(o, "error", e);
+	put_json(out, o);
+	json_object_put(o);
+	return status;
+}
+
+/* Splits rest into up to 4 '/'-separated segments (copied, decoded). */
+static unsigned split_path(const char *rest, char seg[4][160])
+{
+	unsigned n = 0;
+	struct buf d;
+
+	buf_init(&d, 0);
+	while (*rest && n < 5) {
+		size_t len = strcspn(rest, "/");
+
+		if (n == 4 || len == 0 || len >= 160 || !url_decode(rest, len, &d) ||
+		    d.len >= 160) {
+			n = 5;
+			break;
+		}
+		memcpy(seg[n], buf_str(&d), d.len + 1);
+		n++;
+		rest += len;
+		if (*rest == '/')
+			rest++;
+	}
+	buf_fini(&d);
+	return n;
+}
+
+int report_http(struct store *s, const char *rest, const char *query, const char *accept,
+		struct buf *out, const char **content_type)
+{
+	struct report_query q = {.csv = accept && strstr(accept, "text/csv") != NULL};
+	struct nerr_msg msg;
+	char seg[4][160];
+	unsigned n = split_path(rest ? rest : "", seg);
+	struct buf name, value;
+	enum nerr rc = NERR_OK;
+
+	nerr_clear(&msg);
+	*content_type = "application/json";
+	buf_init(&name, 0);
+	buf_init(&value, 0);
+	for (const char *p = query ? query : ""; *p && rc == NERR_OK;) {
+		size_t len = strcspn(p, "&"), eq = strcspn(p, "=");
+
+		if (eq > len)
+			eq = len;
+		if (!url_decode(p, eq, &name) ||
+		    !url_decode(p + eq + (eq < len), len - eq - (eq < len), &value))
+			rc = nerr_set(&msg, NERR_INVAL, "query",
+				      "malformed query string");
+		else if (name.len)
+			rc = report_query_set(&q, buf_str(&name), buf_str(&value), &msg);
+		p += len;
+		if (*p == '&')
+			p++;
+	}
+	buf_fini(&name);
+	buf_fini(&value);
+	if (rc)
+		return http_error(out, 400, "invalid", &msg);
+
+	if (n == 1 && strcmp(seg[0], "overview") == 0)
+		rc = report_overview(s, &q, out, &msg);
+	else if (n == 2 && strcmp(seg[0], "journeys") == 0)
+		rc = report_journey(s, seg[1], &q, out, &msg);
+	else if (n == 4 && strcmp(seg[0], "journeys") == 0 &&
+		 strcmp(seg[2], "steps") == 0)
+		rc = report_step(s, seg[1], seg[3], &q, out, &msg);
+	else if (n == 2 && strcmp(seg[0], "templates") == 0)
+		rc = report_template(s, seg[1], &q, out, &msg);
+	else
+		rc = nerr_set(&msg, NERR_NOTFOUND, "path",
+			      "no such report (journeys/ID, journeys/ID/steps/STEP, "
+			      "templates/ID, overview)");
+	if (rc == NERR_NOTFOUND)
+		return http_error(out, 404, "not_found", &msg);
+	if (rc)
+		return http_error(out, 400, "invalid", &msg);
+	if (q.csv)
+		*content_type = "text/csv; charset=utf-8";
+	return 200;
 }

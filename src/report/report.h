@@ -154,6 +154,23 @@ enum nerr report_template(struct store *s, const char *template_id,
 enum nerr report_overview(struct store *s, const struct report_query *q, struct buf *out,
 			  struct nerr_msg *msg);
 
+/* Sets one query parameter from its (percent-decoded) value: "version" (a
+ * positive integer), "from" / "to" (RFC 3339 or epoch milliseconds), "bucket"
+ * (minute, hour, day). Unknown names are ignored. NERR_INVAL names the field. */
+enum nerr report_query_set(struct report_query *q, const char *name, const char *value,
+			   struct nerr_msg *msg);
+
+/*
+ * Answers GET /v1/reports/<rest>[?query] in one call: rest is
+ * "journeys/ID", "journeys/ID/steps/STEP", "templates/ID" or "overview"; query
+ * is the raw query string ("" or NULL for none); accept is the request's Accept
+ * header (CSV when it names text/csv). Returns the HTTP status (200, 400, 404)
+ * with the body in out and its media type in *content_type; errors are
+ * {"error":{"code","field","message"}}.
+ */
+int report_http(struct store *s, const char *rest, const char *query, const char *accept,
+		struct buf *out, const char **content_type);
+
 /* Appends the per-journey and per-channel series in Prometheus text format
  * (labels: journey, channel, reason, stage; never a profile). */
 void report_render_metrics(struct store *s, struct buf *out);

@@ -507,6 +507,82 @@ static void csv_has_one_row_per_counter_with_a_header(void **state)
 	buf_fini(&out);
 }
 
+static void http_entry_routes_parses_the_query_and_answers_errors(void **state)
+{
+	struct buf out;
+	const char *ct;
+	struct json_object *o;
+
+	buf_init(&out, 0);
+	report_count(r, &J, REPORT_ENTERED, 2);
+	report_count(r, &M1, REPORT_SENT, 3);
+	report_count(r, &(struct report_dims){.journey = "cart", .version = 2},
+		     REPORT_ENTERED, 5);
+	commit_at(T0);
+
+	assert_int_equal(report_http(s, "journeys/cart", "version=1", NULL, &out, &ct),
+			 200);
+	assert_string_equal(ct, "application/json");
+	o = json_tokener_parse(buf_str(&out));
+	assert_int_equal(iat(o, "totals.entered"), 2);
+	assert_int_equal(iat(o, "version"), 1);
+	json_object_put(o);
+
+	buf_reset(&out);
+	assert_int_equal(
+		report_http(s, "journeys/cart",
+			    "bucket=hour&from=2025-11-24T15%3A00%3A00Z&to=1764007200000",
+			    "application/json", &out, &ct),
+		200);
+	o = json_tokener_parse(buf_str(&out));
+	assert_string_equal(json_object_get_string(at(o, "series.from")),
+			    "2025-11-24T15:00:00.000Z");
+	assert_string_equal(json_object_get_string(at(o, "series.bucket")), "hour");
+	assert_int_equal(iat(o, "series.sums.entered"), 7);
+	json_object_put(o);
+
+	buf_reset(&out);
+	assert_int_equal(
+		report_http(s, "journeys/cart/steps/remind", "", "text/csv", &out, &ct),
+		200);
+	assert_string_equal(ct, "text/csv; charset=utf-8");
+	assert_string_equal(buf_str(&out),
+			    "journey,version,step,template,channel,arm,counter,value\r\n"
+			    "cart,1,remind,cart-reminder,email,,sent,3\r\n");
+
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "templates/cart-reminder", NULL, NULL, &out, &ct),
+			 200);
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "overview", NULL, NULL, &out, &ct), 200);
+
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "journeys/cart", "version=0", NULL, &out, &ct),
+			 400);
+	o = json_tokener_parse(buf_str(&out));
+	assert_string_equal(json_object_get_string(at(o, "error.code")), "invalid");
+	assert_string_equal(json_object_get_string(at(o, "error.field")), "version");
+	json_object_put(o);
+	buf_reset(&out);
+	assert_int_equal(
+		report_http(s, "journeys/cart", "from=yesterday", NULL, &out, &ct), 400);
+	assert_non_null(strstr(buf_str(&out), "\"field\":\"from\""));
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "journeys/cart", "bucket=%zz", NULL, &out, &ct),
+			 400);
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "journeys/nope", NULL, NULL, &out, &ct), 404);
+	assert_non_null(strstr(buf_str(&out), "\"not_found\""));
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "journeys", NULL, NULL, &out, &ct), 404);
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "journeys/cart/steps", NULL, NULL, &out, &ct),
+			 404);
+	buf_reset(&out);
+	assert_int_equal(report_http(s, "journeys/a%00b", NULL, NULL, &out, &ct), 404);
+	buf_fini(&out);
+}
+
 /* Runs promtool check metrics on text; returns its exit status, -1 if absent. */
 static int promtool(const char *text, char *report, size_t cap)
 {
@@ -614,6 +690,9 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(csv_has_one_row_per_counter_with_a_header,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			http_entry_routes_parses_the_query_and_answers_errors, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(
 			metrics_render_per_journey_and_channel_and_promtool_accepts,
 			setup, teardown),
