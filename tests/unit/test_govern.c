@@ -564,6 +564,35 @@ static void quiet_hours_cross_midnight_from_the_listed_day(void **state)
 	assert_int_equal(d.verdict, GOVERN_DELAY);
 }
 
+static void quiet_hours_end_in_local_time_across_a_dst_change(void **state)
+{
+	struct fx *f = *state;
+	struct govern_decision d;
+
+	put(f, "quiet-hours", "night",
+	    "{\"windows\": [{\"days\": [\"sat\"], \"from\": \"21:00\", \"to\": "
+	    "\"08:00\"}]}");
+	/* Paris, Saturday 23:00 CET; Sunday 08:00 is CEST (clocks moved at 02:00). */
+	d = decide(f, "email", "marketing", 1, "Europe/Paris",
+		   at("2027-03-27T22:00:00Z"));
+	assert_int_equal(d.verdict, GOVERN_DELAY);
+	assert_true(d.until_ms == at("2027-03-28T06:00:00Z"));
+	/* And back in autumn: Sunday 08:00 CET. */
+	d = decide(f, "email", "marketing", 1, "Europe/Paris",
+		   at("2027-10-30T20:00:00Z"));
+	assert_int_equal(d.verdict, GOVERN_DELAY);
+	assert_true(d.until_ms == at("2027-10-31T07:00:00Z"));
+	/* A half-hour zone: Kathmandu is UTC+05:45; 21:00 local is 15:15Z. */
+	assert_int_equal(decide(f, "email", "marketing", 1, "Asia/Kathmandu",
+				at("2027-03-27T15:14:00Z"))
+				 .verdict,
+			 GOVERN_SEND);
+	d = decide(f, "email", "marketing", 1, "Asia/Kathmandu",
+		   at("2027-03-27T15:15:00Z"));
+	assert_int_equal(d.verdict, GOVERN_DELAY);
+	assert_true(d.until_ms == at("2027-03-28T02:15:00Z"));
+}
+
 static void queued_past_max_delay_is_dropped(void **state)
 {
 	struct fx *f = *state;
@@ -917,6 +946,9 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			quiet_hours_cross_midnight_from_the_listed_day, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			quiet_hours_end_in_local_time_across_a_dst_change, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(queued_past_max_delay_is_dropped, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(quiet_hours_drop_action_excludes, setup,
