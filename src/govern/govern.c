@@ -922,7 +922,7 @@ struct wrec {
 	unsigned n;
 };
 
-#define MAX_WRECS 64
+#define MAX_WRECS GOVERN_MAX_RULES /* every rule of a kind may have a record */
 
 /* Decodes v into recs; stops at the first malformed record. Returns the count. */
 static unsigned wdecode(const char *v, size_t vl, struct wrec *recs)

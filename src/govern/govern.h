@@ -46,7 +46,7 @@ struct json_object;
 
 /* Fixed bounds (documented in docs/governance.md). */
 #define GOVERN_MAX_ID_BYTES	 64	  /* rule ids: [A-Za-z0-9_-]{1,64} */
-#define GOVERN_MAX_RULES	 1000	  /* per kind */
+#define GOVERN_MAX_RULES	 256	  /* per kind */
 #define GOVERN_MAX_COUNT	 1000	  /* caps and entry caps: "max" */
 #define GOVERN_MAX_WINDOWS	 50	  /* quiet-hours "windows" */
 #define GOVERN_MAX_JOURNEYS	 100	  /* entry caps: journeys in a group */

@@ -430,6 +430,39 @@ static void rule_changes_apply_at_once(void **state)
 			 GOVERN_SEND);
 }
 
+static void rules_per_kind_are_bounded_and_all_count(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *doc = json_tokener_parse("{\"max\": 2, \"window\": \"1d\"}");
+	int64_t now = at("2026-12-01T10:00:00Z");
+	char id[16];
+
+	for (int i = 0; i < GOVERN_MAX_RULES; i++) {
+		snprintf(id, sizeof(id), "c%d", i);
+		assert_int_equal(govern_rule_put(f->g, f->b, "caps", id, doc), NERR_OK);
+	}
+	assert_int_equal(govern_rule_put(f->g, f->b, "caps", "one-more", doc),
+			 NERR_LIMIT);
+	assert_int_equal(govern_rule_put(f->g, f->b, "caps", "c0", doc), NERR_OK);
+	json_object_put(doc);
+	/* Every rule keeps its record in the profile's one value. */
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_SEND);
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_SEND);
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_EXCLUDE);
+	/* c99 sorts last, so its record is the last in the value. */
+	for (int i = 0; i < GOVERN_MAX_RULES; i++) {
+		snprintf(id, sizeof(id), "c%d", i);
+		if (strcmp(id, "c99") != 0)
+			assert_int_equal(govern_rule_delete(f->g, f->b, "caps", id),
+					 NERR_OK);
+	}
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_EXCLUDE);
+}
+
 static void rules_survive_reopen_and_read_back(void **state)
 {
 	struct fx *f = *state;
@@ -937,6 +970,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(rule_changes_apply_at_once, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(rules_per_kind_are_bounded_and_all_count,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(rules_survive_reopen_and_read_back, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(
