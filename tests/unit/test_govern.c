@@ -30,8 +30,8 @@ struct fx {
 	struct govern *g;
 };
 
-/* One database for the run (opening one costs ~0.5 s); each test starts from an
- * empty caps column family and a fresh govern. */
+/* One database for the run (opening one costs ~0.5 s); each test starts from
+ * empty caps and suppression column families and a fresh govern. */
 static struct fx fx;
 
 static int group_setup(void **state)
@@ -56,14 +56,19 @@ static int setup(void **state)
 	struct store_iter *it;
 
 	fx.b = store_batch_new(fx.s);
-	it = store_iter_new(fx.s, NULL, STORE_CF_CAPS);
-	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) {
-		size_t kl;
-		const char *k = store_iter_key(it, &kl);
+	for (int cf = 0; cf < 2; cf++) {
+		it = store_iter_new(fx.s, NULL,
+				    cf ? STORE_CF_SUPPRESSION : STORE_CF_CAPS);
+		for (store_iter_seek_first(it); store_iter_valid(it);
+		     store_iter_next(it)) {
+			size_t kl;
+			const char *k = store_iter_key(it, &kl);
 
-		store_batch_delete(fx.b, STORE_CF_CAPS, k, kl);
+			store_batch_delete(
+				fx.b, cf ? STORE_CF_SUPPRESSION : STORE_CF_CAPS, k, kl);
+		}
+		store_iter_free(it);
 	}
-	store_iter_free(it);
 	if (store_batch_commit(fx.b, false, NULL) != NERR_OK)
 		return -1;
 	if (govern_open(fx.s, NULL, &fx.g, NULL) != NERR_OK)
@@ -139,6 +144,48 @@ static void consent_defaults_follow_the_config(void **state)
 	assert_false(govern_consent_default(g2, "email", "marketing"));
 	assert_true(govern_consent_default(g2, "sms", "newsletter"));
 	govern_free(g2);
+}
+
+static void profile_consent_wins_over_the_default(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *p = json_tokener_parse(
+		"{\"consent\": {\"sms\": {\"marketing\": \"granted\"}, \"email\": "
+		"{\"marketing\": \"denied\", \"transactional\": \"denied\"}}}");
+
+	assert_true(govern_consent(f->g, p, "sms", "marketing"));
+	assert_false(govern_consent(f->g, p, "sms", "promo"));
+	assert_false(govern_consent(f->g, p, "email", NULL));
+	assert_false(govern_consent(f->g, p, "email", "transactional"));
+	assert_true(govern_consent(f->g, p, "push", "transactional"));
+	assert_false(govern_consent(f->g, p, "push", "marketing"));
+	assert_true(govern_consent(f->g, NULL, "email", "marketing"));
+	json_object_put(p);
+}
+
+static void suppression_reads_its_batch_and_unsuppress_resets_bounces(void **state)
+{
+	struct fx *f = *state;
+	char *v = NULL;
+	size_t vl;
+
+	assert_false(govern_suppressed(f->b, "email", "a@x.org"));
+	govern_suppress(f->b, "email", "a@x.org", "complaint", 1234);
+	assert_true(govern_suppressed(f->b, "email", "a@x.org"));
+	assert_false(govern_suppressed(f->b, "sms", "a@x.org"));
+	commit(f);
+	assert_int_equal(
+		store_get(f->s, STORE_CF_SUPPRESSION, "email:a@x.org", 13, &v, &vl),
+		NERR_OK);
+	assert_string_equal(v, "{\"reason\":\"complaint\",\"at_ms\":1234}");
+	free(v);
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	govern_unsuppress(f->b, "email", "a@x.org");
+	assert_false(govern_suppressed(f->b, "email", "a@x.org"));
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	assert_true(govern_bounce(f->g, f->b, "email", "a@x.org", false));
 }
 
 /* -------------------------------------------------------------- validation */
@@ -846,6 +893,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(consent_defaults_follow_the_config, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(profile_consent_wins_over_the_default,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			suppression_reads_its_batch_and_unsuppress_resets_bounces, setup,
+			teardown),
 		cmocka_unit_test(rule_validation_names_the_field),
 		cmocka_unit_test(valid_rules_pass_validation),
 		cmocka_unit_test_setup_teardown(
