@@ -256,6 +256,8 @@ __attribute__((noinline)) static struct expr_value build_map(struct ectx *c,
 	struct expr_value *items = expr_ealloc(c, (cnt ? cnt : 1) * 2 * sizeof(*items));
 	struct expr_value m = {.kind = EXPR_MAP, .len = 0};
 
+	/* the repeated-key check compares each key with the ones before it */
+	charge(c, 1 + cnt * cnt / 32);
 	m.as.items = items;
 	for (size_t i = 0; i < cnt; i++) {
 		struct expr_value k = expr_eval_node(c, n->a[2 * i]);

@@ -1364,7 +1364,7 @@ static void smtp_connections_are_pooled_and_reused(void **state)
 	struct deliver *d = start_smtp(1);
 	unsigned conns = 0;
 	for (int i = 0; i < 5; i++) {
-		char id[16];
+		char id[32];
 		snprintf(id, sizeof(id), "pool1-%d", i);
 		assert_int_equal(
 			deliver_submit(d, email_req(id, "h@example.org", "s", NULL, "b")),
@@ -1392,7 +1392,7 @@ static void smtp_connections_are_pooled_and_reused(void **state)
 	smtp_reset(state);
 	d = start_smtp(4);
 	for (int i = 0; i < 20; i++) {
-		char id[16];
+		char id[32];
 		snprintf(id, sizeof(id), "pool4-%d", i);
 		assert_int_equal(
 			deliver_submit(d, email_req(id, "h@example.org", "s", NULL, "b")),
