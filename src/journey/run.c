@@ -2699,6 +2699,28 @@ void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 		engagement(rt, jb, jstr(op, "kind") ? jstr(op, "kind") : "",
 			   jstr(op, "envelope"));
 		result_set(res, 200, json_object_new_object());
+	} else if (strcmp(what, "bounce") == 0 && jstr(op, "channel") &&
+		   jstr(op, "address")) {
+		/* Provider feedback: hard bounces and complaints suppress at once; soft
+		 * bounces are counted on the address. */
+		const char *kind = jstr(op, "kind") ? jstr(op, "kind") : "hard_bounce";
+
+		if (strcmp(kind, "soft_bounce") == 0) {
+			struct json_object *cnt, *o = json_object_new_object();
+
+			buf_printf(&k, "soft:%s:%s", jstr(op, "channel"),
+				   jstr(op, "address"));
+			cnt = jb_get_json(jb, STORE_CF_SUPPRESSION, k.data, k.len);
+			json_object_object_add(
+				o, "soft_bounces",
+				json_object_new_int64(jint(cnt, "soft_bounces", 0) + 1));
+			jb_put_json(jb, STORE_CF_SUPPRESSION, k.data, k.len, o);
+			json_object_put(o);
+			json_object_put(cnt);
+		} else {
+			suppress(jb, jstr(op, "channel"), jstr(op, "address"), kind);
+		}
+		result_set(res, 200, json_object_new_object());
 	} else if (strcmp(what, "suppress") == 0 && jstr(op, "channel") &&
 		   jstr(op, "address")) {
 		suppress(jb, jstr(op, "channel"), jstr(op, "address"),

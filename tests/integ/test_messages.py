@@ -191,6 +191,40 @@ class MessageTest(unittest.TestCase):
         self.request_promo(u)
         self.assertEqual(len(self.messages(u, 1)), 1)
 
+    def suppressed(self, addr):
+        r = self.srv.request("GET", "/v1/suppression?channel=email", auth="admin")
+        return {i["address"]: i for i in r.json()["items"]}.get(addr)
+
+    def test_bounce_and_complaint_feedback_suppress(self):
+        import json as _json
+        a1, a2, a3 = ("fb-%s@example.com" % uuid.uuid4().hex[:6] for _ in range(3))
+        # nudge's own format
+        r = self.srv.request("POST", "/v1/feedback/email",
+                             [{"type": "bounce", "email": a1, "permanent": True, "reason": "550 5.1.1"},
+                              {"type": "bounce", "email": a3, "permanent": False}], auth="admin")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"accepted": 2, "suppressing": 1})
+        # SES complaint as delivered by SNS
+        ses = {"notificationType": "Complaint",
+               "complaint": {"complainedRecipients": [{"emailAddress": a2.upper()}],
+                             "timestamp": "2026-11-27T10:00:00.000Z", "feedbackId": "x"},
+               "mail": {"messageId": "m1", "destination": [a2]}}
+        sns = {"Type": "Notification", "MessageId": "n1", "TopicArn": "arn:aws:sns:eu-west-1:1:ses",
+               "Message": _json.dumps(ses), "Timestamp": "2026-11-27T10:00:00.000Z"}
+        r = self.srv.request("POST", "/v1/feedback/email", sns, auth="admin")
+        self.assertEqual(r.status, 200, r)
+        deadline = time.time() + 5
+        while time.time() < deadline and not (self.suppressed(a1) and self.suppressed(a2)):
+            time.sleep(0.05)
+        self.assertEqual(self.suppressed(a1)["reason"], "hard_bounce")
+        self.assertEqual(self.suppressed(a2)["reason"], "complaint")
+        self.assertIsNone(self.suppressed(a3))
+        # Bad input names the field; no key, no entry.
+        r = self.srv.request("POST", "/v1/feedback/email", [{"type": "bounce"}], auth="admin")
+        self.assertEqual(r.status, 400)
+        self.assertTrue(r.json()["error"]["field"])
+        self.assertEqual(self.srv.request("POST", "/v1/feedback/email", [], auth=None).status, 401)
+
     def test_header_injection_is_refused(self):
         u = self.user(first="Eve\r\nBcc: victim@example.com")
         before = self.metric("nudge_messages_excluded_total", '{reason="invalid_header"}')
