@@ -934,6 +934,13 @@ static enum nerr check_base(const char *base, size_t *n)
 	return NERR_OK;
 }
 
+enum nerr track_base_check(const char *base_url)
+{
+	size_t n;
+
+	return check_base(base_url, &n);
+}
+
 static enum nerr put_pixel(struct rw *w)
 {
 	char tok[TRACK_TOKEN_MAX + 1];

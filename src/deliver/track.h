@@ -96,6 +96,14 @@ enum nerr track_token_verify(const struct track_key *k, enum track_kind expect,
 enum nerr track_path_parse(const char *path, enum track_kind *kind, const char **token,
 			   size_t *token_len);
 
+/*
+ * Checks a configured public base URL: absolute http(s), a host, at most 512
+ * bytes, printable ASCII without spaces, quotes, <, >, &, ?, # or backslash
+ * (a path prefix is fine; trailing slashes are ignored). NERR_INVAL
+ * otherwise. Call it at startup: the functions below refuse such a base.
+ */
+enum nerr track_base_check(const char *base_url);
+
 struct track_rewrite_opts {
 	const char *base_url;	     /* public base, e.g. "https://t.example.com" */
 	const struct track_key *key; /* borrowed */

@@ -121,7 +121,8 @@ void report_latency(struct report *r, const struct report_dims *d,
  * a bounded number of minute buckets older than 24 h. Call just before b is
  * committed; the pending deltas are cleared. */
 void report_flush(struct report *r, struct store_batch *b, int64_t now_ms);
-/* Drops the pending deltas (the batch was abandoned, or its commit failed). */
+/* Drops the pending deltas and what r remembers of stored values. Call it when
+ * the batch is abandoned, and also when its commit fails after report_flush. */
 void report_discard(struct report *r);
 /* How many minute buckets a flush deletes at most. */
 #define REPORT_PRUNE_PER_FLUSH 256

@@ -8,20 +8,25 @@ follows nudge's redirect. The test checks nudge's own records (the
 nudge_tracking_total counters in /metrics and the envelope's counters), that
 the destination received exactly the URL the template linked to, and that
 forged, altered and wrong-kind tokens get 404 and never a redirect -- in the
-browser and over plain HTTP. The unsubscribe page (GET changes nothing) and
-the RFC 8058 one-click POST are checked too.
+browser and over plain HTTP. The unsubscribe page (GET changes nothing), a
+reader pressing its button (marketing consent for email becomes "denied"),
+and the RFC 8058 one-click POST are checked too.
 
 Chromium runs as `chromium --headless --dump-dom` with a virtual time budget,
-so it waits for images and for the navigation a click starts.
+so it waits for images and for the navigation a click starts; pressing the
+unsubscribe button goes through the DevTools protocol (class CDP).
 """
 import base64
 import hashlib
 import hmac
 import http.client
 import http.server
+import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -108,6 +113,123 @@ def chromium(url, timeout=90):
         return p.stdout.decode("utf-8", "replace")
     finally:
         shutil.rmtree(ud, ignore_errors=True)
+
+
+class CDP:
+    """The smallest DevTools-protocol client (Python's standard library has no
+    websocket client): one Chromium, its first page, JSON calls over a
+    websocket. Used where the test must press a button on nudge's own page,
+    whose Content-Security-Policy rightly forbids injected scripts."""
+    def __init__(self, chromium):
+        self.ud = tempfile.mkdtemp(prefix="nudge-cdp-")
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--no-proxy-server",
+             "--disable-dev-shm-usage", "--user-data-dir=" + self.ud,
+             "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = os.path.join(self.ud, "DevToolsActivePort")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with open(port_file) as f:
+                    lines = f.read().split("\n")
+                if lines[0].strip():
+                    port = int(lines[0])
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("chromium did not start its DevTools endpoint")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/json/list")
+        targets = json.loads(c.getresponse().read())
+        c.close()
+        page = [t for t in targets if t["type"] == "page"][0]
+        path = page["webSocketDebuggerUrl"].split(str(port), 1)[1]
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n" % (path, port, key)).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise RuntimeError("websocket upgrade refused: %r" % head)
+        self.next_id = 0
+
+    def _recv_exact(self, n):
+        b = b""
+        while len(b) < n:
+            chunk = self.sock.recv(n - len(b))
+            if not chunk:
+                raise RuntimeError("devtools connection closed")
+            b += chunk
+        return b
+
+    def _recv_msg(self):
+        data = b""
+        while True:
+            h = self._recv_exact(2)
+            fin, op, n = h[0] & 0x80, h[0] & 0x0f, h[1] & 0x7f
+            if n == 126:
+                n = struct.unpack(">H", self._recv_exact(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._recv_exact(8))[0]
+            payload = self._recv_exact(n)
+            if op == 8:
+                raise RuntimeError("devtools closed the websocket")
+            if op in (0, 1, 2):
+                data += payload
+                if fin:
+                    return json.loads(data)
+
+    def call(self, method, **params):
+        self.next_id += 1
+        msg = json.dumps({"id": self.next_id, "method": method, "params": params}).encode()
+        mask = os.urandom(4)
+        n = len(msg)
+        hdr = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                               bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else
+                               bytes([0x80 | 127]) + struct.pack(">Q", n))
+        self.sock.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
+        while True:
+            r = self._recv_msg()
+            if r.get("id") == self.next_id:
+                if "error" in r:
+                    raise RuntimeError("%s: %s" % (method, r["error"]))
+                return r["result"]
+
+    def eval(self, expr):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        return r["result"].get("value")
+
+    def wait(self, expr, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                v = self.eval(expr)
+                if v:
+                    return v
+            except RuntimeError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("page never satisfied: " + expr)
+
+    def close(self):
+        try:
+            self.sock.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            shutil.rmtree(self.ud, ignore_errors=True)
 
 
 def b64url(b):
@@ -210,19 +332,20 @@ class TrackingBrowserTest(unittest.TestCase):
         self.assertNotIn("/landing", html)
         self.assertIn('href="mailto:help@shop.example"', html)
         opens0, clicks0 = self.counter("open"), self.counter("click")
+        landed0 = len(self.site.landing_hits())
 
         # 1. The email is opened: Chromium fetches the pixel.
         self.site.email_html = html.encode()
         dom = chromium("http://127.0.0.1:%d/email.html" % self.site.port)
         self.assertIn("Hi Ada", dom)
         self.wait_counter("open", opens0 + 1)
-        self.assertEqual(self.site.landing_hits(), [])
+        self.assertEqual(len(self.site.landing_hits()), landed0)   # no click yet
         self.assertEqual(self.counter("click"), clicks0)
 
         # 2. The reader clicks the link: nudge counts it and redirects.
         dom = chromium("http://127.0.0.1:%d/click.html" % self.site.port)
         self.assertIn("LANDED", dom)
-        hits = self.site.landing_hits()
+        hits = self.site.landing_hits()[landed0:]
         self.assertEqual(len(hits), 1, hits)
         self.assertEqual("http://127.0.0.1:%d%s" % (self.site.port, hits[0][0]), self.landing)
         self.assertIn("HeadlessChrome", hits[0][1])
@@ -308,6 +431,24 @@ class TrackingBrowserTest(unittest.TestCase):
         self.assertEqual(c.getresponse().status, 404)
         c.close()
 
+    def test_reader_unsubscribes_through_the_page(self):
+        u, html = self.send_email()
+        _, _, unsub = self.links(html)
+        unsubs0 = self.counter("unsubscribe")
+        d = CDP(CHROMIUM)
+        try:
+            d.call("Page.navigate", url="http://127.0.0.1:%d/t/u/%s" % (self.srv.port, unsub[0]))
+            d.wait("document.readyState === 'complete' && !!document.querySelector('form button')")
+            time.sleep(0.3)
+            self.assertEqual(self.counter("unsubscribe"), unsubs0)   # showing the page changes nothing
+            d.eval("document.querySelector('form button').click()")   # the reader presses it
+            d.wait("document.readyState === 'complete' && "
+                   "document.body.innerText.indexOf('You are unsubscribed') >= 0")
+        finally:
+            d.close()
+        self.wait_counter("unsubscribe", unsubs0 + 1)
+        prof = self.srv.wait_profile("user_id", u, lambda p: json.dumps(p).find('"denied"') >= 0)
+        self.assertEqual(prof["consent"]["email"]["marketing"], "denied", prof)
 
 if __name__ == "__main__":
     unittest.main()

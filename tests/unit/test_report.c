@@ -172,6 +172,52 @@ static void discard_drops_pending_counts(void **state)
 	json_object_put(o);
 }
 
+static void discard_after_a_failed_commit_forgets_the_flushed_values(void **state)
+{
+	struct store_batch *b = store_batch_new(s);
+	struct report_query q = {.bucket = "minute", .now_ms = T0 + MIN};
+	struct json_object *o;
+
+	report_count(r, &J, REPORT_ENTERED, 1);
+	commit_at(T0); /* stored: 1 */
+	report_count(r, &J, REPORT_ENTERED, 10);
+	report_flush(r, b, T0 + 1);
+	store_batch_clear(b); /* the commit "failed": nothing reached the store */
+	report_discard(r);
+	store_batch_free(b);
+	report_count(r, &J, REPORT_ENTERED, 2);
+	commit_at(T0 + 2);
+	o = journey_json("cart", &q);
+	assert_int_equal(iat(o, "totals.entered"), 3);
+	assert_int_equal(iat(o, "series.points.0.counters.entered"), 3);
+	json_object_put(o);
+}
+
+static void many_interleaved_dims_each_keep_their_own_counts(void **state)
+{
+	char step[16];
+	struct json_object *o;
+
+	for (int round = 1; round <= 3; round++) {
+		for (int i = 0; i < 40; i++) {
+			struct report_dims d = {
+				.journey = "cart", .version = 1 + (i % 2), .step = step};
+
+			snprintf(step, sizeof(step), "s%02d", i / 2);
+			report_count(r, &d, REPORT_ENTERED, i);
+		}
+		commit_at(T0 + round);
+	}
+	o = journey_json("cart", &(struct report_query){.version = 2});
+	for (int k = 0; k < 20; k++) {
+		char path[32];
+
+		snprintf(path, sizeof(path), "steps.%d.entered", k);
+		assert_int_equal(iat(o, path), 3 * (2 * k + 1));
+	}
+	json_object_put(o);
+}
+
 static void totals_and_minute_buckets_survive_reopen(void **state)
 {
 	struct report_query q = {.bucket = "minute", .now_ms = T0 + 10 * MIN};
@@ -672,6 +718,12 @@ int main(void)
 			counts_reach_the_store_only_with_their_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(discard_drops_pending_counts, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(
+			discard_after_a_failed_commit_forgets_the_flushed_values, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			many_interleaved_dims_each_keep_their_own_counts, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(totals_and_minute_buckets_survive_reopen,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
