@@ -118,7 +118,8 @@ t1=$(now)
 metrics >"$tmp/m1"
 c1=$(metric 'nudge_envelopes_created_total{channel="message"}')
 echo "-- event -> envelope created, no wait (entry, branch, message), paced load"
-python3 "$here/journeys/hist.py" "$tmp/m0" "$tmp/m1" nudge_event_to_envelope_seconds |
+[ "$c1" -gt "$c0" ] || { echo "journeys.sh: bench-instant created no envelope" >&2; exit 1; }
+python3 "$jdir/hist.py" "$tmp/m0" "$tmp/m1" nudge_event_to_envelope_seconds |
 	awk -v rate="$(calc "\"%.0f\", ($c1 - $c0) / ($t1 - $t0)")" '
 	/^count/ {n=$2} /^p50/ {p50=$2*1000} /^p99/ {p99=$2*1000}
 	END {printf "   p50 %.2f ms  p99 %.2f ms  (%d envelopes at %s/s; target p99 < 5 ms)\n", p50, p99, n, rate}'
@@ -141,6 +142,7 @@ r1=$(rss_kb)
 d1=$(du_b)
 metrics >"$tmp/m0"
 f0=$(metric nudge_timers_fired_total)
+c0=$(metric 'nudge_envelopes_created_total{channel="message"}')
 python3 "$jdir/load.py" "$url" benchkey benchadmin "$DUE" 15000 45000 60 near >/dev/null
 t0=$(now)
 while [ "$(metric nudge_timers_fired_total)" -lt $((f0 + DUE)) ] &&
@@ -149,7 +151,8 @@ while [ "$(metric nudge_timers_fired_total)" -lt $((f0 + DUE)) ] &&
 done
 metrics >"$tmp/m1"
 f1=$(metric nudge_timers_fired_total)
-echo "-- timer lateness, $np timers pending 30 days, $((f1 - f0)) of $DUE more fired in real time (due 15-45 s after entry)"
+c1=$(metric 'nudge_envelopes_created_total{channel="message"}')
+echo "-- timer lateness, $np timers pending 30 days, $((f1 - f0)) of $DUE more fired in real time (due 15-45 s after entry, $((c1 - c0)) emails)"
 if [ "$np" -ge "$PENDING" ]; then
 	echo "   (loaded in ${lsecs}s, $(calc "\"%.0f\", $np / $lsecs") instances/s)"
 else
