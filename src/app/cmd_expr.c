@@ -83,6 +83,19 @@ int cmd_expr(int argc, char **argv)
 	scratch.limit_bytes = SCRATCH_MAX_BYTES;
 	buf_init(&text, 0);
 	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			printf("usage: nudge expr [--vars FILE|-] EXPR\n\nEvaluates the "
+			       "CEL "
+			       "expression EXPR with the top-level keys of the "
+			       "JSON\nobject in FILE "
+			       "(- for stdin) as variables and prints the value as "
+			       "a\nCEL literal. "
+			       "Exit status: 0 value, 1 evaluation error, 2 usage "
+			       "or\nparse error. "
+			       "See docs/expressions.md.\n");
+			status = 0;
+			goto out;
+		}
 		if (strcmp(argv[i], "--vars") == 0 && i + 1 < argc && !vars_path) {
 			vars_path = argv[++i];
 		} else if (strcmp(argv[i], "--") == 0 && i + 2 == argc && !src) {

@@ -296,18 +296,96 @@ static const char *jget(struct json_object *o, const char *k)
 	return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : NULL;
 }
 
-/* Engine thread: a committed webhook envelope goes to the delivery thread. */
+static char *jdup(struct json_object *o, const char *k)
+{
+	const char *v = jget(o, k);
+
+	return v ? xstrdup(v) : NULL;
+}
+
+/* A message envelope's request (email, sms, push), or NULL when that channel is
+ * not configured: the envelope then stays pending in the outbox. */
+static struct deliver_request *message_request(struct server *srv,
+					       struct json_object *env)
+{
+	struct json_object *m, *h, *v;
+	const char *kind = jget(env, "kind");
+	struct deliver_request *r;
+
+	if (!kind || !json_object_object_get_ex(env, "message", &m))
+		return NULL;
+	r = xcalloc(1, sizeof(*r));
+	if (!strcmp(kind, "email") && srv->cfg.smtp_host[0]) {
+		r->kind = DELIVER_EMAIL;
+		r->email = xcalloc(1, sizeof(*r->email));
+		r->email->from = jdup(m, "from");
+		r->email->reply_to = jdup(m, "reply_to");
+		r->email->to = jdup(env, "to");
+		r->email->subject = jdup(m, "subject");
+		r->email->html = jdup(m, "html");
+		r->email->text = jdup(m, "text");
+		r->email->list_unsubscribe_url = jdup(m, "list_unsubscribe_url");
+		r->email->one_click = json_object_object_get_ex(m, "one_click", &v) &&
+				      json_object_get_boolean(v) &&
+				      r->email->list_unsubscribe_url;
+		if (json_object_object_get_ex(m, "headers", &h) &&
+		    json_object_is_type(h, json_type_object)) {
+			r->email->headers =
+				xcalloc((size_t)json_object_object_length(h) + 1,
+					sizeof(*r->email->headers));
+			json_object_object_foreach(h, name, val)
+			{
+				r->email->headers[r->email->nheaders].name =
+					xstrdup(name);
+				r->email->headers[r->email->nheaders].value =
+					xstrdup(json_object_get_string(val));
+				r->email->nheaders++;
+			}
+		}
+	} else if (!strcmp(kind, "sms") && srv->cfg.sms_base_url[0]) {
+		r->kind = DELIVER_SMS;
+		r->sms = xcalloc(1, sizeof(*r->sms));
+		r->sms->to = jdup(env, "to");
+		r->sms->body = jdup(m, "body");
+	} else if (!strcmp(kind, "push") && srv->cfg.push_base_url[0]) {
+		r->kind = DELIVER_PUSH;
+		r->push = xcalloc(1, sizeof(*r->push));
+		r->push->token = jdup(env, "to");
+		r->push->title = jdup(m, "title");
+		r->push->body = jdup(m, "body");
+		r->push->image = jdup(m, "image");
+		if (json_object_object_get_ex(m, "data", &v))
+			r->push->data_json = xstrdup(json_object_to_json_string_ext(
+				v, JSON_C_TO_STRING_PLAIN));
+	} else {
+		free(r);
+		return NULL;
+	}
+	/* Temporary failures retry with backoff for a while (the relay's 4xx). */
+	r->retries = 8;
+	return r;
+}
+
+/* Engine thread: a committed envelope goes to the delivery thread. */
 static void on_send(void *ud, const char *envelope_json)
 {
 	struct server *srv = ud;
 	struct json_object *env = json_tokener_parse(envelope_json), *req, *h, *v;
 	struct deliver_request *r;
 
-	if (!env || !json_object_object_get_ex(env, "request", &req)) {
+	if (!env)
+		return;
+	if (!json_object_object_get_ex(env, "request", &req)) {
+		r = message_request(srv, env);
+		if (r)
+			r->envelope_id = xstrdup(jget(env, "id") ? jget(env, "id") : "");
 		json_object_put(env);
+		if (r && deliver_submit(srv->deliver, r) != NERR_OK)
+			deliver_request_free(r);
 		return;
 	}
 	r = xcalloc(1, sizeof(*r));
+	r->kind = DELIVER_WEBHOOK;
 	r->envelope_id = xstrdup(jget(env, "id") ? jget(env, "id") : "");
 	r->method = xstrdup(jget(req, "method") ? jget(req, "method") : "POST");
 	r->url = xstrdup(jget(req, "url") ? jget(req, "url") : "");
@@ -373,6 +451,11 @@ static void on_outcome(void *ud, const struct deliver_outcome *o)
 	json_object_object_add(rec, "attempts", json_object_new_int((int)o->attempts));
 	if (o->reason)
 		json_object_object_add(rec, "reason", json_object_new_string(o->reason));
+	if (o->provider_id)
+		json_object_object_add(rec, "provider_id",
+				       json_object_new_string(o->provider_id));
+	if (o->invalid_recipient)
+		json_object_object_add(rec, "invalid_recipient", json_object_new_int(1));
 	if (o->response)
 		json_object_object_add(
 			rec, "response",
@@ -513,6 +596,27 @@ int cmd_serve(int argc, char **argv)
 		dc.per_host_concurrency = (unsigned)srv.cfg.webhook_per_host_concurrency;
 		dc.max_concurrency = (unsigned)srv.cfg.webhook_max_concurrency;
 		dc.max_response_bytes = (size_t)srv.cfg.webhook_max_response_bytes;
+		dc.smtp.host = srv.cfg.smtp_host[0] ? srv.cfg.smtp_host : NULL;
+		dc.smtp.port = (int)srv.cfg.smtp_port;
+		dc.smtp.tls = srv.cfg.smtp_tls;
+		dc.smtp.username =
+			srv.cfg.smtp_username[0] ? srv.cfg.smtp_username : NULL;
+		dc.smtp.password =
+			srv.cfg.smtp_password[0] ? srv.cfg.smtp_password : NULL;
+		dc.smtp.connections = (unsigned)srv.cfg.smtp_connections;
+		dc.smtp.helo = srv.cfg.smtp_helo;
+		dc.smtp.timeout_ms = srv.cfg.smtp_timeout_ms;
+		dc.sms.base_url = srv.cfg.sms_base_url[0] ? srv.cfg.sms_base_url : NULL;
+		dc.sms.account_sid = srv.cfg.sms_account_sid;
+		dc.sms.auth_token = srv.cfg.sms_auth_token;
+		dc.sms.from = srv.cfg.sms_from;
+		dc.sms.status_callback = srv.cfg.sms_status_callback[0]
+						 ? srv.cfg.sms_status_callback
+						 : NULL;
+		dc.push.base_url =
+			srv.cfg.push_base_url[0] ? srv.cfg.push_base_url : NULL;
+		dc.push.project_id = srv.cfg.push_project_id;
+		dc.push.bearer_token = srv.cfg.push_token;
 		if (deliver_start(&dc, on_outcome, &srv, &srv.deliver, &msg) != NERR_OK) {
 			fprintf(stderr, "nudge serve: webhook.allow: %s\n", msg.message);
 			goto fail;

@@ -239,6 +239,7 @@ enum nerr expr_eval_with(const struct expr_program *prog, const struct expr_valu
 	struct ectx c;
 
 	c.eval_data = eval_data;
+	c.memo_valid = 0;
 	c.scratch = scratch;
 	c.prog = prog;
 	c.vars = vars;

@@ -256,6 +256,8 @@ __attribute__((noinline)) static struct expr_value build_map(struct ectx *c,
 	struct expr_value *items = expr_ealloc(c, (cnt ? cnt : 1) * 2 * sizeof(*items));
 	struct expr_value m = {.kind = EXPR_MAP, .len = 0};
 
+	/* the repeated-key check compares each key with the ones before it */
+	charge(c, 1 + cnt * cnt / 32);
 	m.as.items = items;
 	for (size_t i = 0; i < cnt; i++) {
 		struct expr_value k = expr_eval_node(c, n->a[2 * i]);
@@ -438,6 +440,21 @@ eval_comprehension(struct ectx *c, const struct node *n)
 	}
 }
 
+/* a[0].name: a map lookup; selecting from anything else is an error. */
+static struct expr_value select_field(struct ectx *c, const struct node *n)
+{
+	struct expr_value a = eval_fast(c, n->a[0]), r;
+
+	if (a.kind == EXPR_ERROR)
+		return a;
+	if (a.kind != EXPR_MAP)
+		return expr_eerr(c, "type '%s' does not support field selection",
+				 expr_kind_name(&a));
+	if (expr_map_find_field(&a, n, &r))
+		return r;
+	return expr_eerr(c, "no such key: %.*s", (int)n->len, n->name);
+}
+
 struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 {
 	struct expr_value a, b, r;
@@ -457,6 +474,17 @@ struct expr_value expr_eval_node(struct ectx *c, const struct node *n)
 		return expr_eerr(c, "undeclared reference to '%.*s'", (int)n->len,
 				 n->name);
 	case N_SELECT:
+		if (n->memo) {
+			uint32_t bit = 1u << (n->memo - 1);
+
+			if (c->memo_valid & bit)
+				return c->memo[n->memo - 1];
+			r = select_field(c, n);
+			c->memo[n->memo - 1] = r;
+			c->memo_valid |= bit;
+			return r;
+		}
+		return select_field(c, n);
 	case N_HAS:
 		a = eval_fast(c, n->a[0]);
 		if (a.kind == EXPR_ERROR)

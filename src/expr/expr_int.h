@@ -24,6 +24,10 @@
 struct ectx;
 struct node;
 
+/* Select paths over variables that occur more than once in a condition
+ * (`profile.traits` in a has() chain) are evaluated once per evaluation. */
+#define EXPR_MAX_MEMO 32
+
 /* A builtin: receives evaluated, non-error arguments (receiver first). */
 typedef struct expr_value (*builtin_fn)(struct ectx *c, const struct node *n,
 					const struct expr_value *a, size_t na);
@@ -77,6 +81,7 @@ struct node {
 	uint16_t na;	     /* number of a[] */
 	uint32_t len;	     /* length of name */
 	uint32_t zone;	     /* time getters: 1 + index in prog->zones, or 0 */
+	uint32_t memo;	     /* N_SELECT: 1 + memo slot when the path repeats, or 0 */
 	unsigned long hash;  /* N_SELECT/N_HAS: json-c hash of name, if hash_fn */
 	const void *hash_fn; /* the json-c hash function hash was computed with */
 	struct node **a;     /* children */
@@ -122,6 +127,8 @@ struct ectx {
 	const struct expr_value *vars;
 	size_t nvars;
 	struct expr_value locals[EXPR_MAX_LOCALS];
+	uint32_t memo_valid; /* bit i: memo[i] holds the value of memo slot i */
+	struct expr_value memo[EXPR_MAX_MEMO];
 	uint64_t steps_left;
 	pcre2_general_context *gctx; /* arena-backed, created on first use */
 	pcre2_match_data *md;

@@ -64,6 +64,12 @@ struct parser {
 	const char *scope_name[EXPR_MAX_LOCALS];
 	size_t scope_len[EXPR_MAX_LOCALS];
 	int nscope;
+	/* select paths over variables ("0.traits.email"), for memo slots */
+	struct path {
+		char *key;
+		struct node *n;
+	} * paths;
+	size_t npaths, cappaths;
 };
 
 static const char *reserved[] = {"as",	 "break",    "const",	  "continue", "else",
@@ -956,6 +962,71 @@ static bool name_is(const struct node *n, const char *s)
 	return n->len == strlen(s) && memcmp(n->name, s, n->len) == 0;
 }
 
+/* Writes the key of a select path over a variable ("<slot>.a.b"); false when the
+ * chain does not start at a variable or does not fit. */
+static bool path_key(const struct node *n, char *out, size_t cap)
+{
+	size_t len;
+
+	if (n->op == N_VAR)
+		return (size_t)snprintf(out, cap, "%zu", n->u.slot) < cap;
+	if (n->op != N_SELECT || !path_key(n->a[0], out, cap))
+		return false;
+	len = strlen(out);
+	if (len + 1 + n->len >= cap || memchr(n->name, '.', n->len))
+		return false;
+	out[len] = '.';
+	memcpy(out + len + 1, n->name, n->len);
+	out[len + 1 + n->len] = '\0';
+	return true;
+}
+
+static void record_path(struct parser *p, struct node *n)
+{
+	char key[256];
+
+	if (!path_key(n, key, sizeof(key)))
+		return;
+	if (p->npaths == p->cappaths) {
+		size_t cap = p->cappaths ? p->cappaths * 2 : 16;
+		struct path *np = arena_alloc(p->arena, cap * sizeof(*np));
+
+		if (p->npaths)
+			memcpy(np, p->paths, p->npaths * sizeof(*np));
+		p->paths = np;
+		p->cappaths = cap;
+	}
+	p->paths[p->npaths].key = arena_strdup(p->arena, key);
+	p->paths[p->npaths].n = n;
+	p->npaths++;
+}
+
+/*
+ * Gives every select path that occurs more than once a memo slot, so
+ * `has(profile.traits.a) && profile.traits.b == 1` looks `traits` up once.
+ * Quadratic in the number of paths, which the source size bounds.
+ */
+static void assign_memo(struct parser *p)
+{
+	uint32_t next = 0;
+
+	for (size_t i = 0; i < p->npaths && next < EXPR_MAX_MEMO; i++) {
+		uint32_t slot = 0;
+
+		if (p->paths[i].n->memo)
+			continue;
+		for (size_t j = i + 1; j < p->npaths; j++) {
+			if (strcmp(p->paths[i].key, p->paths[j].key) != 0)
+				continue;
+			if (!slot) {
+				slot = ++next;
+				p->paths[i].n->memo = slot;
+			}
+			p->paths[j].n->memo = slot;
+		}
+	}
+}
+
 /* Rewrites a macro call n (receiver in a[0]) into a comprehension node. */
 static struct node *resolve_macro(struct parser *p, struct node *n, int kind, int nvars,
 				  bool has_pred, int depth)
@@ -1202,6 +1273,7 @@ static struct node *resolve(struct parser *p, struct node *n, int depth)
 		expr_field_hash(n);
 		if (!(n->a[0] = resolve(p, n->a[0], depth + 1)))
 			return NULL;
+		record_path(p, n);
 		return n;
 	}
 	default:
@@ -1249,6 +1321,8 @@ enum nerr expr_compile_n(const char *src, size_t len, const struct expr_env *env
 			(int)(p.tok.len > 20 ? 20 : p.tok.len), p.tok.start);
 	if (p.rc == NERR_OK)
 		root = resolve(&p, root, 0);
+	if (p.rc == NERR_OK && root)
+		assign_memo(&p);
 	if (p.rc != NERR_OK || !root) {
 		enum nerr rc = p.rc ? p.rc : NERR_PARSE;
 

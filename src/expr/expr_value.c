@@ -16,6 +16,7 @@
  * formatting, which string(double) reproduces.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,16 +158,24 @@ bool expr_map_find_str(const struct expr_value *m, const char *s, size_t len,
 	return false;
 }
 
+static lh_hash_fn *key_hash_fn;
+static pthread_once_t key_hash_once = PTHREAD_ONCE_INIT;
+
+/* json-c objects all hash string keys with one global function; ask a throwaway
+ * object which one, once. */
+static void key_hash_init(void)
+{
+	struct json_object *o = json_object_new_object();
+
+	key_hash_fn = json_object_get_object(o)->hash_fn;
+	json_object_put(o);
+}
+
 void expr_field_hash(struct node *n)
 {
-	/* json-c objects all hash string keys with one global function; ask a
-	 * throwaway object which one, so lookups can skip hashing (invariant 4). */
-	struct json_object *o = json_object_new_object();
-	struct lh_table *t = json_object_get_object(o);
-
-	n->hash_fn = (const void *)t->hash_fn;
-	n->hash = t->hash_fn(n->name);
-	json_object_put(o);
+	pthread_once(&key_hash_once, key_hash_init);
+	n->hash_fn = (const void *)key_hash_fn;
+	n->hash = key_hash_fn(n->name);
 }
 
 bool expr_map_find_field(const struct expr_value *m, const struct node *n,

@@ -35,8 +35,8 @@
  *   (2) Memory per connection is bounded: header bytes by max_header_bytes (plus
  *       http-parser's own 80 KiB for bytes it does not report), each body by
  *       max_body_bytes, unanswered requests by max_pipelined and their bytes
- *       by max_body_bytes, unsent answer bytes by WRITE_HIGH_WATER_BYTES
- *       (beyond them reads pause).
+ *       by max_body_bytes, answer bytes not yet written (queued here or in
+ *       libuv) by WRITE_HIGH_WATER_BYTES (beyond them reads pause).
  *   (3) Every connection ends: idle (idle_timeout_ms with nothing owed), a
  *       request not complete read_timeout_ms after its first byte (408), a
  *       client that takes no answer bytes for read_timeout_ms, and LINGER_MS.
@@ -46,13 +46,14 @@
  *       even if its connection closes first (it is then an orphan, r->conn ==
  *       NULL, and the answer is dropped).
  *   (5) Any refusal closes the connection after its answer: after a framing
- *       error the rest of the byte stream cannot be trusted.
+ *       error the rest of the byte stream cannot be trusted. The last answer
+ *       on a closing connection, and only it, says "Connection: close".
  *   (6) Framing is strict even though Debian's http-parser is built non-strict
  *       (HTTP_PARSER_STRICT=0: spaces in header names, any byte taken for the
  *       LF after a CR, any two bytes after chunk data): header names must be
- *       tokens and every line must end in CRLF (conn_check_framing), checked
- *       before a request is handed over. A proxy in front and nudge must never
- *       disagree on where a request ends.
+ *       tokens, a CR must be followed by LF, chunk data by CRLF
+ *       (conn_check_framing), all checked before a request is handed over. A proxy in
+ * front and nudge must never disagree on where a request ends.
  *
  * References: RFC 9110 (semantics), RFC 9112 (HTTP/1.1 message syntax,
  * persistence, pipelining), RFC 7231 §5.1.1 (Expect: 100-continue).
@@ -80,7 +81,7 @@
 #define MAX_HEADER_FIELDS	256
 #define READ_BUF_BYTES		65536
 #define WRITE_HIGH_WATER_BYTES	(256u * 1024u)
-#define WRITE_BATCH		16
+#define WRITE_BATCH		64
 #define LINGER_MS		1000
 #define MAX_OVERFLOW_CONNS	64
 #define BODY_PREALLOC_MAX_BYTES (64u * 1024u)
@@ -142,12 +143,14 @@ struct http_conn {
 	size_t hdr_bytes; /* request line + headers (+ trailers) so far */
 	struct http_req *q_head, *q_tail;
 	unsigned q_len;
-	size_t q_bytes; /* request bytes held by the queue */
+	size_t q_bytes;	     /* request bytes held by the queue */
+	size_t q_resp_bytes; /* answer bytes in the queue, not yet handed to libuv */
 	unsigned writes_pending;
 	size_t wq_bytes;       /* answer bytes handed to libuv, not yet written */
 	struct buf in;	       /* unparsed input saved at a pause */
 	bool reading;	       /* uv_read_start in effect (CONN_MEM: would be) */
 	bool parsing;	       /* inside conn_parse, guards re-entry */
+	bool flush_pending;    /* answered while parsing: written in one go after */
 	bool continue_pending; /* 100 Continue owed once earlier answers are out */
 	bool overflow;	       /* accepted past max_connections, being refused */
 	bool peer_eof;
@@ -316,7 +319,7 @@ static bool conn_can_take(const struct http_conn *c)
 {
 	return c->q_len < c->srv->lim.max_pipelined &&
 	       c->q_bytes < c->srv->lim.max_body_bytes &&
-	       c->wq_bytes < WRITE_HIGH_WATER_BYTES;
+	       c->wq_bytes + c->q_resp_bytes < WRITE_HIGH_WATER_BYTES;
 }
 
 static void server_check_done(struct http_server *s)
@@ -384,6 +387,7 @@ static void conn_close(struct http_conn *c)
 	c->q_head = c->q_tail = NULL;
 	c->q_len = 0;
 	c->q_bytes = 0;
+	c->q_resp_bytes = 0;
 	c->continue_pending = false;
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	if (c->kind == CONN_TCP)
@@ -652,6 +656,7 @@ static void conn_flush(struct http_conn *c)
 	unsigned n = 0;
 	bool popped = false;
 
+	c->flush_pending = false;
 	if (c->state != CONN_OPEN && c->state != CONN_DRAINING)
 		return;
 	while (c->q_head && c->q_head->responded && c->state != CONN_CLOSING) {
@@ -662,6 +667,7 @@ static void conn_flush(struct http_conn *c)
 			c->q_tail = NULL;
 		c->q_len--;
 		c->q_bytes -= r->held_bytes;
+		c->q_resp_bytes -= r->resp_len;
 		if (c->state != CONN_OPEN && !c->q_head) {
 			/* The last answer on this connection says so (RFC 9112 §9.6):
 			 * nothing may follow an answer carrying "close". */
@@ -1090,10 +1096,16 @@ static size_t conn_parse(struct http_conn *c, const char *data, size_t len)
 
 	ASSERT(!c->parsing);
 	c->parsing = true;
-	while (off < len && c->state == CONN_OPEN && conn_can_take(c)) {
+	while (off < len && c->state == CONN_OPEN) {
 		size_t n;
 		enum http_errno err;
 
+		if (!conn_can_take(c)) {
+			if (!c->flush_pending)
+				break;
+			conn_flush(c); /* answers given meanwhile make room */
+			continue;
+		}
 		http_parser_pause(&c->parser, 0);
 		n = http_parser_execute(&c->parser, &parser_settings, data + off,
 					len - off);
@@ -1122,6 +1134,11 @@ static size_t conn_parse(struct http_conn *c, const char *data, size_t len)
 			break;
 		}
 	}
+	/* Still flagged as parsing: the flush must not parse saved input while
+	 * our caller may be parsing from it. Nothing is lost: the loop only ends
+	 * with answers pending once its input is used up or the state changed. */
+	if (c->flush_pending)
+		conn_flush(c);
 	c->parsing = false;
 	return off;
 }
@@ -1365,7 +1382,11 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 	r->resp_len = b.len;
 	r->resp = buf_take(&b);
 	r->responded = true;
-	conn_flush(c);
+	c->q_resp_bytes += r->resp_len;
+	if (c->parsing)
+		c->flush_pending = true; /* pipelined answers leave in one write */
+	else
+		conn_flush(c);
 }
 
 void http_respond(struct http_req *r, int status, const char *content_type,

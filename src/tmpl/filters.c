@@ -1508,7 +1508,7 @@ static int select_impl(struct rs *st, IN, FA, bool keep, OUT)
 	struct val *v = (struct val *)f.a.items;
 	for (size_t i = 0; i < f.a.n; i++) {
 		bool yes;
-		if (v[i].type == V_NIL)
+		if (v[i].type == V_NIL || v[i].type == V_BOOL)
 			return 0;
 		if (match_item(st, &v[i], fa, &yes))
 			return -1;
@@ -1540,6 +1540,11 @@ static int find_impl(struct rs *st, IN, FA, int mode, OUT)
 		return -1;
 	for (size_t i = 0; i < f.a.n; i++) {
 		bool yes;
+		/* Ruby gives up (no result) on an item with no properties. */
+		if (f.a.items[i].type == V_NIL || f.a.items[i].type == V_BOOL) {
+			*out = tmpl_val_nil();
+			return 0;
+		}
 		if (match_item(st, &f.a.items[i], fa, &yes))
 			return -1;
 		if (yes) {

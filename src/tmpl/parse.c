@@ -1122,8 +1122,11 @@ static int parse_include(struct pc *pc, struct tok *t, struct node *n)
 	bool render = n->kind == N_RENDER;
 
 	xinit(&x, pc, t->p, t->len);
-	if (render && x.cur.type != X_STR)
-		return perr(pc, x.cur.p, "render takes a quoted snippet name");
+	if (render && x.cur.type != X_STR &&
+	    !(x.cur.type == X_IDENT && xpeek(&x).type != X_DOT &&
+	      xpeek(&x).type != X_LBR))
+		return perr(pc, x.cur.p,
+			    "render takes a quoted snippet name or a {%% snippet %%}");
 	if (!(n->incl.name = parse_primary(&x)))
 		return -1;
 	if (xis(&x, "with") || xis(&x, "for")) {
@@ -1256,6 +1259,15 @@ static int parse_tag(struct pc *pc, struct lex *lx, struct tok *t, struct vec *n
 		if (!(n->capture.name = ident_arg(pc, t, true)))
 			return -1;
 		if (parse_body(pc, lx, &n->capture.body, stops, &stop, depth + 1))
+			return -1;
+		n->blank = true;
+	} else if (tok_is(t, "snippet")) {
+		static const char *const stops[] = {"endsnippet", NULL};
+		struct tok stop;
+		n = new_node(pc, N_SNIPPET, t->at);
+		if (!(n->snippet.name = ident_arg(pc, t, false)))
+			return -1;
+		if (parse_body(pc, lx, &n->snippet.body, stops, &stop, depth + 1))
 			return -1;
 		n->blank = true;
 	} else if (tok_is(t, "ifchanged")) {
@@ -1406,7 +1418,7 @@ enum nerr tmpl_compile(const char *src, size_t len, const struct tmpl_options *o
 				"1:1: template is %zu bytes, over the limit of %zu", len,
 				lim(o.limits.template_bytes, 1 << 20));
 	t = xcalloc(1, sizeof(*t));
-	arena_init(&t->arena, len * 4 + 4096);
+	arena_init(&t->arena, len < (256u << 10) ? len * 4 + 4096 : (1u << 20));
 	copy = arena_alloc(&t->arena, len + 1);
 	ASSERT(copy);
 	if (len)

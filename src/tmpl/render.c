@@ -9,8 +9,12 @@
  * innermost first), then assign/capture variables (locals), then
  * increment/decrement counters, then the global context. {% render %} gets fresh
  * locals and counters and sees only its arguments and the globals; {% include %}
- * shares everything with its caller.
- * Invariants: (1) rs_fail records the first error only and every caller returns
+ * shares everything with its caller. A {% snippet %} is a value (V_SNIPPET) in
+ * the locals pointing at its body in a compiled template that outlives the
+ * render (the main one or a cached partial); {% render name %} runs it like a
+ * stored snippet. A few heap buffers (the filters' string builder, array
+ * printing, the partial cache) are freed before tmpl_render returns.
+ * Invariants: (1) tmpl_rs_fail records the first error only and every caller returns
  *   -1 after it; (2) output, loop steps, scratch memory, filter work and partial
  *   depth are all counted against st->lim, so a render ends in bounded time and
  *   space; (3) partials compiled during a render are freed before tmpl_render
@@ -404,6 +408,7 @@ int tmpl_rs_json(struct rs *st, struct buf *b, const struct val *v, int depth)
 	switch (v->type) {
 	case V_NIL:
 	case V_LOOP:
+	case V_SNIPPET:
 		buf_puts(b, "null");
 		return 0;
 	case V_BLANK:
@@ -1333,7 +1338,8 @@ static int get_partial(struct rs *st, const struct node *n, const char *name,
 	return 0;
 }
 
-static int render_partial_body(struct rs *st, struct tmpl *pt)
+static int render_partial_body(struct rs *st, const struct tmpl *pt,
+			       const struct body *body)
 {
 	const struct tmpl *saved = st->t;
 	int rc;
@@ -1341,7 +1347,7 @@ static int render_partial_body(struct rs *st, struct tmpl *pt)
 	const char *saved_at = st->cur_at;
 
 	st->t = pt;
-	rc = render_body(st, &pt->body);
+	rc = render_body(st, body);
 	st->t = saved;
 	st->cur_at = saved_at;
 	return rc;
@@ -1350,22 +1356,36 @@ static int render_partial_body(struct rs *st, struct tmpl *pt)
 static int render_include(struct rs *st, const struct node *n)
 {
 	struct val nv, v;
-	struct tmpl *pt;
+	const struct tmpl *pt;
+	const struct body *pbody;
 	const char *bname;
 	size_t nb = st->nbinds;
 	int rc = 0;
 
 	if (eval(st, n->incl.name, &nv))
 		return -1;
-	if (nv.type != V_STR || !nv.s.len)
-		return tmpl_rs_fail(st, NERR_EVAL, n->at,
-				    "snippet name must be a non-empty string");
 	if (st->depth + 1 > st->lim.include_depth)
 		return tmpl_rs_fail(st, NERR_LIMIT, n->at,
 				    "snippets nested more than %zu deep",
 				    st->lim.include_depth);
-	if (get_partial(st, n, nv.s.p, &pt))
-		return -1;
+	if (nv.type == V_SNIPPET) {
+		/* An inline {% snippet %}: its name is the variable's. */
+		pt = nv.snip->t;
+		pbody = nv.snip->body;
+		nv = tmpl_val_str(n->incl.name->segs[0].key, n->incl.name->segs[0].klen);
+	} else if (n->incl.name->kind == X_VAR && n->kind == N_RENDER) {
+		return tmpl_rs_fail(st, NERR_EVAL, n->at, "'%s' is not a snippet",
+				    n->incl.name->segs[0].key);
+	} else {
+		struct tmpl *loaded;
+		if (nv.type != V_STR || !nv.s.len)
+			return tmpl_rs_fail(st, NERR_EVAL, n->at,
+					    "snippet name must be a non-empty string");
+		if (get_partial(st, n, nv.s.p, &loaded))
+			return -1;
+		pt = loaded;
+		pbody = &loaded->body;
+	}
 	bname = n->incl.alias;
 	if (!bname) {
 		const char *sl = strrchr(nv.s.p, '/');
@@ -1403,7 +1423,7 @@ static int render_include(struct rs *st, const struct node *n)
 					return -1;
 				st->binds[slot].v = tmpl_val_seq_at(&v, i);
 			}
-			rc = render_partial_body(st, pt);
+			rc = render_partial_body(st, pt, pbody);
 		}
 	} else {
 		struct vtab *sl = st->locals, *sc = st->counters;
@@ -1454,7 +1474,7 @@ static int render_include(struct rs *st, const struct node *n)
 			if (!rc && item.type != V_NIL)
 				rc = vtab_set(st, nl, bname, &item);
 			if (!rc)
-				rc = render_partial_body(st, pt);
+				rc = render_partial_body(st, pt, pbody);
 			st->interrupt = 0;
 		}
 		st->locals = sl;
@@ -1569,6 +1589,17 @@ static int render_node(struct rs *st, const struct node *n)
 	case N_INCLUDE:
 	case N_RENDER:
 		return render_include(st, n);
+	case N_SNIPPET: {
+		struct snip *sn = tmpl_rs_alloc(st, sizeof(*sn));
+		if (!sn)
+			return -1;
+		sn->body = &n->snippet.body;
+		sn->t = st->t;
+		v.type = V_SNIPPET;
+		v.safe = 0;
+		v.snip = sn;
+		return vtab_set(st, st->locals, n->snippet.name, &v);
+	}
 	case N_IFCHANGED: {
 		size_t start = st->out->len;
 		if (render_body(st, &n->ifchanged))

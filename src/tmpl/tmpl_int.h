@@ -23,17 +23,19 @@ enum val_type {
 	V_BOOL,
 	V_INT,
 	V_FLOAT,
-	V_STR,	 /* s: NUL-terminated (p[len] == 0) */
-	V_ARR,	 /* a: array made during the render */
-	V_JARR,	 /* j: a json-c array of the context */
-	V_JOBJ,	 /* j: a json-c object of the context */
-	V_RANGE, /* r: lo..hi inclusive */
-	V_BLANK, /* the literal `blank` */
-	V_EMPTY, /* the literal `empty` */
-	V_LOOP,	 /* loop: forloop / tablerowloop */
+	V_STR,	   /* s: NUL-terminated (p[len] == 0) */
+	V_ARR,	   /* a: array made during the render */
+	V_JARR,	   /* j: a json-c array of the context */
+	V_JOBJ,	   /* j: a json-c object of the context */
+	V_RANGE,   /* r: lo..hi inclusive */
+	V_BLANK,   /* the literal `blank` */
+	V_EMPTY,   /* the literal `empty` */
+	V_LOOP,	   /* loop: forloop / tablerowloop */
+	V_SNIPPET, /* snip: a {% snippet %} defined during the render */
 };
 
 struct loop;
+struct snip;
 
 struct val {
 	uint8_t type;
@@ -55,6 +57,7 @@ struct val {
 			int64_t lo, hi;
 		} r;
 		const struct loop *loop;
+		const struct snip *snip;
 	};
 };
 
@@ -137,6 +140,7 @@ enum node_kind {
 	N_INCLUDE,
 	N_RENDER,
 	N_IFCHANGED,
+	N_SNIPPET,
 };
 
 struct node;
@@ -201,7 +205,17 @@ struct node {
 			size_t nkw;
 		} incl;
 		struct body ifchanged;
+		struct {
+			const char *name;
+			struct body body;
+		} snippet;
 	};
+};
+
+/* A snippet value: its body and the template it came from (for positions). */
+struct snip {
+	const struct body *body;
+	const struct tmpl *t;
 };
 
 struct tmpl {

@@ -89,6 +89,11 @@ class ExprCliTest(unittest.TestCase):
         self.assertEqual((rc, out), (2, ""))
         self.assertEqual(err, "error: line 2, column 7: unexpected ')'\n")
 
+    def test_help_exits_0(self):
+        rc, out, err = run("--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("usage: nudge expr", out)
+
     def test_usage_errors_exit_2(self):
         self.assertEqual(run()[0], 2)
         self.assertEqual(run("1", "2")[0], 2)

@@ -633,6 +633,38 @@ static void test_registered_function(void **state)
 	arena_fini(&a);
 }
 
+static void test_repeated_paths_evaluate_consistently(void **state)
+{
+	struct json_object *ev = json_tokener_parse(event_json);
+	struct expr_env *env = expr_env_new();
+	struct expr_program *prog;
+	struct expr_value vars[1], out;
+	struct nerr_msg msg;
+	struct arena a;
+
+	(void)state;
+	arena_init(&a, 0);
+	expr_env_add_var(env, "event", NULL);
+	vars[0] = expr_value_from_json(ev);
+	/* event.properties and event.properties.nope occur several times: the
+	 * first occurrence computes them (value or error) for all the others */
+	assert_int_equal(
+		expr_compile(
+			"(event.properties.nope == 1 || true) && "
+			"!has(event.properties.nope) && event.properties.n + "
+			"event.properties.n == 6 && event.properties.items.exists(i, "
+			"i.qty == event.properties.n - 1) && "
+			"[event.properties.nope].size() == 1",
+			env, &prog, &msg),
+		NERR_OK);
+	assert_int_equal(expr_eval(prog, vars, 1, &a, &out, &msg), NERR_EVAL);
+	assert_string_equal(msg.message, "no such key: nope");
+	expr_program_free(prog);
+	expr_env_free(env);
+	json_object_put(ev);
+	arena_fini(&a);
+}
+
 static void test_dotted_variable_names(void **state)
 {
 	struct json_object *ab = json_tokener_parse("{\"c\": \"oops\", \"d\": 1}");
@@ -778,6 +810,7 @@ int main(void)
 		cmocka_unit_test(test_json_variables_and_no_heap),
 		cmocka_unit_test(test_values_convert_to_json),
 		cmocka_unit_test(test_registered_function),
+		cmocka_unit_test(test_repeated_paths_evaluate_consistently),
 		cmocka_unit_test(test_dotted_variable_names),
 		cmocka_unit_test(test_one_program_many_threads),
 		cmocka_unit_test(test_scratch_limit_stops_growth),

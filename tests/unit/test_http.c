@@ -1092,6 +1092,43 @@ static void test_mem_conn_orphan_after_release(void **state)
 	mem_stop(&m);
 }
 
+static void test_mem_conn_cap_with_held_and_sync_answers(void **state)
+{
+	struct http_limits lim;
+	struct memrun m;
+	struct http_conn *c;
+	static const char req[] = "POST /later HTTP/1.1\r\nContent-Length: 1\r\n\r\n1"
+				  "POST /s HTTP/1.1\r\nContent-Length: 1\r\n\r\n2"
+				  "POST /later HTTP/1.1\r\nContent-Length: 1\r\n\r\n3"
+				  "POST /s HTTP/1.1\r\nContent-Length: 1\r\n\r\n4"
+				  "POST /s HTTP/1.1\r\nContent-Length: 1\r\n\r\n5"
+				  "POST /later HTTP/1.1\r\nContent-Length: 1\r\n\r\n6";
+	const char *p;
+	int seen = 0;
+
+	(void)state;
+	http_limits_default(&lim);
+	lim.max_pipelined = 2;
+	mem_start(&m, &lim);
+	c = http_conn_attach(m.srv, mem_out, &m);
+	assert_int_equal(http_conn_feed(c, req, sizeof(req) - 1), 1);
+	/* Paused at the cap: the first held answer blocks everything. */
+	assert_int_equal(m.nheld, 1);
+	assert_int_equal(m.out.len, 0);
+	for (int i = 0; i < 3 && i < m.nheld; i++) {
+		char body[2] = {(char)('1' + (i == 0 ? 0 : i == 1 ? 2 : 5)), 0};
+
+		http_respond(m.held[i], 200, NULL, body, 1, NULL);
+	}
+	assert_int_equal(m.nheld, 3);
+	/* Every answer went out, in request order. */
+	for (p = m.out.data; p && (p = strstr(p, "\r\n\r\n")); p += 5)
+		assert_int_equal(p[4], '1' + seen++);
+	assert_int_equal(seen, 6);
+	http_conn_release(c);
+	mem_stop(&m);
+}
+
 static void test_listen_failure_leaves_nothing_open(void **state)
 {
 	struct memrun m;
@@ -1139,6 +1176,7 @@ int main(void)
 		cmocka_unit_test(test_url_decode),
 		cmocka_unit_test(test_mem_conn_byte_by_byte),
 		cmocka_unit_test(test_mem_conn_orphan_after_release),
+		cmocka_unit_test(test_mem_conn_cap_with_held_and_sync_answers),
 		cmocka_unit_test(test_listen_failure_leaves_nothing_open),
 	};
 

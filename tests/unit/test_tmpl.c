@@ -495,6 +495,36 @@ static void test_ruby_liquid_edge_cases(void **state)
 	assert_int_equal(r.render_rc, NERR_EVAL);
 	assert_null(render("{{ a | sort }}", "{\"a\":[{},1,\"4\"]}", false, false, &r));
 	assert_int_equal(r.render_rc, NERR_EVAL);
+	expect("{{ 'hello' | slice: 1, nothing }}|{{ (1..5) | slice: 1, 3 }}|{{ (s..5) | "
+	       "join }}",
+	       "{\"s\":\"x\"}", "e|..5|0 1 2 3 4 5");
+	expect("[{{ a | find: 'z' }}][{{ a | has: 'z' }}][{{ b | has: 2 }}]",
+	       "{\"a\":[\"x\",null,\"z\"],\"b\":[1,2,3]}", "[][][true]");
+	expect("{% assign 123 = 'x' %}{{ 123 }}|{{ 'March 14, 2016' | date: '%s' }}",
+	       NULL, "123|1457913600");
+	assert_null(render("{% doc x %}{% enddoc %}", NULL, false, false, &r));
+	assert_int_equal(r.compile_rc, NERR_PARSE);
+	assert_null(render("{% assign a? = 1 %}", NULL, true, false, &r));
+	assert_int_equal(r.compile_rc, NERR_PARSE);
+}
+
+static void test_inline_snippets(void **state)
+{
+	struct result r;
+
+	(void)state;
+	expect("{% assign z = 1 %}{% snippet card %}[{{ z }}{{ t }}]{% assign leak = 1 %}"
+	       "{% endsnippet %}{% render card, t: 'x' %}{% render card for xs as t %}{{ "
+	       "leak }}",
+	       "{\"xs\":[1,2]}", "[x][1][2]");
+	expect("{% if f %}{% snippet s %}a{% endsnippet %}{% else %}{% snippet s %}b{% "
+	       "endsnippet %}"
+	       "{% endif %}{% render s %}",
+	       "{\"f\":false}", "b");
+	assert_null(render("{% render nosuch %}", NULL, false, false, &r));
+	assert_int_equal(r.render_rc, NERR_EVAL);
+	assert_null(render("{% snippet 'q' %}{% endsnippet %}", NULL, false, false, &r));
+	assert_int_equal(r.compile_rc, NERR_PARSE);
 }
 
 int main(void)
@@ -515,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_message_variables),
 		cmocka_unit_test(test_render_is_isolated_include_is_not),
 		cmocka_unit_test(test_ruby_liquid_edge_cases),
+		cmocka_unit_test(test_inline_snippets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

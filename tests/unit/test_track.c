@@ -257,6 +257,7 @@ static void short_secret_refused(void **state)
 	assert_int_equal(track_key_init(&k, SECRET), NERR_OK);
 	assert_int_equal(track_key_add_old(&k, "short"), NERR_INVAL);
 	assert_int_equal(k.nkeys, 1);
+	track_key_fini(&k);
 }
 
 static void wrong_kind_refused_by_verify(void **state)
@@ -813,6 +814,10 @@ static void bad_options_and_output_cap(void **state)
 		assert_int_equal(track_rewrite_html(html, strlen(html), &o, &out),
 				 NERR_INVAL);
 	}
+	for (size_t i = 0; i < sizeof(bad_bases) / sizeof(bad_bases[0]); i++)
+		assert_int_equal(track_base_check(bad_bases[i]), NERR_INVAL);
+	assert_int_equal(track_base_check("https://example.com/nudge/"), NERR_OK);
+	assert_int_equal(track_base_check("http://127.0.0.1:8080"), NERR_OK);
 	o.base_url = BASE;
 	o.envelope_id = "bad id";
 	assert_int_equal(track_rewrite_html(html, strlen(html), &o, &out), NERR_INVAL);
