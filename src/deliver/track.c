@@ -409,6 +409,8 @@ enum nerr track_token_parse(const struct track_key *k, const char *token,
 			out->envelope_id[2 * i + 1] = hex[raw[pos + i] & 15];
 		}
 	} else {
+		if (idn > TRACK_ID_MAX)
+			goto bad;
 		memcpy(out->envelope_id, raw + pos, idn);
 		if (!valid_id(out->envelope_id, idn) || lower_hex(out->envelope_id, idn))
 			goto bad;
