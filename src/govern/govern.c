@@ -843,6 +843,72 @@ bool govern_consent_default(const struct govern *g, const char *channel,
 	return g->cfg.consent_default[c][p] != 0;
 }
 
+bool govern_consent(const struct govern *g, struct json_object *profile,
+		    const char *channel, const char *purpose)
+{
+	struct json_object *c, *ch, *p;
+
+	if (!purpose)
+		purpose = "marketing";
+	if (json_object_object_get_ex(profile, "consent", &c) &&
+	    json_object_object_get_ex(c, channel, &ch) &&
+	    json_object_object_get_ex(ch, purpose, &p) &&
+	    json_object_is_type(p, json_type_string)) {
+		if (strcmp(json_object_get_string(p), "granted") == 0)
+			return true;
+		if (strcmp(json_object_get_string(p), "denied") == 0)
+			return false;
+	}
+	return govern_consent_default(g, channel, purpose);
+}
+
+/* ------------------------------------------------------------ suppression */
+
+static size_t suppression_key(char *k, size_t size, const char *channel, const char *addr)
+{
+	int n = snprintf(k, size, "%s:%s", channel, addr);
+
+	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+bool govern_suppressed(struct store_batch *b, const char *channel, const char *address)
+{
+	char key[GOVERN_MAX_ADDRESS_BYTES + 32], *v = NULL;
+	size_t vl;
+	bool hit;
+
+	hit = store_batch_get(b, STORE_CF_SUPPRESSION, key,
+			      suppression_key(key, sizeof(key), channel, address), &v,
+			      &vl) == NERR_OK;
+	free(v);
+	return hit;
+}
+
+void govern_suppress(struct store_batch *b, const char *channel, const char *address,
+		     const char *reason, int64_t now_ms)
+{
+	char key[GOVERN_MAX_ADDRESS_BYTES + 32];
+	struct json_object *o = json_object_new_object();
+	const char *text;
+
+	json_object_object_add(o, "reason", json_object_new_string(reason));
+	json_object_object_add(o, "at_ms", json_object_new_int64(now_ms));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	store_batch_put(b, STORE_CF_SUPPRESSION, key,
+			suppression_key(key, sizeof(key), channel, address), text,
+			strlen(text));
+	json_object_put(o);
+}
+
+void govern_unsuppress(struct store_batch *b, const char *channel, const char *address)
+{
+	char key[GOVERN_MAX_ADDRESS_BYTES + 32];
+
+	store_batch_delete(b, STORE_CF_SUPPRESSION, key,
+			   suppression_key(key, sizeof(key), channel, address));
+	govern_delivered(NULL, b, channel, address);
+}
+
 /* -------------------------------------------------------- rolling windows */
 
 /*
@@ -856,7 +922,7 @@ struct wrec {
 	unsigned n;
 };
 
-#define MAX_WRECS 64
+#define MAX_WRECS GOVERN_MAX_RULES /* every rule of a kind may have a record */
 
 /* Decodes v into recs; stops at the first malformed record. Returns the count. */
 static unsigned wdecode(const char *v, size_t vl, struct wrec *recs)

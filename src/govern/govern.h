@@ -9,8 +9,8 @@
  * (rolling windows, throttle slots, soft bounces) live in STORE_CF_CAPS and are
  * read and written through the engine's batch, so they commit atomically with the
  * envelope they count and two decisions in one batch see each other's counts.
- * Suppression and consent checks stay with the caller (it has the profile and
- * the address); this module gives the consent defaults.
+ * Suppression and consent are checked by the caller (it has the profile and the
+ * address) with govern_suppressed() and govern_consent(), before govern_decide().
  * Threading: govern_rule_check, govern_rule_get, govern_rule_list and
  * govern_import_parse are pure or read committed state and may run on any
  * thread; every other function belongs to the engine thread.
@@ -46,7 +46,7 @@ struct json_object;
 
 /* Fixed bounds (documented in docs/governance.md). */
 #define GOVERN_MAX_ID_BYTES	 64	  /* rule ids: [A-Za-z0-9_-]{1,64} */
-#define GOVERN_MAX_RULES	 1000	  /* per kind */
+#define GOVERN_MAX_RULES	 256	  /* per kind */
 #define GOVERN_MAX_COUNT	 1000	  /* caps and entry caps: "max" */
 #define GOVERN_MAX_WINDOWS	 50	  /* quiet-hours "windows" */
 #define GOVERN_MAX_JOURNEYS	 100	  /* entry caps: journeys in a group */
@@ -103,6 +103,25 @@ enum nerr govern_rule_list(struct store *s, const char *kind, struct json_object
  * means "marketing"; unknown channels are denied. */
 bool govern_consent_default(const struct govern *g, const char *channel,
 			    const char *purpose);
+
+/*
+ * Consent for (channel, purpose) given the profile JSON (its "consent" object:
+ * {"email": {"marketing": "granted"|"denied"}}): the profile's entry when it has
+ * one, else the configured default. profile may be NULL.
+ */
+bool govern_consent(const struct govern *g, struct json_object *profile,
+		    const char *channel, const char *purpose);
+
+/*
+ * The suppression list (STORE_CF_SUPPRESSION, key "channel:address", value
+ * {"reason", "at_ms"}), read and written through the engine's batch. The address
+ * must already be normalized (govern_address_normalize). govern_unsuppress also
+ * clears the address's soft-bounce count.
+ */
+bool govern_suppressed(struct store_batch *b, const char *channel, const char *address);
+void govern_suppress(struct store_batch *b, const char *channel, const char *address,
+		     const char *reason, int64_t now_ms);
+void govern_unsuppress(struct store_batch *b, const char *channel, const char *address);
 
 struct govern_msg {
 	const char *channel;  /* "email" | "sms" | "push" */

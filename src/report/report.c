@@ -27,10 +27,13 @@
  * On-disk format (STORE_CF_COUNTERS), US = 0x1f, dims = journey US version
  * (decimal) US step US template US channel US arm, control bytes in a dimension
  * replaced by '_':
- *   't' dims US name              -> int64 (8 bytes big-endian, two's complement)
- *   'm' minute(u64 BE) dims US name -> int64, minute = wall ms / 60000
+ *   't' dims US name -> int64 (8 bytes big-endian, two's complement)
+ *   'm' journey US minute(u64 BE) version US step US template US channel US arm
+ *       US name -> int64, minute = wall ms / 60000
  * conversion_value is stored in millionths; latency sums in microseconds.
- * Minute keys sort by time first, so pruning reads only the oldest keys.
+ * Minute keys sort by journey, then time, so a journey's series reads only its
+ * own keys, and pruning reads only each journey's oldest keys (one seek per
+ * journey to skip the rest).
  *
  * Reads (report_journey, ...) iterate committed keys and aggregate; label and
  * row cardinality is bounded by journeys x steps x templates x channels x arms,
@@ -38,8 +41,9 @@
  *
  * Invariants: (1) a count reaches the store only through report_flush into the
  *   batch that carries its state change; (2) no minute bucket older than
- *   REPORT_MINUTES_KEPT survives more than (buckets / REPORT_PRUNE_PER_FLUSH)
- *   flushes; (3) totals and buckets of a batch are written together.
+ *   REPORT_MINUTES_KEPT survives more than (old buckets / REPORT_PRUNE_PER_FLUSH
+ *   + journeys / PRUNE_SEEKS_PER_FLUSH + 1) flushes; (3) totals and buckets of
+ *   a batch are written together.
  * Threading: struct report belongs to the engine thread; reads take the store.
  * References: DESIGN.md §11, docs/reporting.md.
  */
@@ -58,15 +62,16 @@
 #include "base/mem.h"
 #include "report/metrics.h"
 
-#define US	      '\x1f'
-#define NB	      (REPORT_LAT_NBOUNDS + 1) /* buckets incl. +Inf */
-#define LAT_CELLS     (NB + 1)		       /* buckets + sum */
-#define NM	      (REPORT_C__COUNT + REPORT_LAT__COUNT * LAT_CELLS) /* metrics */
-#define NZ_WORDS      ((NM + 63) / 64)
-#define DIM_MAX_BYTES 128  /* longer dimension strings are cut */
-#define ACC_TABLE_MAX 4096 /* distinct dims kept between batches */
-#define MINUTE_MS     60000
-#define VALUE_SCALE   1e6 /* conversion_value and latency sums */
+#define US		      '\x1f'
+#define NB		      (REPORT_LAT_NBOUNDS + 1) /* buckets incl. +Inf */
+#define LAT_CELLS	      (NB + 1)		       /* buckets + sum */
+#define NM		      (REPORT_C__COUNT + REPORT_LAT__COUNT * LAT_CELLS) /* metrics */
+#define NZ_WORDS	      ((NM + 63) / 64)
+#define DIM_MAX_BYTES	      128  /* longer dimension strings are cut */
+#define ACC_TABLE_MAX	      4096 /* distinct dims kept between batches */
+#define MINUTE_MS	      60000
+#define VALUE_SCALE	      1e6 /* conversion_value and latency sums */
+#define PRUNE_SEEKS_PER_FLUSH 64  /* journeys a prune pass steps over per flush */
 
 const double report_latency_bounds[REPORT_LAT_NBOUNDS] = {
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,	0.25,
@@ -222,7 +227,8 @@ struct report {
 	int64_t pruned_below; /* minute: older buckets are known gone (0 = unknown) */
 	struct dcache cache[DCACHE_SIZE];
 	unsigned cache_next;
-	struct buf key; /* scratch */
+	struct buf prune_from; /* where an unfinished prune pass goes on ("" = start) */
+	struct buf key;	       /* scratch */
 };
 
 #define DIMS_MAX_BYTES (6 * (DIM_MAX_BYTES + 1) + 16)
@@ -272,6 +278,7 @@ enum nerr report_open(struct store *s, struct report **out)
 	r->s = s;
 	map_init(&r->accs);
 	buf_init(&r->key, 0);
+	buf_init(&r->prune_from, 0);
 	*out = r;
 	return NERR_OK;
 }
@@ -311,6 +318,7 @@ void report_free(struct report *r)
 	accs_clear(r);
 	map_fini(&r->accs);
 	buf_fini(&r->key);
+	buf_fini(&r->prune_from);
 	free(r);
 }
 
@@ -429,33 +437,85 @@ static void add_to(struct store_batch *b, const struct buf *key, int idx, uint64
 	store_batch_put(b, STORE_CF_COUNTERS, key->data, key->len, out, 8);
 }
 
-/* Deletes up to REPORT_PRUNE_PER_FLUSH minute buckets older than the window. */
+/* Splits a minute key into the journey's length and the minute; false if
+ * malformed. */
+static bool minute_key(const char *k, size_t kl, size_t *jl, int64_t *minute)
+{
+	const char *us = kl > 1 ? memchr(k + 1, US, kl - 1) : NULL;
+
+	if (!us || (size_t)(us - k) + 1 + 8 > kl)
+		return false;
+	*jl = (size_t)(us - k) - 1;
+	*minute = (int64_t)store_get_u64(us + 1);
+	return true;
+}
+
+/* Sets key to 'm' journey US (next = false) or to the first key after every
+ * key of the journey (next = true: US + 1 sorts after them). */
+static void journey_minutes_key(struct buf *key, const char *j, size_t jl, bool next)
+{
+	buf_reset(key);
+	buf_putc(key, 'm');
+	buf_append(key, j, jl);
+	buf_putc(key, next ? US + 1 : US);
+}
+
+/*
+ * Deletes minute buckets older than the window: up to REPORT_PRUNE_PER_FLUSH
+ * keys and PRUNE_SEEKS_PER_FLUSH journeys per call; an unfinished pass goes on
+ * at the next flush from r->prune_from.
+ */
 static void prune(struct report *r, struct store_batch *b, int64_t minute)
 {
 	int64_t cutoff = minute - REPORT_MINUTES_KEPT + 1; /* keep >= cutoff */
 	struct store_iter *it;
-	struct buf keys;
-	unsigned n = 0;
+	struct buf keys, seek;
+	unsigned n = 0, seeks = 0;
 	bool done = true;
 
 	if (r->pruned_below >= cutoff)
 		return;
 	buf_init(&keys, 0);
+	buf_init(&seek, 0);
 	it = store_iter_new(r->s, b, STORE_CF_COUNTERS);
-	for (store_iter_seek(it, "m", 1); store_iter_valid(it); store_iter_next(it)) {
-		size_t kl;
+	if (r->prune_from.len)
+		store_iter_seek(it, r->prune_from.data, r->prune_from.len);
+	else
+		store_iter_seek(it, "m", 1);
+	while (store_iter_valid(it)) {
+		size_t kl, jl;
 		const char *k = store_iter_key(it, &kl);
+		int64_t m;
 		uint32_t l32 = (uint32_t)kl;
 
-		if (kl < 9 || k[0] != 'm' || (int64_t)store_get_u64(k + 1) >= cutoff)
+		if (k[0] != 'm')
 			break;
-		if (n == REPORT_PRUNE_PER_FLUSH) {
+		if (!minute_key(k, kl, &jl, &m)) {
+			store_iter_next(it);
+			continue;
+		}
+		if (m < cutoff) {
+			if (n == REPORT_PRUNE_PER_FLUSH) {
+				done = false;
+				buf_reset(&r->prune_from);
+				buf_append(&r->prune_from, k, kl);
+				break;
+			}
+			buf_append(&keys, &l32, 4);
+			buf_append(&keys, k, kl);
+			n++;
+			store_iter_next(it);
+			continue;
+		}
+		/* This journey's remaining buckets are recent: on to the next one. */
+		journey_minutes_key(&seek, k + 1, jl, true);
+		if (++seeks > PRUNE_SEEKS_PER_FLUSH) {
 			done = false;
+			buf_reset(&r->prune_from);
+			buf_append(&r->prune_from, seek.data, seek.len);
 			break;
 		}
-		buf_append(&keys, &l32, 4);
-		buf_append(&keys, k, kl);
-		n++;
+		store_iter_seek(it, seek.data, seek.len);
 	}
 	store_iter_free(it);
 	for (size_t off = 0; off < keys.len;) {
@@ -466,8 +526,11 @@ static void prune(struct report *r, struct store_batch *b, int64_t minute)
 		off += 4 + kl;
 	}
 	buf_fini(&keys);
-	if (done)
+	buf_fini(&seek);
+	if (done) {
 		r->pruned_below = cutoff;
+		buf_reset(&r->prune_from);
+	}
 }
 
 void report_flush(struct report *r, struct store_batch *b, int64_t now_ms)
@@ -477,6 +540,8 @@ void report_flush(struct report *r, struct store_batch *b, int64_t now_ms)
 
 	store_put_u64(mb, (uint64_t)minute);
 	for (struct acc *a = r->dirty; a; a = a->next_dirty) {
+		size_t jl = strcspn(a->dims, "\x1f"); /* the journey */
+
 		if (a->minute != minute) {
 			a->minute = minute;
 			memset(a->mknown, 0, sizeof(a->mknown));
@@ -496,8 +561,10 @@ void report_flush(struct report *r, struct store_batch *b, int64_t now_ms)
 				add_to(b, &r->key, idx, a->tknown, &a->total[idx], delta);
 				buf_reset(&r->key);
 				buf_putc(&r->key, 'm');
+				buf_append(&r->key, a->dims, jl);
+				buf_putc(&r->key, US);
 				buf_append(&r->key, mb, 8);
-				buf_printf(&r->key, "%s%c%s", a->dims, US,
+				buf_printf(&r->key, "%s%c%s", a->dims + jl + 1, US,
 					   metric_name(idx));
 				add_to(b, &r->key, idx, a->mknown, &a->mval[idx], delta);
 			}
@@ -518,6 +585,7 @@ void report_discard(struct report *r)
 	 * commit stops the engine), so simply start over. */
 	accs_clear(r);
 	r->pruned_below = 0;
+	buf_reset(&r->prune_from);
 }
 
 /* ------------------------------------------------------------------ reads */
@@ -635,34 +703,69 @@ static void load_totals(struct store *s, const struct filter *f, struct rows *rs
 	buf_fini(&prefix);
 }
 
-/* Loads the minute buckets in [from_min, to_min) matching f. */
+/* Loads the minute buckets in [from_min, to_min) matching f: one journey's
+ * keys, or every journey's (seeking over the minutes outside the range). */
 static void load_minutes(struct store *s, const struct filter *f, int64_t from_min,
 			 int64_t to_min, struct rows *rs)
 {
 	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_COUNTERS);
-	unsigned char k0[9];
+	struct buf seek, tmp;
+	unsigned char mb[8];
 
-	k0[0] = 'm';
-	store_put_u64(k0 + 1, (uint64_t)(from_min > 0 ? from_min : 0));
-	for (store_iter_seek(it, k0, 9); store_iter_valid(it); store_iter_next(it)) {
-		size_t kl, vl;
+	if (from_min < 0)
+		from_min = 0;
+	store_put_u64(mb, (uint64_t)from_min);
+	buf_init(&seek, 0);
+	buf_init(&tmp, 0);
+	if (f->journey) {
+		buf_putc(&seek, 'm');
+		put_dim(&seek, f->journey);
+		buf_putc(&seek, US);
+		buf_append(&seek, mb, 8);
+	} else {
+		buf_putc(&seek, 'm');
+	}
+	store_iter_seek(it, seek.data, seek.len);
+	while (store_iter_valid(it)) {
+		size_t kl, vl, jl;
 		const char *k = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
 		struct row row = {0};
+		int64_t m;
 
-		if (kl < 9 || k[0] != 'm')
+		if (k[0] != 'm' || !minute_key(k, kl, &jl, &m))
 			break;
-		row.minute = (int64_t)store_get_u64(k + 1);
-		if (row.minute >= to_min)
+		if (f->journey &&
+		    (jl != strlen(f->journey) || memcmp(k + 1, f->journey, jl) != 0))
 			break;
-		if (vl != 8 || !parse_row(k + 9, kl - 9, &row))
+		if (m < from_min) { /* another journey's early minutes */
+			journey_minutes_key(&seek, k + 1, jl, false);
+			buf_append(&seek, mb, 8);
+			store_iter_seek(it, seek.data, seek.len);
 			continue;
-		row.value = get_i64(v);
-		if (row_matches(&row, f))
-			rows_push(rs, &row);
-		else
-			free(row.key);
+		}
+		if (m >= to_min) {
+			if (f->journey)
+				break;
+			journey_minutes_key(&seek, k + 1, jl, true);
+			store_iter_seek(it, seek.data, seek.len);
+			continue;
+		}
+		buf_reset(&tmp);
+		buf_append(&tmp, k + 1, jl + 1);
+		buf_append(&tmp, k + 1 + jl + 1 + 8, kl - (jl + 2 + 8));
+		row.minute = m;
+		if (vl == 8 && parse_row(tmp.data, tmp.len, &row)) {
+			row.value = get_i64(v);
+			if (row_matches(&row, f))
+				rows_push(rs, &row);
+			else
+				free(row.key);
+		}
+		store_iter_next(it);
 	}
 	store_iter_free(it);
+	buf_fini(&seek);
+	buf_fini(&tmp);
 }
 
 /* Sums of every metric over some rows. */

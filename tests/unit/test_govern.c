@@ -30,8 +30,8 @@ struct fx {
 	struct govern *g;
 };
 
-/* One database for the run (opening one costs ~0.5 s); each test starts from an
- * empty caps column family and a fresh govern. */
+/* One database for the run (opening one costs ~0.5 s); each test starts from
+ * empty caps and suppression column families and a fresh govern. */
 static struct fx fx;
 
 static int group_setup(void **state)
@@ -56,14 +56,19 @@ static int setup(void **state)
 	struct store_iter *it;
 
 	fx.b = store_batch_new(fx.s);
-	it = store_iter_new(fx.s, NULL, STORE_CF_CAPS);
-	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) {
-		size_t kl;
-		const char *k = store_iter_key(it, &kl);
+	for (int cf = 0; cf < 2; cf++) {
+		it = store_iter_new(fx.s, NULL,
+				    cf ? STORE_CF_SUPPRESSION : STORE_CF_CAPS);
+		for (store_iter_seek_first(it); store_iter_valid(it);
+		     store_iter_next(it)) {
+			size_t kl;
+			const char *k = store_iter_key(it, &kl);
 
-		store_batch_delete(fx.b, STORE_CF_CAPS, k, kl);
+			store_batch_delete(
+				fx.b, cf ? STORE_CF_SUPPRESSION : STORE_CF_CAPS, k, kl);
+		}
+		store_iter_free(it);
 	}
-	store_iter_free(it);
 	if (store_batch_commit(fx.b, false, NULL) != NERR_OK)
 		return -1;
 	if (govern_open(fx.s, NULL, &fx.g, NULL) != NERR_OK)
@@ -139,6 +144,48 @@ static void consent_defaults_follow_the_config(void **state)
 	assert_false(govern_consent_default(g2, "email", "marketing"));
 	assert_true(govern_consent_default(g2, "sms", "newsletter"));
 	govern_free(g2);
+}
+
+static void profile_consent_wins_over_the_default(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *p = json_tokener_parse(
+		"{\"consent\": {\"sms\": {\"marketing\": \"granted\"}, \"email\": "
+		"{\"marketing\": \"denied\", \"transactional\": \"denied\"}}}");
+
+	assert_true(govern_consent(f->g, p, "sms", "marketing"));
+	assert_false(govern_consent(f->g, p, "sms", "promo"));
+	assert_false(govern_consent(f->g, p, "email", NULL));
+	assert_false(govern_consent(f->g, p, "email", "transactional"));
+	assert_true(govern_consent(f->g, p, "push", "transactional"));
+	assert_false(govern_consent(f->g, p, "push", "marketing"));
+	assert_true(govern_consent(f->g, NULL, "email", "marketing"));
+	json_object_put(p);
+}
+
+static void suppression_reads_its_batch_and_unsuppress_resets_bounces(void **state)
+{
+	struct fx *f = *state;
+	char *v = NULL;
+	size_t vl;
+
+	assert_false(govern_suppressed(f->b, "email", "a@x.org"));
+	govern_suppress(f->b, "email", "a@x.org", "complaint", 1234);
+	assert_true(govern_suppressed(f->b, "email", "a@x.org"));
+	assert_false(govern_suppressed(f->b, "sms", "a@x.org"));
+	commit(f);
+	assert_int_equal(
+		store_get(f->s, STORE_CF_SUPPRESSION, "email:a@x.org", 13, &v, &vl),
+		NERR_OK);
+	assert_string_equal(v, "{\"reason\":\"complaint\",\"at_ms\":1234}");
+	free(v);
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	govern_unsuppress(f->b, "email", "a@x.org");
+	assert_false(govern_suppressed(f->b, "email", "a@x.org"));
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	assert_false(govern_bounce(f->g, f->b, "email", "a@x.org", false));
+	assert_true(govern_bounce(f->g, f->b, "email", "a@x.org", false));
 }
 
 /* -------------------------------------------------------------- validation */
@@ -383,6 +430,39 @@ static void rule_changes_apply_at_once(void **state)
 			 GOVERN_SEND);
 }
 
+static void rules_per_kind_are_bounded_and_all_count(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *doc = json_tokener_parse("{\"max\": 2, \"window\": \"1d\"}");
+	int64_t now = at("2026-12-01T10:00:00Z");
+	char id[16];
+
+	for (int i = 0; i < GOVERN_MAX_RULES; i++) {
+		snprintf(id, sizeof(id), "c%d", i);
+		assert_int_equal(govern_rule_put(f->g, f->b, "caps", id, doc), NERR_OK);
+	}
+	assert_int_equal(govern_rule_put(f->g, f->b, "caps", "one-more", doc),
+			 NERR_LIMIT);
+	assert_int_equal(govern_rule_put(f->g, f->b, "caps", "c0", doc), NERR_OK);
+	json_object_put(doc);
+	/* Every rule keeps its record in the profile's one value. */
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_SEND);
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_SEND);
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_EXCLUDE);
+	/* c99 sorts last, so its record is the last in the value. */
+	for (int i = 0; i < GOVERN_MAX_RULES; i++) {
+		snprintf(id, sizeof(id), "c%d", i);
+		if (strcmp(id, "c99") != 0)
+			assert_int_equal(govern_rule_delete(f->g, f->b, "caps", id),
+					 NERR_OK);
+	}
+	assert_int_equal(decide(f, "email", "marketing", 1, NULL, now).verdict,
+			 GOVERN_EXCLUDE);
+}
+
 static void rules_survive_reopen_and_read_back(void **state)
 {
 	struct fx *f = *state;
@@ -515,6 +595,35 @@ static void quiet_hours_cross_midnight_from_the_listed_day(void **state)
 	assert_int_equal(d.verdict, GOVERN_SEND);
 	d = decide(f, "email", "marketing", 1, "UTC", at("2026-11-30T21:00:00Z"));
 	assert_int_equal(d.verdict, GOVERN_DELAY);
+}
+
+static void quiet_hours_end_in_local_time_across_a_dst_change(void **state)
+{
+	struct fx *f = *state;
+	struct govern_decision d;
+
+	put(f, "quiet-hours", "night",
+	    "{\"windows\": [{\"days\": [\"sat\"], \"from\": \"21:00\", \"to\": "
+	    "\"08:00\"}]}");
+	/* Paris, Saturday 23:00 CET; Sunday 08:00 is CEST (clocks moved at 02:00). */
+	d = decide(f, "email", "marketing", 1, "Europe/Paris",
+		   at("2027-03-27T22:00:00Z"));
+	assert_int_equal(d.verdict, GOVERN_DELAY);
+	assert_true(d.until_ms == at("2027-03-28T06:00:00Z"));
+	/* And back in autumn: Sunday 08:00 CET. */
+	d = decide(f, "email", "marketing", 1, "Europe/Paris",
+		   at("2027-10-30T20:00:00Z"));
+	assert_int_equal(d.verdict, GOVERN_DELAY);
+	assert_true(d.until_ms == at("2027-10-31T07:00:00Z"));
+	/* A half-hour zone: Kathmandu is UTC+05:45; 21:00 local is 15:15Z. */
+	assert_int_equal(decide(f, "email", "marketing", 1, "Asia/Kathmandu",
+				at("2027-03-27T15:14:00Z"))
+				 .verdict,
+			 GOVERN_SEND);
+	d = decide(f, "email", "marketing", 1, "Asia/Kathmandu",
+		   at("2027-03-27T15:15:00Z"));
+	assert_int_equal(d.verdict, GOVERN_DELAY);
+	assert_true(d.until_ms == at("2027-03-28T02:15:00Z"));
 }
 
 static void queued_past_max_delay_is_dropped(void **state)
@@ -846,6 +955,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(consent_defaults_follow_the_config, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(profile_consent_wins_over_the_default,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			suppression_reads_its_batch_and_unsuppress_resets_bounces, setup,
+			teardown),
 		cmocka_unit_test(rule_validation_names_the_field),
 		cmocka_unit_test(valid_rules_pass_validation),
 		cmocka_unit_test_setup_teardown(
@@ -856,6 +970,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(rule_changes_apply_at_once, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(rules_per_kind_are_bounded_and_all_count,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(rules_survive_reopen_and_read_back, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(
@@ -865,6 +981,9 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			quiet_hours_cross_midnight_from_the_listed_day, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			quiet_hours_end_in_local_time_across_a_dst_change, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(queued_past_max_delay_is_dropped, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(quiet_hours_drop_action_excludes, setup,

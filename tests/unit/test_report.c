@@ -302,6 +302,90 @@ static void minute_buckets_older_than_24h_are_pruned_in_bounded_steps(void **sta
 	assert_int_equal(minute_keys(), 1);
 }
 
+/* Minute keys whose minute is before `minute` (the minute follows journey US). */
+static size_t minute_keys_before(int64_t minute)
+{
+	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_COUNTERS);
+	size_t n = 0;
+
+	for (store_iter_seek(it, "m", 1); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *k = store_iter_key(it, &kl);
+		const char *us = memchr(k, 0x1f, kl);
+
+		if (k[0] != 'm')
+			break;
+		assert_non_null(us);
+		unsigned char mb[8];
+		memcpy(mb, us + 1, 8);
+		if ((int64_t)store_get_u64(mb) < minute)
+			n++;
+	}
+	store_iter_free(it);
+	return n;
+}
+
+static void pruning_steps_over_many_journeys_and_keeps_recent_buckets(void **state)
+{
+	int64_t later = T0 + (REPORT_MINUTES_KEPT + 10) * MIN;
+	char id[32];
+
+	for (int i = 0; i < 100; i++) {
+		struct report_dims d = {.journey = id, .version = 1};
+
+		snprintf(id, sizeof(id), "j%03d", i);
+		report_count(r, &d, REPORT_ENTERED, 1);
+	}
+	commit_at(T0);
+	for (int i = 0; i < 100; i++) {
+		struct report_dims d = {.journey = id, .version = 1};
+
+		snprintf(id, sizeof(id), "j%03d", i);
+		report_count(r, &d, REPORT_ENTERED, 1);
+	}
+	commit_at(T0 + 20 * MIN); /* kept: within 24 h of `later` */
+	assert_int_equal(minute_keys(), 200);
+	commit_at(later);
+	size_t left = minute_keys_before(later / MIN - REPORT_MINUTES_KEPT);
+	assert_true(left > 0 && left < 100); /* bounded work per flush */
+	commit_at(later + 1);
+	commit_at(later + 2);
+	assert_int_equal(minute_keys_before(later / MIN - REPORT_MINUTES_KEPT), 0);
+	assert_int_equal(minute_keys(), 100);
+}
+
+static void series_of_one_journey_skips_others_and_overview_sums_all(void **state)
+{
+	static const char *const ids[] = {"cart", "cart-x", "cart2", "aaa"};
+	struct report_query q = {.from_ms = T0 + MIN, .to_ms = T0 + 40 * MIN};
+	struct buf out;
+	struct json_object *o;
+	const int64_t at_ms[] = {T0, T0 + 2 * MIN, T0 + 30 * MIN, T0 + 45 * MIN};
+
+	for (unsigned t = 0; t < 4; t++) {
+		for (unsigned i = 0; i < 4; i++) {
+			struct report_dims d = {.journey = ids[i], .version = 1};
+
+			report_count(r, &d, REPORT_ENTERED, (double)(1 + i) * (1 + t));
+		}
+		commit_at(at_ms[t]);
+	}
+	o = journey_json("cart", &q);
+	assert_int_equal(json_object_array_length(at(o, "series.points")), 2);
+	assert_int_equal(iat(o, "series.points.0.counters.entered"), 2);
+	assert_int_equal(iat(o, "series.points.1.counters.entered"), 3);
+	assert_int_equal(iat(o, "totals.entered"), 1 + 2 + 3 + 4);
+	json_object_put(o);
+	buf_init(&out, 0);
+	assert_int_equal(report_overview(s, &q, &out, NULL), NERR_OK);
+	o = json_tokener_parse(buf_str(&out));
+	/* (1+2+3+4) per unit, at t = 1 and 2 (x2, x3). */
+	assert_int_equal(iat(o, "series.sums.entered"), 10 * 2 + 10 * 3);
+	assert_int_equal(iat(o, "series.points.1.counters.entered"), 30);
+	json_object_put(o);
+	buf_fini(&out);
+}
+
 static void buckets_aggregate_to_hours_and_days(void **state)
 {
 	struct report_query q = {.bucket = "hour", .now_ms = T0 + 5 * 3600000LL};
@@ -728,6 +812,12 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			minute_buckets_older_than_24h_are_pruned_in_bounded_steps, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			pruning_steps_over_many_journeys_and_keeps_recent_buckets, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			series_of_one_journey_skips_others_and_overview_sums_all, setup,
 			teardown),
 		cmocka_unit_test_setup_teardown(buckets_aggregate_to_hours_and_days,
 						setup, teardown),
