@@ -942,6 +942,7 @@ static struct json_object *latency_json(const struct agg *a)
 struct group {
 	char *name;	/* owned */
 	char *extra[3]; /* owned sub-keys (template, channel, ...) or NULL */
+	char *label;	/* owned; not part of the key (an arm's split step) */
 	struct agg a;
 };
 
@@ -982,6 +983,7 @@ static void groups_fini(struct groups *g)
 {
 	for (size_t i = 0; i < g->n; i++) {
 		free(g->v[i].name);
+		free(g->v[i].label);
 		for (int j = 0; j < 3; j++)
 			free(g->v[i].extra[j]);
 	}
@@ -1318,8 +1320,8 @@ static struct json_object *arms_json(const struct rows *rs)
 		if (!row->arm[0])
 			continue;
 		gr = group_get(&g, row->arm, NULL, NULL, NULL);
-		if (row->idx == REPORT_ENTERED && row->step[0] && !gr->extra[0])
-			gr->extra[0] = xstrdup(row->step);
+		if (row->idx == REPORT_ENTERED && row->step[0] && !gr->label)
+			gr->label = xstrdup(row->step);
 		agg_add(&gr->a, row, false);
 	}
 	sort_groups(g.v, g.n);
@@ -1327,9 +1329,9 @@ static struct json_object *arms_json(const struct rows *rs)
 		struct json_object *m = json_object_new_object();
 
 		json_object_object_add(m, "arm", json_object_new_string(g.v[i].name));
-		json_object_object_add(
-			m, "step",
-			g.v[i].extra[0] ? json_object_new_string(g.v[i].extra[0]) : NULL);
+		json_object_object_add(m, "step",
+				       g.v[i].label ? json_object_new_string(g.v[i].label)
+						    : NULL);
 		json_object_object_add(m, "entered",
 				       json_object_new_int64(g.v[i].a.v[REPORT_ENTERED]));
 		add_conversions(m, &g.v[i].a, true);

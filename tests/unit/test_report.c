@@ -477,6 +477,12 @@ static void rates_and_funnel_are_computed_from_the_counts(void **state)
 	report_count(r, &M1, REPORT_CLICKED, 3);
 	report_count(r, &M1, REPORT_CLICKED_UNIQUE, 1);
 	report_count(r, &MA, REPORT_CONVERSIONS, 2);
+	/* A step that sorts after the split step: its rows come after the arm's. */
+	report_count(
+		r,
+		&(struct report_dims){
+			.journey = "cart", .version = 1, .step = "thanks", .arm = "B"},
+		REPORT_CONVERSIONS, 3);
 	report_count(r, &MA, REPORT_CONVERSION_VALUE, 30.5);
 	assert_true(report_exit_counter("goal", &c));
 	assert_int_equal(c, REPORT_EXITED_GOAL);
@@ -489,8 +495,8 @@ static void rates_and_funnel_are_computed_from_the_counts(void **state)
 	o = journey_json("cart", &q);
 	assert_int_equal(iat(o, "totals.entered"), 10);
 	assert_int_equal(iat(o, "totals.exited.goal"), 3);
-	assert_int_equal(iat(o, "totals.conversions"), 2);
-	assert_true(dat(o, "totals.conversion_rate") == 0.2);
+	assert_int_equal(iat(o, "totals.conversions"), 5);
+	assert_true(dat(o, "totals.conversion_rate") == 0.5);
 	assert_int_equal(iat(o, "messages.0.excluded.no_consent"), 2);
 	assert_int_equal(iat(o, "messages.0.excluded_total"), 2);
 	assert_true(dat(o, "messages.0.delivery_rate") == 5.0 / 6.0);
@@ -505,8 +511,11 @@ static void rates_and_funnel_are_computed_from_the_counts(void **state)
 	assert_int_equal(iat(o, "arms.0.conversions"), 2);
 	assert_true(dat(o, "arms.0.conversion_rate") == 0.5);
 	assert_true(dat(o, "arms.0.conversion_value") == 30.5);
+	assert_int_equal(json_object_array_length(at(o, "arms")), 2);
+	assert_string_equal(json_object_get_string(at(o, "arms.1.step")), "split");
 	assert_int_equal(iat(o, "arms.1.entered"), 6);
-	assert_true(dat(o, "arms.1.conversion_rate") == 0.0);
+	assert_int_equal(iat(o, "arms.1.conversions"), 3);
+	assert_true(dat(o, "arms.1.conversion_rate") == 0.5);
 	/* Latency: 2 of 3 at <= 5 ms, p50 is that bucket's bound. */
 	assert_int_equal(iat(o, "latency.event_to_entry.count"), 3);
 	assert_true(dat(o, "latency.event_to_entry.p50") == 0.005);
