@@ -71,6 +71,8 @@ struct deliver_config {
 					 the host name */
 		int64_t timeout_ms;   /* per message when the request says 0;
 					 default default_timeout_ms */
+		const char *ca_file;  /* PEM bundle to verify the relay with
+					 instead of the system's; or NULL */
 	} smtp;
 	/* Twilio-compatible SMS API. No base_url: SMS ends PERMFAIL. */
 	struct {

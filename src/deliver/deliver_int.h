@@ -73,6 +73,7 @@ struct deliver_channels {
 	char *smtp_username, *smtp_password;
 	unsigned smtp_connections;
 	char *smtp_helo;
+	char *smtp_ca_file;
 	int64_t smtp_timeout_ms;
 	char *smtp_url;	   /* "smtp://host:port/helo" or smtps:// */
 	char *smtp_origin; /* the queue key: "smtp://host:port" */
