@@ -409,6 +409,8 @@ enum nerr track_token_parse(const struct track_key *k, const char *token,
 			out->envelope_id[2 * i + 1] = hex[raw[pos + i] & 15];
 		}
 	} else {
+		if (idn > TRACK_ID_MAX)
+			goto bad;
 		memcpy(out->envelope_id, raw + pos, idn);
 		if (!valid_id(out->envelope_id, idn) || lower_hex(out->envelope_id, idn))
 			goto bad;
@@ -679,7 +681,8 @@ static bool normalize_url(const char *d, size_t n, char *out, size_t *outn)
 	}
 	if (s.over || !http_scheme(out, s.n, &r) || r >= s.n)
 		return false;
-	/* The host (up to the first / ? # or backslash) must have been ASCII. */
+	/* The host (up to the first / ? # or backslash) must have been ASCII,
+	 * without spaces: otherwise it is not a URL a browser would follow. */
 	for (size_t i = r; i < s.n && in_host; i++) {
 		char c = out[i];
 		if (c == '/' || c == '?' || c == '#' || c == '\\')
@@ -689,8 +692,7 @@ static bool normalize_url(const char *d, size_t n, char *out, size_t *outn)
 			return false;
 		else if (c == '%' && i + 2 < s.n && out[i + 1] == '2' &&
 			 out[i + 2] == '0')
-			return false; /* a space in the host: not a URL a browser follows
-				       */
+			return false;
 	}
 	if (!valid_url(out, s.n))
 		return false;

@@ -1296,10 +1296,10 @@ static const char *recipient(struct evctx *ec, enum journey_channel ch, char **o
 				   i < json_object_array_length(push);
 		     i++) {
 			struct json_object *d = json_object_array_get_idx(push, i);
-			const char *tok = jstr(d, "token"), *seen = jstr(d, "last_seen");
+			const char *tok = jstr(d, "token"), *seen = jstr(d, "updated_at");
 
 			if (!seen)
-				seen = jstr(d, "seen_at") ? jstr(d, "seen_at") : "";
+				seen = "";
 			if (tok && (!best || strcmp(seen, best_seen) > 0)) {
 				best = tok;
 				best_seen = seen;
