@@ -15,6 +15,8 @@
  * outcome. Every outcome must be OK (exit 1 otherwise). The nudge binary is
  * found next to this program's folder (build/nudge) or in $NUDGE_BIN.
  */
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,7 +41,7 @@
 static struct {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	unsigned done, ok, connections;
+	unsigned done, ok, connections, target;
 	char first_failure[256];
 } out = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -52,13 +55,15 @@ static void on_outcome(void *ud, const struct deliver_outcome *o)
 	else if (!out.first_failure[0])
 		snprintf(out.first_failure, sizeof(out.first_failure), "%s: %s",
 			 deliver_result_str(o->result), o->reason);
-	pthread_cond_broadcast(&out.cv);
+	if (out.done >= out.target)
+		pthread_cond_broadcast(&out.cv);
 	pthread_mutex_unlock(&out.mu);
 }
 
 static void wait_done(unsigned n)
 {
 	pthread_mutex_lock(&out.mu);
+	out.target = n;
 	while (out.done < n)
 		pthread_cond_wait(&out.cv, &out.mu);
 	pthread_mutex_unlock(&out.mu);
@@ -68,6 +73,7 @@ static void reset_out(void)
 {
 	pthread_mutex_lock(&out.mu);
 	out.done = out.ok = out.connections = 0;
+	out.target = UINT_MAX;
 	out.first_failure[0] = '\0';
 	pthread_mutex_unlock(&out.mu);
 }
@@ -76,40 +82,48 @@ static void reset_out(void)
 
 static pid_t sink_pid;
 
-static void *drain(void *arg)
+/* A loopback port that was free a moment ago. */
+static int free_port(void)
 {
-	FILE *f = arg;
-	char line[4096];
-	while (fgets(line, sizeof(line), f))
-		;
-	fclose(f);
-	return NULL;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(0x7f000001)};
+	socklen_t sl = sizeof(sa);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) != 0)
+		return -1;
+	close(fd);
+	return ntohs(sa.sin_port);
 }
 
+/* Starts the sink with its output discarded (a pipe to drain would cost the
+ * bench more than the sink) and waits until it takes connections. */
 static int sink_start(const char *bin)
 {
-	int fds[2];
-	if (pipe(fds) != 0)
+	char arg[16];
+	int port = free_port();
+	if (port <= 0)
 		return -1;
+	snprintf(arg, sizeof(arg), "%d", port);
 	sink_pid = fork();
 	if (sink_pid == 0) {
-		dup2(fds[1], 1);
-		close(fds[0]);
-		close(fds[1]);
-		execl(bin, bin, "sink", "--smtp", "0", (char *)NULL);
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 1);
+		execl(bin, bin, "sink", "--smtp", arg, (char *)NULL);
 		_exit(127);
 	}
-	close(fds[1]);
-	FILE *f = fdopen(fds[0], "r");
-	char line[256];
-	int port = -1;
-	if (fgets(line, sizeof(line), f) &&
-	    strncmp(line, "listening on smtp://", 20) == 0)
-		port = atoi(strrchr(line, ':') + 1);
-	pthread_t t;
-	pthread_create(&t, NULL, drain, f);
-	pthread_detach(t);
-	return port;
+	for (int i = 0; i < 500; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sa = {.sin_family = AF_INET,
+					 .sin_port = htons((uint16_t)port),
+					 .sin_addr.s_addr = htonl(0x7f000001)};
+		int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+		if (ok)
+			return port;
+		usleep(10 * 1000);
+	}
+	return -1;
 }
 
 static void sink_stop(void)

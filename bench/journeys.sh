@@ -77,7 +77,7 @@ wait_caught_up() {
 }
 now() { date +%s.%N; }
 # Engine thread CPU and run-queue wait (ns) from schedstat.
-sched() { cut -d' ' -f1,2 /proc/$pid/task/$etid/schedstat; }
+sched() { cut -d' ' -f1-3 /proc/$pid/task/$etid/schedstat; }
 rss_kb() { awk '/^VmRSS/ {print $2}' /proc/$pid/status; }
 du_b() { du -sb "$data" | cut -f1; }
 calc() { awk "BEGIN {printf $1}"; }
@@ -105,7 +105,7 @@ echo "-- events/s, 10 journeys listening (entry when, branch, wait, email), ${SE
 echo "   acknowledged requests/s $rps  (non-2xx ${bad:-0})"
 echo "   applied events/s $(calc "\"%.0f\", $n / ($t1 - $t0)")  ($n events, caught up after $(calc "\"%.1f\", $t1 - $t0")s, $(calc "\"%.2f\", ($e1 - $e0) / $n") entries per event)"
 set -- $s0 $s1
-echo "   engine thread: $(calc "\"%.0f\", ($3 - $1) / 1000 / $n") us CPU per event, runnable but waiting for a CPU $(calc "\"%.0f\", 100 * ($4 - $2) / 1e9 / ($t1 - $t0)")% of the time"
+echo "   engine thread: $(calc "\"%.0f\", ($4 - $1) / 1000 / $n") us CPU per event, runnable but waiting for a CPU $(calc "\"%.0f\", 100 * ($5 - $2) / 1e9 / ($t1 - $t0)")% of the time"
 
 # 2. Event -> envelope latency with no wait, moderate load.
 metrics >"$tmp/m0"
@@ -118,7 +118,8 @@ t1=$(now)
 metrics >"$tmp/m1"
 c1=$(metric 'nudge_envelopes_created_total{channel="message"}')
 echo "-- event -> envelope created, no wait (entry, branch, message), paced load"
-python3 "$here/journeys/hist.py" "$tmp/m0" "$tmp/m1" nudge_event_to_envelope_seconds |
+[ "$c1" -gt "$c0" ] || { echo "journeys.sh: bench-instant created no envelope" >&2; exit 1; }
+python3 "$jdir/hist.py" "$tmp/m0" "$tmp/m1" nudge_event_to_envelope_seconds |
 	awk -v rate="$(calc "\"%.0f\", ($c1 - $c0) / ($t1 - $t0)")" '
 	/^count/ {n=$2} /^p50/ {p50=$2*1000} /^p99/ {p99=$2*1000}
 	END {printf "   p50 %.2f ms  p99 %.2f ms  (%d envelopes at %s/s; target p99 < 5 ms)\n", p50, p99, n, rate}'
@@ -141,15 +142,19 @@ r1=$(rss_kb)
 d1=$(du_b)
 metrics >"$tmp/m0"
 f0=$(metric nudge_timers_fired_total)
+c0=$(metric 'nudge_envelopes_created_total{channel="message"}')
 python3 "$jdir/load.py" "$url" benchkey benchadmin "$DUE" 15000 45000 60 near >/dev/null
 t0=$(now)
+s0=$(sched)
 while [ "$(metric nudge_timers_fired_total)" -lt $((f0 + DUE)) ] &&
 	[ "$(calc "\"%d\", $(now) - $t0")" -lt 90 ]; do
 	sleep 0.5
 done
 metrics >"$tmp/m1"
+s1=$(sched)
 f1=$(metric nudge_timers_fired_total)
-echo "-- timer lateness, $np timers pending 30 days, $((f1 - f0)) of $DUE more fired in real time (due 15-45 s after entry)"
+c1=$(metric 'nudge_envelopes_created_total{channel="message"}')
+echo "-- timer lateness, $np timers pending 30 days, $((f1 - f0)) of $DUE more fired in real time (due 15-45 s after entry, $((c1 - c0)) emails)"
 if [ "$np" -ge "$PENDING" ]; then
 	echo "   (loaded in ${lsecs}s, $(calc "\"%.0f\", $np / $lsecs") instances/s)"
 else
@@ -158,6 +163,11 @@ fi
 python3 "$jdir/hist.py" "$tmp/m0" "$tmp/m1" nudge_timer_lateness_seconds | awk '
 	/^p50/ {p50=$2*1000} /^p99/ {p99=$2*1000}
 	END {printf "   p50 %.2f ms  p99 %.2f ms  (target p99 < 100 ms)\n", p50, p99}'
+python3 "$jdir/hist.py" "$tmp/m0" "$tmp/m1" nudge_engine_batch_seconds | awk '
+	/^count/ {n=$2} /^p50/ {p50=$2*1000} /^p99/ {p99=$2*1000}
+	END {printf "   engine batches meanwhile: %d, p50 %.2f ms  p99 %.2f ms (apply + synced commit)\n", n, p50, p99}'
+set -- $s0 $s1
+echo "   engine thread meanwhile: $(($6 - $3)) times on a CPU, waited for one $(calc "\"%.2f\", ($5 - $2) / 1e6 / ($6 - $3 + 1)") ms on average each time"
 echo "-- per waiting instance ($np instances)"
 echo "   RSS $(calc "\"%.0f\", ($r1 - $r0) * 1024 / $np") bytes  (server RSS $((r0 / 1024)) -> $((r1 / 1024)) MiB)"
 echo "   data dir $(calc "\"%.0f\", ($d1 - $d0) / $np") bytes  ($((d0 / 1048576)) -> $((d1 / 1048576)) MiB)"

@@ -2,7 +2,8 @@
 """load.py -- puts journey instances in a wait through /v1/batch (bench/journeys.sh).
 
 Sends COUNT "Reminder Scheduled" track events, BATCH per /v1/batch call, over
-CONNS keep-alive connections, each with a new userId and messageId and a
+CONNS keep-alive connections, each with a new userId, messageId and
+context.traits.email (the message step needs an address) and a
 properties.delay_ms drawn uniformly from [MIN_MS, MAX_MS] (the bench-timers
 journey waits until entry time + delay_ms). The inbox lag is kept under
 MAX_LAG records (the engine, not the HTTP side, is what is measured), and
@@ -64,8 +65,9 @@ def main():
                 state["lag"] += n  # until the watcher's next reading
             items = ",".join(
                 '{"type":"track","userId":"%s-%d","event":"Reminder Scheduled",'
-                '"messageId":"%s-%d","properties":{"delay_ms":%d}}'
-                % (run, i, run, i, rnd.randint(lo, hi))
+                '"messageId":"%s-%d","properties":{"delay_ms":%d},'
+                '"context":{"traits":{"email":"%s-%d@example.com"}}}'
+                % (run, i, run, i, rnd.randint(lo, hi), run, i)
                 for i in range(first, first + n))
             body = '{"batch":[%s]}' % items
             conn.request("POST", "/v1/batch", body=body,

@@ -16,7 +16,7 @@ end
 function delay() return pace end
 function request()
   counter = counter + 1
-  local body = string.format('{"userId":"jp-%d-%d-%d","event":"Password Reset","messageId":"jpm-%d-%d-%d","properties":{"token":"t%d","priority":"%s"}}',
-    run, tid, counter, run, tid, counter, counter, counter % 4 == 0 and "high" or "normal")
+  local body = string.format('{"userId":"jp-%d-%d-%d","event":"Password Reset","messageId":"jpm-%d-%d-%d","properties":{"token":"t%d","priority":"%s"},"context":{"traits":{"email":"jp-%d-%d-%d@example.com"}}}',
+    run, tid, counter, run, tid, counter, counter, counter % 4 == 0 and "high" or "normal", run, tid, counter)
   return wrk.format("POST", "/v1/track", nil, body)
 end

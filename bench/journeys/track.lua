@@ -32,7 +32,7 @@ function request()
   else
     props = string.format(events[k], counter, counter % 200, cat)
   end
-  local body = string.format('{"userId":"jb-%d-%d-%d",%s,"messageId":"jm-%d-%d-%d"}',
-    run, tid, counter, props, run, tid, counter)
+  local body = string.format('{"userId":"jb-%d-%d-%d",%s,"messageId":"jm-%d-%d-%d","context":{"traits":{"email":"jb-%d-%d-%d@example.com"}}}',
+    run, tid, counter, props, run, tid, counter, run, tid, counter)
   return wrk.format("POST", "/v1/track", nil, body)
 end

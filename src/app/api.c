@@ -31,6 +31,7 @@
 #include "ingest/segment.h"
 #include "journey/def.h"
 #include "journey/run.h"
+#include "deliver/feedback.h"
 #include "deliver/track.h"
 #include "profile/profile.h"
 #include "report/metrics.h"
@@ -51,14 +52,15 @@ enum route {
 	ROUTE_DEBUG,
 	ROUTE_TRACKING,
 	ROUTE_SUPPRESSION,
+	ROUTE_FEEDBACK,
 	ROUTE_OTHER,
 	ROUTE__COUNT
 };
 
 static const char *const route_names[ROUTE__COUNT] = {
-	"track", "identify", "page",	    "screen",  "alias",	   "group",
-	"batch", "profiles", "healthz",	    "metrics", "journeys", "templates",
-	"debug", "tracking", "suppression", "other",
+	"track", "identify", "page",	    "screen",	"alias",    "group",
+	"batch", "profiles", "healthz",	    "metrics",	"journeys", "templates",
+	"debug", "tracking", "suppression", "feedback", "other",
 };
 
 static const int counted_status[] = {302, 200, 400, 401, 404, 405,
@@ -310,15 +312,6 @@ static void submit(struct api *a, struct http_req *req, enum route r,
 	}
 }
 
-static void add_event(struct inbox_job *job, struct json_object *ev, int64_t now_ms)
-{
-	size_t len;
-	const char *txt =
-		json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
-
-	inbox_job_add(job, INBOX_EVENT, now_ms, txt, len);
-}
-
 static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 {
 	struct nerr_msg msg = {"", ""};
@@ -366,7 +359,11 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 
 	struct inbox_job *job = inbox_job_new();
 	if (r != ROUTE_BATCH) {
-		rc = segment_normalize(body, (int)r, "", now_ms, &a->lim, &ts_ms, &msg);
+		const char *ej;
+		size_t ejl;
+
+		rc = segment_normalize_json(body, (int)r, "", now_ms, &a->lim, &ts_ms,
+					    &ej, &ejl, &msg);
 		if (rc) {
 			reply_error(a, req, r, rc == NERR_TOOBIG ? 413 : 400,
 				    status_code_name(rc), msg.field, msg.message);
@@ -375,7 +372,8 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 			metrics_add(&a->m_rejected, 1);
 			return;
 		}
-		add_event(job, body, now_ms);
+		/* The normalizer serialized the event for its size cap already. */
+		inbox_job_add(job, INBOX_EVENT, now_ms, ej, ejl);
 		json_object_put(body);
 		metrics_add(&a->m_events, 1);
 		submit(a, req, r, job, xstrdup("{\"success\":true}"), false);
@@ -398,7 +396,11 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 		nerr_clear(&msg);
 		if (json_object_is_type(item, json_type_object))
 			segment_batch_merge_context(body, item);
-		rc = segment_normalize(item, -1, path, now_ms, &a->lim, &ts_ms, &msg);
+		const char *ej;
+		size_t ejl;
+
+		rc = segment_normalize_json(item, -1, path, now_ms, &a->lim, &ts_ms, &ej,
+					    &ejl, &msg);
 		if (rc) {
 			struct json_object *e = json_object_new_object();
 
@@ -414,7 +416,7 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 			metrics_add(&a->m_rejected, 1);
 			continue;
 		}
-		add_event(job, item, now_ms);
+		inbox_job_add(job, INBOX_EVENT, now_ms, ej, ejl);
 		metrics_add(&a->m_events, 1);
 	}
 	if (inbox_job_count(job) == 0) {
@@ -460,12 +462,13 @@ static void method_not_allowed(struct api *a, struct http_req *req, enum route r
 			       const char *allow);
 
 static bool profile_path(const char *path, char *ns, size_t nsz, char *val, size_t vsz,
-			 bool *messages)
+			 bool *messages, bool *consent)
 {
 	const char *p = path + strlen("/v1/profiles/"), *slash = strchr(p, '/'), *tail;
 	size_t nl, vl;
 
 	*messages = false;
+	*consent = false;
 	if (!slash)
 		return false;
 	nl = (size_t)(slash - p);
@@ -473,6 +476,9 @@ static bool profile_path(const char *path, char *ns, size_t nsz, char *val, size
 	tail = strchr(slash + 1, '/');
 	if (tail && strcmp(tail, "/messages") == 0) {
 		*messages = true;
+		vl = (size_t)(tail - slash - 1);
+	} else if (tail && strcmp(tail, "/consent") == 0) {
+		*consent = true;
 		vl = (size_t)(tail - slash - 1);
 	} else if (tail) {
 		return false;
@@ -534,19 +540,109 @@ static void profile_messages(struct api *a, struct http_req *req, uint64_t pid)
 	json_object_put(out);
 }
 
+static struct json_object *admin_body(struct api *a, struct http_req *req, enum route r);
+static void submit_admin(struct api *a, struct http_req *req, enum route r,
+			 struct json_object *op);
+
+/* PUT /v1/profiles/{ns}/{value}/consent with {"email": "granted"} or
+ * {"sms": {"marketing": "denied"}}: applied through the engine, answered with the
+ * profile's consent once applied. */
+static void profile_consent(struct api *a, struct http_req *req, const char *method,
+			    const char *ns, const char *val)
+{
+	struct json_object *body, *op;
+
+	if (strcmp(method, "PUT"))
+		return method_not_allowed(a, req, ROUTE_PROFILES, "PUT");
+	body = admin_body(a, req, ROUTE_PROFILES);
+	if (!body)
+		return;
+	json_object_object_foreach(body, ch, cv)
+	{
+		bool ok_ch =
+			!strcmp(ch, "email") || !strcmp(ch, "sms") || !strcmp(ch, "push");
+		bool ok_val = false;
+
+		if (json_object_is_type(cv, json_type_string)) {
+			ok_val = !strcmp(json_object_get_string(cv), "granted") ||
+				 !strcmp(json_object_get_string(cv), "denied");
+		} else if (json_object_is_type(cv, json_type_object)) {
+			ok_val = json_object_object_length(cv) > 0;
+			json_object_object_foreach(cv, pk, pv)
+			{
+				(void)pk;
+				if (!json_object_is_type(pv, json_type_string) ||
+				    (strcmp(json_object_get_string(pv), "granted") &&
+				     strcmp(json_object_get_string(pv), "denied")))
+					ok_val = false;
+			}
+		}
+		if (!ok_ch || !ok_val) {
+			char field[96];
+
+			snprintf(field, sizeof(field), "%.80s", ch);
+			json_object_put(body);
+			return reply_error(
+				a, req, ROUTE_PROFILES, 400, "invalid", field,
+				ok_ch ? "use \"granted\", \"denied\" or {purpose: "
+					"\"granted\"|\"denied\"}"
+				      : "channel must be email, sms or push");
+		}
+	}
+	if (json_object_object_length(body) == 0) {
+		json_object_put(body);
+		return reply_error(a, req, ROUTE_PROFILES, 400, "invalid", "",
+				   "give at least one channel");
+	}
+	op = json_object_new_object();
+	json_object_object_add(op, "op", json_object_new_string("consent"));
+	json_object_object_add(op, "namespace", json_object_new_string(ns));
+	json_object_object_add(op, "value", json_object_new_string(val));
+	json_object_object_add(op, "consent", body);
+	submit_admin(a, req, ROUTE_PROFILES, op);
+}
+
+/* DELETE /v1/profiles/{ns}/{value}: through the inbox and the engine, which looks
+ * the person up in order with earlier events; answered once applied (404 when no
+ * profile has the identity). */
+static void profile_delete(struct api *a, struct http_req *req, const char *ns,
+			   const char *val)
+{
+	struct json_object *rec = json_object_new_object();
+	struct inbox_job *job = inbox_job_new();
+	size_t len;
+	const char *txt;
+
+	json_object_object_add(rec, "namespace", json_object_new_string(ns));
+	json_object_object_add(rec, "value", json_object_new_string(val));
+	txt = json_object_to_json_string_length(rec, JSON_C_TO_STRING_PLAIN, &len);
+	inbox_job_add(job, INBOX_ERASE, clock_wall_ms(), txt, len);
+	json_object_put(rec);
+	submit(a, req, ROUTE_PROFILES, job, NULL, true);
+}
+
 static void handle_profile(struct api *a, struct http_req *req, const char *method)
 {
 	char ns[128], val[1024];
 	uint64_t pid;
 	enum nerr rc;
-	bool messages;
+	bool messages, consent;
 
-	if (!profile_path(http_req_path(req), ns, sizeof(ns), val, sizeof(val),
-			  &messages)) {
+	if (!profile_path(http_req_path(req), ns, sizeof(ns), val, sizeof(val), &messages,
+			  &consent)) {
 		reply_error(a, req, ROUTE_PROFILES, 404, "not_found", "path",
 			    "use /v1/profiles/{namespace}/{value}");
 		return;
 	}
+	/* Consent changes go to the engine, which looks the person up in order
+	 * with the events before them. */
+	if (consent)
+		return profile_consent(a, req, method, ns, val);
+	if (!messages && strcmp(method, "DELETE") == 0)
+		return profile_delete(a, req, ns, val);
+	if (strcmp(method, "GET"))
+		return method_not_allowed(a, req, ROUTE_PROFILES,
+					  messages ? "GET" : "GET, DELETE");
 	rc = profile_lookup(a->s, NULL, ns, val, &pid);
 	if (rc == NERR_NOTFOUND) {
 		reply_error(a, req, ROUTE_PROFILES, 404, "not_found", "value",
@@ -564,6 +660,8 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 			return method_not_allowed(a, req, ROUTE_PROFILES, "GET");
 		return profile_messages(a, req, pid);
 	}
+	if (strcmp(method, "GET") && strcmp(method, "DELETE"))
+		return method_not_allowed(a, req, ROUTE_PROFILES, "GET, DELETE");
 	if (strcmp(method, "GET") == 0) {
 		struct json_object *obj = NULL;
 
@@ -580,21 +678,6 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 		json_object_put(obj);
 		return;
 	}
-	/* DELETE: through the inbox and the engine; answered once applied. */
-	struct json_object *rec = json_object_new_object();
-	struct inbox_job *job = inbox_job_new();
-	struct buf out;
-	size_t len;
-	const char *txt;
-
-	json_object_object_add(rec, "namespace", json_object_new_string(ns));
-	json_object_object_add(rec, "value", json_object_new_string(val));
-	txt = json_object_to_json_string_length(rec, JSON_C_TO_STRING_PLAIN, &len);
-	inbox_job_add(job, INBOX_ERASE, clock_wall_ms(), txt, len);
-	json_object_put(rec);
-	buf_init(&out, 0);
-	buf_printf(&out, "{\"erased\":true,\"id\":\"%llu\"}", (unsigned long long)pid);
-	submit(a, req, ROUTE_PROFILES, job, buf_take(&out), true);
 }
 
 /* ------------------------------------------------------ journeys, templates */
@@ -1096,7 +1179,10 @@ static void handle_suppression(struct api *a, struct http_req *req, const char *
 			struct json_object *e;
 			char *copy;
 
-			if (!colon)
+			if (!colon ||
+			    (colon - k != 5 && colon - k != 3 && colon - k != 4) ||
+			    (memcmp(k, "email", 5) && memcmp(k, "sms:", 4) &&
+			     memcmp(k, "push", 4)))
 				continue;
 			if (want[0] && ((size_t)(colon - k) != strlen(want) ||
 					memcmp(k, want, strlen(want))))
@@ -1158,6 +1244,128 @@ static void handle_suppression(struct api *a, struct http_req *req, const char *
 	json_object_object_add(op, "address", json_object_new_string(addr));
 	json_object_object_add(op, "reason", json_object_new_string("manual"));
 	submit_admin(a, req, ROUTE_SUPPRESSION, op);
+}
+
+/* ------------------------------------------------- provider feedback (public) */
+
+/* Providers (SNS, Twilio) cannot send a bearer token: they may use ?key=. */
+static bool feedback_authorized(struct api *a, struct http_req *req)
+{
+	const char *q = http_req_query(req), *k;
+	char given[300];
+
+	if (check_bearer(req, a->cfg->admin_key))
+		return true;
+	if (!a->cfg->feedback_key[0])
+		return false;
+	for (k = q; k && *k; k = strchr(k, '&') ? strchr(k, '&') + 1 : NULL) {
+		if (strncmp(k, "key=", 4) == 0) {
+			size_t n = strcspn(k + 4, "&");
+
+			if (n >= sizeof(given) || http_url_decode(k + 4, n, given) < 0)
+				return false;
+			return key_equal(given, strlen(given), a->cfg->feedback_key);
+		}
+	}
+	return false;
+}
+
+static void submit_quiet_op(struct api *a, struct json_object *op)
+{
+	struct inbox_job *job = inbox_job_new();
+	size_t len;
+	const char *txt =
+		json_object_to_json_string_length(op, JSON_C_TO_STRING_PLAIN, &len);
+
+	inbox_job_add(job, INBOX_ADMIN, clock_wall_ms(), txt, len);
+	json_object_put(op);
+	if (inbox_submit(a->ib, job, no_op_done, NULL) != NERR_OK)
+		inbox_job_free(job);
+}
+
+/* POST /v1/feedback/email: nudge's bounce/complaint JSON or SES via SNS.
+ * Hard bounces and complaints suppress the address; soft bounces count. */
+static void feedback_email(struct api *a, struct http_req *req)
+{
+	struct feedback_list l;
+	struct nerr_msg msg = {"", ""};
+	size_t len, suppressed = 0;
+	const char *body = http_req_body(req, &len);
+	enum nerr rc;
+	char out[160];
+
+	feedback_list_init(&l);
+	rc = feedback_parse_email(body, len, &l, &msg);
+	if (rc) {
+		feedback_list_fini(&l);
+		return reply_error(a, req, ROUTE_FEEDBACK, rc == NERR_TOOBIG ? 413 : 400,
+				   rc == NERR_TOOBIG ? "too_large" : "invalid", msg.field,
+				   msg.message);
+	}
+	if (l.source == FEEDBACK_SRC_SNS_SUBSCRIBE)
+		log_warn("api",
+			 "msg=\"SNS subscription needs confirming: open the URL\" url=%s "
+			 "topic=%s",
+			 l.subscribe_url, l.topic_arn);
+	for (size_t i = 0; i < l.n; i++) {
+		struct json_object *op = json_object_new_object();
+
+		json_object_object_add(op, "op", json_object_new_string("bounce"));
+		json_object_object_add(op, "channel", json_object_new_string("email"));
+		json_object_object_add(op, "address",
+				       json_object_new_string(l.items[i].address));
+		json_object_object_add(
+			op, "kind",
+			json_object_new_string(feedback_kind_str(l.items[i].kind)));
+		submit_quiet_op(a, op);
+		suppressed += l.items[i].kind != FEEDBACK_SOFT_BOUNCE;
+	}
+	snprintf(out, sizeof(out), "{\"accepted\":%zu,\"suppressing\":%zu}", l.n,
+		 suppressed);
+	feedback_list_fini(&l);
+	reply_json(a, req, ROUTE_FEEDBACK, 200, out);
+}
+
+/* POST /v1/feedback/sms: a Twilio status callback form. */
+static void feedback_sms(struct api *a, struct http_req *req)
+{
+	struct feedback_sms fb;
+	struct nerr_msg msg = {"", ""};
+	size_t len;
+	const char *body = http_req_body(req, &len);
+	struct json_object *op;
+	enum nerr rc = feedback_parse_sms(body, len, &fb, &msg);
+
+	if (rc)
+		return reply_error(a, req, ROUTE_FEEDBACK, rc == NERR_TOOBIG ? 413 : 400,
+				   rc == NERR_TOOBIG ? "too_large" : "invalid", msg.field,
+				   msg.message);
+	op = json_object_new_object();
+	json_object_object_add(op, "op", json_object_new_string("sms_status"));
+	json_object_object_add(op, "sid", json_object_new_string(fb.provider_id));
+	json_object_object_add(
+		op, "status", json_object_new_string(feedback_sms_status_str(fb.status)));
+	json_object_object_add(op, "error_code", json_object_new_int(fb.error_code));
+	submit_quiet_op(a, op);
+	reply_json(a, req, ROUTE_FEEDBACK, 200, "{\"accepted\":1}");
+}
+
+static void handle_feedback(struct api *a, struct http_req *req, const char *method)
+{
+	const char *path = http_req_path(req);
+
+	if (strcmp(path, "/v1/feedback/email") && strcmp(path, "/v1/feedback/sms"))
+		return reply_error(a, req, ROUTE_FEEDBACK, 404, "not_found", "path",
+				   "no such route");
+	if (strcmp(method, "POST"))
+		return method_not_allowed(a, req, ROUTE_FEEDBACK, "POST");
+	if (!feedback_authorized(a, req))
+		return reply_error(
+			a, req, ROUTE_FEEDBACK, 401, "unauthorized", "key",
+			"the feedback key (?key=) or the admin key is required");
+	if (strcmp(path, "/v1/feedback/email") == 0)
+		return feedback_email(a, req);
+	feedback_sms(a, req);
 }
 
 static void handle_metrics(struct api *a, struct http_req *req)
@@ -1232,6 +1440,8 @@ void api_handle(void *ud, struct http_req *req)
 		bool templates = strncmp(path, "/v1/templates/", 14) == 0;
 		bool clock = a->test_clock && strcmp(path, "/v1/debug/clock") == 0;
 
+		if (strncmp(path, "/v1/feedback/", 13) == 0)
+			return handle_feedback(a, req, method);
 		if (strncmp(path, "/v1/suppression", 15) == 0 &&
 		    (path[15] == '\0' || path[15] == '/')) {
 			if (!check_bearer(req, a->cfg->admin_key))
@@ -1259,9 +1469,10 @@ void api_handle(void *ud, struct http_req *req)
 			return handle_clock(a, req);
 		}
 		if (strncmp(path, "/v1/profiles/", 13) == 0) {
-			if (strcmp(method, "GET") && strcmp(method, "DELETE"))
+			if (strcmp(method, "GET") && strcmp(method, "DELETE") &&
+			    strcmp(method, "PUT"))
 				return method_not_allowed(a, req, ROUTE_PROFILES,
-							  "GET, DELETE");
+							  "GET, PUT, DELETE");
 			if (!check_bearer(req, a->cfg->admin_key))
 				return reply_error(a, req, ROUTE_PROFILES, 401,
 						   "unauthorized", "Authorization",

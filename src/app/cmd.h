@@ -14,5 +14,6 @@ int cmd_render(int argc, char **argv);
 int cmd_journey(int argc, char **argv);
 int cmd_sink(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

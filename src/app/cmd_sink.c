@@ -632,6 +632,7 @@ static void smtp_on_connection(uv_stream_t *server, int status)
 		smtp_close(c);
 		return;
 	}
+	uv_tcp_nodelay(&c->tcp, 1); /* small replies, each awaited by the client */
 	if (s->nconns > SMTP_MAX_CONNS) {
 		smtp_reply(c, "421 4.3.2 too many connections\r\n");
 		smtp_close(c);

@@ -229,6 +229,20 @@ out:
 	json_object_put(ev);
 }
 
+/* Keeps an answer for the request that submitted record seq (loop thread takes it). */
+static void put_result(struct engine *e, uint64_t seq, int status, char *body)
+{
+	struct result *r = xcalloc(1, sizeof(*r));
+
+	r->seq = seq;
+	r->status = status;
+	r->body = body;
+	pthread_mutex_lock(&e->mu);
+	r->next = e->results;
+	e->results = r;
+	pthread_mutex_unlock(&e->mu);
+}
+
 static void apply_erase(struct engine *e, struct journey_batch *jb, uint64_t seq,
 			const char *payload, size_t len)
 {
@@ -245,10 +259,20 @@ static void apply_erase(struct engine *e, struct journey_batch *jb, uint64_t seq
 	if (profile_lookup(e->s, b, json_object_get_string(ns),
 			   json_object_get_string(val), &pid) == NERR_OK &&
 	    (journey_rt_on_erase(e->rt, jb, pid), profile_erase(b, pid) == NERR_OK)) {
+		char body[96];
+
 		metrics_add(&m_erased, 1);
 		e->batch_profiles--;
 		log_info("engine", "msg=\"profile erased\" seq=%llu profile=%llu",
 			 (unsigned long long)seq, (unsigned long long)pid);
+		snprintf(body, sizeof(body), "{\"erased\":true,\"id\":\"%llu\"}",
+			 (unsigned long long)pid);
+		put_result(e, seq, 200, xstrdup(body));
+	} else {
+		put_result(
+			e, seq, 404,
+			xstrdup("{\"error\":{\"code\":\"not_found\",\"field\":\"value\","
+				"\"message\":\"no profile has this identity\"}}"));
 	}
 	metrics_add(&m_applied, 1);
 out:

@@ -41,6 +41,9 @@ static const struct {
 	{ "apply", cmd_apply,
 	  "upload and publish a folder of journeys and templates (DIR [--url URL] "
 	  "[--admin-key KEY] [--no-publish] [--dry-run])" },
+	{ "report", cmd_report,
+	  "print a journey's funnel or the overview from a running server (journey ID | "
+	  "overview [--url URL] [--admin-key KEY] [--version N] [--csv|--json])" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this text" },
 };

@@ -131,6 +131,7 @@ static enum nerr init_smtp(struct deliver_channels *ch, const struct deliver_con
 	ch->smtp_helo = xstrdup(host);
 	ch->smtp_username = dup_or_null(cfg->smtp.username);
 	ch->smtp_password = dup_or_null(cfg->smtp.password);
+	ch->smtp_ca_file = dup_or_null(cfg->smtp.ca_file);
 	ch->smtp_timeout_ms = cfg->smtp.timeout_ms > 0 ? cfg->smtp.timeout_ms : 0;
 	bool v6 = strchr(ch->smtp_host, ':') != NULL;
 	buf_init(&b, 0);
@@ -218,6 +219,9 @@ enum nerr deliver_channels_init(struct deliver_channels *ch,
 {
 	enum nerr rc;
 	memset(ch, 0, sizeof(*ch));
+	ch->smtp_rate_per_s = cfg->smtp.rate_per_s;
+	ch->sms_rate_per_s = cfg->sms.rate_per_s;
+	ch->push_rate_per_s = cfg->push.rate_per_s;
 	rc = init_smtp(ch, cfg, msg);
 	if (rc == NERR_OK)
 		rc = init_sms(ch, cfg, msg);
@@ -230,6 +234,7 @@ enum nerr deliver_channels_init(struct deliver_channels *ch,
 
 void deliver_channels_fini(struct deliver_channels *ch)
 {
+	free(ch->smtp_ca_file);
 	char *all[] = {ch->smtp_host, ch->smtp_username, ch->smtp_password,
 		       ch->smtp_helo, ch->smtp_url,	 ch->smtp_origin,
 		       ch->sms_url,   ch->sms_origin,	 ch->sms_sid,

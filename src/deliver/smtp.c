@@ -19,7 +19,8 @@
  *   - 5xx at RCPT or DATA: PERMFAIL with invalid_recipient (a hard bounce:
  *     the engine suppresses the address);
  *   - 5xx at MAIL: PERMFAIL (the sender is refused; the recipient is not at
- *     fault, so no suppression);
+ *     fault, so no suppression) -- except 530, "authentication required",
+ *     a configuration problem: TEMPFAIL;
  *   - 5xx before that (greeting, EHLO, STARTTLS, AUTH) and connection
  *     failures or timeouts: TEMPFAIL -- a relay or configuration problem that
  *     an operator can fix before the envelope expires, never the recipient's.
@@ -136,6 +137,8 @@ struct curl_slist *deliver_email_setup(const struct deliver_channels *ch, CURL *
 	curl_easy_setopt(e, CURLOPT_USE_SSL,
 			 ch->smtp_tls == DELIVER_TLS_NONE ? (long)CURLUSESSL_NONE
 							  : (long)CURLUSESSL_ALL);
+	if (ch->smtp_ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, ch->smtp_ca_file);
 	if (ch->smtp_username) {
 		curl_easy_setopt(e, CURLOPT_USERNAME, ch->smtp_username);
 		curl_easy_setopt(e, CURLOPT_PASSWORD,
@@ -176,7 +179,9 @@ void deliver_email_verdict(CURLcode res, long code, const struct deliver_prep *p
 {
 	const char *stage = p->queued ? "DATA" : p->verb[0] ? p->verb : "connect";
 	memset(v, 0, sizeof(*v));
-	if (code == 0 && strlen(p->reply) >= 3 && isdigit((unsigned char)p->reply[0]))
+	/* the last reply seen is exact; curl's code may be an earlier one
+	 * (334 during AUTH LOGIN) */
+	if (strlen(p->reply) >= 3 && isdigit((unsigned char)p->reply[0]))
 		code = strtol(p->reply, NULL, 10);
 
 	if (res == CURLE_OK) {
@@ -193,7 +198,9 @@ void deliver_email_verdict(CURLcode res, long code, const struct deliver_prep *p
 	if (code >= 400 && code <= 599) {
 		snprintf(v->reason, sizeof(v->reason), "SMTP %ld at %s: %s", code, stage,
 			 reply_text(p->reply));
-		if (code < 500) {
+		if (code < 500 || code == 530) {
+			/* 530: authentication (or STARTTLS) required, given at
+			 * MAIL -- the configuration's fault, not the message's */
 			v->result = DELIVER_TEMPFAIL;
 		} else if (strcmp(stage, "RCPT") == 0 || strcmp(stage, "DATA") == 0) {
 			v->result = DELIVER_PERMFAIL;

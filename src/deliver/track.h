@@ -36,16 +36,19 @@ const char *track_kind_str(enum track_kind kind);
 #define TRACK_TOKEN_MAX 3000
 
 /*
- * The signing keys. keys[0] signs; every key is tried when parsing (newest
- * first). Caller-provided storage; track_key_fini() wipes it.
+ * The signing keys. Key 0 signs; every key is tried when parsing. Each is
+ * held as two SHA-256 states, after the HMAC inner and outer pad blocks, so a
+ * tag costs two short hashes rather than a full HMAC set-up. Caller-provided
+ * storage, read-only after set-up (threads may share it);
+ * track_key_fini() frees and wipes it.
  */
 struct track_key {
-	unsigned char mac[TRACK_MAX_KEYS][32]; /* HMAC keys derived from secrets */
+	void *ctx[TRACK_MAX_KEYS][2]; /* EVP_MD_CTX *: inner, outer */
 	unsigned nkeys;
 };
 
 /* Sets the current secret (at least TRACK_SECRET_MIN bytes). NERR_INVAL if too
- * short; the key is then unusable (nkeys == 0). */
+ * short; the key is then unusable (nkeys == 0) but still needs no fini. */
 enum nerr track_key_init(struct track_key *k, const char *secret);
 /* Adds a retired secret that still verifies tokens. NERR_LIMIT when full,
  * NERR_INVAL when too short. */
@@ -92,6 +95,14 @@ enum nerr track_token_verify(const struct track_key *k, enum track_kind expect,
  */
 enum nerr track_path_parse(const char *path, enum track_kind *kind, const char **token,
 			   size_t *token_len);
+
+/*
+ * Checks a configured public base URL: absolute http(s), a host, at most 512
+ * bytes, printable ASCII without spaces, quotes, <, >, &, ?, # or backslash
+ * (a path prefix is fine; trailing slashes are ignored). NERR_INVAL
+ * otherwise. Call it at startup: the functions below refuse such a base.
+ */
+enum nerr track_base_check(const char *base_url);
 
 struct track_rewrite_opts {
 	const char *base_url;	     /* public base, e.g. "https://t.example.com" */

@@ -1296,10 +1296,10 @@ static const char *recipient(struct evctx *ec, enum journey_channel ch, char **o
 				   i < json_object_array_length(push);
 		     i++) {
 			struct json_object *d = json_object_array_get_idx(push, i);
-			const char *tok = jstr(d, "token"), *seen = jstr(d, "last_seen");
+			const char *tok = jstr(d, "token"), *seen = jstr(d, "updated_at");
 
 			if (!seen)
-				seen = jstr(d, "seen_at") ? jstr(d, "seen_at") : "";
+				seen = "";
 			if (tok && (!best || strcmp(seen, best_seen) > 0)) {
 				best = tok;
 				best_seen = seen;
@@ -2670,9 +2670,56 @@ void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 	buf_init(&k, 0);
 	if (!what) {
 		result_error(res, 400, "invalid", "op", "unknown operation");
+	} else if (strcmp(what, "consent") == 0 && jstr(op, "namespace") &&
+		   jstr(op, "value") && json_object_object_get_ex(op, "consent", &doc)) {
+		uint64_t pid;
+		struct evctx ec;
+		char mid[64];
+
+		if (profile_lookup(rt->s, jb->b, jstr(op, "namespace"), jstr(op, "value"),
+				   &pid) != NERR_OK) {
+			result_error(res, 404, "not_found", "value",
+				     "no profile has this identity");
+		} else {
+			struct json_object *traits = json_object_new_object(), *o;
+
+			json_object_object_add(traits, "consent", json_object_get(doc));
+			evctx_init(&ec, rt, jb, pid, NULL);
+			snprintf(mid, sizeof(mid), "consent-%llu",
+				 (unsigned long long)jb->seq);
+			apply_traits(rt, jb, &ec, traits, mid);
+			o = json_object_new_object();
+			if (json_object_object_get_ex(ev_profile(&ec), "consent", &doc))
+				json_object_object_add(o, "consent",
+						       json_object_get(doc));
+			evctx_fini(&ec);
+			result_set(res, 200, o);
+		}
 	} else if (strcmp(what, "engagement") == 0) {
 		engagement(rt, jb, jstr(op, "kind") ? jstr(op, "kind") : "",
 			   jstr(op, "envelope"));
+		result_set(res, 200, json_object_new_object());
+	} else if (strcmp(what, "bounce") == 0 && jstr(op, "channel") &&
+		   jstr(op, "address")) {
+		/* Provider feedback: hard bounces and complaints suppress at once; soft
+		 * bounces are counted on the address. */
+		const char *kind = jstr(op, "kind") ? jstr(op, "kind") : "hard_bounce";
+
+		if (strcmp(kind, "soft_bounce") == 0) {
+			struct json_object *cnt, *o = json_object_new_object();
+
+			buf_printf(&k, "soft:%s:%s", jstr(op, "channel"),
+				   jstr(op, "address"));
+			cnt = jb_get_json(jb, STORE_CF_SUPPRESSION, k.data, k.len);
+			json_object_object_add(
+				o, "soft_bounces",
+				json_object_new_int64(jint(cnt, "soft_bounces", 0) + 1));
+			jb_put_json(jb, STORE_CF_SUPPRESSION, k.data, k.len, o);
+			json_object_put(o);
+			json_object_put(cnt);
+		} else {
+			suppress(jb, jstr(op, "channel"), jstr(op, "address"), kind);
+		}
 		result_set(res, 200, json_object_new_object());
 	} else if (strcmp(what, "suppress") == 0 && jstr(op, "channel") &&
 		   jstr(op, "address")) {

@@ -12,17 +12,24 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "base/mem.h"
+
 static struct metric *head, **tail = &head;
+static struct {
+	void (*fn)(void *ud, struct buf *out);
+	void *ud;
+} renderers[METRICS_MAX_RENDERERS];
+static unsigned nrenderers;
 
 const double metrics_latency_seconds_bounds[] = {
-	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-	0.025,	 0.05,	 0.1,	  0.25,	  0.5,	 1,	 2.5,	 5,
-	10,
+	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+	0.05,	 0.1,	 0.25,	  0.5,	  1,	 2.5,	 5,	10,
 };
 const unsigned metrics_latency_seconds_nbounds =
-	sizeof(metrics_latency_seconds_bounds) / sizeof(metrics_latency_seconds_bounds[0]);
-const double metrics_size_bounds[] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000,
-				       2000, 5000, 10000, 20000, 50000 };
+	sizeof(metrics_latency_seconds_bounds) /
+	sizeof(metrics_latency_seconds_bounds[0]);
+const double metrics_size_bounds[] = {1,   2,	 5,    10,   20,    50,	   100,	 200,
+				      500, 1000, 2000, 5000, 10000, 20000, 50000};
 const unsigned metrics_size_nbounds =
 	sizeof(metrics_size_bounds) / sizeof(metrics_size_bounds[0]);
 
@@ -36,6 +43,17 @@ void metrics_register(struct metric *m)
 	m->next = NULL;
 	*tail = m;
 	tail = &m->next;
+}
+
+void metrics_add_renderer(void (*fn)(void *ud, struct buf *out), void *ud)
+{
+	for (unsigned i = 0; i < nrenderers; i++)
+		if (renderers[i].fn == fn && renderers[i].ud == ud)
+			return;
+	ASSERT(nrenderers < METRICS_MAX_RENDERERS);
+	renderers[nrenderers].fn = fn;
+	renderers[nrenderers].ud = ud;
+	nrenderers++;
 }
 
 void metrics_add(struct metric *m, int64_t n)
@@ -63,7 +81,9 @@ void metrics_observe(struct metric *m, double v)
 
 static const char *type_name(enum metric_type t)
 {
-	return t == METRIC_COUNTER ? "counter" : t == METRIC_GAUGE ? "gauge" : "histogram";
+	return t == METRIC_COUNTER ? "counter"
+	       : t == METRIC_GAUGE ? "gauge"
+				   : "histogram";
 }
 
 static void render_series(struct buf *out, struct metric *m)
@@ -71,8 +91,8 @@ static void render_series(struct buf *out, struct metric *m)
 	const char *l = m->labels ? m->labels : "";
 
 	if (m->type != METRIC_HISTOGRAM) {
-		buf_printf(out, "%s%s%s%s %lld\n", m->name, *l ? "{" : "", l, *l ? "}" : "",
-			   (long long)atomic_load(&m->value));
+		buf_printf(out, "%s%s%s%s %lld\n", m->name, *l ? "{" : "", l,
+			   *l ? "}" : "", (long long)atomic_load(&m->value));
 		return;
 	}
 	uint64_t cum = 0;
@@ -109,4 +129,6 @@ void metrics_render(struct buf *out)
 			if (strcmp(p->name, m->name) == 0)
 				render_series(out, p);
 	}
+	for (unsigned i = 0; i < nrenderers; i++)
+		renderers[i].fn(renderers[i].ud, out);
 }

@@ -21,7 +21,7 @@ enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 #define METRIC_MAX_BUCKETS 24
 
 struct metric {
-	const char *name;   /* e.g. "nudge_events_accepted_total" */
+	const char *name; /* e.g. "nudge_events_accepted_total" */
 	const char *help;
 	const char *labels; /* "" or `route="track",status="200"` */
 	enum metric_type type;
@@ -41,8 +41,14 @@ void metrics_register(struct metric *m);
 void metrics_add(struct metric *m, int64_t n);
 void metrics_set(struct metric *m, int64_t v);
 void metrics_observe(struct metric *m, double v);
-/* Appends the whole registry in Prometheus text format. */
+/* Appends the whole registry in Prometheus text format, then the output of
+ * every renderer added with metrics_add_renderer (in the order added). */
 void metrics_render(struct buf *out);
+/* Adds a function that appends whole metric families (HELP, TYPE, series) at
+ * render time, for series whose labels come from stored data (the reports).
+ * Not thread-safe: call at startup; fn runs on the thread that renders. */
+#define METRICS_MAX_RENDERERS 8
+void metrics_add_renderer(void (*fn)(void *ud, struct buf *out), void *ud);
 
 /* Shared bucket layouts. */
 extern const double metrics_latency_seconds_bounds[];

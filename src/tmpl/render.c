@@ -9,8 +9,12 @@
  * innermost first), then assign/capture variables (locals), then
  * increment/decrement counters, then the global context. {% render %} gets fresh
  * locals and counters and sees only its arguments and the globals; {% include %}
- * shares everything with its caller.
- * Invariants: (1) rs_fail records the first error only and every caller returns
+ * shares everything with its caller. A {% snippet %} is a value (V_SNIPPET) in
+ * the locals pointing at its body in a compiled template that outlives the
+ * render (the main one or a cached partial); {% render name %} runs it like a
+ * stored snippet. A few heap buffers (the filters' string builder, array
+ * printing, the partial cache) are freed before tmpl_render returns.
+ * Invariants: (1) tmpl_rs_fail records the first error only and every caller returns
  *   -1 after it; (2) output, loop steps, scratch memory, filter work and partial
  *   depth are all counted against st->lim, so a render ends in bounded time and
  *   space; (3) partials compiled during a render are freed before tmpl_render

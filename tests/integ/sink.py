@@ -29,6 +29,9 @@ class Sink:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
+                    if (self.headers.get("Content-Type") or "").startswith("application/x-www-form-urlencoded"):
+                        from urllib.parse import parse_qs
+                        body = {k: v[0] for k, v in parse_qs(body).items()}
                 with sink.lock:
                     sink.requests.append({"method": self.command, "path": self.path,
                                           "headers": dict(self.headers), "body": body, "raw": raw})
@@ -36,7 +39,13 @@ class Sink:
                     if fail:
                         sink.fail_first -= 1
                 status = 503 if fail else sink.status
-                out = json.dumps(sink.response).encode()
+                resp = sink.response
+                # Answer like the providers nudge talks to.
+                if self.path.endswith("/Messages.json"):
+                    resp = {"sid": "SM%032x" % len(sink.requests), "status": "queued"}
+                elif self.path.endswith("/messages:send"):
+                    resp = {"name": "projects/p/messages/%d" % len(sink.requests)}
+                out = json.dumps(resp).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))

@@ -97,7 +97,7 @@ class ApplyTest(unittest.TestCase):
     def broken_cart(self, jid="broken-cart"):
         doc = copy.deepcopy(example_journeys()["cart-abandonment"])
         doc["id"] = jid
-        doc["steps"]["remind"]["webhook"]["url"] = "ftp://example.com/x"
+        doc["steps"]["remind"] = {"webhook": {"url": "ftp://example.com/x", "body": "{}"}, "next": "done"}
         doc["steps"]["wait_order"]["wait_for"]["timeout"] = "soon"
         return doc
 
@@ -129,7 +129,8 @@ class ApplyTest(unittest.TestCase):
         for n in sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".json")):
             with open(os.path.join(EXAMPLES, n)) as f:
                 by_file.append("journey " + json.load(f)["id"])
-        self.assertEqual(order, ["template " + t for t in sorted(templates)] + by_file)
+        tfiles = [n[:-5] for n in sorted(os.listdir(os.path.join(EXAMPLES, "templates"))) if n.endswith(".json")]
+        self.assertEqual(order, ["template " + t for t in tfiles] + by_file)
         self.assertIn("0 failed", p.stdout.splitlines()[-1])
 
     def test_applying_twice_bumps_every_version(self):
@@ -173,31 +174,31 @@ class ApplyTest(unittest.TestCase):
 
     def test_invalid_template_fails_and_journeys_still_go(self):
         self.server()
-        d = self.make_dir(journeys={"cart.json": example_journeys()["cart-abandonment"]},
+        d = self.make_dir(journeys={"cart.json": example_journeys()["split-test"]},
                           templates={"fax": {"channel": "fax", "body": "hi"}})
         p = self.apply(d)
         self.assertEqual(p.returncode, 1, p.stdout)
         self.assertIn("template fax: invalid\n  channel: channel must be", p.stdout)
         self.assertEqual(self.get("/v1/templates/fax").status, 404)
-        self.assertEqual(self.journey("cart-abandonment")["status"], "active")
+        self.assertEqual(self.journey("split-test")["status"], "active")
 
     def test_two_files_with_one_id_apply_only_the_first(self):
         self.server()
-        first = example_journeys()["cart-abandonment"]
+        first = example_journeys()["split-test"]
         second = copy.deepcopy(first)
         second["name"] = "the second file"
         d = self.make_dir(journeys={"a.json": first, "b.json": second})
         for extra in (["--dry-run"], []):
             p = self.apply(d, *extra)
             self.assertEqual(p.returncode, 1, p.stdout)
-            self.assertIn("journey cart-abandonment: invalid\n  id: a.json already has this id; "
+            self.assertIn("journey split-test: invalid\n  id: a.json already has this id; "
                           "this file (b.json) was not applied\n", p.stdout)
-        st = self.journey("cart-abandonment")
+        st = self.journey("split-test")
         self.assertEqual([v["definition"]["name"] for v in st["versions"]], [first["name"]])
 
     def test_bad_json_is_reported_with_file_and_position(self):
         self.server()
-        d = self.make_dir(journeys={"b-cart.json": example_journeys()["cart-abandonment"]},
+        d = self.make_dir(journeys={"b-cart.json": example_journeys()["split-test"]},
                           raw={"a-bad.json": '{\n  "id": "bad",\n  "steps": {,}\n}\n',
                                "templates/t-bad.json": '{"channel": "sms", "body": "x"'})
         p = self.apply(d)
@@ -206,7 +207,7 @@ class ApplyTest(unittest.TestCase):
                          % re_escape(os.path.join(d, "a-bad.json")))
         self.assertRegex(p.stdout, r"(?m)^%s: bad JSON at line 1, column \d+ \(byte \d+\): unexpected end"
                          % re_escape(os.path.join(d, "templates", "t-bad.json")))
-        self.assertEqual(self.journey("cart-abandonment")["status"], "active")
+        self.assertEqual(self.journey("split-test")["status"], "active")
         self.assertEqual(self.get("/v1/journeys/bad").status, 404)
         self.assertIn("2 failed", p.stdout.splitlines()[-1])
 

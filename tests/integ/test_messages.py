@@ -149,6 +149,31 @@ class MessageTest(unittest.TestCase):
         self.assertEqual(self.metric("nudge_messages_excluded_total", '{reason="no_consent"}'), before + 1)
         self.assertEqual(len(self.messages(u, 1)), 1)
 
+    def test_consent_api_grants_and_denies(self):
+        u = self.user()
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"email": {"marketing": "denied"}}, auth="admin")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["consent"]["email"]["marketing"], "denied")
+        self.request_promo(u)
+        deadline = time.time() + 5
+        before = self.metric("nudge_messages_excluded_total", '{reason="no_consent"}')
+        self.request_promo(u)
+        while time.time() < deadline and self.metric("nudge_messages_excluded_total", '{reason="no_consent"}') == before:
+            time.sleep(0.05)
+        self.assertGreater(self.metric("nudge_messages_excluded_total", '{reason="no_consent"}'), before)
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"email": "granted"}, auth="admin")
+        self.assertEqual(r.json()["consent"]["email"]["marketing"], "granted")
+        self.request_promo(u)
+        self.assertEqual(len(self.messages(u, 1)), 1)
+        # Validation names the field.
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"fax": "granted"}, auth="admin")
+        self.assertEqual((r.status, r.json()["error"]["field"]), (400, "fax"))
+        r = self.srv.request("PUT", "/v1/profiles/user_id/%s/consent" % u, {"sms": "maybe"}, auth="admin")
+        self.assertEqual((r.status, r.json()["error"]["field"]), (400, "sms"))
+        r = self.srv.request("PUT", "/v1/profiles/user_id/nobody-%s/consent" % u, {"sms": "denied"}, auth="admin")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(self.srv.request("PUT", "/v1/profiles/user_id/" + u, {}, auth="admin").status, 405)
+
     def test_suppression_list_excludes(self):
         email = "supp-%s@example.com" % uuid.uuid4().hex[:6]
         u = self.user(email=email)
@@ -165,6 +190,40 @@ class MessageTest(unittest.TestCase):
         self.assertEqual(self.srv.request("DELETE", "/v1/suppression/email/" + email, auth="admin").status, 200)
         self.request_promo(u)
         self.assertEqual(len(self.messages(u, 1)), 1)
+
+    def suppressed(self, addr):
+        r = self.srv.request("GET", "/v1/suppression?channel=email", auth="admin")
+        return {i["address"]: i for i in r.json()["items"]}.get(addr)
+
+    def test_bounce_and_complaint_feedback_suppress(self):
+        import json as _json
+        a1, a2, a3 = ("fb-%s@example.com" % uuid.uuid4().hex[:6] for _ in range(3))
+        # nudge's own format
+        r = self.srv.request("POST", "/v1/feedback/email",
+                             [{"type": "bounce", "email": a1, "permanent": True, "reason": "550 5.1.1"},
+                              {"type": "bounce", "email": a3, "permanent": False}], auth="admin")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"accepted": 2, "suppressing": 1})
+        # SES complaint as delivered by SNS
+        ses = {"notificationType": "Complaint",
+               "complaint": {"complainedRecipients": [{"emailAddress": a2.upper()}],
+                             "timestamp": "2026-11-27T10:00:00.000Z", "feedbackId": "x"},
+               "mail": {"messageId": "m1", "destination": [a2]}}
+        sns = {"Type": "Notification", "MessageId": "n1", "TopicArn": "arn:aws:sns:eu-west-1:1:ses",
+               "Message": _json.dumps(ses), "Timestamp": "2026-11-27T10:00:00.000Z"}
+        r = self.srv.request("POST", "/v1/feedback/email", sns, auth="admin")
+        self.assertEqual(r.status, 200, r)
+        deadline = time.time() + 5
+        while time.time() < deadline and not (self.suppressed(a1) and self.suppressed(a2)):
+            time.sleep(0.05)
+        self.assertEqual(self.suppressed(a1)["reason"], "hard_bounce")
+        self.assertEqual(self.suppressed(a2)["reason"], "complaint")
+        self.assertIsNone(self.suppressed(a3))
+        # Bad input names the field; no key, no entry.
+        r = self.srv.request("POST", "/v1/feedback/email", [{"type": "bounce"}], auth="admin")
+        self.assertEqual(r.status, 400)
+        self.assertTrue(r.json()["error"]["field"])
+        self.assertEqual(self.srv.request("POST", "/v1/feedback/email", [], auth=None).status, 401)
 
     def test_header_injection_is_refused(self):
         u = self.user(first="Eve\r\nBcc: victim@example.com")

@@ -8,11 +8,19 @@
                                      line, "STAGE CODE TEXT" (STAGE MAIL, RCPT or
                                      DATA), each used once, in order; a message
                                      refused at DATA is kept in DIR/rejected-N.eml.
+                                     Options: --tls starttls|tls (a self-signed
+                                     certificate for 127.0.0.1 is made with the
+                                     openssl tool, DIR/cert.pem; STARTTLS is then
+                                     required, or the listener is TLS from the
+                                     first byte) and --auth USER:PASS (AUTH
+                                     required, PLAIN and LOGIN).
     python3 smtp_peer.py parse FILE  prints, as JSON, what Python's email parser
                                      reads in a message: headers (decoded), MIME
                                      structure, decoded parts.
 """
 import asyncio
+import logging
+import warnings
 import email
 import email.policy
 import json
@@ -72,21 +80,50 @@ class Handler:
             f.write(envelope.original_content)
         with open(base + ".json", "w") as f:
             json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
-                       "peer": session.peer[1]}, f)
+                       "peer": session.peer[1],
+                       "tls": server.transport.get_extra_info("sslcontext") is not None,
+                       "auth": session.auth_data.login.decode() if session.authenticated else None}, f)
         os.replace(base + ".eml.tmp", base + ".eml")
         return "250 2.0.0 Ok: queued as Q%d" % self.n
 
 
-def serve(d):
-    from aiosmtpd.smtp import SMTP
+def serve(d, args):
+    warnings.simplefilter("ignore")  # aiosmtpd's advice on AUTH without STARTTLS
+    logging.disable(logging.CRITICAL)  # handshakes our tests abort on purpose
+    import ssl
+    import subprocess
+    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+    opts = dict(zip(args[::2], args[1::2]))
+    kw = {"hostname": "peer.test", "data_size_limit": 1 << 20}
+    ctx = None
+    if "--tls" in opts:
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        if opts["--tls"] == "starttls":
+            kw.update(tls_context=ctx, require_starttls=True)
+        else:
+            kw.update(auth_require_tls=False)
+    if "--auth" in opts:
+        user, pw = opts["--auth"].split(":", 1)
+
+        def authenticator(server, session, envelope, mechanism, data):
+            ok = (isinstance(data, LoginPassword) and data.login == user.encode()
+                  and data.password == pw.encode())
+            return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+        kw.update(authenticator=authenticator, auth_required=True)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     handler = Handler(d)
     loop = asyncio.new_event_loop()
     srv = loop.run_until_complete(loop.create_server(
-        lambda: SMTP(handler, hostname="peer.test", data_size_limit=1 << 20),
-        sock=sock))
+        lambda: SMTP(handler, **kw), sock=sock,
+        ssl=ctx if opts.get("--tls") == "tls" else None))
     with open(os.path.join(d, "port.tmp"), "w") as f:
         f.write(str(sock.getsockname()[1]))
     os.replace(os.path.join(d, "port.tmp"), os.path.join(d, "port"))
@@ -127,6 +164,6 @@ def parse(path):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve(sys.argv[2])
+        serve(sys.argv[2], sys.argv[3:])
     else:
         parse(sys.argv[2])

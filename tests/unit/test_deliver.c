@@ -822,7 +822,7 @@ static void per_host_cap_limits_concurrent_requests(void **state)
 	char *url = peer_url(p, "/");
 	p->hold_ms = 100;
 	for (int i = 0; i < 8; i++) {
-		char id[16];
+		char id[32];
 		snprintf(id, sizeof(id), "c%d", i);
 		assert_int_equal(deliver_submit(d, request(id, url, "{}")), NERR_OK);
 	}
@@ -843,7 +843,7 @@ static void global_cap_limits_concurrent_requests(void **state)
 	char *url = peer_url(p, "/");
 	p->hold_ms = 100;
 	for (int i = 0; i < 9; i++) {
-		char id[16];
+		char id[32];
 		snprintf(id, sizeof(id), "g%d", i);
 		assert_int_equal(deliver_submit(d, request(id, url, "{}")), NERR_OK);
 	}
@@ -919,13 +919,17 @@ static void stop_abandons_in_flight_without_reporting(void **state)
 
 /* ---- email: aiosmtpd as a child process ---- */
 
-static struct {
+struct smtp_peer {
 	pid_t pid;
 	char dir[64];
 	int port;
 	unsigned base; /* messages accepted before the current test */
 	unsigned rejected_base;
-} smtp;
+};
+
+/* the plain peer, started for the whole email group; sp is the one the
+ * helpers below look at */
+static struct smtp_peer plain_peer, *sp = &plain_peer;
 
 static const char *python(void)
 {
@@ -945,28 +949,40 @@ static unsigned count_files(const char *prefix)
 	char path[128];
 	unsigned n = 0;
 	for (;; n++) {
-		snprintf(path, sizeof(path), "%s/%s-%u.eml", smtp.dir, prefix, n + 1);
+		snprintf(path, sizeof(path), "%s/%s-%u.eml", sp->dir, prefix, n + 1);
 		if (access(path, F_OK) != 0)
 			return n;
 	}
 }
 
-static int smtp_up(void **state)
+/* Starts aiosmtpd into p; extra is NULL or the TLS/AUTH options of
+ * smtp_peer.py. */
+static int peer_up(struct smtp_peer *p, const char *const *extra)
 {
 	char script[256], path[128];
-	snprintf(smtp.dir, sizeof(smtp.dir), "/tmp/nudge-smtp-XXXXXX");
-	assert_non_null(mkdtemp(smtp.dir));
+	const char *argv[12];
+	int n = 0;
+	memset(p, 0, sizeof(*p));
+	snprintf(p->dir, sizeof(p->dir), "/tmp/nudge-smtp-XXXXXX");
+	assert_non_null(mkdtemp(p->dir));
 	peer_script(script, sizeof(script));
-	smtp.pid = fork();
-	if (smtp.pid == 0) {
-		execlp(python(), python(), script, "serve", smtp.dir, (char *)NULL);
+	argv[n++] = python();
+	argv[n++] = script;
+	argv[n++] = "serve";
+	argv[n++] = p->dir;
+	for (; extra && *extra && n < 11; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+	p->pid = fork();
+	if (p->pid == 0) {
+		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
-	snprintf(path, sizeof(path), "%s/port", smtp.dir);
+	snprintf(path, sizeof(path), "%s/port", p->dir);
 	for (int i = 0; i < 1000; i++) {
 		FILE *f = fopen(path, "r");
 		if (f) {
-			int ok = fscanf(f, "%d", &smtp.port);
+			int ok = fscanf(f, "%d", &p->port);
 			fclose(f);
 			if (ok == 1)
 				return 0;
@@ -977,34 +993,42 @@ static int smtp_up(void **state)
 	return -1;
 }
 
-static int smtp_down(void **state)
+static int peer_down(struct smtp_peer *p)
 {
 	char cmd[128];
-	if (smtp.pid > 0) {
-		kill(smtp.pid, SIGTERM);
-		waitpid(smtp.pid, NULL, 0);
+	if (p->pid > 0) {
+		kill(p->pid, SIGTERM);
+		waitpid(p->pid, NULL, 0);
 	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", smtp.dir);
-	if (system(cmd) != 0)
-		return -1;
-	return 0;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p->dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int smtp_up(void **state)
+{
+	return peer_up(&plain_peer, NULL);
+}
+
+static int smtp_down(void **state)
+{
+	return peer_down(&plain_peer);
 }
 
 static int smtp_reset(void **state)
 {
 	char path[128];
 	reset_sink(state);
-	snprintf(path, sizeof(path), "%s/plan", smtp.dir);
+	snprintf(path, sizeof(path), "%s/plan", sp->dir);
 	unlink(path);
-	smtp.base = count_files("msg");
-	smtp.rejected_base = count_files("rejected");
+	sp->base = count_files("msg");
+	sp->rejected_base = count_files("rejected");
 	return 0;
 }
 
 static void smtp_plan(const char *lines)
 {
 	char path[128];
-	snprintf(path, sizeof(path), "%s/plan", smtp.dir);
+	snprintf(path, sizeof(path), "%s/plan", sp->dir);
 	FILE *f = fopen(path, "w");
 	assert_non_null(f);
 	fputs(lines, f);
@@ -1018,9 +1042,8 @@ static struct json_object *smtp_parsed(const char *prefix, unsigned i)
 	char cmd[512], script[256];
 	struct buf out;
 	peer_script(script, sizeof(script));
-	snprintf(cmd, sizeof(cmd), "%s %s parse %s/%s-%u.eml", python(), script, smtp.dir,
-		 prefix,
-		 i + (strcmp(prefix, "msg") == 0 ? smtp.base : smtp.rejected_base));
+	snprintf(cmd, sizeof(cmd), "%s %s parse %s/%s-%u.eml", python(), script, sp->dir,
+		 prefix, i + (strcmp(prefix, "msg") == 0 ? sp->base : sp->rejected_base));
 	FILE *f = popen(cmd, "r");
 	assert_non_null(f);
 	buf_init(&out, 0);
@@ -1039,7 +1062,7 @@ static struct json_object *smtp_parsed(const char *prefix, unsigned i)
 static struct json_object *smtp_envelope(unsigned i)
 {
 	char path[128];
-	snprintf(path, sizeof(path), "%s/msg-%u.json", smtp.dir, i + smtp.base);
+	snprintf(path, sizeof(path), "%s/msg-%u.json", sp->dir, i + sp->base);
 	struct json_object *o = json_object_from_file(path);
 	assert_non_null(o);
 	return o;
@@ -1078,7 +1101,7 @@ static struct deliver *start_smtp(unsigned connections)
 	cfg.backoff_base_ms = 5;
 	cfg.backoff_cap_ms = 100;
 	cfg.smtp.host = "127.0.0.1";
-	cfg.smtp.port = smtp.port;
+	cfg.smtp.port = sp->port;
 	cfg.smtp.connections = connections;
 	cfg.smtp.helo = "nudge.test";
 	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
@@ -1115,9 +1138,9 @@ static void add_email_header(struct deliver_request *r, const char *name,
 
 static unsigned smtp_wait_msgs(unsigned n)
 {
-	for (int i = 0; i < 500 && count_files("msg") < smtp.base + n; i++)
+	for (int i = 0; i < 500 && count_files("msg") < sp->base + n; i++)
 		usleep(10 * 1000);
-	return count_files("msg") - smtp.base;
+	return count_files("msg") - sp->base;
 }
 
 static void email_is_multipart_utf8_with_list_unsubscribe(void **state)
@@ -1144,7 +1167,7 @@ static void email_is_multipart_utf8_with_list_unsubscribe(void **state)
 	assert_int_equal(g->attempts, 1);
 	assert_false(g->invalid_recipient);
 	char qid[16];
-	snprintf(qid, sizeof(qid), "Q%u", smtp.base + 1);
+	snprintf(qid, sizeof(qid), "Q%u", sp->base + 1);
 	assert_string_equal(g->provider_id, qid);
 	assert_int_equal(smtp_wait_msgs(1), 1);
 
@@ -1235,7 +1258,7 @@ static void smtp_451_is_retried_with_the_same_message_id(void **state)
 	assert_int_equal(sink.got[0].result, DELIVER_OK);
 	assert_int_equal(sink.got[0].attempts, 2);
 	assert_int_equal(smtp_wait_msgs(1), 1);
-	assert_int_equal(count_files("rejected") - smtp.rejected_base, 1);
+	assert_int_equal(count_files("rejected") - sp->rejected_base, 1);
 	struct json_object *sent = smtp_parsed("msg", 1);
 	struct json_object *refused = smtp_parsed("rejected", 1);
 	assert_string_equal(jstr(sent, "headers.Message-ID"), "<env-retry-1@nudge.test>");
@@ -1355,7 +1378,7 @@ static void header_injection_is_refused_before_sending(void **state)
 		assert_int_equal(sink.got[i].invalid_recipient, i == 6);
 	}
 	usleep(50 * 1000);
-	assert_int_equal(count_files("msg"), smtp.base);
+	assert_int_equal(count_files("msg"), sp->base);
 	deliver_free(d);
 }
 
@@ -1364,7 +1387,7 @@ static void smtp_connections_are_pooled_and_reused(void **state)
 	struct deliver *d = start_smtp(1);
 	unsigned conns = 0;
 	for (int i = 0; i < 5; i++) {
-		char id[16];
+		char id[32];
 		snprintf(id, sizeof(id), "pool1-%d", i);
 		assert_int_equal(
 			deliver_submit(d, email_req(id, "h@example.org", "s", NULL, "b")),
@@ -1392,7 +1415,7 @@ static void smtp_connections_are_pooled_and_reused(void **state)
 	smtp_reset(state);
 	d = start_smtp(4);
 	for (int i = 0; i < 20; i++) {
-		char id[16];
+		char id[32];
 		snprintf(id, sizeof(id), "pool4-%d", i);
 		assert_int_equal(
 			deliver_submit(d, email_req(id, "h@example.org", "s", NULL, "b")),
@@ -1469,6 +1492,116 @@ static void smtp_config_is_checked(void **state)
 	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_INVAL);
 	assert_string_equal(msg.field, "sms.base_url");
 	assert_null(d);
+}
+
+static struct deliver *start_tls(struct smtp_peer *p, const char *tls,
+				 const char *password, bool trust)
+{
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	char ca[128];
+	snprintf(ca, sizeof(ca), "%s/cert.pem", p->dir);
+	deliver_config_default(&cfg);
+	cfg.backoff_base_ms = 5;
+	cfg.smtp.host = "127.0.0.1";
+	cfg.smtp.port = p->port;
+	cfg.smtp.tls = tls;
+	cfg.smtp.username = "nudge";
+	cfg.smtp.password = password;
+	cfg.smtp.connections = 1;
+	cfg.smtp.helo = "nudge.test";
+	cfg.smtp.ca_file = trust ? ca : NULL;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	return d;
+}
+
+static struct smtp_peer tls_peer;
+
+static int tls_down(void **state)
+{
+	sp = &plain_peer;
+	return tls_peer.pid > 0 ? peer_down(&tls_peer) : 0;
+}
+
+static void smtp_starttls_and_auth(void **state)
+{
+	struct smtp_peer *tp = &tls_peer;
+	const char *extra[] = {"--tls", "starttls", "--auth", "nudge:s3cret", NULL};
+	assert_int_equal(peer_up(tp, extra), 0);
+	sp = tp;
+
+	struct deliver *d = start_tls(tp, "starttls", "s3cret", true);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(
+			deliver_submit(d, email_req(i ? "tls-2" : "tls-1",
+						    "ann@example.org", "s", NULL, "b")),
+			NERR_OK);
+	wait_outcomes(3);
+	unsigned conns = 0;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		conns += sink.got[i].connections;
+	}
+	assert_int_equal(conns, 1); /* one TLS session, authenticated once */
+	assert_int_equal(smtp_wait_msgs(3), 3);
+	struct json_object *env = smtp_envelope(1);
+	assert_true(json_object_get_boolean(json_object_object_get(env, "tls")));
+	assert_string_equal(jstr(env, "auth"), "nudge");
+	json_object_put(env);
+	deliver_free(d);
+
+	/* a wrong password, an unverifiable certificate, no TLS at all: the
+	 * configuration is wrong, not the message -- temporary, never a bounce */
+	reset_sink(state);
+	d = start_tls(tp, "starttls", "wrong", true);
+	assert_int_equal(
+		deliver_submit(d, email_req("tls-pw", "ann@example.org", "s", NULL, "b")),
+		NERR_OK);
+	struct deliver *d2 = start_tls(tp, "starttls", "s3cret", false);
+	assert_int_equal(deliver_submit(d2, email_req("tls-ca", "ann@example.org", "s",
+						      NULL, "b")),
+			 NERR_OK);
+	struct deliver *d3 = start_tls(tp, "none", NULL, false);
+	assert_int_equal(deliver_submit(d3, email_req("tls-no", "ann@example.org", "s",
+						      NULL, "b")),
+			 NERR_OK);
+	wait_outcomes(3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_TEMPFAIL);
+		assert_false(sink.got[i].invalid_recipient);
+		if (strcmp(sink.got[i].id, "tls-pw") == 0)
+			assert_int_equal(sink.got[i].status, 535);
+		if (strcmp(sink.got[i].id, "tls-no") == 0)
+			assert_int_equal(sink.got[i].status, 530);
+	}
+	assert_int_equal(count_files("msg") - sp->base, 3);
+	deliver_free(d);
+	deliver_free(d2);
+	deliver_free(d3);
+}
+
+static void smtp_implicit_tls(void **state)
+{
+	struct smtp_peer *tp = &tls_peer;
+	const char *extra[] = {"--tls", "tls", "--auth", "nudge:s3cret", NULL};
+	assert_int_equal(peer_up(tp, extra), 0);
+	sp = tp;
+	struct deliver *d = start_tls(tp, "tls", "s3cret", true);
+	assert_int_equal(deliver_submit(d, email_req("smtps-1", "ann@example.org",
+						     "Grüße", "<p>x</p>", NULL)),
+			 NERR_OK);
+	wait_outcomes(1);
+	assert_int_equal(sink.got[0].result, DELIVER_OK);
+	assert_int_equal(smtp_wait_msgs(1), 1);
+	struct json_object *env = smtp_envelope(1);
+	assert_true(json_object_get_boolean(json_object_object_get(env, "tls")));
+	assert_string_equal(jstr(env, "auth"), "nudge");
+	json_object_put(env);
+	struct json_object *m = smtp_parsed("msg", 1);
+	assert_string_equal(jstr(m, "headers.Subject"), "Grüße");
+	json_object_put(m);
+	deliver_free(d);
 }
 
 /* ---- sms and push: the HTTP peer stands for the provider ---- */
@@ -1617,6 +1750,41 @@ static void sms_429_and_5xx_are_retried(void **state)
 	wait_outcomes(2);
 	assert_int_equal(sink.got[1].result, DELIVER_TEMPFAIL);
 	assert_int_equal(sink.got[1].attempts, 2);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void sms_rate_limit_spaces_requests(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	char base[64];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", p->port);
+	deliver_config_default(&cfg);
+	cfg.sms.base_url = base;
+	cfg.sms.account_sid = "AC1";
+	cfg.sms.auth_token = "t";
+	cfg.sms.from = "+15005550006";
+	cfg.sms.rate_per_s = 40;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	p->status = 201;
+	p->answer = "{\"sid\":\"SM1\"}";
+	/* a second's worth (40) goes at once, the other 20 at 40/s: >= 0.5 s */
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(deliver_submit(d, sms_req("rate", "+14155550100", "x")),
+				 NERR_OK);
+	wait_outcomes(60);
+	int64_t longest = 0;
+	for (int i = 0; i < 60; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		if (sink.got[i].duration_ms > longest)
+			longest = sink.got[i].duration_ms;
+	}
+	assert_true(longest >= 450);
+	assert_true(longest < 5000);
+	assert_int_equal(peer_total(p), 60);
 	deliver_free(d);
 	peer_free(p);
 }
@@ -1800,6 +1968,7 @@ int main(void)
 		cmocka_unit_test_setup(sms_invalid_number_is_permfail_invalid_recipient,
 				       reset_sink),
 		cmocka_unit_test_setup(sms_429_and_5xx_are_retried, reset_sink),
+		cmocka_unit_test_setup(sms_rate_limit_spaces_requests, reset_sink),
 		cmocka_unit_test(e164_numbers),
 		cmocka_unit_test_setup(push_request_has_the_fcm_shape, reset_sink),
 		cmocka_unit_test_setup(push_unregistered_token_is_invalid_recipient,
@@ -1823,6 +1992,9 @@ int main(void)
 				       smtp_reset),
 		cmocka_unit_test_setup(smtp_relay_down_is_tempfail, smtp_reset),
 		cmocka_unit_test_setup(smtp_config_is_checked, smtp_reset),
+		cmocka_unit_test_setup_teardown(smtp_starttls_and_auth, reset_sink,
+						tls_down),
+		cmocka_unit_test_setup_teardown(smtp_implicit_tls, reset_sink, tls_down),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	failed += cmocka_run_group_tests(email, smtp_up, smtp_down);

@@ -257,6 +257,7 @@ static void short_secret_refused(void **state)
 	assert_int_equal(track_key_init(&k, SECRET), NERR_OK);
 	assert_int_equal(track_key_add_old(&k, "short"), NERR_INVAL);
 	assert_int_equal(k.nkeys, 1);
+	track_key_fini(&k);
 }
 
 static void wrong_kind_refused_by_verify(void **state)
@@ -374,6 +375,8 @@ static void authentic_but_malformed_payload_is_refused(void **state)
 	unsigned char click_crlf[] = {1,   2,	1,   'a', 'h', 't',  't',
 				      'p', ':', '/', '/', 'x', '\r', '\n'};
 	unsigned char unpacked_hex[] = {1, 1, 2, 'a', 'b'}; /* make would pack it */
+	unsigned char long_id[3 + 200];
+	unsigned char long_packed[3 + 100];
 	struct {
 		const unsigned char *p;
 		size_t n;
@@ -389,6 +392,16 @@ static void authentic_but_malformed_payload_is_refused(void **state)
 		   {click_crlf, sizeof(click_crlf)},
 		   {unpacked_hex, sizeof(unpacked_hex)}};
 
+	/* Ids longer than TRACK_ID_MAX, plain (200 'z') and packed (200 hex
+	 * digits): authentic, but make never writes them. */
+	long_id[0] = 1, long_id[1] = 1, long_id[2] = 200;
+	memset(long_id + 3, 'z', 200);
+	long_packed[0] = 1, long_packed[1] = 1 | 0x80, long_packed[2] = 100;
+	memset(long_packed + 3, 0xab, 100);
+	handmade(long_id, sizeof(long_id), tok);
+	assert_int_equal(track_token_parse(&key, tok, &c), NERR_AUTH);
+	handmade(long_packed, sizeof(long_packed), tok);
+	assert_int_equal(track_token_parse(&key, tok, &c), NERR_AUTH);
 	handmade(ok, sizeof(ok), tok);
 	assert_int_equal(track_token_parse(&key, tok, &c), NERR_OK);
 	assert_string_equal(c.url, "http://x");
@@ -813,6 +826,10 @@ static void bad_options_and_output_cap(void **state)
 		assert_int_equal(track_rewrite_html(html, strlen(html), &o, &out),
 				 NERR_INVAL);
 	}
+	for (size_t i = 0; i < sizeof(bad_bases) / sizeof(bad_bases[0]); i++)
+		assert_int_equal(track_base_check(bad_bases[i]), NERR_INVAL);
+	assert_int_equal(track_base_check("https://example.com/nudge/"), NERR_OK);
+	assert_int_equal(track_base_check("http://127.0.0.1:8080"), NERR_OK);
 	o.base_url = BASE;
 	o.envelope_id = "bad id";
 	assert_int_equal(track_rewrite_html(html, strlen(html), &o, &out), NERR_INVAL);
