@@ -11,11 +11,15 @@
  * reuse a kept-alive connection.
  *
  * Scheduling: jobs wait in a FIFO per destination ("host", keyed by
- * scheme://host:port). A host with waiting jobs and fewer than
- * per_host_concurrency transfers running sits in a round-robin list of
- * runnable hosts; pump() starts jobs from that list while fewer than
- * max_concurrency transfers run. So a slow receiver fills only its own slots
- * and every other receiver keeps its turn.
+ * scheme://host:port for webhooks, and one key per channel for email, SMS
+ * and push). A host with waiting jobs and fewer than its limit of transfers
+ * running (per_host_concurrency; smtp.connections for the relay) sits in a
+ * round-robin list of runnable hosts; pump() starts jobs from that list while
+ * fewer than max_concurrency transfers run. So a slow receiver fills only its
+ * own slots and every other receiver keeps its turn. A channel with a rate
+ * limit takes a token per start from a bucket holding one second's worth;
+ * when it is empty the host waits on the throttled list until rate_timer
+ * says a token is due.
  *
  * Life of a job: submitted (incoming queue) -> accepted on the thread
  * (checked; a malformed request ends here as PERMFAIL) -> queued on its host
@@ -25,11 +29,15 @@
  * jitter: attempt n waits a uniform random time in [0, min(cap, base*2^(n-1))],
  * at least the receiver's Retry-After (429, 503) up to the cap.
  *
- * Outcomes: 2xx OK; 429 and 5xx, timeouts and network errors TEMPFAIL; other
- * statuses (4xx, and 3xx since redirects are not followed) PERMFAIL; a
- * destination refused by the SSRF guard (ssrf.c), checked in curl's
- * open-socket callback on the address about to be connected, PERMFAIL
- * "destination not allowed".
+ * Outcomes (webhooks): 2xx OK; 429 and 5xx, timeouts and network errors
+ * TEMPFAIL; other statuses (4xx, and 3xx since redirects are not followed)
+ * PERMFAIL; a destination refused by the SSRF guard (ssrf.c), checked in
+ * curl's open-socket callback on the address about to be connected, PERMFAIL
+ * "destination not allowed". Email, SMS and push are judged by their
+ * transports (smtp.c, sms.c, push.c: deliver_*_verdict), which also say when
+ * the recipient itself is bad; their messages are built once when accepted
+ * (deliver_*_prepare) and their endpoints, from the configuration, are not
+ * guarded.
  *
  * Stopping abandons queued, running and waiting jobs without reporting them:
  * the engine still has them pending in its outbox and resends them after a
