@@ -6,34 +6,38 @@
  * builds a batch; they add to an in-memory table keyed by the encoded
  * dimensions (one struct acc per distinct dims, holding a delta per metric), so
  * the hot path touches no store. report_flush() walks the entries touched in
- * this batch and does one read-modify-write per (dims, metric) into the batch:
- * the all-time total and the current minute's bucket. The batch then commits
- * with the state change the counts describe (invariant 2), so after a crash
- * the re-run batch counts again exactly what it re-does. Entries stay in the
- * table between batches (no allocation in steady state) until it grows past
- * ACC_TABLE_MAX, when it is emptied. Because the engine is the only writer of
- * these keys, an entry also remembers the values it last wrote, so a counter
- * is read from the store once per process (and once per minute for buckets),
- * not once per batch; report_discard() forgets them, since a flush whose
- * commit failed left them wrong. A handful of recently used dims are matched
- * by comparing strings before anything is encoded or hashed (the hot path:
- * about 0.1 us per count).
+ * this batch and writes, per entry, two keys into the batch: the dims' all-time
+ * totals and the dims' bucket of the current minute, each one packed value
+ * holding every non-zero metric of the dims (one put per dims, not per metric,
+ * keeps the engine's write batch small). The batch then commits with the state
+ * change the counts describe (invariant 2), so after a crash the re-run batch
+ * counts again exactly what it re-does. Entries stay in the table between
+ * batches (no allocation in steady state) until it grows past ACC_TABLE_MAX,
+ * when it is emptied. Because the engine is the only writer of these keys, an
+ * entry also remembers the values it last wrote, so a dims is read from the
+ * store once per process (and once per minute for its bucket), not once per
+ * batch; report_discard() forgets them, since a flush whose commit failed left
+ * them wrong. The caller's string pointers find a recently used dims in a small
+ * direct-mapped cache, confirmed by comparing the strings, before anything is
+ * encoded or hashed (the hot path: tens of ns per count).
  *
  * A "metric" is a counter (enum report_counter) or one cell of a latency
  * histogram: a bucket (non-cumulative count of observations <= its bound) or
- * the sum in microseconds. Each has a stable name used in the keys, so adding
- * a counter never reinterprets stored data.
+ * the sum in microseconds. Each has a stable name stored with its value, so
+ * adding a counter never reinterprets stored data (and names this build does
+ * not know are kept as they are).
  *
  * On-disk format (STORE_CF_COUNTERS), US = 0x1f, dims = journey US version
  * (decimal) US step US template US channel US arm, control bytes in a dimension
  * replaced by '_':
- *   't' dims US name -> int64 (8 bytes big-endian, two's complement)
+ *   't' dims -> packed metrics
  *   'm' journey US minute(u64 BE) version US step US template US channel US arm
- *       US name -> int64, minute = wall ms / 60000
- * conversion_value is stored in millionths; latency sums in microseconds.
- * Minute keys sort by journey, then time, so a journey's series reads only its
- * own keys, and pruning reads only each journey's oldest keys (one seek per
- * journey to skip the rest).
+ *       -> packed metrics, minute = wall ms / 60000
+ * packed metrics = repeated [u8 name length][name][int64 big-endian, two's
+ * complement], zeros omitted. conversion_value is stored in millionths, latency
+ * sums in microseconds. Minute keys sort by journey, then time, so a journey's
+ * series reads only its own keys, and pruning reads only each journey's oldest
+ * keys (one seek per journey to skip the rest).
  *
  * Reads (report_journey, ...) iterate committed keys and aggregate; label and
  * row cardinality is bounded by journeys x steps x templates x channels x arms,
@@ -58,6 +62,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/map.h"
 #include "base/mem.h"
 #include "report/metrics.h"
@@ -202,20 +207,25 @@ struct acc {
 	uint64_t nz[NZ_WORDS]; /* metrics with a pending delta */
 	int64_t v[NM];
 	/* The stored values as of the last flush (the engine is the only writer,
-	 * so once read they need not be read again): totals, and the buckets of
-	 * `minute`. A bit in *known says the value is there. */
-	uint64_t tknown[NZ_WORDS], mknown[NZ_WORDS];
+	 * so once read they need not be read again): totals, and the bucket of
+	 * `minute`, valid when *known; entries with names this build does not
+	 * know are kept as they were in *other and written back. */
+	bool tknown, mknown;
 	int64_t minute;
 	int64_t total[NM];
 	int64_t mval[NM];
+	struct buf tother, mother;
 };
 
-/* A recently used dims (copies of the caller's strings) and its entry: most
- * counts of a batch repeat a handful of dims, and comparing a few short strings
- * is much cheaper than encoding and hashing them. */
-#define DCACHE_SIZE 8
+/* A recently used dims and its entry, found by hashing the caller's string
+ * pointers (the engine passes the same definition strings again and again) and
+ * confirmed by comparing the strings with copies, so reused memory can never
+ * alias another dims. Much cheaper than encoding and hashing the strings. */
+#define DCACHE_SIZE 256 /* power of two */
 struct dcache {
-	char *f[5]; /* journey, step, template, channel, arm; owned; NULL = unused */
+	const void
+		*p[5]; /* the caller's pointers: journey, step, template, channel, arm */
+	char *f[5];    /* copies of the strings; owned; NULL = unused */
 	unsigned version;
 	struct acc *a;
 };
@@ -226,9 +236,8 @@ struct report {
 	struct acc *dirty;    /* entries touched since the last flush */
 	int64_t pruned_below; /* minute: older buckets are known gone (0 = unknown) */
 	struct dcache cache[DCACHE_SIZE];
-	unsigned cache_next;
 	struct buf prune_from; /* where an unfinished prune pass goes on ("" = start) */
-	struct buf key;	       /* scratch */
+	struct buf key, val;   /* scratch */
 };
 
 #define DIMS_MAX_BYTES (6 * (DIM_MAX_BYTES + 1) + 16)
@@ -278,6 +287,7 @@ enum nerr report_open(struct store *s, struct report **out)
 	r->s = s;
 	map_init(&r->accs);
 	buf_init(&r->key, 0);
+	buf_init(&r->val, 0);
 	buf_init(&r->prune_from, 0);
 	*out = r;
 	return NERR_OK;
@@ -304,6 +314,8 @@ static void accs_clear(struct report *r)
 		struct acc *a = v;
 
 		free(a->dims);
+		buf_fini(&a->tother);
+		buf_fini(&a->mother);
 		free(a);
 	}
 	map_fini(&r->accs);
@@ -318,6 +330,7 @@ void report_free(struct report *r)
 	accs_clear(r);
 	map_fini(&r->accs);
 	buf_fini(&r->key);
+	buf_fini(&r->val);
 	buf_fini(&r->prune_from);
 	free(r);
 }
@@ -327,19 +340,30 @@ static bool same(const char *cached, const char *s)
 	return strcmp(cached, s ? s : "") == 0;
 }
 
+static size_t dims_hash(const void *const p[5], unsigned version)
+{
+	uint64_t h = version * 0x9E3779B97F4A7C15ull;
+
+	for (int i = 0; i < 5; i++)
+		h = (h ^ (uint64_t)(uintptr_t)p[i]) * 0x100000001B3ull;
+	return (size_t)(h ^ (h >> 29)) & (DCACHE_SIZE - 1);
+}
+
 /* Returns the entry of d, creating it on first use. */
 static struct acc *acc_get(struct report *r, const struct report_dims *d)
 {
 	const char *f[5] = {d->journey, d->step, d->template_id, d->channel, d->arm};
+	const void *p[5] = {f[0], f[1], f[2], f[3], f[4]};
+	struct dcache *c = &r->cache[dims_hash(p, d->version)];
 	char enc[DIMS_MAX_BYTES];
-	struct dcache *c;
 	struct acc *a;
 
-	for (unsigned i = 0; i < DCACHE_SIZE; i++) {
-		c = &r->cache[i];
-		if (c->a && c->version == d->version && same(c->f[0], f[0]) &&
-		    same(c->f[1], f[1]) && same(c->f[2], f[2]) && same(c->f[3], f[3]) &&
-		    same(c->f[4], f[4]))
+	if (c->a && c->version == d->version) {
+		bool hit = true;
+
+		for (int i = 0; i < 5 && hit; i++)
+			hit = c->p[i] == p[i] && same(c->f[i], f[i]);
+		if (hit)
 			return c->a;
 	}
 	encode_dims(enc, d);
@@ -349,11 +373,10 @@ static struct acc *acc_get(struct report *r, const struct report_dims *d)
 		a->dims = xstrdup(enc);
 		map_put(&r->accs, a->dims, a);
 	}
-	c = &r->cache[r->cache_next];
-	r->cache_next = (r->cache_next + 1) % DCACHE_SIZE;
-	for (unsigned j = 0; j < 5; j++) {
-		free(c->f[j]);
-		c->f[j] = xstrdup(f[j] ? f[j] : "");
+	for (int i = 0; i < 5; i++) {
+		free(c->f[i]);
+		c->f[i] = xstrdup(f[i] ? f[i] : "");
+		c->p[i] = p[i];
 	}
 	c->version = d->version;
 	c->a = a;
@@ -406,35 +429,93 @@ static int64_t get_i64(const void *p)
 	return (int64_t)store_get_u64(p);
 }
 
-/* Returns the int64 stored at key (reading through the batch), 0 if absent. */
-static int64_t read_value(struct store_batch *b, const struct buf *key)
+/*
+ * Walks a packed value: entries of [u8 name length][name][int64 big-endian].
+ * Calls fn for each (idx -1 for a name this build does not know); returns
+ * false when the value is malformed.
+ */
+static bool
+unpack(const char *v, size_t vl,
+       void (*fn)(void *ud, int idx, const char *name, size_t nl, int64_t val), void *ud)
 {
-	char *v = NULL;
-	size_t len = 0;
-	int64_t cur = 0;
+	size_t off = 0;
 
-	if (store_batch_get(b, STORE_CF_COUNTERS, key->data, key->len, &v, &len) ==
-		    NERR_OK &&
-	    len == 8)
-		cur = get_i64(v);
-	free(v);
-	return cur;
+	while (off < vl) {
+		size_t nl = (unsigned char)v[off];
+
+		if (off + 1 + nl + 8 > vl)
+			return false;
+		fn(ud, metric_index(v + off + 1, nl), v + off + 1, nl,
+		   get_i64(v + off + 1 + nl));
+		off += 1 + nl + 8;
+	}
+	return true;
 }
 
-/* Adds delta to the value at key, cached in *val when bit is set in *known. */
-static void add_to(struct store_batch *b, const struct buf *key, int idx, uint64_t *known,
-		   int64_t *val, int64_t delta)
-{
-	uint64_t bit = 1ull << (idx % 64);
-	unsigned char out[8];
+struct load_ctx {
+	int64_t *vals;
+	struct buf *other;
+};
 
-	if (!(known[idx / 64] & bit)) {
-		*val = read_value(b, key);
-		known[idx / 64] |= bit;
+static void load_one(void *ud, int idx, const char *name, size_t nl, int64_t val)
+{
+	struct load_ctx *c = ud;
+	unsigned char l = (unsigned char)nl, vb[8];
+
+	if (idx >= 0) {
+		c->vals[idx] = val;
+		return;
 	}
-	*val += delta;
-	store_put_u64(out, (uint64_t)*val);
-	store_batch_put(b, STORE_CF_COUNTERS, key->data, key->len, out, 8);
+	store_put_u64(vb, (uint64_t)val);
+	buf_putc(c->other, (char)l);
+	buf_append(c->other, name, nl);
+	buf_append(c->other, vb, 8);
+}
+
+/* Reads the packed value at key (through the batch) into vals and other. */
+static void load_value(struct store_batch *b, const struct buf *key, int64_t *vals,
+		       struct buf *other)
+{
+	struct load_ctx c = {vals, other};
+	char *v = NULL;
+	size_t len = 0;
+
+	memset(vals, 0, NM * sizeof(*vals));
+	buf_reset(other);
+	if (store_batch_get(b, STORE_CF_COUNTERS, key->data, key->len, &v, &len) ==
+		    NERR_OK &&
+	    !unpack(v, len, load_one, &c)) {
+		log_warn("report",
+			 "msg=\"malformed counters value; restarted from 0\" bytes=%zu",
+			 len);
+		memset(vals, 0, NM * sizeof(*vals));
+		buf_reset(other);
+	}
+	free(v);
+}
+
+/* Writes vals (non-zero entries) and other, packed, at key. */
+static void store_value(struct store_batch *b, const struct buf *key, const int64_t *vals,
+			const struct buf *other, struct buf *scratch)
+{
+	buf_reset(scratch);
+	for (int i = 0; i < NM; i++) {
+		const char *name;
+		unsigned char vb[8];
+		size_t nl;
+
+		if (!vals[i])
+			continue;
+		name = metric_name(i);
+		nl = strlen(name);
+		store_put_u64(vb, (uint64_t)vals[i]);
+		buf_putc(scratch, (char)nl);
+		buf_append(scratch, name, nl);
+		buf_append(scratch, vb, 8);
+	}
+	buf_append(scratch, other->data ? other->data : "", other->len);
+	store_batch_put(b, STORE_CF_COUNTERS, key->data, key->len,
+			scratch->data ? scratch->data : "", scratch->len);
 }
 
 /* Splits a minute key into the journey's length and the minute; false if
@@ -533,6 +614,17 @@ static void prune(struct report *r, struct store_batch *b, int64_t minute)
 	}
 }
 
+/* Adds a's pending deltas to vals. */
+static void add_pending(const struct acc *a, int64_t *vals)
+{
+	for (int w = 0; w < NZ_WORDS; w++)
+		for (uint64_t bits = a->nz[w]; bits; bits &= bits - 1) {
+			int idx = w * 64 + __builtin_ctzll(bits);
+
+			vals[idx] += a->v[idx];
+		}
+}
+
 void report_flush(struct report *r, struct store_batch *b, int64_t now_ms)
 {
 	int64_t minute = now_ms / MINUTE_MS;
@@ -541,35 +633,37 @@ void report_flush(struct report *r, struct store_batch *b, int64_t now_ms)
 	store_put_u64(mb, (uint64_t)minute);
 	for (struct acc *a = r->dirty; a; a = a->next_dirty) {
 		size_t jl = strcspn(a->dims, "\x1f"); /* the journey */
+		struct buf *k = &r->key;
 
 		if (a->minute != minute) {
 			a->minute = minute;
-			memset(a->mknown, 0, sizeof(a->mknown));
+			a->mknown = false;
 		}
-		for (int w = 0; w < NZ_WORDS; w++) {
-			for (uint64_t bits = a->nz[w]; bits; bits &= bits - 1) {
-				int idx = w * 64 + __builtin_ctzll(bits);
-				int64_t delta = a->v[idx];
-
-				a->v[idx] = 0;
-				if (delta == 0)
-					continue;
-				buf_reset(&r->key);
-				buf_putc(&r->key, 't');
-				buf_printf(&r->key, "%s%c%s", a->dims, US,
-					   metric_name(idx));
-				add_to(b, &r->key, idx, a->tknown, &a->total[idx], delta);
-				buf_reset(&r->key);
-				buf_putc(&r->key, 'm');
-				buf_append(&r->key, a->dims, jl);
-				buf_putc(&r->key, US);
-				buf_append(&r->key, mb, 8);
-				buf_printf(&r->key, "%s%c%s", a->dims + jl + 1, US,
-					   metric_name(idx));
-				add_to(b, &r->key, idx, a->mknown, &a->mval[idx], delta);
-			}
-			a->nz[w] = 0;
+		buf_reset(k);
+		buf_putc(k, 't');
+		buf_puts(k, a->dims);
+		if (!a->tknown) {
+			load_value(b, k, a->total, &a->tother);
+			a->tknown = true;
 		}
+		add_pending(a, a->total);
+		store_value(b, k, a->total, &a->tother, &r->val);
+		buf_reset(k);
+		buf_putc(k, 'm');
+		buf_append(k, a->dims, jl);
+		buf_putc(k, US);
+		buf_append(k, mb, 8);
+		buf_puts(k, a->dims + jl + 1);
+		if (!a->mknown) {
+			load_value(b, k, a->mval, &a->mother);
+			a->mknown = true;
+		}
+		add_pending(a, a->mval);
+		store_value(b, k, a->mval, &a->mother, &r->val);
+		for (int w = 0; w < NZ_WORDS; w++)
+			for (uint64_t bits = a->nz[w]; bits; bits &= bits - 1)
+				a->v[w * 64 + __builtin_ctzll(bits)] = 0;
+		memset(a->nz, 0, sizeof(a->nz));
 		a->dirty = false;
 	}
 	r->dirty = NULL;
@@ -593,6 +687,7 @@ void report_discard(struct report *r)
 /* One stored value with its parsed dims (strings point into `key`). */
 struct row {
 	char *key; /* owned copy of the dims part, NUL-separated */
+	size_t keylen;
 	const char *journey, *step, *template_id, *channel, *arm;
 	unsigned version;
 	int idx;
@@ -612,27 +707,28 @@ static void rows_fini(struct rows *rs)
 	free(rs->v);
 }
 
-/* Parses "dims US name" (len bytes) into row; false when malformed or unknown. */
-static bool parse_row(const char *p, size_t len, struct row *row)
+/* Parses encoded dims (len bytes) into row (row->key owned); false when
+ * malformed. */
+static bool parse_dims(const char *p, size_t len, struct row *row)
 {
-	const char *f[7];
-	size_t fl[7];
+	const char *f[6];
+	size_t fl[6];
 	unsigned nf = 0;
 	const char *start = p;
 
-	for (size_t i = 0; i <= len && nf < 7; i++)
+	for (size_t i = 0; i <= len; i++)
 		if (i == len || p[i] == US) {
+			if (nf == 6)
+				return false;
 			f[nf] = start;
 			fl[nf] = (size_t)(p + i - start);
 			nf++;
 			start = p + i + 1;
 		}
-	if (nf != 7)
-		return false;
-	row->idx = metric_index(f[6], fl[6]);
-	if (row->idx < 0)
+	if (nf != 6)
 		return false;
 	row->key = xmalloc(len + 1);
+	row->keylen = len;
 	memcpy(row->key, p, len);
 	row->key[len] = '\0';
 	for (unsigned i = 0; i < 6; i++)
@@ -644,6 +740,21 @@ static bool parse_row(const char *p, size_t len, struct row *row)
 	row->channel = row->key + (f[4] - p);
 	row->arm = row->key + (f[5] - p);
 	return true;
+}
+
+/* A copy of row with its own key. */
+static struct row row_copy(const struct row *row)
+{
+	struct row c = *row;
+
+	c.key = xmalloc(row->keylen + 1);
+	memcpy(c.key, row->key, row->keylen + 1);
+	c.journey = c.key + (row->journey - row->key);
+	c.step = c.key + (row->step - row->key);
+	c.template_id = c.key + (row->template_id - row->key);
+	c.channel = c.key + (row->channel - row->key);
+	c.arm = c.key + (row->arm - row->key);
+	return c;
 }
 
 /* What a read selects. NULL / 0 = any. */
@@ -671,6 +782,35 @@ static void rows_push(struct rows *rs, const struct row *row)
 	rs->v[rs->n++] = *row;
 }
 
+struct push_ctx {
+	struct rows *rs;
+	const struct row *dims;
+};
+
+static void push_one(void *ud, int idx, const char *name, size_t nl, int64_t val)
+{
+	struct push_ctx *c = ud;
+	struct row row;
+
+	if (idx < 0)
+		return;
+	row = row_copy(c->dims);
+	row.idx = idx;
+	row.value = val;
+	rows_push(c->rs, &row);
+}
+
+/* Adds one row per metric of the packed value v when the dims match f. */
+static void push_packed(struct rows *rs, const struct filter *f, struct row *dims,
+			const char *v, size_t vl)
+{
+	struct push_ctx c = {rs, dims};
+
+	if (row_matches(dims, f))
+		unpack(v, vl, push_one, &c);
+	free(dims->key);
+}
+
 /* Loads the all-time totals matching f. */
 static void load_totals(struct store *s, const struct filter *f, struct rows *rs)
 {
@@ -691,13 +831,8 @@ static void load_totals(struct store *s, const struct filter *f, struct rows *rs
 
 		if (kl < prefix.len || memcmp(k, prefix.data, prefix.len) != 0)
 			break;
-		if (vl != 8 || !parse_row(k + 1, kl - 1, &row))
-			continue;
-		row.value = get_i64(v);
-		if (row_matches(&row, f))
-			rows_push(rs, &row);
-		else
-			free(row.key);
+		if (parse_dims(k + 1, kl - 1, &row))
+			push_packed(rs, f, &row, v, vl);
 	}
 	store_iter_free(it);
 	buf_fini(&prefix);
@@ -754,13 +889,8 @@ static void load_minutes(struct store *s, const struct filter *f, int64_t from_m
 		buf_append(&tmp, k + 1, jl + 1);
 		buf_append(&tmp, k + 1 + jl + 1 + 8, kl - (jl + 2 + 8));
 		row.minute = m;
-		if (vl == 8 && parse_row(tmp.data, tmp.len, &row)) {
-			row.value = get_i64(v);
-			if (row_matches(&row, f))
-				rows_push(rs, &row);
-			else
-				free(row.key);
-		}
+		if (parse_dims(tmp.data, tmp.len, &row))
+			push_packed(rs, f, &row, v, vl);
 		store_iter_next(it);
 	}
 	store_iter_free(it);
@@ -942,6 +1072,7 @@ static struct json_object *latency_json(const struct agg *a)
 struct group {
 	char *name;	/* owned */
 	char *extra[3]; /* owned sub-keys (template, channel, ...) or NULL */
+	char *label;	/* owned; not part of the key (an arm's split step) */
 	struct agg a;
 };
 
@@ -982,6 +1113,7 @@ static void groups_fini(struct groups *g)
 {
 	for (size_t i = 0; i < g->n; i++) {
 		free(g->v[i].name);
+		free(g->v[i].label);
 		for (int j = 0; j < 3; j++)
 			free(g->v[i].extra[j]);
 	}
@@ -1318,8 +1450,8 @@ static struct json_object *arms_json(const struct rows *rs)
 		if (!row->arm[0])
 			continue;
 		gr = group_get(&g, row->arm, NULL, NULL, NULL);
-		if (row->idx == REPORT_ENTERED && row->step[0] && !gr->extra[0])
-			gr->extra[0] = xstrdup(row->step);
+		if (row->idx == REPORT_ENTERED && row->step[0] && !gr->label)
+			gr->label = xstrdup(row->step);
 		agg_add(&gr->a, row, false);
 	}
 	sort_groups(g.v, g.n);
@@ -1327,9 +1459,9 @@ static struct json_object *arms_json(const struct rows *rs)
 		struct json_object *m = json_object_new_object();
 
 		json_object_object_add(m, "arm", json_object_new_string(g.v[i].name));
-		json_object_object_add(
-			m, "step",
-			g.v[i].extra[0] ? json_object_new_string(g.v[i].extra[0]) : NULL);
+		json_object_object_add(m, "step",
+				       g.v[i].label ? json_object_new_string(g.v[i].label)
+						    : NULL);
 		json_object_object_add(m, "entered",
 				       json_object_new_int64(g.v[i].a.v[REPORT_ENTERED]));
 		add_conversions(m, &g.v[i].a, true);

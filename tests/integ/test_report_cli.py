@@ -314,7 +314,7 @@ class ReportEndToEnd(unittest.TestCase):
             time.sleep(0.1)
         # user 0 opens twice, user 1 once; users 2, 3, 4 convert.
         for u, times in ((users[0], 2), (users[1], 1)):
-            html = [e for e in self.messages(u) if e.get("html")][0]["html"]
+            html = [e for e in self.messages(u) if e.get("message")][0]["message"]["html"]
             pixel = re.search(r'src="(http://[^"]+/t/o/[^"]+)"', html).group(1)
             for _ in range(times):
                 urllib.request.urlopen(pixel, timeout=10).read()

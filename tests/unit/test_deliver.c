@@ -1754,6 +1754,41 @@ static void sms_429_and_5xx_are_retried(void **state)
 	peer_free(p);
 }
 
+static void sms_rate_limit_spaces_requests(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	char base[64];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", p->port);
+	deliver_config_default(&cfg);
+	cfg.sms.base_url = base;
+	cfg.sms.account_sid = "AC1";
+	cfg.sms.auth_token = "t";
+	cfg.sms.from = "+15005550006";
+	cfg.sms.rate_per_s = 40;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	p->status = 201;
+	p->answer = "{\"sid\":\"SM1\"}";
+	/* a second's worth (40) goes at once, the other 20 at 40/s: >= 0.5 s */
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(deliver_submit(d, sms_req("rate", "+14155550100", "x")),
+				 NERR_OK);
+	wait_outcomes(60);
+	int64_t longest = 0;
+	for (int i = 0; i < 60; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		if (sink.got[i].duration_ms > longest)
+			longest = sink.got[i].duration_ms;
+	}
+	assert_true(longest >= 450);
+	assert_true(longest < 5000);
+	assert_int_equal(peer_total(p), 60);
+	deliver_free(d);
+	peer_free(p);
+}
+
 static void e164_numbers(void **state)
 {
 	static const char *good[] = {"+14155550100", "+447700900123", "+4930123456",
@@ -1933,6 +1968,7 @@ int main(void)
 		cmocka_unit_test_setup(sms_invalid_number_is_permfail_invalid_recipient,
 				       reset_sink),
 		cmocka_unit_test_setup(sms_429_and_5xx_are_retried, reset_sink),
+		cmocka_unit_test_setup(sms_rate_limit_spaces_requests, reset_sink),
 		cmocka_unit_test(e164_numbers),
 		cmocka_unit_test_setup(push_request_has_the_fcm_shape, reset_sink),
 		cmocka_unit_test_setup(push_unregistered_token_is_invalid_recipient,

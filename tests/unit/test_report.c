@@ -218,6 +218,50 @@ static void many_interleaved_dims_each_keep_their_own_counts(void **state)
 	json_object_put(o);
 }
 
+/* Appends a packed entry [len][name][int64 BE]. */
+static void pack(struct buf *b, const char *name, int64_t v)
+{
+	unsigned char vb[8];
+
+	buf_putc(b, (char)strlen(name));
+	buf_puts(b, name);
+	store_put_u64(vb, (uint64_t)v);
+	buf_append(b, vb, 8);
+}
+
+static void names_from_a_newer_build_are_kept(void **state)
+{
+	struct store_batch *b = store_batch_new(s);
+	static const char key[] = "tcart\x1f"
+				  "1\x1f\x1f\x1f\x1f";
+	struct buf v;
+	char *got = NULL;
+	size_t len;
+	struct json_object *o;
+
+	buf_init(&v, 0);
+	pack(&v, "entered", 4);
+	pack(&v, "future_counter", 7);
+	store_batch_put(b, STORE_CF_COUNTERS, key, sizeof(key) - 1, v.data, v.len);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	store_batch_free(b);
+	report_count(r, &J, REPORT_ENTERED, 1);
+	commit_at(T0);
+	o = journey_json("cart", &(struct report_query){0});
+	assert_int_equal(iat(o, "totals.entered"), 5);
+	json_object_put(o);
+	assert_int_equal(
+		store_get(s, STORE_CF_COUNTERS, key, sizeof(key) - 1, &got, &len),
+		NERR_OK);
+	buf_reset(&v);
+	pack(&v, "entered", 5);
+	pack(&v, "future_counter", 7);
+	assert_int_equal(len, v.len);
+	assert_memory_equal(got, v.data, len);
+	free(got);
+	buf_fini(&v);
+}
+
 static void totals_and_minute_buckets_survive_reopen(void **state)
 {
 	struct report_query q = {.bucket = "minute", .now_ms = T0 + 10 * MIN};
@@ -477,6 +521,12 @@ static void rates_and_funnel_are_computed_from_the_counts(void **state)
 	report_count(r, &M1, REPORT_CLICKED, 3);
 	report_count(r, &M1, REPORT_CLICKED_UNIQUE, 1);
 	report_count(r, &MA, REPORT_CONVERSIONS, 2);
+	/* A step that sorts after the split step: its rows come after the arm's. */
+	report_count(
+		r,
+		&(struct report_dims){
+			.journey = "cart", .version = 1, .step = "thanks", .arm = "B"},
+		REPORT_CONVERSIONS, 3);
 	report_count(r, &MA, REPORT_CONVERSION_VALUE, 30.5);
 	assert_true(report_exit_counter("goal", &c));
 	assert_int_equal(c, REPORT_EXITED_GOAL);
@@ -489,8 +539,8 @@ static void rates_and_funnel_are_computed_from_the_counts(void **state)
 	o = journey_json("cart", &q);
 	assert_int_equal(iat(o, "totals.entered"), 10);
 	assert_int_equal(iat(o, "totals.exited.goal"), 3);
-	assert_int_equal(iat(o, "totals.conversions"), 2);
-	assert_true(dat(o, "totals.conversion_rate") == 0.2);
+	assert_int_equal(iat(o, "totals.conversions"), 5);
+	assert_true(dat(o, "totals.conversion_rate") == 0.5);
 	assert_int_equal(iat(o, "messages.0.excluded.no_consent"), 2);
 	assert_int_equal(iat(o, "messages.0.excluded_total"), 2);
 	assert_true(dat(o, "messages.0.delivery_rate") == 5.0 / 6.0);
@@ -505,8 +555,11 @@ static void rates_and_funnel_are_computed_from_the_counts(void **state)
 	assert_int_equal(iat(o, "arms.0.conversions"), 2);
 	assert_true(dat(o, "arms.0.conversion_rate") == 0.5);
 	assert_true(dat(o, "arms.0.conversion_value") == 30.5);
+	assert_int_equal(json_object_array_length(at(o, "arms")), 2);
+	assert_string_equal(json_object_get_string(at(o, "arms.1.step")), "split");
 	assert_int_equal(iat(o, "arms.1.entered"), 6);
-	assert_true(dat(o, "arms.1.conversion_rate") == 0.0);
+	assert_int_equal(iat(o, "arms.1.conversions"), 3);
+	assert_true(dat(o, "arms.1.conversion_rate") == 0.5);
 	/* Latency: 2 of 3 at <= 5 ms, p50 is that bucket's bound. */
 	assert_int_equal(iat(o, "latency.event_to_entry.count"), 3);
 	assert_true(dat(o, "latency.event_to_entry.p50") == 0.005);
@@ -620,11 +673,12 @@ static void csv_has_one_row_per_counter_with_a_header(void **state)
 	report_count(r, &odd, REPORT_ERRORS, 1);
 	commit_at(T0);
 	assert_int_equal(report_journey(s, "cart", &q, &out, NULL), NERR_OK);
-	assert_string_equal(buf_str(&out),
-			    "journey,version,step,template,channel,arm,counter,value\r\n"
-			    "cart,1,\"a,b\",\"t\"\"q\",,,errors,1\r\n"
-			    "cart,1,remind,cart-reminder,email,,conversion_value,12.5\r\n"
-			    "cart,1,remind,cart-reminder,email,,sent,2\r\n");
+	assert_string_equal(
+		buf_str(&out),
+		"journey,version,step,template,channel,arm,counter,value\r\n"
+		"cart,1,\"a,b\",\"t\"\"q\",,,errors,1\r\n"
+		"cart,1,remind,cart-reminder,email,,sent,2\r\n"
+		"cart,1,remind,cart-reminder,email,,conversion_value,12.5\r\n");
 	buf_reset(&out);
 	q.bucket = "minute";
 	q.now_ms = T0 + MIN;
@@ -808,6 +862,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			many_interleaved_dims_each_keep_their_own_counts, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(names_from_a_newer_build_are_kept, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(totals_and_minute_buckets_survive_reopen,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
