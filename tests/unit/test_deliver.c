@@ -1604,6 +1604,39 @@ static void smtp_implicit_tls(void **state)
 	deliver_free(d);
 }
 
+static void smtp_session_closed_by_the_relay_is_replaced(void **state)
+{
+	struct smtp_peer *tp = &tls_peer;
+	const char *extra[] = {"--timeout", "0.3", NULL};
+	assert_int_equal(peer_up(tp, extra), 0);
+	sp = tp;
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	deliver_config_default(&cfg);
+	cfg.smtp.host = "127.0.0.1";
+	cfg.smtp.port = tp->port;
+	cfg.smtp.connections = 1;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	assert_int_equal(
+		deliver_submit(d, email_req("idle-1", "a@example.org", "s", NULL, "b")),
+		NERR_OK);
+	wait_outcomes(1);
+	usleep(800 * 1000); /* the relay drops the idle session meanwhile */
+	/* no retries: the dead session must not cost the message an attempt */
+	assert_int_equal(
+		deliver_submit(d, email_req("idle-2", "a@example.org", "s", NULL, "b")),
+		NERR_OK);
+	wait_outcomes(2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		assert_int_equal(sink.got[i].attempts, 1);
+		assert_int_equal(sink.got[i].connections, 1);
+	}
+	assert_int_equal(smtp_wait_msgs(2), 2);
+	deliver_free(d);
+}
+
 /* ---- sms and push: the HTTP peer stands for the provider ---- */
 
 static struct deliver *start_providers(struct peer *p)
@@ -1995,6 +2028,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(smtp_starttls_and_auth, reset_sink,
 						tls_down),
 		cmocka_unit_test_setup_teardown(smtp_implicit_tls, reset_sink, tls_down),
+		cmocka_unit_test_setup_teardown(
+			smtp_session_closed_by_the_relay_is_replaced, reset_sink,
+			tls_down),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	failed += cmocka_run_group_tests(email, smtp_up, smtp_down);
