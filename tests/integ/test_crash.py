@@ -96,10 +96,22 @@ class CrashTest(unittest.TestCase):
                     self.assertEqual(resp.status, 200, resp)
                     c.acked[mid] = c.unacked.pop(mid)
 
+            # Wait until the engine has applied everything the inbox holds.
+            import re as _re
+            deadline = time.time() + 600
+            while time.time() < deadline:
+                m = _re.search(r"^nudge_inbox_lag_records (\d+)$", srv.metrics(), _re.M)
+                applied = srv.metrics()
+                if m and int(m.group(1)) == 0:
+                    marker = "crash-marker-" + uuid.uuid4().hex[:6]
+                    srv.post("/v1/track", {"userId": marker, "event": "Marker"})
+                    srv.wait_profile("user_id", marker, timeout=600)
+                    break
+                time.sleep(0.5)
             for c in clients:
                 for u in c.users:
                     want = {m for m, (uu, _) in c.acked.items() if uu == u}
-                    deadline = time.time() + 60
+                    deadline = time.time() + 10
                     while True:
                         resp = srv.profile("user_id", u)
                         got = [e["messageId"] for e in resp.json()["events"]] if resp.status == 200 else []
