@@ -109,13 +109,17 @@ fuzz-build:
 
 fuzz: fuzz-build
 	@set -e; for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
-		mkdir -p $(FUZZ_BUILD)/corpus/$$n; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/artifacts; \
 		seeds=; [ -d tests/fuzz/corpus/$$n ] && seeds=tests/fuzz/corpus/$$n; \
 		echo "== fuzz $$n for $(FUZZ_SECONDS)s"; \
-		$(FUZZ_BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+		rc=0; $(FUZZ_BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 			-rss_limit_mb=2048 -print_final_stats=1 \
-			$(FUZZ_BUILD)/corpus/$$n $$seeds 2>&1 | tail -n 12; \
-		test $${PIPESTATUS:-0} -eq 0; done
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/ \
+			$(FUZZ_BUILD)/corpus/$$n $$seeds > $(FUZZ_BUILD)/$$n.log 2>&1 || rc=$$?; \
+		tail -n 12 $(FUZZ_BUILD)/$$n.log; \
+		if [ $$rc -ne 0 ]; then echo "fuzz $$n FAILED (exit $$rc):"; \
+			grep -E "ERROR|runtime error|SUMMARY" $(FUZZ_BUILD)/$$n.log | head -n 5; exit 1; fi; \
+	done
 
 bench: setup $(NUDGE) $(BENCH_BINS)
 	@set -e; for b in $(BENCH_BINS); do echo "== $$b"; NUDGE_SHARED=$(SHARED) $$b; done

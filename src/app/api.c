@@ -32,6 +32,7 @@
 #include "journey/def.h"
 #include "journey/run.h"
 #include "deliver/feedback.h"
+#include "govern/govern.h"
 #include "deliver/track.h"
 #include "profile/profile.h"
 #include "report/metrics.h"
@@ -53,6 +54,7 @@ enum route {
 	ROUTE_TRACKING,
 	ROUTE_SUPPRESSION,
 	ROUTE_FEEDBACK,
+	ROUTE_RULES,
 	ROUTE_OTHER,
 	ROUTE__COUNT
 };
@@ -60,7 +62,7 @@ enum route {
 static const char *const route_names[ROUTE__COUNT] = {
 	"track", "identify", "page",	    "screen",	"alias",    "group",
 	"batch", "profiles", "healthz",	    "metrics",	"journeys", "templates",
-	"debug", "tracking", "suppression", "feedback", "other",
+	"debug", "tracking", "suppression", "feedback", "rules",    "other",
 };
 
 static const int counted_status[] = {302, 200, 400, 401, 404, 405,
@@ -1112,6 +1114,8 @@ void api_set_track_key(struct api *a, const struct track_key *k)
 
 /* ---------------------------------------------------- suppression (admin) */
 
+static void suppression_import(struct api *a, struct http_req *req);
+
 static bool valid_channel(const char *c)
 {
 	return !strcmp(c, "email") || !strcmp(c, "sms") || !strcmp(c, "push");
@@ -1217,6 +1221,11 @@ static void handle_suppression(struct api *a, struct http_req *req, const char *
 		json_object_put(out);
 		return;
 	}
+	if (strcmp(rest, "/import") == 0) {
+		if (strcmp(method, "POST"))
+			return method_not_allowed(a, req, ROUTE_SUPPRESSION, "POST");
+		return suppression_import(a, req);
+	}
 	const char *slash = strchr(rest + 1, '/');
 	if (!slash || (size_t)(slash - rest - 1) >= sizeof(ch) ||
 	    strlen(slash + 1) >= sizeof(addr) || strlen(slash + 1) == 0)
@@ -1233,8 +1242,24 @@ static void handle_suppression(struct api *a, struct http_req *req, const char *
 		for (char *p = addr; *p; p++)
 			if (*p >= 'A' && *p <= 'Z')
 				*p = (char)(*p - 'A' + 'a');
+	if (strcmp(method, "GET") == 0) {
+		char key[600];
+		struct json_object *e;
+
+		snprintf(key, sizeof(key), "%s:%s", ch, addr);
+		e = store_json(a->s, STORE_CF_SUPPRESSION, key, strlen(key));
+		if (!e)
+			return reply_error(a, req, ROUTE_SUPPRESSION, 404, "not_found",
+					   "address", "this address is not suppressed");
+		json_object_object_add(e, "channel", json_object_new_string(ch));
+		json_object_object_add(e, "address", json_object_new_string(addr));
+		reply_json(a, req, ROUTE_SUPPRESSION, 200,
+			   json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN));
+		json_object_put(e);
+		return;
+	}
 	if (strcmp(method, "PUT") && strcmp(method, "DELETE"))
-		return method_not_allowed(a, req, ROUTE_SUPPRESSION, "PUT, DELETE");
+		return method_not_allowed(a, req, ROUTE_SUPPRESSION, "GET, PUT, DELETE");
 	op = json_object_new_object();
 	json_object_object_add(op, "op",
 			       json_object_new_string(strcmp(method, "PUT")
@@ -1368,6 +1393,161 @@ static void handle_feedback(struct api *a, struct http_req *req, const char *met
 	feedback_sms(a, req);
 }
 
+/* ---------------------------------------------------------- rules (admin) */
+
+/* /v1/rules/{kind}[/{id}]: caps, quiet-hours, entry-caps, throttles. */
+static void handle_rules(struct api *a, struct http_req *req, const char *method)
+{
+	const char *rest = http_req_path(req) + strlen("/v1/rules/");
+	const char *slash = strchr(rest, '/');
+	char kind[32], id[80];
+	struct json_object *out = NULL, *op, *body;
+	struct nerr_msg msg = {"", ""};
+	enum nerr rc;
+
+	if ((slash ? (size_t)(slash - rest) : strlen(rest)) >= sizeof(kind))
+		return reply_error(a, req, ROUTE_RULES, 404, "not_found", "kind",
+				   "no such rule kind");
+	snprintf(kind, sizeof(kind), "%.*s",
+		 (int)(slash ? (size_t)(slash - rest) : strlen(rest)), rest);
+	if (strcmp(kind, GOVERN_KIND_CAPS) && strcmp(kind, GOVERN_KIND_QUIET_HOURS) &&
+	    strcmp(kind, GOVERN_KIND_ENTRY_CAPS) && strcmp(kind, GOVERN_KIND_THROTTLES))
+		return reply_error(a, req, ROUTE_RULES, 404, "not_found", "kind",
+				   "kinds: caps, quiet-hours, entry-caps, throttles");
+	if (!slash || !slash[1]) {
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_RULES, "GET");
+		rc = govern_rule_list(a->s, kind, &out);
+		if (rc)
+			return reply_error(a, req, ROUTE_RULES, 500, "internal", NULL,
+					   "cannot list rules");
+		reply_json(a, req, ROUTE_RULES, 200,
+			   json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));
+		json_object_put(out);
+		return;
+	}
+	snprintf(id, sizeof(id), "%.79s", slash + 1);
+	if (!valid_id(id))
+		return reply_error(a, req, ROUTE_RULES, 400, "invalid", "id",
+				   "a rule id is 1 to 64 of [A-Za-z0-9_-]");
+	if (strcmp(method, "GET") == 0) {
+		rc = govern_rule_get(a->s, kind, id, &out);
+		if (rc)
+			return reply_error(a, req, ROUTE_RULES, 404, "not_found", "id",
+					   "no such rule");
+		reply_json(a, req, ROUTE_RULES, 200,
+			   json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));
+		json_object_put(out);
+		return;
+	}
+	op = json_object_new_object();
+	json_object_object_add(op, "kind", json_object_new_string(kind));
+	json_object_object_add(op, "id", json_object_new_string(id));
+	if (strcmp(method, "DELETE") == 0) {
+		json_object_object_add(op, "op", json_object_new_string("rule_delete"));
+		return submit_admin(a, req, ROUTE_RULES, op);
+	}
+	if (strcmp(method, "PUT")) {
+		json_object_put(op);
+		return method_not_allowed(a, req, ROUTE_RULES, "GET, PUT, DELETE");
+	}
+	body = admin_body(a, req, ROUTE_RULES);
+	if (!body) {
+		json_object_put(op);
+		return;
+	}
+	if (govern_rule_check(kind, id, body, &msg) != NERR_OK) {
+		json_object_put(body);
+		json_object_put(op);
+		return reply_error(a, req, ROUTE_RULES, 400, "invalid", msg.field,
+				   msg.message);
+	}
+	json_object_object_add(op, "op", json_object_new_string("rule_put"));
+	json_object_object_add(op, "doc", body);
+	submit_admin(a, req, ROUTE_RULES, op);
+}
+
+struct import_ctx {
+	struct json_object *items;
+};
+
+static void import_row(void *ud, const char *channel, const char *address,
+		       const char *reason)
+{
+	struct import_ctx *ic = ud;
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "channel", json_object_new_string(channel));
+	json_object_object_add(o, "address", json_object_new_string(address));
+	json_object_object_add(o, "reason", json_object_new_string(reason));
+	json_object_array_add(ic->items, o);
+}
+
+/* POST /v1/suppression/import: CSV (text/csv) or NDJSON (application/x-ndjson);
+ * ?channel= gives the default channel. Applied in one engine batch. */
+static void suppression_import(struct api *a, struct http_req *req)
+{
+	const char *ct = http_req_header(req, "Content-Type");
+	char q[256], channel[16] = "";
+	const char *query = http_req_query(req);
+	size_t len;
+	const char *body = http_req_body(req, &len);
+	struct import_ctx ic = {json_object_new_array()};
+	struct json_object *errors = NULL, *op;
+	unsigned accepted = 0;
+	bool ndjson;
+	enum nerr rc;
+
+	if (!ct || (strncasecmp(ct, "text/csv", 8) &&
+		    strncasecmp(ct, "application/x-ndjson", 20))) {
+		json_object_put(ic.items);
+		return reply_error(a, req, ROUTE_SUPPRESSION, 415,
+				   "unsupported_media_type", "Content-Type",
+				   "send text/csv or application/x-ndjson");
+	}
+	ndjson = strncasecmp(ct, "application/x-ndjson", 20) == 0;
+	snprintf(q, sizeof(q), "%s", query);
+	if (strncmp(q, "channel=", 8) == 0)
+		snprintf(channel, sizeof(channel), "%.*s", (int)strcspn(q + 8, "&"),
+			 q + 8);
+	rc = govern_import_parse(body, len, ndjson, channel[0] ? channel : NULL,
+				 import_row, &ic, &accepted, &errors);
+	if (rc) {
+		json_object_put(ic.items);
+		json_object_put(errors);
+		return reply_error(
+			a, req, ROUTE_SUPPRESSION, rc == NERR_TOOBIG ? 413 : 400,
+			rc == NERR_TOOBIG ? "too_large" : "invalid", "body",
+			rc == NERR_TOOBIG
+				? "too many rows in one import"
+				: "the header needs an address column (and a valid "
+				  "channel)");
+	}
+	{
+		struct json_object *res = json_object_new_object();
+
+		json_object_object_add(res, "accepted", json_object_new_int64(accepted));
+		json_object_object_add(res, "errors",
+				       errors ? errors : json_object_new_array());
+		op = json_object_new_object();
+		json_object_object_add(op, "op", json_object_new_string("suppress_many"));
+		json_object_object_add(op, "items", ic.items);
+		/* Answer with the parse summary once the batch is applied. */
+		struct inbox_job *job = inbox_job_new();
+		size_t ol;
+		const char *txt = json_object_to_json_string_length(
+			op, JSON_C_TO_STRING_PLAIN, &ol);
+
+		inbox_job_add(job, INBOX_ADMIN, clock_wall_ms(), txt, ol);
+		json_object_put(op);
+		submit(a, req, ROUTE_SUPPRESSION, job,
+		       xstrdup(json_object_to_json_string_ext(res,
+							      JSON_C_TO_STRING_PLAIN)),
+		       true);
+		json_object_put(res);
+	}
+}
+
 static void handle_metrics(struct api *a, struct http_req *req)
 {
 	struct buf out;
@@ -1442,6 +1622,13 @@ void api_handle(void *ud, struct http_req *req)
 
 		if (strncmp(path, "/v1/feedback/", 13) == 0)
 			return handle_feedback(a, req, method);
+		if (strncmp(path, "/v1/rules/", 10) == 0) {
+			if (!check_bearer(req, a->cfg->admin_key))
+				return reply_error(a, req, ROUTE_RULES, 401,
+						   "unauthorized", "Authorization",
+						   "the admin key is required (Bearer)");
+			return handle_rules(a, req, method);
+		}
 		if (strncmp(path, "/v1/suppression", 15) == 0 &&
 		    (path[15] == '\0' || path[15] == '/')) {
 			if (!check_bearer(req, a->cfg->admin_key))

@@ -126,7 +126,17 @@ static const struct config_option options[] = {
 	{"push", "base_url", CONFIG_STR, "", 0, 0, STR(push_base_url),
 	 "FCM-compatible API base URL; empty: push is not sent"},
 	{"push", "project_id", CONFIG_STR, "", 0, 0, STR(push_project_id), "project id"},
-	{"push", "token", CONFIG_STR, "", 0, 0, STR(push_token), "bearer token"},
+		{"push", "token", CONFIG_STR, "", 0, 0, STR(push_token), "bearer token"},
+	{"governance", "soft_bounce_limit", CONFIG_INT, "3", 1, 1000, NUM(soft_bounce_limit),
+	 "consecutive soft bounces that suppress an address"},
+	{"governance", "consent_email_marketing", CONFIG_STR, "granted", 0, 0,
+	 STR(consent_email_marketing), "default when a profile has no email marketing consent"},
+	{"governance", "consent_sms_marketing", CONFIG_STR, "denied", 0, 0,
+	 STR(consent_sms_marketing), "default when a profile has no sms marketing consent"},
+	{"governance", "consent_push_marketing", CONFIG_STR, "denied", 0, 0,
+	 STR(consent_push_marketing), "default when a profile has no push marketing consent"},
+	{"governance", "consent_transactional", CONFIG_STR, "granted", 0, 0,
+	 STR(consent_transactional), "default for transactional messages on every channel"},
 };
 
 const struct config_option *config_options(size_t *n)

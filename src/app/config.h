@@ -80,7 +80,13 @@ struct config {
 	/* [push] */
 	char push_base_url[512];
 	char push_project_id[256];
-	char push_token[2048];
+		char push_token[2048];
+	/* [governance] */
+	int64_t soft_bounce_limit;
+	char consent_email_marketing[16];
+	char consent_sms_marketing[16];
+	char consent_push_marketing[16];
+	char consent_transactional[16];
 };
 
 enum config_type { CONFIG_STR, CONFIG_INT, CONFIG_SIZE, CONFIG_DURATION, CONFIG_BOOL };

@@ -44,6 +44,7 @@ struct result {
 struct engine {
 	struct store *s;
 	struct journey_rt *rt;	/* engine thread only */
+	struct govern *govern;	/* engine thread only */
 	struct result *results; /* guarded by mu */
 	struct engine_config cfg;
 	pthread_t thread;
@@ -299,6 +300,12 @@ static void apply_admin(struct engine *e, struct journey_batch *jb, uint64_t seq
 	if (op)
 		journey_rt_admin(e->rt, jb, op, &res);
 	json_object_put(op);
+	if (res.status == 0) {
+		/* The operation has no answer of its own: the request keeps the
+		 * one the API prepared. */
+		metrics_add(&m_applied, 1);
+		return;
+	}
 	if (!res.body)
 		res.body =
 			xstrdup("{\"error\":{\"code\":\"internal\",\"field\":\"\","
@@ -566,6 +573,11 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 	e->s = s;
 	e->cfg = *cfg;
 	e->cfg.journey.profile = &e->cfg.profile;
+	if (govern_open(s, &e->cfg.govern, &e->govern, NULL) != NERR_OK) {
+		free(e);
+		return NERR_IO;
+	}
+	e->cfg.journey.govern = e->govern;
 	if (journey_rt_open(s, &e->cfg.journey, &e->rt, NULL) != NERR_OK) {
 		free(e);
 		return NERR_IO;
@@ -638,6 +650,7 @@ void engine_free(struct engine *e)
 		free(r);
 	}
 	journey_rt_free(e->rt);
+	govern_free(e->govern);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	free(e);

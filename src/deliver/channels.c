@@ -219,6 +219,9 @@ enum nerr deliver_channels_init(struct deliver_channels *ch,
 {
 	enum nerr rc;
 	memset(ch, 0, sizeof(*ch));
+	ch->smtp_rate_per_s = cfg->smtp.rate_per_s;
+	ch->sms_rate_per_s = cfg->sms.rate_per_s;
+	ch->push_rate_per_s = cfg->push.rate_per_s;
 	rc = init_smtp(ch, cfg, msg);
 	if (rc == NERR_OK)
 		rc = init_sms(ch, cfg, msg);

@@ -11,11 +11,15 @@
  * reuse a kept-alive connection.
  *
  * Scheduling: jobs wait in a FIFO per destination ("host", keyed by
- * scheme://host:port). A host with waiting jobs and fewer than
- * per_host_concurrency transfers running sits in a round-robin list of
- * runnable hosts; pump() starts jobs from that list while fewer than
- * max_concurrency transfers run. So a slow receiver fills only its own slots
- * and every other receiver keeps its turn.
+ * scheme://host:port for webhooks, and one key per channel for email, SMS
+ * and push). A host with waiting jobs and fewer than its limit of transfers
+ * running (per_host_concurrency; smtp.connections for the relay) sits in a
+ * round-robin list of runnable hosts; pump() starts jobs from that list while
+ * fewer than max_concurrency transfers run. So a slow receiver fills only its
+ * own slots and every other receiver keeps its turn. A channel with a rate
+ * limit takes a token per start from a bucket holding one second's worth;
+ * when it is empty the host waits on the throttled list until rate_timer
+ * says a token is due.
  *
  * Life of a job: submitted (incoming queue) -> accepted on the thread
  * (checked; a malformed request ends here as PERMFAIL) -> queued on its host
@@ -25,11 +29,15 @@
  * jitter: attempt n waits a uniform random time in [0, min(cap, base*2^(n-1))],
  * at least the receiver's Retry-After (429, 503) up to the cap.
  *
- * Outcomes: 2xx OK; 429 and 5xx, timeouts and network errors TEMPFAIL; other
- * statuses (4xx, and 3xx since redirects are not followed) PERMFAIL; a
- * destination refused by the SSRF guard (ssrf.c), checked in curl's
- * open-socket callback on the address about to be connected, PERMFAIL
- * "destination not allowed".
+ * Outcomes (webhooks): 2xx OK; 429 and 5xx, timeouts and network errors
+ * TEMPFAIL; other statuses (4xx, and 3xx since redirects are not followed)
+ * PERMFAIL; a destination refused by the SSRF guard (ssrf.c), checked in
+ * curl's open-socket callback on the address about to be connected, PERMFAIL
+ * "destination not allowed". Email, SMS and push are judged by their
+ * transports (smtp.c, sms.c, push.c: deliver_*_verdict), which also say when
+ * the recipient itself is bad; their messages are built once when accepted
+ * (deliver_*_prepare) and their endpoints, from the configuration, are not
+ * guarded.
  *
  * Stopping abandons queued, running and waiting jobs without reporting them:
  * the engine still has them pending in its outbox and resends them after a
@@ -98,6 +106,13 @@ struct host {
 			   per_host_concurrency for the rest */
 	struct job *qhead, **qtail;
 	bool runnable;
+	/* rate limit (email, sms, push): a token bucket holding up to one
+	 * second's worth; a host out of tokens waits on the throttled list */
+	double rate_per_s; /* 0: none */
+	double tokens;
+	uint64_t refill_ns;
+	bool throttled;
+	struct host *tnext;
 };
 
 /* Owned by the caller of deliver_start(). */
@@ -121,6 +136,8 @@ struct deliver {
 	uv_loop_t loop;
 	uv_async_t async;
 	uv_timer_t curl_timer;
+	uv_timer_t rate_timer; /* wakes the throttled hosts */
+	struct host *throttled;
 	CURLM *multi;
 	struct host **buckets;
 	unsigned nbuckets, nhosts;
@@ -382,7 +399,8 @@ static void hosts_grow(struct deliver *d)
 }
 
 /* Returns the host for origin, creating it, with one more reference. */
-static struct host *host_ref(struct deliver *d, const char *origin, unsigned limit)
+static struct host *host_ref(struct deliver *d, const char *origin, unsigned limit,
+			     unsigned rate_per_s)
 {
 	if (d->nhosts >= d->nbuckets)
 		hosts_grow(d);
@@ -394,6 +412,9 @@ static struct host *host_ref(struct deliver *d, const char *origin, unsigned lim
 		h = xcalloc(1, sizeof(*h));
 		h->origin = xstrdup(origin);
 		h->limit = limit;
+		h->rate_per_s = rate_per_s;
+		h->tokens = rate_per_s;
+		h->refill_ns = clock_mono_ns();
 		h->qtail = &h->qhead;
 		h->hnext = d->buckets[i];
 		d->buckets[i] = h;
@@ -421,7 +442,7 @@ static void host_unref(struct deliver *d, struct host *h)
 
 static void host_maybe_runnable(struct deliver *d, struct host *h)
 {
-	if (h->runnable || !h->qhead || h->active >= h->limit)
+	if (h->runnable || h->throttled || !h->qhead || h->active >= h->limit)
 		return;
 	h->runnable = true;
 	h->rnext = NULL;
@@ -751,6 +772,45 @@ static void attempt_done(struct deliver *d, struct job *job, CURLcode res)
 	report(job, result, (int)status, reason, v.provider_id, v.invalid_recipient);
 }
 
+static void on_rate_timer(uv_timer_t *t)
+{
+	struct deliver *d = t->data;
+	struct host *h = d->throttled;
+	d->throttled = NULL;
+	for (struct host *next; h; h = next) {
+		next = h->tnext;
+		h->throttled = false;
+		host_maybe_runnable(d, h);
+	}
+	pump(d);
+}
+
+/* Takes a token from h's bucket; false (and h throttled until a token is
+ * due) when it is empty. Hosts without a rate always pass. */
+static bool take_token(struct deliver *d, struct host *h)
+{
+	if (h->rate_per_s <= 0)
+		return true;
+	uint64_t now = clock_mono_ns();
+	h->tokens += (double)(now - h->refill_ns) / 1e9 * h->rate_per_s;
+	if (h->tokens > h->rate_per_s)
+		h->tokens = h->rate_per_s;
+	h->refill_ns = now;
+	if (h->tokens >= 1) {
+		h->tokens -= 1;
+		return true;
+	}
+	/* a host on the throttled list has queued jobs, which keep it alive */
+	h->throttled = true;
+	h->tnext = d->throttled;
+	d->throttled = h;
+	uint64_t wait_ms = (uint64_t)((1 - h->tokens) / h->rate_per_s * 1000) + 1;
+	uint64_t due = uv_timer_get_due_in(&d->rate_timer);
+	if (!uv_is_active((uv_handle_t *)&d->rate_timer) || wait_ms < due)
+		uv_timer_start(&d->rate_timer, on_rate_timer, wait_ms, 0);
+	return false;
+}
+
 static void pump(struct deliver *d)
 {
 	while (d->active < d->cfg.max_concurrency && d->rhead) {
@@ -759,6 +819,8 @@ static void pump(struct deliver *d)
 		if (!d->rhead)
 			d->rtail = &d->rhead;
 		h->runnable = false;
+		if (!take_token(d, h))
+			continue;
 		struct job *job = h->qhead;
 		h->qhead = job->next;
 		if (!h->qhead)
@@ -887,7 +949,7 @@ static void accept_job(struct deliver *d, struct job *job)
 	struct deliver_request *req = job->req;
 	bool ok = false, bad_rcpt = false;
 	const char *origin = NULL;
-	unsigned limit = d->cfg.per_host_concurrency;
+	unsigned limit = d->cfg.per_host_concurrency, rate = 0;
 	if (req->kind != DELIVER_WEBHOOK && !envelope_id_ok(req->envelope_id)) {
 		reason = "invalid envelope id";
 	} else {
@@ -901,14 +963,17 @@ static void accept_job(struct deliver *d, struct job *job)
 			ok = deliver_email_prepare(&d->ch, req, clock_wall_ms(),
 						   &job->prep, &reason, &bad_rcpt);
 			limit = d->ch.smtp_connections;
+			rate = d->ch.smtp_rate_per_s;
 			break;
 		case DELIVER_SMS:
 			ok = deliver_sms_prepare(&d->ch, req, &job->prep, &reason,
 						 &bad_rcpt);
+			rate = d->ch.sms_rate_per_s;
 			break;
 		case DELIVER_PUSH:
 			ok = deliver_push_prepare(&d->ch, req, &job->prep, &reason,
 						  &bad_rcpt);
+			rate = d->ch.push_rate_per_s;
 			break;
 		default:
 			reason = "unknown channel";
@@ -921,7 +986,7 @@ static void accept_job(struct deliver *d, struct job *job)
 	}
 	if (req->kind != DELIVER_WEBHOOK)
 		origin = job->prep.origin;
-	job->host = host_ref(d, origin, limit);
+	job->host = host_ref(d, origin, limit, rate);
 	host_enqueue(d, job);
 }
 
@@ -952,6 +1017,7 @@ static void teardown(struct deliver *d)
 			job->host->qhead = NULL;
 			job->host->qtail = &job->host->qhead;
 			job->host->runnable = false;
+			job->host->throttled = false;
 		}
 		atomic_fetch_sub(&d->pending, 1);
 		metrics_add(&m_pending, -1);
@@ -959,6 +1025,7 @@ static void teardown(struct deliver *d)
 	}
 	d->rhead = NULL;
 	d->rtail = &d->rhead;
+	d->throttled = NULL;
 	curl_multi_cleanup(d->multi);
 	d->multi = NULL;
 	uv_walk(&d->loop, close_walk, NULL);
@@ -1033,6 +1100,10 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 	d->user_agent = xstrdup(cfg->user_agent ? cfg->user_agent : def.user_agent);
 	d->cfg.user_agent = d->user_agent;
 	d->cfg.allow = NULL;
+	/* the channels' settings are copied into d->ch; drop the borrowed ones */
+	memset(&d->cfg.smtp, 0, sizeof(d->cfg.smtp));
+	memset(&d->cfg.sms, 0, sizeof(d->cfg.sms));
+	memset(&d->cfg.push, 0, sizeof(d->cfg.push));
 	d->fn = fn;
 	d->cb_ud = cb_ud;
 	d->in_tail = &d->in_head;
@@ -1059,6 +1130,8 @@ enum nerr deliver_start(const struct deliver_config *cfg, deliver_outcome_fn fn,
 	d->async.data = d;
 	uv_timer_init(&d->loop, &d->curl_timer);
 	d->curl_timer.data = d;
+	uv_timer_init(&d->loop, &d->rate_timer);
+	d->rate_timer.data = d;
 	d->multi = curl_multi_init();
 	if (!d->multi)
 		abort();

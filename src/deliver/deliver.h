@@ -73,17 +73,21 @@ struct deliver_config {
 					 default default_timeout_ms */
 		const char *ca_file;  /* PEM bundle to verify the relay with
 					 instead of the system's; or NULL */
+		unsigned rate_per_s;  /* messages started per second; 0 = no
+					 limit */
 	} smtp;
 	/* Twilio-compatible SMS API. No base_url: SMS ends PERMFAIL. */
 	struct {
 		const char *base_url; /* e.g. https://api.twilio.com */
 		const char *account_sid, *auth_token, *from;
 		const char *status_callback; /* or NULL */
+		unsigned rate_per_s;	     /* requests per second; 0 = no limit */
 	} sms;
 	/* FCM HTTP v1-shaped push API. No base_url: push ends PERMFAIL. */
 	struct {
 		const char *base_url; /* e.g. https://fcm.googleapis.com */
 		const char *project_id, *bearer_token;
+		unsigned rate_per_s; /* requests per second; 0 = no limit */
 	} push;
 };
 

@@ -85,6 +85,8 @@ struct deliver_channels {
 	char *push_url; /* .../v1/projects/{project}/messages:send; NULL: off */
 	char *push_origin;
 	char *push_auth; /* "Authorization: Bearer ..." */
+	/* per-channel rate limits, per second; 0 = none */
+	unsigned smtp_rate_per_s, sms_rate_per_s, push_rate_per_s;
 };
 
 enum { DELIVER_TLS_NONE, DELIVER_TLS_STARTTLS, DELIVER_TLS_TLS };

@@ -627,7 +627,8 @@ void deliver_html_to_text(const char *html, size_t len, struct buf *out)
 						as0++;
 					size_t tl = out->len - as0;
 					bool same = strlen(h) == tl &&
-						    memcmp(out->data + as0, h, tl) == 0;
+						    (tl == 0 ||
+						     memcmp(out->data + as0, h, tl) == 0);
 					bool useful =
 						h[0] && h[0] != '#' &&
 						strncasecmp(h, "javascript:", 11) != 0;

@@ -27,6 +27,7 @@
 #include "base/map.h"
 #include "base/mem.h"
 #include "expr/expr.h"
+#include "govern/govern.h"
 #include "report/metrics.h"
 #include "tmpl/tmpl.h"
 
@@ -598,12 +599,15 @@ static int cb_consent(void *ud, const char *channel, const char *purpose)
 
 	if (!purpose)
 		purpose = "marketing";
+	if (ec->rt->cfg.govern)
+		return govern_consent(ec->rt->cfg.govern, ev_profile(ec), channel,
+				      purpose);
 	if (json_object_object_get_ex(ev_profile(ec), "consent", &c) &&
 	    json_object_object_get_ex(c, channel, &ch) &&
 	    json_object_object_get_ex(ch, purpose, &p))
 		return strcmp(json_object_get_string(p), "granted") == 0;
 	/* Defaults (DESIGN.md §10, AJO's): transactional granted; marketing granted
-	 * for email, denied for sms and push. The governance rules refine this. */
+	 * for email, denied for sms and push. */
 	if (strcmp(purpose, "transactional") == 0)
 		return 1;
 	return strcmp(channel, "email") == 0;
@@ -1177,7 +1181,9 @@ static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *i
 /* Exclusion reasons, counted (DESIGN.md §10: every exclusion is counted). */
 #define EXCLUSIONS(X)                                                                    \
 	X(no_template)                                                                   \
-	X(no_address) X(suppressed) X(no_consent) X(render_error) X(invalid_header)
+	X(no_address)                                                                    \
+	X(suppressed) X(no_consent) X(render_error) X(invalid_header) X(capped)          \
+		X(quiet_hours_dropped) X(entry_capped)
 #define X(r)                                                                             \
 	static struct metric m_ex_##r = {.name = "nudge_messages_excluded_total",        \
 					 .help = "Messages not sent, by reason.",        \
@@ -1347,7 +1353,8 @@ static void exclude(struct inst *in, const struct journey_step *st, const char *
  * the channel's template, and stores the envelope (sent after commit).
  */
 static void step_message(struct journey_rt *rt, struct journey_batch *jb,
-			 struct evctx *ec, struct inst *in, int idx, int64_t visit)
+			 struct evctx *ec, struct inst *in, int idx, int64_t visit,
+			 int64_t *delayed_until)
 {
 	const struct journey_step *st = &in->def->steps[idx];
 	const struct journey_message *m = &st->u.message;
@@ -1381,6 +1388,48 @@ static void step_message(struct journey_rt *rt, struct journey_batch *jb,
 	if (!cb_consent(ec, chname, m->category)) {
 		exclude(in, st, "no_consent", NULL);
 		goto out;
+	}
+	/* Caps, quiet hours and throttles (src/govern). */
+	if (rt->cfg.govern) {
+		struct govern_msg gm = {0};
+		struct govern_decision gd;
+		struct json_object *tz;
+
+		gm.channel = chname;
+		gm.category = m->category;
+		gm.profile_id = ec->pid;
+		gm.timezone =
+			json_object_object_get_ex(ev_profile(ec), "timezone", &tz) &&
+					json_object_is_type(tz, json_type_string)
+				? json_object_get_string(tz)
+				: NULL;
+		gm.journey_id = in->jr->id;
+		gm.step_id = st->id;
+		gm.now_ms = jb->now_ms;
+		gm.first_try_ms = jint(in->o, "delay_first_ms", jb->now_ms);
+		gm.throttle_slot_ms = jint(in->o, "throttle_slot_ms", 0);
+		govern_decide(rt->cfg.govern, jb->b, &gm, &gd);
+		json_object_object_del(in->o, "throttle_slot_ms");
+		if (gd.verdict == GOVERN_EXCLUDE) {
+			json_object_object_del(in->o, "delay_first_ms");
+			exclude(in, st, gd.reason, gd.rule_id);
+			goto out;
+		}
+		if (gd.verdict == GOVERN_DELAY) {
+			/* Park on this step; the timer brings it back to decide again. */
+			if (!json_object_object_get_ex(in->o, "delay_first_ms", NULL))
+				json_object_object_add(in->o, "delay_first_ms",
+						       json_object_new_int64(jb->now_ms));
+			if (strcmp(gd.reason, GOVERN_REASON_THROTTLED) == 0)
+				json_object_object_add(
+					in->o, "throttle_slot_ms",
+					json_object_new_int64(gd.until_ms));
+			json_object_object_add(step_results(in, st->id), "delayed",
+					       json_object_new_string(gd.reason));
+			*delayed_until = gd.until_ms;
+			goto out;
+		}
+		json_object_object_del(in->o, "delay_first_ms");
 	}
 	buf_init(&unsub, 2048);
 	if (rt->cfg.unsubscribe_url)
@@ -1766,10 +1815,18 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 			json_object_object_add(in->o, "arm", json_object_new_string(arm));
 			continue;
 		}
-		case JOURNEY_STEP_MESSAGE:
-			step_message(rt, jb, ec, in, idx, visit);
+		case JOURNEY_STEP_MESSAGE: {
+			int64_t until = 0;
+
+			step_message(rt, jb, ec, in, idx, visit, &until);
+			if (until) {
+				set_timer(jb, in, until);
+				inst_set_state(in, "delayed");
+				goto out;
+			}
 			idx = st->next;
 			continue;
+		}
 		case JOURNEY_STEP_WEBHOOK:
 			if (step_webhook(rt, jb, ec, in, idx, visit)) {
 				inst_set_state(in, "webhook");
@@ -1852,6 +1909,17 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 		free(v);
 		if (!d->reentry.allow || (d->reentry.after_ms > 0 &&
 					  jb->now_ms - last < d->reentry.after_ms)) {
+			buf_fini(&rk);
+			buf_fini(&in.key);
+			return;
+		}
+	}
+	if (rt->cfg.govern) {
+		const char *rule = NULL;
+
+		if (!govern_entry_allowed(rt->cfg.govern, jb->b, jr->id, ec->pid,
+					  jb->now_ms, &rule)) {
+			metrics_add(&m_ex_entry_capped, 1);
 			buf_fini(&rk);
 			buf_fini(&in.key);
 			return;
@@ -2097,7 +2165,12 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 							? &in.def->steps[idx]
 							: NULL;
 		evctx_init(&ec, rt, jb, in.pid, NULL);
-		if (st && st->kind == JOURNEY_STEP_WAIT) {
+		if (st && st->kind == JOURNEY_STEP_MESSAGE &&
+		    strcmp(inst_state(&in), "delayed") == 0) {
+			/* A queued message: decide again from the top (suppression
+			 * and consent too); the visit counter keeps the id fresh. */
+			run(rt, jb, &ec, &in);
+		} else if (st && st->kind == JOURNEY_STEP_WAIT) {
 			json_object_object_add(in.o, "step",
 					       json_object_new_int(st->next));
 			run(rt, jb, &ec, &in);
@@ -2194,14 +2267,24 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 		buf_fini(&sk);
 	}
 	if (jstr(env, "kind") && strcmp(jstr(env, "kind"), "webhook") != 0) {
-		/* Messages do not hold their instance; a hard failure suppresses
-		 * the address (bounce, invalid number, unregistered token). */
-		if (!ok && strcmp(result, "permfail") == 0 && jstr(env, "to") &&
-		    jint(outcome, "invalid_recipient", 0))
-			suppress(jb, jstr(env, "kind"), jstr(env, "to"),
-				 strcmp(jstr(env, "kind"), "email") == 0
-					 ? "hard_bounce"
-					 : "invalid_recipient");
+		/* Messages do not hold their instance. A bad recipient (SMTP 5xx at
+		 * RCPT/DATA, invalid number, unregistered token) suppresses at once; an
+		 * email that still fails temporarily after its retries counts as a
+		 * soft bounce; a delivery resets the count. */
+		const char *kind = jstr(env, "kind"), *to = jstr(env, "to");
+		struct govern *g = rt->cfg.govern;
+
+		if (to && ok && g)
+			govern_delivered(g, jb->b, kind, to);
+		else if (to && strcmp(result, "permfail") == 0 &&
+			 jint(outcome, "invalid_recipient", 0))
+			suppress(jb, kind, to,
+				 strcmp(kind, "email") == 0 ? "hard_bounce"
+							    : "invalid_recipient");
+		else if (to && g && strcmp(result, "tempfail") == 0 &&
+			 strcmp(kind, "email") == 0 &&
+			 govern_bounce(g, jb->b, kind, to, false))
+			suppress(jb, kind, to, "soft_bounce");
 		json_object_put(env);
 		return;
 	}
@@ -2695,6 +2778,36 @@ void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 			evctx_fini(&ec);
 			result_set(res, 200, o);
 		}
+	} else if ((strcmp(what, "rule_put") == 0 || strcmp(what, "rule_delete") == 0) &&
+		   rt->cfg.govern && jstr(op, "kind")) {
+		bool put = strcmp(what, "rule_put") == 0;
+		enum nerr rc = put ? govern_rule_put(rt->cfg.govern, jb->b,
+						     jstr(op, "kind"), id, doc)
+				   : govern_rule_delete(rt->cfg.govern, jb->b,
+							jstr(op, "kind"), id);
+
+		if (rc == NERR_NOTFOUND)
+			result_error(res, 404, "not_found", "id", "no such rule");
+		else if (rc == NERR_LIMIT)
+			result_error(res, 409, "limit", "id",
+				     "too many rules of this kind");
+		else if (rc)
+			result_error(res, 400, "invalid", "", nerr_str(rc));
+		else if (put)
+			result_set(res, 200, json_object_get(doc));
+		else
+			result_set(res, 200, json_object_new_object());
+	} else if (strcmp(what, "suppress_many") == 0 &&
+		   json_object_object_get_ex(op, "items", &doc)) {
+		for (size_t i = 0; i < json_object_array_length(doc); i++) {
+			struct json_object *it = json_object_array_get_idx(doc, i);
+
+			if (jstr(it, "channel") && jstr(it, "address"))
+				suppress(jb, jstr(it, "channel"), jstr(it, "address"),
+					 jstr(it, "reason") ? jstr(it, "reason")
+							    : "manual");
+		}
+		res->status = 0; /* the API answers with its parse summary */
 	} else if (strcmp(what, "engagement") == 0) {
 		engagement(rt, jb, jstr(op, "kind") ? jstr(op, "kind") : "",
 			   jstr(op, "envelope"));
@@ -2705,19 +2818,14 @@ void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 		 * bounces are counted on the address. */
 		const char *kind = jstr(op, "kind") ? jstr(op, "kind") : "hard_bounce";
 
-		if (strcmp(kind, "soft_bounce") == 0) {
-			struct json_object *cnt, *o = json_object_new_object();
+		bool soft = strcmp(kind, "soft_bounce") == 0;
 
-			buf_printf(&k, "soft:%s:%s", jstr(op, "channel"),
-				   jstr(op, "address"));
-			cnt = jb_get_json(jb, STORE_CF_SUPPRESSION, k.data, k.len);
-			json_object_object_add(
-				o, "soft_bounces",
-				json_object_new_int64(jint(cnt, "soft_bounces", 0) + 1));
-			jb_put_json(jb, STORE_CF_SUPPRESSION, k.data, k.len, o);
-			json_object_put(o);
-			json_object_put(cnt);
-		} else {
+		if (!rt->cfg.govern) {
+			if (!soft)
+				suppress(jb, jstr(op, "channel"), jstr(op, "address"),
+					 kind);
+		} else if (govern_bounce(rt->cfg.govern, jb->b, jstr(op, "channel"),
+					 jstr(op, "address"), !soft)) {
 			suppress(jb, jstr(op, "channel"), jstr(op, "address"), kind);
 		}
 		result_set(res, 200, json_object_new_object());

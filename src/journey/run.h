@@ -42,6 +42,7 @@
 
 struct json_object;
 struct journey_rt;
+struct govern;
 
 struct journey_rt_config {
 	struct journey_limits limits;
@@ -60,6 +61,7 @@ struct journey_rt_config {
 			     struct buf *out);
 	void (*unsubscribe_url)(void *ud, const char *envelope_id, struct buf *out);
 	void *track_ud;
+	struct govern *govern; /* the send-decision rules (borrowed; may be NULL) */
 };
 
 void journey_rt_config_default(struct journey_rt_config *cfg);

@@ -13,7 +13,8 @@
                                      openssl tool, DIR/cert.pem; STARTTLS is then
                                      required, or the listener is TLS from the
                                      first byte) and --auth USER:PASS (AUTH
-                                     required, PLAIN and LOGIN).
+                                     required, PLAIN and LOGIN); --timeout S
+                                     (idle sessions are closed after S seconds).
     python3 smtp_peer.py parse FILE  prints, as JSON, what Python's email parser
                                      reads in a message: headers (decoded), MIME
                                      structure, decoded parts.
@@ -95,6 +96,8 @@ def serve(d, args):
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
     opts = dict(zip(args[::2], args[1::2]))
     kw = {"hostname": "peer.test", "data_size_limit": 1 << 20}
+    if "--timeout" in opts:
+        kw["timeout"] = float(opts["--timeout"])
     ctx = None
     if "--tls" in opts:
         cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")

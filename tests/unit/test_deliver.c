@@ -1604,6 +1604,39 @@ static void smtp_implicit_tls(void **state)
 	deliver_free(d);
 }
 
+static void smtp_session_closed_by_the_relay_is_replaced(void **state)
+{
+	struct smtp_peer *tp = &tls_peer;
+	const char *extra[] = {"--timeout", "0.3", NULL};
+	assert_int_equal(peer_up(tp, extra), 0);
+	sp = tp;
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	deliver_config_default(&cfg);
+	cfg.smtp.host = "127.0.0.1";
+	cfg.smtp.port = tp->port;
+	cfg.smtp.connections = 1;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	assert_int_equal(
+		deliver_submit(d, email_req("idle-1", "a@example.org", "s", NULL, "b")),
+		NERR_OK);
+	wait_outcomes(1);
+	usleep(800 * 1000); /* the relay drops the idle session meanwhile */
+	/* no retries: the dead session must not cost the message an attempt */
+	assert_int_equal(
+		deliver_submit(d, email_req("idle-2", "a@example.org", "s", NULL, "b")),
+		NERR_OK);
+	wait_outcomes(2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		assert_int_equal(sink.got[i].attempts, 1);
+		assert_int_equal(sink.got[i].connections, 1);
+	}
+	assert_int_equal(smtp_wait_msgs(2), 2);
+	deliver_free(d);
+}
+
 /* ---- sms and push: the HTTP peer stands for the provider ---- */
 
 static struct deliver *start_providers(struct peer *p)
@@ -1750,6 +1783,41 @@ static void sms_429_and_5xx_are_retried(void **state)
 	wait_outcomes(2);
 	assert_int_equal(sink.got[1].result, DELIVER_TEMPFAIL);
 	assert_int_equal(sink.got[1].attempts, 2);
+	deliver_free(d);
+	peer_free(p);
+}
+
+static void sms_rate_limit_spaces_requests(void **state)
+{
+	struct peer *p = peer_start();
+	struct deliver_config cfg;
+	struct deliver *d = NULL;
+	struct nerr_msg msg;
+	char base[64];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", p->port);
+	deliver_config_default(&cfg);
+	cfg.sms.base_url = base;
+	cfg.sms.account_sid = "AC1";
+	cfg.sms.auth_token = "t";
+	cfg.sms.from = "+15005550006";
+	cfg.sms.rate_per_s = 40;
+	assert_int_equal(deliver_start(&cfg, on_outcome, &sink, &d, &msg), NERR_OK);
+	p->status = 201;
+	p->answer = "{\"sid\":\"SM1\"}";
+	/* a second's worth (40) goes at once, the other 20 at 40/s: >= 0.5 s */
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(deliver_submit(d, sms_req("rate", "+14155550100", "x")),
+				 NERR_OK);
+	wait_outcomes(60);
+	int64_t longest = 0;
+	for (int i = 0; i < 60; i++) {
+		assert_int_equal(sink.got[i].result, DELIVER_OK);
+		if (sink.got[i].duration_ms > longest)
+			longest = sink.got[i].duration_ms;
+	}
+	assert_true(longest >= 450);
+	assert_true(longest < 5000);
+	assert_int_equal(peer_total(p), 60);
 	deliver_free(d);
 	peer_free(p);
 }
@@ -1933,6 +2001,7 @@ int main(void)
 		cmocka_unit_test_setup(sms_invalid_number_is_permfail_invalid_recipient,
 				       reset_sink),
 		cmocka_unit_test_setup(sms_429_and_5xx_are_retried, reset_sink),
+		cmocka_unit_test_setup(sms_rate_limit_spaces_requests, reset_sink),
 		cmocka_unit_test(e164_numbers),
 		cmocka_unit_test_setup(push_request_has_the_fcm_shape, reset_sink),
 		cmocka_unit_test_setup(push_unregistered_token_is_invalid_recipient,
@@ -1959,6 +2028,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(smtp_starttls_and_auth, reset_sink,
 						tls_down),
 		cmocka_unit_test_setup_teardown(smtp_implicit_tls, reset_sink, tls_down),
+		cmocka_unit_test_setup_teardown(
+			smtp_session_closed_by_the_relay_is_replaced, reset_sink,
+			tls_down),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	failed += cmocka_run_group_tests(email, smtp_up, smtp_down);
