@@ -417,6 +417,7 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 	jb->now_ms = journey_rt_now(e->rt);
 	jb->seq = 0;
 	journey_rt_fire_timers(e->rt, jb);
+	journey_rt_flush(e->rt, jb);
 	if (last == applied && store_batch_count(b) == 0)
 		return applied;
 	*changed = true;
@@ -527,6 +528,7 @@ static void *engine_main(void *arg)
 			atomic_store(&e->broken, true);
 			break;
 		}
+		journey_rt_batch_done(e->rt, &jb);
 		/* Invariant 3: envelopes leave only after their batch is durable. */
 		hand_over_sends(e, &jb);
 		metrics_observe(&m_batch, (double)(clock_mono_ns() - t0) / 1e9);

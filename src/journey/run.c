@@ -67,6 +67,13 @@ struct journey_rt {
 	struct map fields;     /* "template\x1ffield" -> struct tfield */
 	int64_t clock_offset_ms;
 	uint64_t next_iid;
+	/* Timers (invariant 5) without rescanning fired ones: every pending timer
+	 * is at or after timer_lwm, and none is earlier than next_due (which may be
+	 * early, never late: a spurious wake-up only rescans). */
+	bool iid_dirty;
+	int64_t timer_lwm;
+	int64_t next_due;
+	int64_t last_fire_now;
 	struct arena scratch;
 	struct arena scratch2; /* for nested evaluations (event_count predicates) */
 };
@@ -248,6 +255,7 @@ void journey_batch_init(struct journey_batch *jb, struct store_batch *b, int64_t
 	jb->seq = 0;
 	jb->sends = NULL;
 	jb->sends_tail = &jb->sends;
+	jb->min_due = INT64_MAX;
 }
 
 void journey_batch_fini(struct journey_batch *jb)
@@ -833,6 +841,8 @@ static void set_timer(struct journey_batch *jb, struct inst *in, int64_t due_ms)
 	store_put_u64(v + 8, (uint64_t)jint(in->o, "visit", 0));
 	store_batch_put(jb->b, STORE_CF_TIMERS, k.data, k.len, v, 16);
 	json_object_object_add(in->o, "timer", json_object_new_int64(due_ms));
+	if (due_ms < jb->min_due)
+		jb->min_due = due_ms;
 	buf_fini(&k);
 }
 
@@ -1182,8 +1192,10 @@ static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *i
 #define EXCLUSIONS(X)                                                                    \
 	X(no_template)                                                                   \
 	X(no_address)                                                                    \
-	X(suppressed) X(no_consent) X(render_error) X(invalid_header) X(capped)          \
-		X(quiet_hours_dropped) X(entry_capped)
+	X(suppressed)                                                                    \
+	X(no_consent)                                                                    \
+	X(render_error) X(invalid_header) X(capped) X(quiet_hours_dropped)               \
+		X(entry_capped)
 #define X(r)                                                                             \
 	static struct metric m_ex_##r = {.name = "nudge_messages_excluded_total",        \
 					 .help = "Messages not sent, by reason.",        \
@@ -1939,8 +1951,7 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 	json_object_object_add(in.o, "entered", json_object_new_int64(jb->now_ms));
 	json_object_object_add(in.o, "entry", json_object_get(entry_event));
 	json_object_object_add(in.o, "steps", json_object_new_object());
-	store_put_u64(tv, rt->next_iid);
-	store_batch_put(jb->b, STORE_CF_META, META_IID, sizeof(META_IID) - 1, tv, 8);
+	rt->iid_dirty = true; /* written once per batch by journey_rt_flush() */
 	buf_init(&jk, 0);
 	index_j_key(&jk, &in);
 	store_batch_put(jb->b, STORE_CF_INDEX, jk.data, jk.len, "", 0);
@@ -2117,22 +2128,39 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 	struct buf due;
 	unsigned n = 0;
 
-	/* Collect the due timers first, then process them. */
+	int64_t first_unfired = INT64_MAX;
+	unsigned char lwm[8];
+
+	/* A clock moved backwards (test clock) may put new timers below the mark. */
+	if (jb->now_ms < rt->last_fire_now)
+		rt->timer_lwm = 0;
+	rt->last_fire_now = jb->now_ms;
+	/* Collect the due timers first, then process them. Seeking from the low
+	 * water mark skips the deletions left by timers already fired. */
 	buf_init(&due, 0);
-	for (store_iter_seek_first(it);
-	     store_iter_valid(it) && n < rt->cfg.timers_per_batch;
+	store_put_u64(lwm, (uint64_t)(rt->timer_lwm > 0 ? rt->timer_lwm : 0));
+	for (store_iter_seek(it, lwm, 8); store_iter_valid(it);
 	     store_iter_next(it), n++) {
 		size_t kl, vl;
 		const char *k = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
 		uint32_t l32 = (uint32_t)kl;
 
-		if (kl < 17 || vl != 16 || (int64_t)store_get_u64(k) > jb->now_ms)
+		if (kl < 17 || vl != 16)
+			continue;
+		if ((int64_t)store_get_u64(k) > jb->now_ms ||
+		    n >= rt->cfg.timers_per_batch) {
+			first_unfired = (int64_t)store_get_u64(k);
 			break;
+		}
 		buf_append(&due, &l32, 4);
 		buf_append(&due, k, kl);
 		buf_append(&due, v, 16);
 	}
 	store_iter_free(it);
+	/* Everything before first_unfired is fired now; timers set from here on
+	 * are later than now. */
+	rt->timer_lwm = first_unfired <= jb->now_ms ? first_unfired : jb->now_ms + 1;
+	rt->next_due = first_unfired;
 	n = 0;
 	for (size_t off = 0; off < due.len;) {
 		uint32_t kl;
@@ -2187,9 +2215,10 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 	return n;
 }
 
-int64_t journey_rt_next_due(struct journey_rt *rt)
+/* The first pending deadline from the store (startup). */
+static int64_t scan_next_due(struct store *s)
 {
-	struct store_iter *it = store_iter_new(rt->s, NULL, STORE_CF_TIMERS);
+	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_TIMERS);
 	int64_t due = INT64_MAX;
 	size_t kl;
 
@@ -2198,6 +2227,28 @@ int64_t journey_rt_next_due(struct journey_rt *rt)
 		due = (int64_t)store_get_u64(store_iter_key(it, &kl));
 	store_iter_free(it);
 	return due;
+}
+
+int64_t journey_rt_next_due(struct journey_rt *rt)
+{
+	return rt->next_due;
+}
+
+void journey_rt_flush(struct journey_rt *rt, struct journey_batch *jb)
+{
+	unsigned char tv[8];
+
+	if (!rt->iid_dirty)
+		return;
+	store_put_u64(tv, rt->next_iid);
+	store_batch_put(jb->b, STORE_CF_META, META_IID, sizeof(META_IID) - 1, tv, 8);
+	rt->iid_dirty = false;
+}
+
+void journey_rt_batch_done(struct journey_rt *rt, const struct journey_batch *jb)
+{
+	if (jb->min_due < rt->next_due)
+		rt->next_due = jb->min_due;
 }
 
 /* ---------------------------------------------------------------- outcomes */
@@ -3099,6 +3150,8 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 		rt->next_iid = store_get_u64(v);
 	free(v);
 	load_journeys(rt, msg);
+	rt->next_due = scan_next_due(s);
+	rt->timer_lwm = rt->next_due == INT64_MAX ? 0 : rt->next_due;
 	*out = rt;
 	return NERR_OK;
 }

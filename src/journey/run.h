@@ -51,14 +51,14 @@ struct journey_rt_config {
 	unsigned timers_per_batch;    /* timers fired per engine batch */
 	const char *webhook_secret;   /* global signing secret or NULL */
 	const struct profile_config *profile;
-	const char *default_from;     /* email sender when the template has none */
+	const char *default_from; /* email sender when the template has none */
 	/*
 	 * Link tracking (the app wires src/deliver/track.c here; NULL = off):
 	 * rewrite_html appends html with links and the open pixel rewritten for
 	 * envelope_id; unsubscribe_url appends the one-click unsubscribe URL.
 	 */
-	void (*rewrite_html)(void *ud, const char *envelope_id, const char *html, size_t len,
-			     struct buf *out);
+	void (*rewrite_html)(void *ud, const char *envelope_id, const char *html,
+			     size_t len, struct buf *out);
 	void (*unsubscribe_url)(void *ud, const char *envelope_id, struct buf *out);
 	void *track_ud;
 	struct govern *govern; /* the send-decision rules (borrowed; may be NULL) */
@@ -85,6 +85,7 @@ struct journey_batch {
 	uint64_t seq;		    /* the inbox record being applied (0 for timers) */
 	struct journey_send *sends; /* envelopes to hand to delivery after commit */
 	struct journey_send **sends_tail;
+	int64_t min_due; /* earliest timer set in this batch (INT64_MAX: none) */
 };
 
 void journey_batch_init(struct journey_batch *jb, struct store_batch *b, int64_t now_ms);
@@ -110,8 +111,13 @@ void journey_rt_on_erase(struct journey_rt *rt, struct journey_batch *jb, uint64
 /* Fires up to cfg.timers_per_batch timers due at or before jb->now_ms; returns
  * how many fired. */
 unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb);
-/* The earliest pending timer (committed state), or INT64_MAX. */
+/* The earliest pending timer (kept in memory; may be early, never late), or
+ * INT64_MAX. */
 int64_t journey_rt_next_due(struct journey_rt *rt);
+/* Before the engine commits a batch: writes the runtime's counters once. */
+void journey_rt_flush(struct journey_rt *rt, struct journey_batch *jb);
+/* After a batch committed: folds the timers it set into the next deadline. */
+void journey_rt_batch_done(struct journey_rt *rt, const struct journey_batch *jb);
 /* A delivery outcome record (JSON from the delivery thread). */
 void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 			   struct json_object *outcome);
