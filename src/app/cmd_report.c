@@ -39,6 +39,8 @@ static void usage(FILE *to)
 	fprintf(to,
 		"usage: nudge report journey ID [--version N] [--from T] [--to T] "
 		"[--bucket minute|hour|day]\n"
+		"       nudge report step JOURNEY STEP [--version N] [...]\n"
+		"       nudge report template ID [...]\n"
 		"       nudge report overview\n"
 		"  options for both: [--url URL] [--admin-key KEY] [--csv | --json]\n"
 		"  prints the funnel, message metrics and conversions as tables; --csv "
@@ -194,6 +196,131 @@ static void fmt_reasons(struct buf *b, struct json_object *o)
 
 /* ---------------------------------------------------------------- printing */
 
+/* The message rows of a report; k1, k2 name the first two columns (then the
+ * channel): "step", "template" for a journey, "journey", "step" for a template. */
+static void print_messages(struct json_object *arr, const char *k1, const char *k2)
+{
+	struct table tb;
+	struct buf why;
+	char a[16][32];
+
+	if (!json_object_array_length(arr))
+		return;
+	buf_init(&why, 0);
+	printf("\nMessages (opened and clicked: unique/total)\n");
+	table_init(&tb, "lllrrrrrrrrrrrrr");
+	table_row(&tb, (const char *const[]){k1, k2, "channel", "targeted", "excluded",
+					     "sent", "delivered", "bounced", "failed",
+					     "opened", "clicked", "unsub", "delivery",
+					     "open", "click", "click/open"});
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		struct json_object *m = json_object_array_get_idx(arr, i);
+
+		snprintf(a[7], 32, "%lld",
+			 (long long)(num(m, "bounced_hard") + num(m, "bounced_soft")));
+		table_row(&tb,
+			  (const char *const[]){
+				  str(m, k1), str(m, k2), str(m, "channel"),
+				  fmt_num(a[0], m, "targeted"),
+				  fmt_num(a[1], m, "excluded_total"),
+				  fmt_num(a[2], m, "sent"), fmt_num(a[3], m, "delivered"),
+				  a[7], fmt_num(a[4], m, "failed"),
+				  fmt_pair(a[5], m, "opened_unique", "opened"),
+				  fmt_pair(a[6], m, "clicked_unique", "clicked"),
+				  fmt_num(a[8], m, "unsubscribed"),
+				  fmt_rate(a[9], m, "delivery_rate"),
+				  fmt_rate(a[10], m, "open_rate"),
+				  fmt_rate(a[11], m, "click_rate"),
+				  fmt_rate(a[12], m, "click_to_open_rate")});
+	}
+	table_print(&tb);
+	table_fini(&tb);
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		struct json_object *m = json_object_array_get_idx(arr, i);
+
+		if (num(m, "excluded_total") == 0)
+			continue;
+		fmt_reasons(&why, get(m, "excluded"));
+		printf("  %s excluded: %s\n", str(m, k1), buf_str(&why));
+	}
+	buf_fini(&why);
+}
+
+static void print_arms(struct json_object *arr)
+{
+	struct table tb;
+	char a[4][32];
+
+	if (!json_object_array_length(arr))
+		return;
+	printf("\nSplit arms (conversions attributed to the arm taken)\n");
+	table_init(&tb, "llrrrr");
+	table_row(&tb, (const char *const[]){"arm", "split step", "entered",
+					     "conversions", "rate", "value"});
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		struct json_object *m = json_object_array_get_idx(arr, i);
+
+		table_row(&tb,
+			  (const char *const[]){str(m, "arm"), str(m, "step"),
+						fmt_num(a[0], m, "entered"),
+						fmt_num(a[1], m, "conversions"),
+						fmt_rate(a[2], m, "conversion_rate"),
+						fmt_money(a[3], m, "conversion_value")});
+	}
+	table_print(&tb);
+	table_fini(&tb);
+}
+
+/* "entered N, in step N, completed N, errors N; exited: ..." of one object. */
+static void print_funnel_line(struct json_object *t, const char *in_key,
+			      const char *in_name)
+{
+	struct buf why;
+
+	buf_init(&why, 0);
+	fmt_reasons(&why, get(t, "exited"));
+	printf("entered %lld, %s %lld, completed %lld, errors %lld; exited: %s\n",
+	       (long long)num(t, "entered"), in_name, (long long)num(t, in_key),
+	       (long long)num(t, "completed"), (long long)num(t, "errors"),
+	       buf_str(&why));
+	buf_fini(&why);
+}
+
+static void print_step(struct json_object *o)
+{
+	char a[2][32];
+
+	printf("journey %s, step %s", str(o, "journey"), str(o, "step"));
+	if (num(o, "version"))
+		printf(", version %lld\n", (long long)num(o, "version"));
+	else
+		printf(", all versions\n");
+	print_funnel_line(o, "in_step", "in step");
+	printf("conversions attributed %lld, value %s\n",
+	       (long long)num(o, "conversions"), fmt_money(a[0], o, "conversion_value"));
+	(void)a[1];
+	print_messages(get(o, "messages"), "step", "template");
+	print_arms(get(o, "arms"));
+}
+
+static void print_template(struct json_object *o)
+{
+	struct json_object *t = get(o, "totals");
+	char a[8][32];
+
+	printf("template %s\n", str(o, "template"));
+	printf("sent %lld, delivered %lld (%s), opened %s (%s), clicked %s (%s), "
+	       "conversions %lld, value %s\n",
+	       (long long)num(t, "sent"), (long long)num(t, "delivered"),
+	       fmt_rate(a[0], t, "delivery_rate"),
+	       fmt_pair(a[1], t, "opened_unique", "opened"),
+	       fmt_rate(a[2], t, "open_rate"),
+	       fmt_pair(a[3], t, "clicked_unique", "clicked"),
+	       fmt_rate(a[4], t, "click_rate"), (long long)num(t, "conversions"),
+	       fmt_money(a[5], t, "conversion_value"));
+	print_messages(get(o, "messages"), "journey", "step");
+}
+
 static void print_journey(struct json_object *o)
 {
 	struct json_object *t = get(o, "totals"), *arr;
@@ -207,12 +334,7 @@ static void print_journey(struct json_object *o)
 		printf(", version %lld\n", (long long)num(o, "version"));
 	else
 		printf(", all versions\n");
-	fmt_reasons(&why, get(t, "exited"));
-	printf("entered %lld, in progress %lld, completed %lld, errors %lld; exited: "
-	       "%s\n",
-	       (long long)num(t, "entered"), (long long)num(t, "in_progress"),
-	       (long long)num(t, "completed"), (long long)num(t, "errors"),
-	       buf_str(&why));
+	print_funnel_line(t, "in_progress", "in progress");
 	printf("conversions %lld (rate %s), value %s\n", (long long)num(t, "conversions"),
 	       fmt_rate(a[0], t, "conversion_rate"),
 	       fmt_money(a[1], t, "conversion_value"));
@@ -235,68 +357,8 @@ static void print_journey(struct json_object *o)
 	table_print(&tb);
 	table_fini(&tb);
 
-	arr = get(o, "messages");
-	if (json_object_array_length(arr)) {
-		printf("\nMessages (opened and clicked: unique/total)\n");
-		table_init(&tb, "lllrrrrrrrrrrrrr");
-		table_row(&tb, (const char *const[]){
-				       "step", "template", "channel", "targeted",
-				       "excluded", "sent", "delivered", "bounced",
-				       "failed", "opened", "clicked", "unsub", "delivery",
-				       "open", "click", "click/open"});
-		for (size_t i = 0; i < json_object_array_length(arr); i++) {
-			struct json_object *m = json_object_array_get_idx(arr, i);
-
-			snprintf(a[7], 32, "%lld",
-				 (long long)(num(m, "bounced_hard") +
-					     num(m, "bounced_soft")));
-			table_row(&tb,
-				  (const char *const[]){
-					  str(m, "step"), str(m, "template"),
-					  str(m, "channel"), fmt_num(a[0], m, "targeted"),
-					  fmt_num(a[1], m, "excluded_total"),
-					  fmt_num(a[2], m, "sent"),
-					  fmt_num(a[3], m, "delivered"), a[7],
-					  fmt_num(a[4], m, "failed"),
-					  fmt_pair(a[5], m, "opened_unique", "opened"),
-					  fmt_pair(a[6], m, "clicked_unique", "clicked"),
-					  fmt_num(a[8], m, "unsubscribed"),
-					  fmt_rate(a[9], m, "delivery_rate"),
-					  fmt_rate(a[10], m, "open_rate"),
-					  fmt_rate(a[11], m, "click_rate"),
-					  fmt_rate(a[12], m, "click_to_open_rate")});
-		}
-		table_print(&tb);
-		table_fini(&tb);
-		for (size_t i = 0; i < json_object_array_length(arr); i++) {
-			struct json_object *m = json_object_array_get_idx(arr, i);
-
-			if (num(m, "excluded_total") == 0)
-				continue;
-			fmt_reasons(&why, get(m, "excluded"));
-			printf("  %s excluded: %s\n", str(m, "step"), buf_str(&why));
-		}
-	}
-
-	arr = get(o, "arms");
-	if (json_object_array_length(arr)) {
-		printf("\nSplit arms (conversions attributed to the arm taken)\n");
-		table_init(&tb, "llrrrr");
-		table_row(&tb, (const char *const[]){"arm", "split step", "entered",
-						     "conversions", "rate", "value"});
-		for (size_t i = 0; i < json_object_array_length(arr); i++) {
-			struct json_object *m = json_object_array_get_idx(arr, i);
-
-			table_row(&tb, (const char *const[]){
-					       str(m, "arm"), str(m, "step"),
-					       fmt_num(a[0], m, "entered"),
-					       fmt_num(a[1], m, "conversions"),
-					       fmt_rate(a[2], m, "conversion_rate"),
-					       fmt_money(a[3], m, "conversion_value")});
-		}
-		table_print(&tb);
-		table_fini(&tb);
-	}
+	print_messages(get(o, "messages"), "step", "template");
+	print_arms(get(o, "arms"));
 	buf_fini(&why);
 }
 
@@ -470,7 +532,8 @@ static void print_refusal(const char *what, long status, const char *body)
 
 int cmd_report(int argc, char **argv)
 {
-	const char *url = NULL, *key_arg = NULL, *env, *what = NULL, *id = NULL;
+	const char *url = NULL, *key_arg = NULL, *env, *what = NULL, *id = NULL,
+		   *id2 = NULL;
 	const char *version = NULL, *from = NULL, *to = NULL, *bucket = NULL;
 	bool csv = false, json = false;
 	char *key = NULL, *base = NULL;
@@ -514,26 +577,42 @@ int cmd_report(int argc, char **argv)
 			what = a;
 		else if (!id)
 			id = a;
+		else if (!id2)
+			id2 = a;
 		else {
 			fprintf(stderr, "nudge report: '%s' is extra\n", a);
 			usage(stderr);
 			goto out;
 		}
 	}
-	if (!what || (strcmp(what, "journey") && strcmp(what, "overview"))) {
+	if (!what || (strcmp(what, "journey") && strcmp(what, "overview") &&
+		      strcmp(what, "step") && strcmp(what, "template"))) {
 		fprintf(stderr,
-			"nudge report: say what to report: journey ID, or overview\n");
+			"nudge report: say what to report: journey ID, step JOURNEY "
+			"STEP, template ID, or overview\n");
 		usage(stderr);
 		goto out;
 	}
-	if (strcmp(what, "journey") == 0 && (!id || !valid_id(id))) {
-		fprintf(stderr, "nudge report journey: %s\n",
-			id ? "the id must be 1 to 64 of A-Z a-z 0-9 _ -" : "missing ID");
-		goto out;
-	}
-	if (strcmp(what, "overview") == 0 && id) {
-		fprintf(stderr, "nudge report overview: takes no id ('%s')\n", id);
-		goto out;
+	{
+		unsigned want = strcmp(what, "overview") == 0 ? 0
+				: strcmp(what, "step") == 0   ? 2
+							      : 1;
+		unsigned got = !!id + !!id2;
+
+		if (got != want) {
+			fprintf(stderr, "nudge report %s: %s\n", what,
+				want == 0   ? "takes no id"
+				: want == 1 ? "needs one ID"
+					    : "needs JOURNEY and STEP");
+			goto out;
+		}
+		if ((id && !valid_id(id)) || (id2 && !valid_id(id2))) {
+			fprintf(stderr,
+				"nudge report %s: an id must be 1 to 64 of A-Z a-z 0-9 _ "
+				"-\n",
+				what);
+			goto out;
+		}
 	}
 	if (csv && json) {
 		fprintf(stderr, "nudge report: --csv or --json, not both\n");
@@ -583,16 +662,22 @@ int cmd_report(int argc, char **argv)
 	if (strcmp(what, "journey") == 0)
 		buf_printf(&path, "%s/v1/reports/journeys/%s%s", base, id,
 			   buf_str(&query));
+	else if (strcmp(what, "step") == 0)
+		buf_printf(&path, "%s/v1/reports/journeys/%s/steps/%s%s", base, id, id2,
+			   buf_str(&query));
+	else if (strcmp(what, "template") == 0)
+		buf_printf(&path, "%s/v1/reports/templates/%s%s", base, id,
+			   buf_str(&query));
 	else
 		buf_printf(&path, "%s/v1/reports/overview%s", base, buf_str(&query));
 	rc = 1;
 	if (!http_get(buf_str(&path), key, csv, &status, &body))
 		goto out;
 	if (status != 200) {
-		char label[96];
+		char label[192];
 
-		snprintf(label, sizeof(label), "%s%s%s", what, id ? " " : "",
-			 id ? id : "");
+		snprintf(label, sizeof(label), "%s%s%s%s%s", what, id ? " " : "",
+			 id ? id : "", id2 ? " " : "", id2 ? id2 : "");
 		print_refusal(label, status, buf_str(&body));
 		goto out;
 	}
@@ -613,6 +698,10 @@ int cmd_report(int argc, char **argv)
 	}
 	if (strcmp(what, "journey") == 0)
 		print_journey(o);
+	else if (strcmp(what, "step") == 0)
+		print_step(o);
+	else if (strcmp(what, "template") == 0)
+		print_template(o);
 	else
 		print_overview(o);
 	json_object_put(o);

@@ -57,6 +57,7 @@
 #include <json-c/json.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1915,14 +1916,22 @@ void report_render_metrics(struct store *s, struct buf *out)
 	rows_fini(&rs);
 }
 
+/* The store /metrics reads the report series from (one per process). */
+static _Atomic(struct store *) metrics_store;
+
 static void render_cb(void *ud, struct buf *out)
 {
-	report_render_metrics(ud, out);
+	struct store *s = atomic_load(&metrics_store);
+
+	(void)ud;
+	if (s)
+		report_render_metrics(s, out);
 }
 
 void report_register_metrics(struct store *s)
 {
-	metrics_add_renderer(render_cb, s);
+	atomic_store(&metrics_store, s);
+	metrics_add_renderer(render_cb, NULL);
 }
 
 /* ------------------------------------------------------------------- HTTP */

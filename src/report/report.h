@@ -175,7 +175,8 @@ int report_http(struct store *s, const char *rest, const char *query, const char
 /* Appends the per-journey and per-channel series in Prometheus text format
  * (labels: journey, channel, reason, stage; never a profile). */
 void report_render_metrics(struct store *s, struct buf *out);
-/* Registers report_render_metrics(s) with the /metrics registry (startup). */
+/* Makes /metrics (metrics_render) append report_render_metrics(s); a later
+ * call replaces s, and NULL stops it (call that before closing the store). */
 void report_register_metrics(struct store *s);
 
 #endif

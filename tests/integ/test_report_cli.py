@@ -88,6 +88,23 @@ OVERVIEW = {
     ],
 }
 
+STEP = {
+    "journey": "cart", "step": "remind", "version": 2, "versions": [2],
+    "entered": 100, "in_step": 0, "completed": 99,
+    "exited": {"completed": 0, "exit": 0, "goal": 0, "stopped": 0, "error": 1,
+               "timeout": 0, "erased": 0, "merged": 0},
+    "errors": 1, "conversions": 12, "conversion_value": 1234.5,
+    "messages": JOURNEY["messages"], "arms": [], "latency": {},
+}
+
+TEMPLATE = {
+    "template": "cart-reminder",
+    "totals": dict(JOURNEY["messages"][0]),
+    "messages": [dict(JOURNEY["messages"][0], journey="cart"),
+                 dict(JOURNEY["messages"][0], journey="winback", step="nudge", sent=3)],
+    "latency": {},
+}
+
 CSV = "journey,version,step,template,channel,arm,counter,value\r\ncart,1,,,,,entered,120\r\n"
 
 
@@ -116,6 +133,10 @@ class CannedAPI:
                     return self.answer(200, JOURNEY)
                 if u.path == "/v1/reports/overview":
                     return self.answer(200, OVERVIEW)
+                if u.path == "/v1/reports/journeys/cart/steps/remind":
+                    return self.answer(200, STEP)
+                if u.path == "/v1/reports/templates/cart-reminder":
+                    return self.answer(200, TEMPLATE)
                 return self.answer(404, {"error": {"code": "not_found", "field": "journey",
                                                    "message": "nothing was counted for journey 'nope'"}})
 
@@ -207,6 +228,28 @@ class ReportCLIAgainstCannedAPI(unittest.TestCase):
         self.assertEqual(cells(out[ch + 2]), ["email", "95", "90", "5", "0", "5", "45/70",
                                               "18/30", "94.7%", "50.0%", "20.0%"])
 
+    def test_step_and_template_reports(self):
+        r = self.run_report("step", "cart", "remind", "--version", "2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        req = self.api.requests[-1]
+        self.assertEqual((req["path"], req["query"]),
+                         ("/v1/reports/journeys/cart/steps/remind", {"version": ["2"]}))
+        out = r.stdout.splitlines()
+        self.assertEqual(out[0], "journey cart, step remind, version 2")
+        self.assertEqual(out[1], "entered 100, in step 0, completed 99, errors 1; exited: error 1")
+        self.assertEqual(out[2], "conversions attributed 12, value 1234.50")
+        self.assertIn("remind", cells([l for l in out if l.startswith("remind")][0]))
+        r = self.run_report("template", "cart-reminder")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.api.requests[-1]["path"], "/v1/reports/templates/cart-reminder")
+        out = r.stdout.splitlines()
+        self.assertEqual(out[0], "template cart-reminder")
+        self.assertIn("sent 95, delivered 90 (94.7%), opened 45/70 (50.0%)", out[1])
+        hdr = [i for i, l in enumerate(out) if l.startswith("Messages")][0]
+        self.assertEqual(cells(out[hdr + 1])[:4], ["journey", "step", "channel", "targeted"])
+        self.assertEqual(cells(out[hdr + 2])[:6], ["cart", "remind", "email", "100", "5", "95"])
+        self.assertEqual(cells(out[hdr + 3])[:6], ["winback", "nudge", "email", "100", "5", "3"])
+
     def test_refusals_and_bad_usage(self):
         r = self.run_report("journey", "nope")
         self.assertEqual(r.returncode, 1)
@@ -215,6 +258,7 @@ class ReportCLIAgainstCannedAPI(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("HTTP 401", r.stderr)
         for args in (["journey"], ["journey", "a/b"], ["bogus"], ["overview", "x"],
+                     ["step", "cart"], ["template"], ["template", "a", "b"], ["journey", "a", "b"],
                      ["journey", "cart", "--version", "0"], ["journey", "cart", "--csv", "--json"]):
             r = self.run_report(*args)
             self.assertEqual(r.returncode, 2, args)
@@ -362,6 +406,12 @@ class ReportEndToEnd(unittest.TestCase):
         out = nudgetest.run_nudge("report", "overview", "--url", url, "--admin-key", s.admin_key)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertRegex(out.stdout, r"(?m)^email\s+10\s+10\s")
+        out = nudgetest.run_nudge("report", "step", "report-e2e", "hold", "--url", url, "--admin-key", s.admin_key)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("entered 11, in step 11, completed 0", out.stdout)
+        out = nudgetest.run_nudge("report", "template", "offer-a", "--url", url, "--admin-key", s.admin_key)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout, r"(?m)^report-e2e\s+offer_a\s+email\s")
         r = s.request("GET", "/v1/reports/journeys/report-e2e", headers={"Accept": "text/csv"}, auth="admin")
         self.assertEqual(r.status, 200)
         self.assertTrue(r.body.startswith("journey,version,step,template,channel,arm,counter,value\r\n"))

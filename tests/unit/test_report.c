@@ -835,6 +835,18 @@ static void metrics_render_per_journey_and_channel_and_promtool_accepts(void **s
 	assert_non_null(strstr(buf_str(&out),
 			       "nudge_report_latency_seconds_count{journey=\"cart\","
 			       "stage=\"event_to_decision\"} 1\n"));
+	/* Registering again replaces the store (no second copy); NULL stops it. */
+	report_register_metrics(s);
+	buf_reset(&out);
+	metrics_render(&out);
+	{
+		const char *first = strstr(buf_str(&out),
+					   "# TYPE nudge_report_journey_entered_total");
+
+		assert_non_null(first);
+		assert_null(
+			strstr(first + 1, "# TYPE nudge_report_journey_entered_total"));
+	}
 	rc = promtool(buf_str(&out), why, sizeof(why));
 	if (rc < 0) {
 		print_message(
@@ -846,6 +858,10 @@ static void metrics_render_per_journey_and_channel_and_promtool_accepts(void **s
 				"promtool check metrics failed (%d):\n%s\n--- input:\n%s",
 				rc, why, buf_str(&out));
 	}
+	report_register_metrics(NULL);
+	buf_reset(&out);
+	metrics_render(&out);
+	assert_null(strstr(buf_str(&out), "nudge_report_"));
 	buf_fini(&out);
 }
 
