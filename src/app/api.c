@@ -36,6 +36,7 @@
 #include "deliver/track.h"
 #include "profile/profile.h"
 #include "report/metrics.h"
+#include "report/report.h"
 
 enum route {
 	ROUTE_TRACK,
@@ -55,14 +56,16 @@ enum route {
 	ROUTE_SUPPRESSION,
 	ROUTE_FEEDBACK,
 	ROUTE_RULES,
+	ROUTE_REPORTS,
 	ROUTE_OTHER,
 	ROUTE__COUNT
 };
 
 static const char *const route_names[ROUTE__COUNT] = {
-	"track", "identify", "page",	    "screen",	"alias",    "group",
-	"batch", "profiles", "healthz",	    "metrics",	"journeys", "templates",
-	"debug", "tracking", "suppression", "feedback", "rules",    "other",
+	"track",    "identify",	 "page",     "screen",	 "alias",
+	"group",    "batch",	 "profiles", "healthz",	 "metrics",
+	"journeys", "templates", "debug",    "tracking", "suppression",
+	"feedback", "rules",	 "reports",  "other",
 };
 
 static const int counted_status[] = {302, 200, 400, 401, 404, 405,
@@ -1629,6 +1632,25 @@ void api_handle(void *ud, struct http_req *req)
 						   "the admin key is required (Bearer)");
 			return handle_rules(a, req, method);
 		}
+		if (strncmp(path, "/v1/reports/", 12) == 0) {
+			struct buf out;
+			const char *ct;
+			int st;
+
+			if (strcmp(method, "GET"))
+				return method_not_allowed(a, req, ROUTE_REPORTS, "GET");
+			if (!check_bearer(req, a->cfg->admin_key))
+				return reply_error(a, req, ROUTE_REPORTS, 401,
+						   "unauthorized", "Authorization",
+						   "the admin key is required (Bearer)");
+			buf_init(&out, 0);
+			st = report_http(a->s, path + 12, http_req_query(req),
+					 http_req_header(req, "Accept"), &out, &ct);
+			reply(a, req, ROUTE_REPORTS, st, ct, buf_str(&out), out.len,
+			      NULL);
+			buf_fini(&out);
+			return;
+		}
 		if (strncmp(path, "/v1/suppression", 15) == 0 &&
 		    (path[15] == '\0' || path[15] == '/')) {
 			if (!check_bearer(req, a->cfg->admin_key))
@@ -1719,6 +1741,7 @@ struct api *api_new(const struct config *cfg, struct store *s, struct inbox *ib)
 	metrics_register(&a->m_events);
 	metrics_register(&a->m_rejected);
 	metrics_register(&a->m_latency);
+	report_register_metrics(s);
 	return a;
 }
 

@@ -28,6 +28,7 @@
 #include "base/mem.h"
 #include "ingest/inbox.h"
 #include "report/metrics.h"
+#include "report/report.h"
 
 #define DEDUP_PRUNE_PER_BATCH 1000
 static const char META_APPLIED[] = "applied_seq";
@@ -45,6 +46,7 @@ struct engine {
 	struct store *s;
 	struct journey_rt *rt;	/* engine thread only */
 	struct govern *govern;	/* engine thread only */
+	struct report *report;	/* engine thread only */
 	struct result *results; /* guarded by mu */
 	struct engine_config cfg;
 	pthread_t thread;
@@ -497,6 +499,7 @@ static void *engine_main(void *arg)
 		uint64_t t0 = clock_mono_ns();
 		e->batch_profiles = 0;
 		journey_batch_init(&jb, b, journey_rt_now(e->rt));
+		jb.report = e->report;
 		uint64_t next = run_batch(e, &jb, applied, upto, &changed);
 		if (!changed) {
 			journey_batch_fini(&jb);
@@ -517,11 +520,14 @@ static void *engine_main(void *arg)
 				  "msg=\"store read failed mid-batch; engine stopped "
 				  "without committing\"");
 			store_batch_clear(b);
+			report_discard(e->report);
 			journey_batch_fini(&jb);
 			atomic_store(&e->broken, true);
 			break;
 		}
+		report_flush(e->report, b, jb.now_ms);
 		if (store_batch_commit(b, true, NULL) != NERR_OK) {
+			report_discard(e->report);
 			log_error("engine",
 				  "msg=\"state commit failed; engine stopped\"");
 			journey_batch_fini(&jb);
@@ -584,6 +590,7 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 		free(e);
 		return NERR_IO;
 	}
+	report_open(s, &e->report);
 	/* Envelopes committed but never reported (crash, restart) go out again,
 	 * with the same id (invariant 4). */
 	journey_rt_pending(e->rt, send_pending, e);
@@ -653,6 +660,7 @@ void engine_free(struct engine *e)
 	}
 	journey_rt_free(e->rt);
 	govern_free(e->govern);
+	report_free(e->report);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	free(e);

@@ -29,6 +29,7 @@
 #include "expr/expr.h"
 #include "govern/govern.h"
 #include "report/metrics.h"
+#include "report/report.h"
 #include "tmpl/tmpl.h"
 
 enum jstatus { JS_DRAFT, JS_ACTIVE, JS_PAUSED, JS_STOPPED };
@@ -897,6 +898,49 @@ static void clear_parked(struct journey_batch *jb, struct inst *in)
 
 static void inst_save(struct journey_rt *rt, struct journey_batch *jb, struct inst *in);
 
+/* ------------------------------------------------------------- reporting */
+
+/* Counts c for the instance at step (NULL = journey level) with the message
+ * dims of st when it is a message step. */
+static void rcount(struct journey_batch *jb, struct inst *in,
+		   const struct journey_step *st, const char *arm, enum report_counter c,
+		   double n)
+{
+	struct report_dims d = {.journey = in->jr->id,
+				.version = (unsigned)jint(in->o, "v", 0),
+				.step = st ? st->id : "",
+				.arm = arm};
+
+	if (!jb->report)
+		return;
+	if (st && st->kind == JOURNEY_STEP_MESSAGE) {
+		d.template_id = st->u.message.template_id;
+		d.channel = journey_channel_name(st->u.message.channel);
+	}
+	report_count(jb->report, &d, c, n);
+}
+
+/* The step an instance counts as being in ("ws"), or NULL. */
+static const struct journey_step *waiting_step(struct inst *in)
+{
+	int ws = (int)jint(in->o, "ws", -1);
+
+	return ws >= 0 && (unsigned)ws < in->def->nsteps ? &in->def->steps[ws] : NULL;
+}
+
+/* The instance leaves the step it waited in: in_step -1 there. */
+static void leave_wait(struct journey_batch *jb, struct inst *in, bool completed)
+{
+	const struct journey_step *st = waiting_step(in);
+
+	if (!st)
+		return;
+	rcount(jb, in, st, NULL, REPORT_IN_STEP, -1);
+	if (completed)
+		rcount(jb, in, st, NULL, REPORT_COMPLETED, 1);
+	json_object_object_del(in->o, "ws");
+}
+
 /* Ends an instance: every key it holds goes, the re-entry record stays. */
 static void inst_end(struct journey_rt *rt, struct journey_batch *jb, struct inst *in,
 		     const char *reason)
@@ -915,6 +959,17 @@ static void inst_end(struct journey_rt *rt, struct journey_batch *jb, struct ins
 	buf_fini(&k);
 	store_batch_delete(jb->b, STORE_CF_INSTANCES, in->key.data, in->key.len);
 	in->ended = true;
+	{
+		enum report_counter c = REPORT_EXITED_ERROR;
+		int si = (int)jint(in->o, "step", -1);
+		const struct journey_step *at = waiting_step(in);
+
+		report_exit_counter(reason, &c);
+		if (!at && si >= 0 && (unsigned)si < in->def->nsteps)
+			at = &in->def->steps[si];
+		leave_wait(jb, in, false);
+		rcount(jb, in, at, NULL, c, 1);
+	}
 	if (strcmp(reason, "completed") == 0)
 		metrics_add(&m_end_completed, 1);
 	else if (strcmp(reason, "exit") == 0)
@@ -1194,8 +1249,7 @@ static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *i
 	X(no_address)                                                                    \
 	X(suppressed)                                                                    \
 	X(no_consent)                                                                    \
-	X(render_error) X(invalid_header) X(capped) X(quiet_hours_dropped)               \
-		X(entry_capped)
+	X(render_error) X(invalid_header) X(capped) X(quiet_hours_dropped) X(entry_capped)
 #define X(r)                                                                             \
 	static struct metric m_ex_##r = {.name = "nudge_messages_excluded_total",        \
 					 .help = "Messages not sent, by reason.",        \
@@ -1347,10 +1401,14 @@ static bool suppressed(struct journey_batch *jb, const char *channel, const char
 }
 
 /* Records why a message was not sent; the instance goes on. */
-static void exclude(struct inst *in, const struct journey_step *st, const char *reason,
-		    const char *detail)
+static void exclude(struct journey_batch *jb, struct inst *in,
+		    const struct journey_step *st, const char *reason, const char *detail)
 {
 	struct json_object *r = step_results(in, st->id);
+	enum report_counter c = REPORT_EXCLUDED_RENDER_ERROR;
+
+	report_exclusion_counter(reason, &c);
+	rcount(jb, in, st, NULL, c, 1);
 
 	json_object_object_add(r, "excluded", json_object_new_string(reason));
 	if (detail)
@@ -1380,25 +1438,27 @@ static void step_message(struct journey_rt *rt, struct journey_batch *jb,
 	enum nerr rc = NERR_OK;
 
 	envelope_id(in, idx, visit, id);
+	if (!json_object_object_get_ex(in->o, "delay_first_ms", NULL)) /* not a retry */
+		rcount(jb, in, st, NULL, REPORT_TARGETED, 1);
 	doc = jb_get_json(jb, STORE_CF_TEMPLATES, m->template_id, strlen(m->template_id));
 	if (!doc || !jstr(doc, "channel") || strcmp(jstr(doc, "channel"), chname) != 0) {
-		exclude(in, st, "no_template", m->template_id);
+		exclude(jb, in, st, "no_template", m->template_id);
 		json_object_put(doc);
 		return;
 	}
 	to = recipient(ec, m->channel, &owned);
 	if (!to) {
-		exclude(in, st, "no_address", NULL);
+		exclude(jb, in, st, "no_address", NULL);
 		json_object_put(doc);
 		return;
 	}
 	/* Order of DESIGN.md §10: suppression, then consent. */
 	if (suppressed(jb, chname, to)) {
-		exclude(in, st, "suppressed", NULL);
+		exclude(jb, in, st, "suppressed", NULL);
 		goto out;
 	}
 	if (!cb_consent(ec, chname, m->category)) {
-		exclude(in, st, "no_consent", NULL);
+		exclude(jb, in, st, "no_consent", NULL);
 		goto out;
 	}
 	/* Caps, quiet hours and throttles (src/govern). */
@@ -1424,7 +1484,7 @@ static void step_message(struct journey_rt *rt, struct journey_batch *jb,
 		json_object_object_del(in->o, "throttle_slot_ms");
 		if (gd.verdict == GOVERN_EXCLUDE) {
 			json_object_object_del(in->o, "delay_first_ms");
-			exclude(in, st, gd.reason, gd.rule_id);
+			exclude(jb, in, st, gd.reason, gd.rule_id);
 			goto out;
 		}
 		if (gd.verdict == GOVERN_DELAY) {
@@ -1542,7 +1602,7 @@ static void step_message(struct journey_rt *rt, struct journey_batch *jb,
 		rc = nerr_set(&msg, NERR_INVAL, "to",
 			      "the address contains a control character");
 	if (rc) {
-		exclude(in, st, rc == NERR_INVAL ? "invalid_header" : "render_error",
+		exclude(jb, in, st, rc == NERR_INVAL ? "invalid_header" : "render_error",
 			msg.message);
 		buf_fini(&unsub);
 		goto out;
@@ -1606,6 +1666,20 @@ static void step_message(struct journey_rt *rt, struct journey_batch *jb,
 	index_envelope(jb, ec->pid, id);
 	metrics_add(&m_envelopes_msg, 1);
 	observe_decision(ec);
+	rcount(jb, in, st, NULL, REPORT_SENT, 1);
+	json_object_object_add(in->o, "lt", json_object_new_int(idx)); /* last touch */
+	if (jb->report && ec->event && jstr(ec->event, "receivedAt")) {
+		int64_t t;
+		struct report_dims d = {.journey = in->jr->id,
+					.version = (unsigned)jint(in->o, "v", 0),
+					.step = st->id,
+					.template_id = m->template_id,
+					.channel = chname};
+
+		if (clock_parse_rfc3339(jstr(ec->event, "receivedAt"), &t) == 0)
+			report_latency(jb->report, &d, REPORT_LAT_EVENT_TO_DECISION,
+				       (double)(clock_wall_ms() - t) / 1000.0);
+	}
 out:
 	json_object_put(body);
 	json_object_put(env);
@@ -1714,10 +1788,18 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 		struct inst *in)
 {
 	int idx = (int)jint(in->o, "step", 0);
+	const struct journey_step *prev = NULL;
+	bool again = jint(in->o, "wd", 0) != 0; /* a delayed message step runs again */
 
+	json_object_object_del(in->o, "wd");
+	leave_wait(jb, in, !again);
 	for (unsigned n = 0;; n++) {
 		const struct journey_step *st;
 		int64_t visit;
+
+		if (prev)
+			rcount(jb, in, prev, NULL, REPORT_COMPLETED, 1);
+		prev = NULL;
 
 		if (in->jr->status == JS_STOPPED) {
 			inst_end(rt, jb, in, "stopped");
@@ -1754,6 +1836,9 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 		json_object_object_add(in->o, "visit", json_object_new_int64(visit));
 		json_object_object_add(in->o, "step", json_object_new_int(idx));
 		inst_set_state(in, "run");
+		if (st->kind != JOURNEY_STEP_SPLIT && !(n == 0 && again))
+			rcount(jb, in, st, NULL, REPORT_ENTERED, 1);
+		prev = st;
 		switch (st->kind) {
 		case JOURNEY_STEP_BRANCH: {
 			int next = st->else_next;
@@ -1807,6 +1892,8 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 			}
 			set_timer(jb, in, due);
 			inst_set_state(in, "wait");
+			rcount(jb, in, st, NULL, REPORT_IN_STEP, 1);
+			json_object_object_add(in->o, "ws", json_object_new_int(idx));
 			goto out;
 		}
 		case JOURNEY_STEP_WAIT_FOR: {
@@ -1816,6 +1903,8 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 			if (w->mode == JOURNEY_WAIT_FOR_EVENT)
 				set_wait(jb, in, w->event);
 			inst_set_state(in, "wait_for");
+			rcount(jb, in, st, NULL, REPORT_IN_STEP, 1);
+			json_object_object_add(in->o, "ws", json_object_new_int(idx));
 			goto out;
 		}
 		case JOURNEY_STEP_SPLIT: {
@@ -1825,6 +1914,7 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 			json_object_object_add(step_results(in, st->id), "arm",
 					       json_object_new_string(arm));
 			json_object_object_add(in->o, "arm", json_object_new_string(arm));
+			rcount(jb, in, st, arm, REPORT_ENTERED, 1);
 			continue;
 		}
 		case JOURNEY_STEP_MESSAGE: {
@@ -1834,6 +1924,12 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 			if (until) {
 				set_timer(jb, in, until);
 				inst_set_state(in, "delayed");
+				/* Waits in this step; the timer runs the step again. */
+				rcount(jb, in, st, NULL, REPORT_IN_STEP, 1);
+				json_object_object_add(in->o, "ws",
+						       json_object_new_int(idx));
+				json_object_object_add(in->o, "wd",
+						       json_object_new_int(1));
 				goto out;
 			}
 			idx = st->next;
@@ -1842,6 +1938,9 @@ static void run(struct journey_rt *rt, struct journey_batch *jb, struct evctx *e
 		case JOURNEY_STEP_WEBHOOK:
 			if (step_webhook(rt, jb, ec, in, idx, visit)) {
 				inst_set_state(in, "webhook");
+				rcount(jb, in, st, NULL, REPORT_IN_STEP, 1);
+				json_object_object_add(in->o, "ws",
+						       json_object_new_int(idx));
 				goto out;
 			}
 			idx = st->on_failure >= 0 ? st->on_failure : st->next;
@@ -1957,6 +2056,16 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 	store_batch_put(jb->b, STORE_CF_INDEX, jk.data, jk.len, "", 0);
 	buf_fini(&jk);
 	metrics_add(&m_entered, 1);
+	rcount(jb, &in, NULL, NULL, REPORT_ENTERED, 1);
+	if (jb->report && ec->event && jstr(ec->event, "receivedAt")) {
+		int64_t t;
+		struct report_dims rd = {.journey = jr->id,
+					 .version = (unsigned)jint(in.o, "v", 0)};
+
+		if (clock_parse_rfc3339(jstr(ec->event, "receivedAt"), &t) == 0)
+			report_latency(jb->report, &rd, REPORT_LAT_EVENT_TO_ENTRY,
+				       (double)(clock_wall_ms() - t) / 1000.0);
+	}
 	log_debug("journey", "msg=entered journey=%s profile=%llu", jr->id,
 		  (unsigned long long)ec->pid);
 	run(rt, jb, ec, &in);
@@ -2027,6 +2136,23 @@ static void check_exits_goals(struct journey_rt *rt, struct journey_batch *jb,
 				json_object_object_add(in.o, "converted_ms",
 						       json_object_new_int64(jb->now_ms));
 				metrics_add(&m_conversions, 1);
+				{
+					int lt = (int)jint(in.o, "lt", -1);
+					const struct journey_step *touch =
+						lt >= 0 && (unsigned)lt < in.def->nsteps
+							? &in.def->steps[lt]
+							: NULL;
+					const char *arm = jstr(in.o, "arm");
+
+					rcount(jb, &in, touch, arm, REPORT_CONVERSIONS,
+					       1);
+					if (val &&
+					    (json_object_is_type(val, json_type_int) ||
+					     json_object_is_type(val, json_type_double)))
+						rcount(jb, &in, touch, arm,
+						       REPORT_CONVERSION_VALUE,
+						       json_object_get_double(val));
+				}
 				dirty = true;
 			}
 		}
@@ -2292,6 +2418,32 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 		return;
 	}
 	ok = strcmp(result, "ok") == 0;
+	if (jb->report && jstr(env, "journey")) {
+		bool msg = jstr(env, "kind") && strcmp(jstr(env, "kind"), "webhook") != 0;
+		struct report_dims d = {.journey = jstr(env, "journey"),
+					.version = (unsigned)jint(env, "version", 0),
+					.step = jstr(env, "step"),
+					.template_id = msg ? jstr(env, "template") : NULL,
+					.channel = msg ? jstr(env, "channel") : NULL};
+
+		if (msg) {
+			report_count(jb->report, &d,
+				     ok ? REPORT_DELIVERED
+				     : strcmp(result, "permfail") == 0 &&
+						     jint(outcome, "invalid_recipient", 0)
+					     ? REPORT_BOUNCED_HARD
+				     : strcmp(result, "permfail") == 0
+					     ? REPORT_FAILED
+					     : REPORT_BOUNCED_SOFT,
+				     1);
+			if (ok)
+				report_latency(
+					jb->report, &d, REPORT_LAT_DECISION_TO_DELIVERED,
+					(double)(jb->now_ms -
+						 jint(env, "created_ms", jb->now_ms)) /
+						1000.0);
+		}
+	}
 	json_object_object_add(env, "state",
 			       json_object_new_string(ok ? "delivered" : "failed"));
 	json_object_object_add(env, "status",
@@ -2738,6 +2890,25 @@ static void engagement(struct journey_rt *rt, struct journey_batch *jb, const ch
 		return;
 	n = jint(env, counter, 0) + 1;
 	json_object_object_add(env, counter, json_object_new_int64(n));
+	if (jb->report && jstr(env, "journey")) {
+		struct report_dims d = {.journey = jstr(env, "journey"),
+					.version = (unsigned)jint(env, "version", 0),
+					.step = jstr(env, "step"),
+					.template_id = jstr(env, "template"),
+					.channel = jstr(env, "channel")};
+
+		if (unsub)
+			report_count(jb->report, &d, REPORT_UNSUBSCRIBED, 1);
+		if (click) {
+			report_count(jb->report, &d, REPORT_CLICKED, 1);
+			if (n == 1)
+				report_count(jb->report, &d, REPORT_CLICKED_UNIQUE, 1);
+		}
+		if (open)
+			report_count(jb->report, &d, REPORT_OPENED, 1);
+		if ((open || click) && !jint(env, "opened", 0))
+			report_count(jb->report, &d, REPORT_OPENED_UNIQUE, 1);
+	}
 	metrics_add(click ? &m_track_click : open ? &m_track_open : &m_track_unsub, 1);
 	if (n == 1 && click)
 		metrics_add(&m_track_click_u, 1);

@@ -79,8 +79,10 @@ struct journey_result {
 };
 
 /* What one engine batch carries through the runtime. */
+struct report;
 struct journey_batch {
 	struct store_batch *b;
+	struct report *report;	    /* counters (NULL = not counted) */
 	int64_t now_ms;		    /* the engine clock for this batch */
 	uint64_t seq;		    /* the inbox record being applied (0 for timers) */
 	struct journey_send *sends; /* envelopes to hand to delivery after commit */
