@@ -897,6 +897,7 @@ static void clear_parked(struct journey_batch *jb, struct inst *in)
 }
 
 static void inst_save(struct journey_rt *rt, struct journey_batch *jb, struct inst *in);
+static void goal_watch(struct journey_batch *jb, struct inst *in);
 
 /* ------------------------------------------------------------- reporting */
 
@@ -958,6 +959,9 @@ static void inst_end(struct journey_rt *rt, struct journey_batch *jb, struct ins
 	store_batch_delete(jb->b, STORE_CF_INDEX, k.data, k.len);
 	buf_fini(&k);
 	store_batch_delete(jb->b, STORE_CF_INSTANCES, in->key.data, in->key.len);
+	if (!strcmp(reason, "completed") || !strcmp(reason, "exit") ||
+	    !strcmp(reason, "error"))
+		goal_watch(jb, in);
 	in->ended = true;
 	{
 		enum report_counter c = REPORT_EXITED_ERROR;
@@ -2074,6 +2078,131 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 
 /* ------------------------------------------------------------------ events */
 
+/*
+ * The goal of in's journey for event `name`: when it matches within the window
+ * and the instance has not converted yet, records the conversion (value, last
+ * touch, split arm) on the instance and in the report. Returns true if so.
+ */
+static bool goal_reached(struct journey_rt *rt, struct journey_batch *jb,
+			 struct evctx *ec, struct inst *in, const char *name)
+{
+	int64_t entered = jint(in->o, "entered", 0);
+	struct expr_value out;
+	struct json_object *val = NULL;
+
+	if (!in->def->has_goal || strcmp(in->def->goal.event, name) != 0 ||
+	    jint(in->o, "converted", 0))
+		return false;
+	if (in->def->goal.within_ms != 0 &&
+	    jb->now_ms - entered > in->def->goal.within_ms)
+		return false;
+	if (!holds(ec, in, &in->def->goal.when))
+		return false;
+	if (in->def->goal.value.prog &&
+	    eval(ec, in, in->def->goal.value.prog, &out) == NERR_OK)
+		val = expr_value_to_json(&out);
+	json_object_object_add(in->o, "converted", json_object_new_int(1));
+	json_object_object_add(in->o, "conversion_value", val);
+	json_object_object_add(in->o, "converted_ms", json_object_new_int64(jb->now_ms));
+	metrics_add(&m_conversions, 1);
+	{
+		int lt = (int)jint(in->o, "lt", -1);
+		const struct journey_step *touch =
+			lt >= 0 && (unsigned)lt < in->def->nsteps ? &in->def->steps[lt]
+								  : NULL;
+		const char *arm = jstr(in->o, "arm");
+
+		rcount(jb, in, touch, arm, REPORT_CONVERSIONS, 1);
+		if (val && (json_object_is_type(val, json_type_int) ||
+			    json_object_is_type(val, json_type_double)))
+			rcount(jb, in, touch, arm, REPORT_CONVERSION_VALUE,
+			       json_object_get_double(val));
+	}
+	return true;
+}
+
+/*
+ * Goals outlive their instance: an instance that ends before converting leaves a
+ * watch record ("g" + instance key -> instance JSON) until its goal window
+ * closes, so an order placed after the last message still counts (last touch).
+ */
+static void goal_watch(struct journey_batch *jb, struct inst *in)
+{
+	struct buf k;
+	size_t len;
+	const char *txt;
+
+	if (!in->def->has_goal || in->def->goal.within_ms == 0 ||
+	    jint(in->o, "converted", 0) ||
+	    jb->now_ms - jint(in->o, "entered", 0) > in->def->goal.within_ms)
+		return;
+	buf_init(&k, 0);
+	buf_putc(&k, 'g');
+	buf_append(&k, in->key.data, in->key.len);
+	txt = json_object_to_json_string_length(in->o, JSON_C_TO_STRING_PLAIN, &len);
+	store_batch_put(jb->b, STORE_CF_INDEX, k.data, k.len, txt, len);
+	buf_fini(&k);
+}
+
+/* Conversions of ended instances still within their goal window. */
+static void check_goal_watches(struct journey_rt *rt, struct journey_batch *jb,
+			       struct evctx *ec, const char *name)
+{
+	struct store_iter *it = store_iter_new(rt->s, jb->b, STORE_CF_INDEX);
+	unsigned char p[9];
+	struct buf keys;
+
+	p[0] = 'g';
+	store_put_u64(p + 1, ec->pid);
+	buf_init(&keys, 0);
+	for (store_iter_seek(it, p, 9); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *k = store_iter_key(it, &kl);
+		uint32_t l32 = (uint32_t)kl;
+
+		if (kl < 9 || memcmp(k, p, 9) != 0)
+			break;
+		buf_append(&keys, &l32, 4);
+		buf_append(&keys, k, kl);
+	}
+	store_iter_free(it);
+	for (size_t off = 0; off < keys.len;) {
+		uint32_t kl;
+		const char *k;
+		struct inst in;
+		char idbuf[80];
+		const char *jid, *key;
+		size_t keylen;
+
+		memcpy(&kl, keys.data + off, 4);
+		k = keys.data + off + 4;
+		off += 4 + kl;
+		memset(&in, 0, sizeof(in));
+		buf_init(&in.key, 0);
+		buf_append(&in.key, k + 1, kl - 1);
+		in.o = jb_get_json(jb, STORE_CF_INDEX, k, kl);
+		if (!in.o || !inst_key_parts(in.key.data, in.key.len, &in.pid, &jid, &key,
+					     &keylen)) {
+			store_batch_delete(jb->b, STORE_CF_INDEX, k, kl);
+			inst_free(&in);
+			continue;
+		}
+		snprintf(idbuf, sizeof(idbuf), "%s", jid);
+		in.jr = jrec_get(rt, idbuf, false);
+		in.def = jrec_version(in.jr, (unsigned)jint(in.o, "v", 0));
+		in.ended = true; /* nothing may save it back as a live instance */
+		if (!in.def || !in.def->has_goal ||
+		    jb->now_ms - jint(in.o, "entered", 0) > in.def->goal.within_ms) {
+			store_batch_delete(jb->b, STORE_CF_INDEX, k,
+					   kl); /* window closed */
+		} else if (goal_reached(rt, jb, ec, &in, name)) {
+			store_batch_delete(jb->b, STORE_CF_INDEX, k, kl);
+		}
+		inst_free(&in);
+	}
+	buf_fini(&keys);
+}
+
 /* Exit criteria and goals on every instance of the profile. */
 static void check_exits_goals(struct journey_rt *rt, struct journey_batch *jb,
 			      struct evctx *ec, const char *name)
@@ -2115,47 +2244,8 @@ static void check_exits_goals(struct journey_rt *rt, struct journey_batch *jb,
 			if (strcmp(in.def->exits[e].event, name) == 0 &&
 			    holds(ec, &in, &in.def->exits[e].when))
 				inst_end(rt, jb, &in, "exit");
-		if (!in.ended && in.def->has_goal &&
-		    strcmp(in.def->goal.event, name) == 0 &&
-		    !jint(in.o, "converted", 0)) {
-			int64_t entered = jint(in.o, "entered", 0);
-
-			if ((in.def->goal.within_ms == 0 ||
-			     jb->now_ms - entered <= in.def->goal.within_ms) &&
-			    holds(ec, &in, &in.def->goal.when)) {
-				struct expr_value out;
-				struct json_object *val = NULL;
-
-				if (in.def->goal.value.prog &&
-				    eval(ec, &in, in.def->goal.value.prog, &out) ==
-					    NERR_OK)
-					val = expr_value_to_json(&out);
-				json_object_object_add(in.o, "converted",
-						       json_object_new_int(1));
-				json_object_object_add(in.o, "conversion_value", val);
-				json_object_object_add(in.o, "converted_ms",
-						       json_object_new_int64(jb->now_ms));
-				metrics_add(&m_conversions, 1);
-				{
-					int lt = (int)jint(in.o, "lt", -1);
-					const struct journey_step *touch =
-						lt >= 0 && (unsigned)lt < in.def->nsteps
-							? &in.def->steps[lt]
-							: NULL;
-					const char *arm = jstr(in.o, "arm");
-
-					rcount(jb, &in, touch, arm, REPORT_CONVERSIONS,
-					       1);
-					if (val &&
-					    (json_object_is_type(val, json_type_int) ||
-					     json_object_is_type(val, json_type_double)))
-						rcount(jb, &in, touch, arm,
-						       REPORT_CONVERSION_VALUE,
-						       json_object_get_double(val));
-				}
-				dirty = true;
-			}
-		}
+		if (!in.ended && goal_reached(rt, jb, ec, &in, name))
+			dirty = true;
 		if (dirty)
 			inst_save(rt, jb, &in);
 		inst_free(&in);
@@ -2237,8 +2327,10 @@ void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64
 	if (!type || strcmp(type, "track") != 0 || !name)
 		return;
 	evctx_init(&ec, rt, jb, pid, event);
-	if (map_get(&rt->waiting, name))
+	if (map_get(&rt->waiting, name)) {
 		check_exits_goals(rt, jb, &ec, name);
+		check_goal_watches(rt, jb, &ec, name);
+	}
 	check_waits(rt, jb, &ec, name);
 	l = map_get(&rt->entry, name);
 	for (unsigned i = 0; l && i < l->n; i++)

@@ -120,6 +120,16 @@ class JourneyTest(unittest.TestCase):
         return [r for r in self.sink.received("/v1/projects/proj/messages:send")
                 if r["body"]["message"]["token"] == token]
 
+    def report(self, jid):
+        r = self.srv.request("GET", "/v1/reports/journeys/" + jid, auth="admin")
+        if r.status == 404:
+            return {}
+        self.assertEqual(r.status, 200, r)
+        return r.json()["totals"]
+
+    def delta(self, before, after, key):
+        return after.get(key, 0) - before.get(key, 0)
+
     def html(self, mail):
         m = mail["msg"]
         return [p for p in m.iter_parts() if p.get_content_type() == "text/html"][0].get_content()
@@ -127,6 +137,7 @@ class JourneyTest(unittest.TestCase):
     # -- the examples ------------------------------------------------------
     def test_cart_abandonment_emails_only_unconverted_carts(self):
         (u1, t1), (u2, t2) = self.person(), self.person()
+        r0 = self.report("cart-abandonment")
         self.track(u1, "Product Added", {"cart_id": "c-" + u1, "name": "Red Shoes", "price": 49.5})
         self.track(u2, "Product Added", {"cart_id": "c-" + u2, "name": "Blue Hat", "price": 12})
         self.track(u2, "Order Completed", {"cart_id": "other", "revenue": 5})   # another cart
@@ -144,6 +155,38 @@ class JourneyTest(unittest.TestCase):
         self.quiet()
         self.assertEqual(len(self.mails(t1)), 1, "sent twice")
         self.assertEqual(self.mails(t2), [])
+        # The reader clicks the link twice and loads the pixel once.
+        import re as _re
+        from urllib.request import urlopen, Request
+        html = self.html(self.mails(t1)[0])
+        click = _re.search(r'href="(http://[^"]+/t/c/[^"]+)"', html).group(1)
+        pixel = _re.search(r'src="(http://[^"]+/t/o/[^"]+)"', html).group(1)
+
+        class NoRedirect(__import__("urllib.request").request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+        opener = __import__("urllib.request").request.build_opener(NoRedirect)
+        for url in (click, click, pixel):
+            try:
+                opener.open(url, timeout=5).read()
+            except __import__("urllib.error").error.HTTPError as e:
+                self.assertEqual(e.code, 302)
+        self.quiet()
+        # The report says exactly what happened: two entries, one reminder sent
+        # and delivered, one conversion worth 12 (u2), two clicks by one reader.
+        r1 = self.report("cart-abandonment")
+        d = lambda k: self.delta(r0, r1, k)
+        self.assertEqual(d("entered"), 2)
+        self.assertEqual(d("completed"), 2)
+        self.assertEqual(d("targeted"), 1)
+        self.assertEqual(d("excluded_total"), 0)
+        self.assertEqual(d("sent"), 1)
+        self.assertEqual(d("delivered"), 1)
+        self.assertEqual(d("conversions"), 1)
+        self.assertAlmostEqual(d("conversion_value"), 12)
+        self.assertEqual(d("clicked"), 2)
+        self.assertEqual(d("clicked_unique"), 1)
+        self.assertEqual(d("opened_unique"), 1)
 
     def test_browse_abandonment(self):
         (u1, t1), (u2, t2), (u3, t3) = self.person(), self.person(), self.person()
@@ -213,6 +256,7 @@ class JourneyTest(unittest.TestCase):
 
     def test_payment_failure_sms(self):
         (u1, t1), (u2, t2) = self.person(phone=True), self.person(phone=True)
+        r0 = self.report("payment-failure")
         self.track(u1, "Payment Failed", {"invoice_id": "i-" + u1, "amount": 19.9, "reason": "card_declined"})
         self.track(u2, "Payment Failed", {"invoice_id": "i-" + u2, "amount": 5, "reason": "expired"})
         self.sink.wait(lambda s: self.sms(t1) and self.sms(t2))
@@ -228,6 +272,11 @@ class JourneyTest(unittest.TestCase):
         self.assertIn("i-" + u1, self.sms(t1)[1]["body"]["Body"])
         self.quiet()
         self.assertEqual(len(self.sms(t2)), 1)
+        r1 = self.report("payment-failure")
+        self.assertEqual(self.delta(r0, r1, "entered"), 2)
+        self.assertEqual(self.delta(r0, r1, "sent"), 3)          # what the SMS endpoint received
+        self.assertEqual(self.delta(r0, r1, "exited").get if False else
+                         r1["exited"]["exit"] - r0.get("exited", {}).get("exit", 0), 1)
 
     def test_app_uninstall_winback_push_on_a_weekday_morning(self):
         from zoneinfo import ZoneInfo
@@ -303,6 +352,8 @@ class JourneyTest(unittest.TestCase):
 
     def test_split_test_is_deterministic_and_covers_both_arms(self):
         users = ["s-" + uuid.uuid4().hex[:10] for _ in range(24)]
+        r = self.srv.request("GET", "/v1/reports/journeys/split-test", auth="admin")
+        arms0 = {a["arm"]: a for a in (r.json().get("arms", []) if r.status == 200 else [])}
         for u in users:
             self.track(u, "Checkout Started", {"checkout_id": "k-" + u})
         self.sink.wait(lambda s: len([r for r in s.received("/hook/split-test")
@@ -310,6 +361,19 @@ class JourneyTest(unittest.TestCase):
         got = self.sink.received("/hook/split-test")
         variants = {r["body"]["user_id"]: r["body"]["variant"] for r in got if r["body"]["user_id"] in users}
         self.assertEqual(set(variants.values()), {"A", "B"})
+        # Conversions per arm: every B user orders, no A user does.
+        for u, v in variants.items():
+            if v == "B":
+                self.track(u, "Order Completed", {"revenue": 10})
+        self.quiet()
+        rep = self.srv.request("GET", "/v1/reports/journeys/split-test", auth="admin").json()
+        arms = {a["arm"]: a for a in rep["arms"]}
+        nb = sum(1 for v in variants.values() if v == "B")
+        na = len(variants) - nb
+        self.assertEqual(arms["B"]["conversions"] - arms0.get("B", {}).get("conversions", 0), nb)
+        self.assertEqual(arms["A"]["conversions"] - arms0.get("A", {}).get("conversions", 0), 0)
+        self.assertEqual(arms["A"]["entered"] - arms0.get("A", {}).get("entered", 0), na)
+        self.assertEqual(arms["B"]["entered"] - arms0.get("B", {}).get("entered", 0), nb)
         # allow: false -> a second checkout enters nobody again.
         for u in users[:4]:
             self.track(u, "Checkout Started", {"checkout_id": "again"})
