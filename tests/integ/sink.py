@@ -16,6 +16,7 @@ class Sink:
         self.fail_first = 0
         self.status = 200
         self.response = {"ok": True}
+        self.unregistered = set()   # push tokens answered UNREGISTERED
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,8 +41,17 @@ class Sink:
                         sink.fail_first -= 1
                 status = 503 if fail else sink.status
                 resp = sink.response
+                if (self.path.endswith("/messages:send") and isinstance(body, dict)
+                        and body.get("message", {}).get("token") in sink.unregistered):
+                    status = 404
+                    resp = {"error": {"code": 404, "message": "Requested entity was not found.",
+                                      "status": "NOT_FOUND",
+                                      "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                                                   "errorCode": "UNREGISTERED"}]}}
                 # Answer like the providers nudge talks to.
-                if self.path.endswith("/Messages.json"):
+                if status >= 400:
+                    pass
+                elif self.path.endswith("/Messages.json"):
                     resp = {"sid": "SM%032x" % len(sink.requests), "status": "queued"}
                 elif self.path.endswith("/messages:send"):
                     resp = {"name": "projects/p/messages/%d" % len(sink.requests)}

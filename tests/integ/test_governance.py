@@ -31,12 +31,14 @@ class GovernanceTest(unittest.TestCase):
         cfg = ("[webhook]\nallow = 127.0.0.1/32\n"
                "[smtp]\nhost = 127.0.0.1\nport = %d\ntls = none\n"
                "[sms]\nbase_url = %s\naccount_sid = AC1\nauth_token = t\nfrom = +15550001111\n"
-               % (cls.smtp.port, cls.sink.url()))
+               "[push]\nbase_url = %s\nproject_id = p1\ntoken = pt\n"
+               % (cls.smtp.port, cls.sink.url(), cls.sink.url()))
         cls.srv = NudgeServer(extra_args=["--test-clock"], config_text=cfg).start()
         s = cls.srv
         put = lambda path, body: s.request("PUT", path, body, auth="admin")
         assert put("/v1/templates/gov-mail", {"channel": "email", "subject": "{{ journey.id }}", "text": "hi"}).status == 200
         assert put("/v1/templates/gov-sms", {"channel": "sms", "body": "hi {{ journey.id }}"}).status == 200
+        assert put("/v1/templates/gov-push", {"channel": "push", "title": "t", "body": "b"}).status == 200
         journeys = [
             journey("promo-a", "Promo", "promo"), journey("promo-b", "Promo", "promo"),
             journey("receipt", "Promo", "transactional"),
@@ -44,6 +46,7 @@ class GovernanceTest(unittest.TestCase):
             journey("sms-offer", "Sms Offer", "marketing", "sms", "gov-sms"),
             journey("group-a", "Group A", "grp"), journey("group-b", "Group B", "grp"),
             journey("flash", "Flash", "flash"),
+            journey("push-note", "Push Note", "transactional", "push", "gov-push"),
         ]
         for j in journeys:
             assert put("/v1/journeys/" + j["id"], j).status == 200
@@ -254,6 +257,48 @@ class GovernanceTest(unittest.TestCase):
         soft(t["email"], 2)
         self.settle()
         self.assertIsNone(listed(t["email"]))
+
+    def test_sms_receipts_and_invalid_push_tokens_are_applied(self):
+        u, t = self.person(phone=True, consent={"sms": "granted"})
+        self.track(u, "Sms Offer")
+        env = self.sink.wait(lambda s: [e for e in self.srv.request("GET", "/v1/profiles/user_id/%s/messages" % u,
+                                                                      auth="admin").json()["messages"]
+                                         if e.get("provider_id")])[0]
+        form = "MessageSid=%s&MessageStatus=delivered&To=%s" % (env["provider_id"], t["phone"].replace("+", "%2B"))
+        r = self.srv.request("POST", "/v1/feedback/sms", form,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}, auth="admin")
+        self.assertEqual(r.status, 200, r)
+        self.settle()
+        env = self.srv.request("GET", "/v1/profiles/user_id/%s/messages" % u, auth="admin").json()["messages"][0]
+        self.assertEqual((env["receipt"], env["state"]), ("delivered", "delivered"))
+        # An undelivered receipt for an invalid number suppresses the number.
+        form = "MessageSid=%s&MessageStatus=undelivered&ErrorCode=21211" % env["provider_id"]
+        self.srv.request("POST", "/v1/feedback/sms", form,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}, auth="admin")
+        self.settle()
+        r = self.srv.request("GET", "/v1/suppression/sms/" + t["phone"].replace("+", "%2B"), auth="admin")
+        self.assertEqual((r.status, r.json().get("reason")), (200, "invalid_recipient"))
+        # A push token the provider calls UNREGISTERED is not used again.
+        tok = "dead-" + uuid.uuid4().hex
+        self.sink.unregistered.add(tok)
+        pu = "g-" + uuid.uuid4().hex[:10]
+        self.srv.post("/v1/identify", {"userId": pu, "context": {"device": {"token": tok}}})
+        self.track(pu, "Push Note")
+        self.sink.wait(lambda s: [x for x in s.received("/v1/projects/p1/messages:send")
+                                  if x["body"]["message"]["token"] == tok])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = self.srv.request("GET", "/v1/suppression/push/" + tok, auth="admin")
+            if r.status == 200:
+                break
+            time.sleep(0.1)
+        self.assertEqual((r.status, r.json().get("reason")), (200, "invalid_recipient"))
+        before = self.excluded("suppressed")
+        self.track(pu, "Push Note")
+        self.settle()
+        self.assertEqual(self.excluded("suppressed"), before + 1)
+        self.assertEqual(len([x for x in self.sink.received("/v1/projects/p1/messages:send")
+                              if x["body"]["message"]["token"] == tok]), 1)
 
     def test_suppression_import_reports_bad_lines(self):
         a, b = ("imp-%s@example.org" % uuid.uuid4().hex[:6] for _ in range(2))
