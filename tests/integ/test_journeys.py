@@ -130,6 +130,19 @@ class JourneyTest(unittest.TestCase):
     def delta(self, before, after, key):
         return after.get(key, 0) - before.get(key, 0)
 
+    def assert_report(self, jid, before, **want):
+        """The journey report moved by exactly `want` since `before`."""
+        after = self.report(jid)
+        got = {}
+        for k in want:
+            if k.startswith("exit_"):
+                got[k] = after.get("exited", {}).get(k[5:], 0) - before.get("exited", {}).get(k[5:], 0)
+            elif k.startswith("excl_"):
+                got[k] = after.get("excluded", {}).get(k[5:], 0) - before.get("excluded", {}).get(k[5:], 0)
+            else:
+                got[k] = self.delta(before, after, k)
+        self.assertEqual(got, want, "report of %s: %s" % (jid, json.dumps(after)[:1500]))
+
     def html(self, mail):
         m = mail["msg"]
         return [p for p in m.iter_parts() if p.get_content_type() == "text/html"][0].get_content()
@@ -187,9 +200,11 @@ class JourneyTest(unittest.TestCase):
         self.assertEqual(d("clicked"), 2)
         self.assertEqual(d("clicked_unique"), 1)
         self.assertEqual(d("opened_unique"), 1)
+        self.assertEqual(d("opened"), 1)                 # one pixel load
 
     def test_browse_abandonment(self):
         (u1, t1), (u2, t2), (u3, t3) = self.person(), self.person(), self.person()
+        r0 = self.report("browse-abandonment")
         for u in (u1, u2, u3):
             self.track(u, "Product Viewed", {"product_id": "p-" + u, "name": "Kettle"})
         self.track(u2, "Product Added", {"product_id": "p-" + u2})    # added: no reminder
@@ -207,10 +222,13 @@ class JourneyTest(unittest.TestCase):
         self.advance("2h1m")
         self.quiet()
         self.assertEqual(len(self.mails(t1)), 1)
+        self.assert_report("browse-abandonment", r0, entered=3, targeted=1, sent=1, delivered=1,
+                           exit_exit=1, completed=2)
 
     def test_post_purchase_cross_sell(self):
         (u1, t1), (u2, t2) = self.person(), self.person()
         products = [{"sku": "A1", "name": "Tent"}]
+        r0 = self.report("post-purchase-cross-sell")
         self.track(u1, "Order Completed", {"order_id": "o-" + u1, "products": products, "revenue": 120})
         self.track(u2, "Order Completed", {"order_id": "o-" + u2, "products": products, "revenue": 80})
         self.track(u2, "Order Refunded", {"order_id": "o-" + u2})
@@ -223,9 +241,12 @@ class JourneyTest(unittest.TestCase):
         self.assertIn("Tent", self.html(got[0]))
         self.quiet()
         self.assertEqual(self.mails(t2), [])
+        self.assert_report("post-purchase-cross-sell", r0, entered=2, sent=1, delivered=1,
+                           exit_exit=1, completed=1)
 
     def test_trial_expiry_reminder_three_days_before(self):
         u, t = self.person()
+        r0 = self.report("trial-expiry-reminder")
         ends = self.now() + timedelta(days=10)
         self.track(u, "Trial Started", {"trial_ends_at": self.iso(ends), "plan": "pro"})
         self.settle()
@@ -244,15 +265,22 @@ class JourneyTest(unittest.TestCase):
         self.advance("8d")
         self.quiet()
         self.assertEqual(self.mails(t2), [])
+        # u2 subscribed: an exit and the goal, worth 30.
+        self.assert_report("trial-expiry-reminder", r0, entered=2, sent=1, delivered=1,
+                           exit_exit=1, conversions=1, conversion_value=30)
 
     def test_form_confirmation_email(self):
         u, t = self.person()
+        r0 = self.report("form-submission-confirmation")
         self.track(u, "Form Submitted", {"form_id": "contact", "fields": {"topic": "billing"}})
         got = self.wait_mail(t)
         self.assertEqual(str(got[0]["msg"]["Subject"]), "We received your contact request")
         self.assertIn("about billing", self.html(got[0]))
         # Transactional: no one-click unsubscribe header.
         self.assertIsNone(got[0]["msg"]["List-Unsubscribe-Post"])
+        self.smtp.wait(lambda s: self.delta(r0, self.report("form-submission-confirmation"), "delivered") == 1)
+        self.assert_report("form-submission-confirmation", r0, entered=1, targeted=1, sent=1,
+                           delivered=1, completed=1)
 
     def test_payment_failure_sms(self):
         (u1, t1), (u2, t2) = self.person(phone=True), self.person(phone=True)
@@ -284,6 +312,7 @@ class JourneyTest(unittest.TestCase):
         u1, _ = self.person(token=tok1, tz="Europe/Paris")
         u2, _ = self.person(token=tok2)
         self.settle()
+        r0 = self.report("app-uninstall-winback")
         t0 = self.now()
         self.track(u1, "Application Uninstalled", context={"device": {"type": "ios"}})
         self.track(u2, "Application Uninstalled")
@@ -311,13 +340,20 @@ class JourneyTest(unittest.TestCase):
         self.srv.post("/v1/identify", {"userId": u3, "context": {"device": {"token": tok3}}})
         self.track(u3, "Application Uninstalled")
         self.settle()
-        self.advance("10d")
+        self.advance("7d1m")     # the week's wait ends ...
+        self.settle()
+        self.advance("4d")       # ... and the next weekday morning comes
         self.quiet()
         self.assertEqual(self.pushes(tok3), [])
+        # Three entered: one push went out, one exit (the app came back), one
+        # excluded for want of push consent.
+        self.assert_report("app-uninstall-winback", r0, entered=3, sent=1, delivered=1,
+                           exit_exit=1, excl_no_consent=1)
 
     def test_booking_confirmation_and_reminder(self):
         (u1, t1), (u2, t2) = self.person(), self.person()
         self.sink.response = {"ok": True, "ticket": "T-42"}
+        r0 = self.report("booking-confirmation")
         starts = self.now() + timedelta(days=3)
         for u in (u1, u2):
             self.track(u, "Booking Created", {"booking_id": "b-" + u, "starts_at": self.iso(starts), "venue": "Hall"})
@@ -335,9 +371,13 @@ class JourneyTest(unittest.TestCase):
         self.quiet()
         self.assertEqual(len(self.mails(t2)), 1)
         self.sink.response = {"ok": True}
+        # Emails: two confirmations and one reminder; u2 cancelled (an exit).
+        self.assert_report("booking-confirmation", r0, entered=2, targeted=3, sent=3, delivered=3,
+                           exit_exit=1, completed=1)
 
     def test_welcome_notifies_emails_once_and_updates_the_profile(self):
         u, t = self.person()
+        r0 = self.report("welcome")
         self.track(u, "Signed Up", context={"library": {"name": "analytics-node"}})
         got = self.sink.wait(lambda s: self.hooks("/hook/welcome", u))
         self.assertEqual(got[0]["headers"].get("X-Source"), "nudge-analytics-node")
@@ -349,6 +389,7 @@ class JourneyTest(unittest.TestCase):
         self.quiet()
         self.assertEqual(len(self.hooks("/hook/welcome", u)), 1)
         self.assertEqual(len(self.mails(t)), 1)
+        self.assert_report("welcome", r0, entered=1, targeted=1, sent=1, delivered=1, completed=1)
 
     def test_split_test_is_deterministic_and_covers_both_arms(self):
         users = ["s-" + uuid.uuid4().hex[:10] for _ in range(24)]
