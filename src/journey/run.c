@@ -1064,6 +1064,36 @@ static int64_t next_local_time(int64_t now_ms, const char *zone, int minute_of_d
 static void observe_decision(struct evctx *ec);
 static void index_envelope(struct journey_batch *jb, uint64_t pid, const char *id);
 
+/* The fields every envelope carries about where it comes from: journey, version,
+ * step, visit, instance id and key (hex), so outcomes find their way back. */
+static void envelope_origin(struct json_object *env, struct inst *in,
+			    const struct journey_step *st, int64_t visit)
+{
+	char kh[2 * 300 + 1];
+
+	json_object_object_add(env, "journey", json_object_new_string(in->jr->id));
+	json_object_object_add(env, "version",
+			       json_object_new_int64(jint(in->o, "v", 0)));
+	json_object_object_add(env, "step", json_object_new_string(st->id));
+	json_object_object_add(env, "visit", json_object_new_int64(visit));
+	json_object_object_add(env, "iid", json_object_new_int64(jint(in->o, "iid", 0)));
+	if (in->key.len <= 300) {
+		hexify((const unsigned char *)in->key.data, in->key.len, kh);
+		json_object_object_add(env, "instance", json_object_new_string(kh));
+	}
+}
+
+/* Hands the stored envelope to delivery once the batch commits (invariant 3). */
+static void queue_send(struct journey_batch *jb, struct json_object *env)
+{
+	struct journey_send *s = xcalloc(1, sizeof(*s));
+
+	s->envelope_json =
+		xstrdup(json_object_to_json_string_ext(env, JSON_C_TO_STRING_PLAIN));
+	*jb->sends_tail = s;
+	jb->sends_tail = &s->next;
+}
+
 /* Builds the Liquid context {profile, event, journey, message}. */
 static struct json_object *render_ctx(struct evctx *ec, struct inst *in,
 				      const char *env_id)
@@ -1173,21 +1203,7 @@ static bool step_webhook(struct journey_rt *rt, struct journey_batch *jb,
 	json_object_object_add(env, "id", json_object_new_string(id));
 	json_object_object_add(env, "kind", json_object_new_string("webhook"));
 	json_object_object_add(env, "state", json_object_new_string("pending"));
-	json_object_object_add(env, "journey", json_object_new_string(in->jr->id));
-	json_object_object_add(env, "version",
-			       json_object_new_int64(jint(in->o, "v", 0)));
-	json_object_object_add(env, "step", json_object_new_string(st->id));
-	json_object_object_add(env, "visit", json_object_new_int64(visit));
-	json_object_object_add(env, "iid", json_object_new_int64(jint(in->o, "iid", 0)));
-	{
-		char kh[2 * 300 + 1];
-
-		if (in->key.len <= 300) {
-			hexify((const unsigned char *)in->key.data, in->key.len, kh);
-			json_object_object_add(env, "instance",
-					       json_object_new_string(kh));
-		}
-	}
+	envelope_origin(env, in, st, visit);
 	json_object_object_add(env, "profile", json_object_new_int64((int64_t)in->pid));
 	json_object_object_add(env, "created_ms", json_object_new_int64(jb->now_ms));
 	json_object_object_add(
@@ -1205,14 +1221,7 @@ static bool step_webhook(struct journey_rt *rt, struct journey_batch *jb,
 				       json_object_new_string(in->def->webhook_secret));
 	json_object_object_add(env, "request", req);
 	jb_put_json(jb, STORE_CF_OUTBOX, id, 32, env);
-	{
-		struct journey_send *s = xcalloc(1, sizeof(*s));
-
-		s->envelope_json = xstrdup(
-			json_object_to_json_string_ext(env, JSON_C_TO_STRING_PLAIN));
-		*jb->sends_tail = s;
-		jb->sends_tail = &s->next;
-	}
+	queue_send(jb, env);
 	json_object_put(env);
 	json_object_object_add(in->o, "env", json_object_new_string(id));
 	index_envelope(jb, in->pid, id);
@@ -1639,32 +1648,11 @@ static void step_message(struct journey_rt *rt, struct journey_batch *jb,
 	json_object_object_add(env, "to", json_object_new_string(to));
 	json_object_object_add(env, "message", body);
 	body = NULL;
-	json_object_object_add(env, "journey", json_object_new_string(in->jr->id));
-	json_object_object_add(env, "version",
-			       json_object_new_int64(jint(in->o, "v", 0)));
-	json_object_object_add(env, "step", json_object_new_string(st->id));
-	json_object_object_add(env, "visit", json_object_new_int64(visit));
-	json_object_object_add(env, "iid", json_object_new_int64(jint(in->o, "iid", 0)));
-	{
-		char kh[2 * 300 + 1];
-
-		if (in->key.len <= 300) {
-			hexify((const unsigned char *)in->key.data, in->key.len, kh);
-			json_object_object_add(env, "instance",
-					       json_object_new_string(kh));
-		}
-	}
+	envelope_origin(env, in, st, visit);
 	json_object_object_add(env, "profile", json_object_new_int64((int64_t)ec->pid));
 	json_object_object_add(env, "created_ms", json_object_new_int64(jb->now_ms));
 	jb_put_json(jb, STORE_CF_OUTBOX, id, 32, env);
-	{
-		struct journey_send *s = xcalloc(1, sizeof(*s));
-
-		s->envelope_json = xstrdup(
-			json_object_to_json_string_ext(env, JSON_C_TO_STRING_PLAIN));
-		*jb->sends_tail = s;
-		jb->sends_tail = &s->next;
-	}
+	queue_send(jb, env);
 	json_object_object_add(step_results(in, st->id), "envelope",
 			       json_object_new_string(id));
 	index_envelope(jb, ec->pid, id);
