@@ -643,17 +643,20 @@ int cmd_serve(int argc, char **argv)
 	ec.journey.rewrite_html = rewrite_html;
 	ec.journey.unsubscribe_url = unsubscribe_url;
 	ec.journey.track_ud = &srv;
-		govern_config_default(&ec.govern);
+	govern_config_default(&ec.govern);
 	ec.govern.soft_bounce_limit = (unsigned)srv.cfg.soft_bounce_limit;
 	{
-		const char *v[4] = { srv.cfg.consent_email_marketing, srv.cfg.consent_sms_marketing,
-				     srv.cfg.consent_push_marketing, srv.cfg.consent_transactional };
-		const char *names[4] = { "consent_email_marketing", "consent_sms_marketing",
-					 "consent_push_marketing", "consent_transactional" };
+		const char *v[4] = {
+			srv.cfg.consent_email_marketing, srv.cfg.consent_sms_marketing,
+			srv.cfg.consent_push_marketing, srv.cfg.consent_transactional};
+		const char *names[4] = {"consent_email_marketing",
+					"consent_sms_marketing", "consent_push_marketing",
+					"consent_transactional"};
 
 		for (int i = 0; i < 4; i++) {
 			if (strcmp(v[i], "granted") && strcmp(v[i], "denied")) {
-				fprintf(stderr, "nudge serve: governance.%s: granted or denied\n",
+				fprintf(stderr,
+					"nudge serve: governance.%s: granted or denied\n",
 					names[i]);
 				goto fail;
 			}
@@ -661,7 +664,8 @@ int cmd_serve(int argc, char **argv)
 		for (int ch = 0; ch < 3; ch++) {
 			ec.govern.consent_default[ch][0] = strcmp(v[ch], "granted") == 0;
 			ec.govern.consent_default[ch][1] = strcmp(v[3], "granted") == 0;
-			ec.govern.consent_default[ch][2] = ec.govern.consent_default[ch][0];
+			ec.govern.consent_default[ch][2] =
+				ec.govern.consent_default[ch][0];
 		}
 	}
 	ec.on_send = on_send;

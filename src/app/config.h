@@ -80,7 +80,7 @@ struct config {
 	/* [push] */
 	char push_base_url[512];
 	char push_project_id[256];
-		char push_token[2048];
+	char push_token[2048];
 	/* [governance] */
 	int64_t soft_bounce_limit;
 	char consent_email_marketing[16];

@@ -28,7 +28,7 @@ struct engine_config {
 	unsigned batch_max;
 	int64_t dedup_window_ms;
 	struct profile_config profile;
-		struct journey_rt_config journey;
+	struct journey_rt_config journey;
 	struct govern_config govern;
 	engine_send_fn on_send; /* may be NULL */
 	void *send_ud;

@@ -30,22 +30,24 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 	const char *help;
 } commands[] = {
-	{ "serve", cmd_serve, "run the server (--config FILE, --listen, --data-dir, ...)" },
-	{ "check", cmd_check, "verify a data directory offline (--data-dir DIR)" },
-	{ "expr", cmd_expr, "evaluate a CEL expression ([--vars FILE|-] EXPR)" },
-	{ "render", cmd_render,
-	  "render a Liquid template (FILE [--data FILE|-] [--partials DIR] [--html] [--strict])" },
-	{ "journey", cmd_journey, "check a journey document (validate FILE [--templates DIR])" },
-	{ "sink", cmd_sink,
-	  "print the webhooks it receives (--http PORT [--fail-first N] [--status CODE])" },
-	{ "apply", cmd_apply,
-	  "upload and publish a folder of journeys and templates (DIR [--url URL] "
-	  "[--admin-key KEY] [--no-publish] [--dry-run])" },
-	{ "report", cmd_report,
-	  "print a journey's funnel or the overview from a running server (journey ID | "
-	  "overview [--url URL] [--admin-key KEY] [--version N] [--csv|--json])" },
-	{ "version", cmd_version, "print the version" },
-	{ "help", cmd_help, "this text" },
+	{"serve", cmd_serve, "run the server (--config FILE, --listen, --data-dir, ...)"},
+	{"check", cmd_check, "verify a data directory offline (--data-dir DIR)"},
+	{"expr", cmd_expr, "evaluate a CEL expression ([--vars FILE|-] EXPR)"},
+	{"render", cmd_render,
+	 "render a Liquid template (FILE [--data FILE|-] [--partials DIR] [--html] "
+	 "[--strict])"},
+	{"journey", cmd_journey,
+	 "check a journey document (validate FILE [--templates DIR])"},
+	{"sink", cmd_sink,
+	 "print the webhooks it receives (--http PORT [--fail-first N] [--status CODE])"},
+	{"apply", cmd_apply,
+	 "upload and publish a folder of journeys and templates (DIR [--url URL] "
+	 "[--admin-key KEY] [--no-publish] [--dry-run])"},
+	{"report", cmd_report,
+	 "print a journey's funnel or the overview from a running server (journey ID | "
+	 "overview [--url URL] [--admin-key KEY] [--version N] [--csv|--json])"},
+	{"version", cmd_version, "print the version"},
+	{"help", cmd_help, "this text"},
 };
 
 static int cmd_help(int argc, char **argv)

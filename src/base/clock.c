@@ -65,7 +65,7 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 
 int clock_parse_rfc3339(const char *s, int64_t *wall_ms)
 {
-	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	const char *p = s;
 	int y, mo, d, h = 0, mi = 0, se = 0, ms = 0, off_min = 0;
 

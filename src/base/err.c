@@ -36,8 +36,8 @@ const char *nerr_str(enum nerr rc)
 	return "unknown";
 }
 
-enum nerr nerr_set(struct nerr_msg *msg, enum nerr rc, const char *field,
-		   const char *fmt, ...)
+enum nerr nerr_set(struct nerr_msg *msg, enum nerr rc, const char *field, const char *fmt,
+		   ...)
 {
 	va_list ap;
 

@@ -44,8 +44,8 @@ struct nerr_msg {
 };
 
 /* Fills msg (may be NULL) and returns rc, so callers can `return nerr_set(...)`. */
-enum nerr nerr_set(struct nerr_msg *msg, enum nerr rc, const char *field,
-		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+enum nerr nerr_set(struct nerr_msg *msg, enum nerr rc, const char *field, const char *fmt,
+		   ...) __attribute__((format(printf, 4, 5)));
 
 /* Clears msg to empty strings. */
 void nerr_clear(struct nerr_msg *msg);

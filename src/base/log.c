@@ -9,8 +9,7 @@
 #include <time.h>
 
 static enum log_level min_level = LOG_INFO;
-static const char *const level_names[] = { "debug", "info", "warn", "error",
-					   "fatal" };
+static const char *const level_names[] = {"debug", "info", "warn", "error", "fatal"};
 
 void log_set_level(enum log_level lvl)
 {
@@ -42,9 +41,8 @@ void log_msg(enum log_level lvl, const char *sub, const char *fmt, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	n = snprintf(line, sizeof(line),
 		     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s sub=%s ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_names[lvl],
-		     sub);
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		     tm.tm_sec, ts.tv_nsec / 1000000, level_names[lvl], sub);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = 0;
 	va_start(ap, fmt);

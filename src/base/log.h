@@ -18,8 +18,8 @@ void log_msg(enum log_level lvl, const char *sub, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 #define log_debug(sub, ...) log_msg(LOG_DEBUG, sub, __VA_ARGS__)
-#define log_info(sub, ...) log_msg(LOG_INFO, sub, __VA_ARGS__)
-#define log_warn(sub, ...) log_msg(LOG_WARN, sub, __VA_ARGS__)
+#define log_info(sub, ...)  log_msg(LOG_INFO, sub, __VA_ARGS__)
+#define log_warn(sub, ...)  log_msg(LOG_WARN, sub, __VA_ARGS__)
 #define log_error(sub, ...) log_msg(LOG_ERROR, sub, __VA_ARGS__)
 
 #endif

@@ -118,7 +118,8 @@ void *map_del(struct map *m, const char *key)
 		size_t home = m->slots[j].hash & (m->cap - 1);
 
 		/* Move j into the hole at i if its home is not in (i, j]. */
-		if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
+		if ((j > i && (home <= i || home > j)) ||
+		    (j < i && (home <= i && home > j))) {
 			m->slots[i] = m->slots[j];
 			m->slots[j].key = NULL;
 			i = j;

@@ -25,8 +25,8 @@ struct inbox_job {
 	unsigned n;
 	size_t bytes;
 	size_t alloc;
-	char *data;	 /* records back to back */
-	uint32_t *lens;	 /* n lengths */
+	char *data;	/* records back to back */
+	uint32_t *lens; /* n lengths */
 	unsigned lens_alloc;
 	inbox_done_fn fn;
 	void *ud;
@@ -194,7 +194,8 @@ static void *committer_main(void *arg)
 			break;
 		}
 		/* Take whole jobs up to max_batch records (at least one job). */
-		while (ib->queue && (nrec == 0 || nrec + ib->queue->n <= ib->cfg.max_batch)) {
+		while (ib->queue &&
+		       (nrec == 0 || nrec + ib->queue->n <= ib->cfg.max_batch)) {
 			j = ib->queue;
 			ib->queue = j->next;
 			nrec += j->n;
@@ -218,22 +219,26 @@ static void *committer_main(void *arg)
 					unsigned char key[8];
 
 					store_put_u64(key, ++seq);
-					store_batch_put(b, STORE_CF_INBOX, key, sizeof(key),
-							j->data + off, j->lens[i]);
+					store_batch_put(b, STORE_CF_INBOX, key,
+							sizeof(key), j->data + off,
+							j->lens[i]);
 					off += j->lens[i];
 				}
 				j->last_seq = seq;
 			}
 			uint64_t t0 = clock_mono_ns();
 			rc = store_batch_commit(b, true, NULL);
-			metrics_observe(&m_commit_sync, (double)(clock_mono_ns() - t0) / 1e9);
+			metrics_observe(&m_commit_sync,
+					(double)(clock_mono_ns() - t0) / 1e9);
 			metrics_observe(&m_commit_batch, nrec);
 			if (rc) {
 				store_batch_clear(b);
 				atomic_store(&ib->broken, true);
 				metrics_add(&m_commit_fail, 1);
-				log_error("inbox", "msg=\"sync failed; refusing writes\" records=%u",
-					  nrec);
+				log_error(
+					"inbox",
+					"msg=\"sync failed; refusing writes\" records=%u",
+					nrec);
 			} else {
 				ib->next_seq = seq;
 				atomic_store(&ib->committed_seq, seq);
@@ -256,7 +261,8 @@ static void *committer_main(void *arg)
 }
 
 enum nerr inbox_open(struct store *s, uv_loop_t *loop, const struct inbox_config *cfg,
-		     inbox_committed_fn on_committed, void *committed_ud, struct inbox **out)
+		     inbox_committed_fn on_committed, void *committed_ud,
+		     struct inbox **out)
 {
 	struct inbox *ib = xcalloc(1, sizeof(*ib));
 

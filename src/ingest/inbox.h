@@ -33,9 +33,9 @@
 #include "store/store.h"
 
 enum inbox_kind {
-	INBOX_EVENT = 1, /* a normalized Segment event */
-	INBOX_ERASE = 2, /* {"namespace": …, "value": …}: erase a person */
-	INBOX_ADMIN = 3, /* {"op": …}: journeys, templates, test clock */
+	INBOX_EVENT = 1,   /* a normalized Segment event */
+	INBOX_ERASE = 2,   /* {"namespace": …, "value": …}: erase a person */
+	INBOX_ADMIN = 3,   /* {"op": …}: journeys, templates, test clock */
 	INBOX_OUTCOME = 4, /* a delivery outcome from the delivery thread */
 };
 
@@ -55,7 +55,8 @@ typedef void (*inbox_done_fn)(void *ud, enum nerr rc, uint64_t last_seq);
 typedef void (*inbox_committed_fn)(void *ud, uint64_t last_seq);
 
 enum nerr inbox_open(struct store *s, uv_loop_t *loop, const struct inbox_config *cfg,
-		     inbox_committed_fn on_committed, void *committed_ud, struct inbox **out);
+		     inbox_committed_fn on_committed, void *committed_ud,
+		     struct inbox **out);
 /* Stops the committer after it has committed and reported every queued job. The
  * loop must keep running until this returns (call it from the loop's shutdown
  * path; it waits for the thread and then closes the async handle). */

@@ -98,6 +98,8 @@ static enum nerr kv_get(struct store *s, struct store_batch *b, enum store_cf cf
 {
 	if (b)
 		return store_batch_get(b, cf, key, klen, val, len);
+	if (!s)
+		return NERR_INVAL; /* a bug: neither a batch nor a store */
 	return store_get(s, cf, key, klen, val, len);
 }
 

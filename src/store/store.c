@@ -20,15 +20,15 @@
 #include "base/mem.h"
 
 static const char *const cf_names[STORE_CF__COUNT] = {
-	[STORE_CF_DEFAULT] = "default",	      [STORE_CF_INBOX] = "inbox",
-	[STORE_CF_PROFILES] = "profiles",     [STORE_CF_IDENTITIES] = "identities",
-	[STORE_CF_EVENTS] = "events",	      [STORE_CF_DEDUP] = "dedup",
-	[STORE_CF_DEDUP_TIME] = "dedup_time", [STORE_CF_JOURNEYS] = "journeys",
-	[STORE_CF_INSTANCES] = "instances",   [STORE_CF_WAITS] = "waits",
-	[STORE_CF_TIMERS] = "timers",	      [STORE_CF_OUTBOX] = "outbox",
+	[STORE_CF_DEFAULT] = "default",		[STORE_CF_INBOX] = "inbox",
+	[STORE_CF_PROFILES] = "profiles",	[STORE_CF_IDENTITIES] = "identities",
+	[STORE_CF_EVENTS] = "events",		[STORE_CF_DEDUP] = "dedup",
+	[STORE_CF_DEDUP_TIME] = "dedup_time",	[STORE_CF_JOURNEYS] = "journeys",
+	[STORE_CF_INSTANCES] = "instances",	[STORE_CF_WAITS] = "waits",
+	[STORE_CF_TIMERS] = "timers",		[STORE_CF_OUTBOX] = "outbox",
 	[STORE_CF_SUPPRESSION] = "suppression", [STORE_CF_CAPS] = "caps",
-	[STORE_CF_COUNTERS] = "counters",     [STORE_CF_META] = "meta",
-	[STORE_CF_TEMPLATES] = "templates",   [STORE_CF_INDEX] = "index",
+	[STORE_CF_COUNTERS] = "counters",	[STORE_CF_META] = "meta",
+	[STORE_CF_TEMPLATES] = "templates",	[STORE_CF_INDEX] = "index",
 };
 
 struct store {
@@ -248,8 +248,8 @@ enum nerr store_batch_commit(struct store_batch *b, bool sync, struct nerr_msg *
 {
 	char *err = NULL;
 
-	rocksdb_write_writebatch_wi(b->s->db, sync ? b->s->wopts_sync : b->s->wopts_nosync,
-				    b->wb, &err);
+	rocksdb_write_writebatch_wi(
+		b->s->db, sync ? b->s->wopts_sync : b->s->wopts_nosync, b->wb, &err);
 	if (err) {
 		nerr_set(msg, NERR_IO, NULL, "write failed: %s", err);
 		log_error("store", "msg=\"commit failed\" sync=%d err=\"%s\"", sync, err);
