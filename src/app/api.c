@@ -758,6 +758,15 @@ static struct json_object *store_json(struct store *s, enum store_cf cf, const c
 	return o;
 }
 
+/* A journey's signing secret never leaves the server through the API. */
+static struct json_object *redact_secret(struct json_object *doc)
+{
+	if (doc && json_object_object_get_ex(doc, "webhook_secret", NULL))
+		json_object_object_add(doc, "webhook_secret",
+				       json_object_new_string("(set)"));
+	return doc;
+}
+
 static void journey_get(struct api *a, struct http_req *req, const char *id)
 {
 	char k[96];
@@ -778,7 +787,7 @@ static void journey_get(struct api *a, struct http_req *req, const char *id)
 	snprintf(k, sizeof(k), "d/%s", id);
 	draft = store_json(a->s, STORE_CF_JOURNEYS, k, strlen(k));
 	if (draft)
-		json_object_object_add(out, "draft", draft);
+		json_object_object_add(out, "draft", redact_secret(draft));
 	snprintf(k, sizeof(k), "v/%s/", id);
 	pl = strlen(k);
 	it = store_iter_new(a->s, NULL, STORE_CF_JOURNEYS);
@@ -800,7 +809,7 @@ static void journey_get(struct api *a, struct http_req *req, const char *id)
 		copy = xstrndup(v, vl);
 		def = json_tokener_parse(copy);
 		free(copy);
-		json_object_object_add(ver, "definition", def);
+		json_object_object_add(ver, "definition", redact_secret(def));
 		json_object_array_add(versions, ver);
 	}
 	store_iter_free(it);

@@ -235,6 +235,16 @@ class MessageTest(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(self.metric("nudge_messages_excluded_total", '{reason="invalid_header"}'), before + 1)
 
+    def test_journey_secret_is_not_returned(self):
+        j = dict(JOURNEY, id="secret-j", webhook_secret="s3cret-value-123",
+                 entry={"event": "Never Sent"})
+        self.assertEqual(self.srv.request("PUT", "/v1/journeys/secret-j", j, auth="admin").status, 200)
+        self.assertEqual(self.srv.request("POST", "/v1/journeys/secret-j/publish", auth="admin").status, 200)
+        r = self.srv.request("GET", "/v1/journeys/secret-j", auth="admin")
+        self.assertEqual(r.status, 200)
+        self.assertNotIn("s3cret-value-123", r.body)
+        self.assertEqual(r.json()["versions"][0]["definition"]["webhook_secret"], "(set)")
+
     def test_erase_removes_messages(self):
         u = self.user()
         self.request_promo(u)
