@@ -2192,30 +2192,17 @@ static void check_goal_watches(struct journey_rt *rt, struct journey_batch *jb,
 }
 
 /* Exit criteria and goals on every instance of the profile. */
+static void profile_instances(struct journey_rt *rt, struct journey_batch *jb,
+			      uint64_t pid, struct buf *keys);
+
 static void check_exits_goals(struct journey_rt *rt, struct journey_batch *jb,
 			      struct evctx *ec, const char *name)
 {
-	struct store_iter *it = store_iter_new(rt->s, jb->b, STORE_CF_INSTANCES);
-	unsigned char p[8];
 	struct buf keys;
-	size_t nkeys = 0;
 
 	/* Collect keys first: ending instances writes to the batch we iterate. */
 	buf_init(&keys, 0);
-	store_put_u64(p, ec->pid);
-	for (store_iter_seek(it, p, 8); store_iter_valid(it); store_iter_next(it)) {
-		size_t kl;
-		const char *k = store_iter_key(it, &kl);
-		uint32_t l32;
-
-		if (kl < 8 || memcmp(k, p, 8) != 0)
-			break;
-		l32 = (uint32_t)kl;
-		buf_append(&keys, &l32, 4);
-		buf_append(&keys, k, kl);
-		nkeys++;
-	}
-	store_iter_free(it);
+	profile_instances(rt, jb, ec->pid, &keys);
 	for (size_t off = 0; off < keys.len;) {
 		uint32_t kl;
 		struct inst in;
@@ -2239,7 +2226,6 @@ static void check_exits_goals(struct journey_rt *rt, struct journey_batch *jb,
 		inst_free(&in);
 	}
 	buf_fini(&keys);
-	(void)nkeys;
 }
 
 /* wait_for steps waiting for this event name. */
