@@ -149,11 +149,22 @@ const struct config_option *config_options(size_t *n)
 	return options;
 }
 
-int64_t config_parse_duration_ms(const char *s)
+/* A unit suffix and its multiplier. */
+struct unit {
+	const char *name;
+	int64_t mult;
+};
+
+/*
+ * Parses "NUMBER [UNIT]" (spaces allowed around) with the units of table (names
+ * compared with cmp; the empty name is the bare number). Returns -1 on a bad
+ * number, an unknown unit, a negative value or more than 9e15.
+ */
+static int64_t parse_scaled(const char *s, const struct unit *table,
+			    int (*cmp)(const char *, const char *))
 {
 	char *end;
 	double v;
-	int64_t mult = 1;
 
 	while (isspace((unsigned char)*s))
 		s++;
@@ -165,57 +176,45 @@ int64_t config_parse_duration_ms(const char *s)
 		return -1;
 	while (isspace((unsigned char)*end))
 		end++;
-	if (*end == '\0' || strcmp(end, "ms") == 0)
-		mult = 1;
-	else if (strcmp(end, "s") == 0)
-		mult = 1000;
-	else if (strcmp(end, "m") == 0)
-		mult = 60 * 1000;
-	else if (strcmp(end, "h") == 0)
-		mult = 3600 * 1000;
-	else if (strcmp(end, "d") == 0)
-		mult = DAY_MS;
-	else if (strcmp(end, "w") == 0)
-		mult = 7 * DAY_MS;
-	else
-		return -1;
-	if (v * (double)mult > 9.0e15)
-		return -1;
-	return (int64_t)(v * (double)mult);
+	for (const struct unit *u = table; u->name; u++) {
+		if (cmp(end, u->name) != 0)
+			continue;
+		if (v * (double)u->mult > 9.0e15)
+			return -1;
+		return (int64_t)(v * (double)u->mult);
+	}
+	return -1;
+}
+
+int64_t config_parse_duration_ms(const char *s)
+{
+	static const struct unit units[] = {
+		{"", 1},	   {"ms", 1},	       {"s", 1000},
+		{"m", 60 * 1000},  {"h", 3600 * 1000}, {"d", DAY_MS},
+		{"w", 7 * DAY_MS}, {NULL, 0},
+	};
+
+	return parse_scaled(s, units, strcmp);
 }
 
 int64_t config_parse_size(const char *s)
 {
-	char *end;
-	double v;
-	int64_t mult = 1;
+	static const struct unit units[] = {
+		{"", 1},
+		{"b", 1},
+		{"k", 1024},
+		{"kb", 1024},
+		{"kib", 1024},
+		{"m", 1024 * 1024},
+		{"mb", 1024 * 1024},
+		{"mib", 1024 * 1024},
+		{"g", 1024LL * 1024 * 1024},
+		{"gb", 1024LL * 1024 * 1024},
+		{"gib", 1024LL * 1024 * 1024},
+		{NULL, 0},
+	};
 
-	while (isspace((unsigned char)*s))
-		s++;
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s)
-		return -1;
-	while (isspace((unsigned char)*end))
-		end++;
-	if (*end == '\0' || strcasecmp(end, "b") == 0)
-		mult = 1;
-	else if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kb") == 0 ||
-		 strcasecmp(end, "kib") == 0)
-		mult = 1024;
-	else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mb") == 0 ||
-		 strcasecmp(end, "mib") == 0)
-		mult = 1024 * 1024;
-	else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gb") == 0 ||
-		 strcasecmp(end, "gib") == 0)
-		mult = 1024LL * 1024 * 1024;
-	else
-		return -1;
-	if (v * (double)mult > 9.0e15)
-		return -1;
-	return (int64_t)(v * (double)mult);
+	return parse_scaled(s, units, strcasecmp);
 }
 
 static enum nerr set_option(struct config *cfg, const struct config_option *o,
