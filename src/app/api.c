@@ -57,7 +57,7 @@ enum route {
 	ROUTE_SUPPRESSION,
 	ROUTE_FEEDBACK,
 	ROUTE_RULES,
-		ROUTE_REPORTS,
+	ROUTE_REPORTS,
 	ROUTE_AUDIENCES,
 	ROUTE_BUSINESS,
 	ROUTE_OTHER,
@@ -65,10 +65,11 @@ enum route {
 };
 
 static const char *const route_names[ROUTE__COUNT] = {
-	"track",    "identify",	 "page",     "screen",	 "alias",
-	"group",    "batch",	 "profiles", "healthz",	 "metrics",
-	"journeys", "templates", "debug",    "tracking", "suppression",
-	"feedback", "rules",	 "reports",  "audiences", "business_events", "other",
+	"track",    "identify",	 "page",     "screen",	  "alias",
+	"group",    "batch",	 "profiles", "healthz",	  "metrics",
+	"journeys", "templates", "debug",    "tracking",  "suppression",
+	"feedback", "rules",	 "reports",  "audiences", "business_events",
+	"other",
 };
 
 static const int counted_status[] = {302, 200, 400, 401, 404, 405,
@@ -320,6 +321,13 @@ static void submit(struct api *a, struct http_req *req, enum route r,
 	}
 }
 
+/* Now for stamping events: the engine clock when the test clock is on, so
+ * events and windows agree however far a test moved time. */
+static int64_t api_now(struct api *a)
+{
+	return a->test_clock && a->e ? engine_now(a->e) : clock_wall_ms();
+}
+
 static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 {
 	struct nerr_msg msg = {"", ""};
@@ -327,7 +335,7 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 	size_t len;
 	const char *text = http_req_body(req, &len);
 	int auth = check_basic(req, a->cfg->write_key);
-	int64_t now_ms = clock_wall_ms(), ts_ms;
+		int64_t now_ms = api_now(a), ts_ms;
 	enum nerr rc;
 
 	if (auth == 0) {
@@ -673,7 +681,7 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 	if (strcmp(method, "GET") == 0) {
 		struct json_object *obj = NULL;
 
-				rc = profile_get_json(a->s, NULL, pid, &obj);
+		rc = profile_get_json(a->s, NULL, pid, &obj);
 		if (rc == NERR_OK)
 			aud_decorate_api(a->s, pid, obj);
 		if (rc) {
@@ -1601,13 +1609,13 @@ static void method_not_allowed(struct api *a, struct http_req *req, enum route r
 	reply(a, req, r, 405, "application/json", msg, strlen(msg), hdr);
 }
 
-
 /* ------------------------------------ audiences, computed, business events */
 
 static void reply_obj(struct api *a, struct http_req *req, enum route r, int status,
 		      struct json_object *o)
 {
-	reply_json(a, req, r, status, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	reply_json(a, req, r, status,
+		   json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 }
 
@@ -1644,7 +1652,8 @@ static void handle_audiences(struct api *a, struct http_req *req, const char *me
 			     bool computed)
 {
 	const char *path = http_req_path(req);
-	const char *rest = path + (computed ? strlen("/v1/computed") : strlen("/v1/audiences"));
+	const char *rest =
+		path + (computed ? strlen("/v1/computed") : strlen("/v1/audiences"));
 	char id[80];
 	bool members = false;
 	struct json_object *o, *body, *op;
@@ -1655,7 +1664,8 @@ static void handle_audiences(struct api *a, struct http_req *req, const char *me
 		if (strcmp(method, "GET"))
 			return method_not_allowed(a, req, ROUTE_AUDIENCES, "GET");
 		return reply_obj(a, req, ROUTE_AUDIENCES, 200,
-				 computed ? aud_list_computed(a->s) : aud_list_audiences(a->s));
+				 computed ? aud_list_computed(a->s)
+					  : aud_list_audiences(a->s));
 	}
 	rest++;
 	slash = strchr(rest, '/');
@@ -1664,8 +1674,8 @@ static void handle_audiences(struct api *a, struct http_req *req, const char *me
 	else if (slash)
 		return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found", "path",
 				   "no such route");
-	snprintf(id, sizeof(id), "%.*s", (int)(slash ? (size_t)(slash - rest) : strlen(rest)),
-		 rest);
+	snprintf(id, sizeof(id), "%.*s",
+		 (int)(slash ? (size_t)(slash - rest) : strlen(rest)), rest);
 	if (!valid_id(id))
 		return reply_error(a, req, ROUTE_AUDIENCES, 400, "invalid", "id",
 				   "an id is 1 to 64 of [A-Za-z0-9_-]");
@@ -1678,14 +1688,15 @@ static void handle_audiences(struct api *a, struct http_req *req, const char *me
 		paging(req, &after, &limit);
 		o = aud_members(a->s, id, after, limit);
 		if (!o)
-			return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found", "id",
-					   "no such audience");
+			return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found",
+					   "id", "no such audience");
 		return reply_obj(a, req, ROUTE_AUDIENCES, 200, o);
 	}
 	if (strcmp(method, "GET") == 0) {
 		o = computed ? aud_get_computed(a->s, id) : aud_get_audience(a->s, id);
 		if (!o)
-			return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found", "id",
+			return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found",
+					   "id",
 					   computed ? "no such computed attribute"
 						    : "no such audience");
 		return reply_obj(a, req, ROUTE_AUDIENCES, 200, o);
@@ -1695,7 +1706,8 @@ static void handle_audiences(struct api *a, struct http_req *req, const char *me
 	if (strcmp(method, "DELETE") == 0) {
 		json_object_object_add(
 			op, "op",
-			json_object_new_string(computed ? "computed_delete" : "audience_delete"));
+			json_object_new_string(computed ? "computed_delete"
+							: "audience_delete"));
 		return submit_admin(a, req, ROUTE_AUDIENCES, op);
 	}
 	if (strcmp(method, "PUT")) {
@@ -1714,8 +1726,9 @@ static void handle_audiences(struct api *a, struct http_req *req, const char *me
 		return reply_error(a, req, ROUTE_AUDIENCES, 400, "invalid", msg.field,
 				   msg.message);
 	}
-	json_object_object_add(op, "op",
-			       json_object_new_string(computed ? "computed_put" : "audience_put"));
+	json_object_object_add(
+		op, "op",
+		json_object_new_string(computed ? "computed_put" : "audience_put"));
 	json_object_object_add(op, "doc", body);
 	submit_admin(a, req, ROUTE_AUDIENCES, op);
 }
@@ -1746,7 +1759,8 @@ static void handle_indexed(struct api *a, struct http_req *req, const char *meth
 /* POST /v1/business-events (write key); GET /v1/business-events/{id} (admin). */
 static void handle_business(struct api *a, struct http_req *req, const char *method)
 {
-	const char *path = http_req_path(req), *rest = path + strlen("/v1/business-events");
+	const char *path = http_req_path(req),
+		   *rest = path + strlen("/v1/business-events");
 	struct nerr_msg msg = {"", ""};
 	struct json_object *body = NULL, *op, *resp;
 	size_t len;
@@ -1761,7 +1775,8 @@ static void handle_business(struct api *a, struct http_req *req, const char *met
 			return method_not_allowed(a, req, ROUTE_BUSINESS, "GET");
 		if (!check_bearer(req, a->cfg->admin_key))
 			return reply_error(a, req, ROUTE_BUSINESS, 401, "unauthorized",
-					   "Authorization", "the admin key is required (Bearer)");
+					   "Authorization",
+					   "the admin key is required (Bearer)");
 		if (strlen(rest + 1) >= sizeof(id))
 			return reply_error(a, req, ROUTE_BUSINESS, 404, "not_found", "id",
 					   "no such business event");
@@ -1779,8 +1794,8 @@ static void handle_business(struct api *a, struct http_req *req, const char *met
 		return method_not_allowed(a, req, ROUTE_BUSINESS, "POST");
 	auth = check_basic(req, a->cfg->write_key);
 	if (auth == 0)
-		return reply_error(a, req, ROUTE_BUSINESS, 401, "unauthorized", "Authorization",
-				   "the write key is not valid");
+		return reply_error(a, req, ROUTE_BUSINESS, 401, "unauthorized",
+				   "Authorization", "the write key is not valid");
 	if (!json_content_type(req))
 		return reply_error(a, req, ROUTE_BUSINESS, 415, "unsupported_media_type",
 				   "Content-Type",
@@ -1789,7 +1804,7 @@ static void handle_business(struct api *a, struct http_req *req, const char *met
 	rc = segment_parse_json(text, len, &a->lim, &body, &msg);
 	if (rc == NERR_OK && !json_object_is_type(body, json_type_object)) {
 		rc = NERR_INVAL;
-		nerr_set(&msg, "", "the body must be a JSON object");
+		nerr_set(&msg, NERR_INVAL, "", "the body must be a JSON object");
 	}
 	if (rc == NERR_OK && auth < 0) {
 		const char *wk = segment_body_write_key(body);
@@ -1802,7 +1817,7 @@ static void handle_business(struct api *a, struct http_req *req, const char *met
 		}
 	}
 	if (rc == NERR_OK)
-		rc = aud_check_business(body, clock_wall_ms(), &msg);
+				rc = aud_check_business(body, api_now(a), &msg);
 	if (rc) {
 		json_object_put(body);
 		if (auth < 0)
@@ -1813,20 +1828,22 @@ static void handle_business(struct api *a, struct http_req *req, const char *met
 	}
 	resp = json_object_new_object();
 	json_object_object_add(resp, "success", json_object_new_boolean(1));
-	json_object_object_add(resp, "id", json_object_new_string(json_object_get_string(
-						   json_object_object_get(body, "messageId"))));
+	json_object_object_add(resp, "id",
+			       json_object_new_string(json_object_get_string(
+				       json_object_object_get(body, "messageId"))));
 	op = json_object_new_object();
 	json_object_object_add(op, "op", json_object_new_string("business_event"));
 	json_object_object_add(op, "doc", body);
 	{
 		struct inbox_job *job = inbox_job_new();
 		size_t ol;
-		const char *txt =
-			json_object_to_json_string_length(op, JSON_C_TO_STRING_PLAIN, &ol);
+		const char *txt = json_object_to_json_string_length(
+			op, JSON_C_TO_STRING_PLAIN, &ol);
 
 		inbox_job_add(job, INBOX_ADMIN, clock_wall_ms(), txt, ol);
 		submit(a, req, ROUTE_BUSINESS, job,
-		       xstrdup(json_object_to_json_string_ext(resp, JSON_C_TO_STRING_PLAIN)),
+		       xstrdup(json_object_to_json_string_ext(resp,
+							      JSON_C_TO_STRING_PLAIN)),
 		       false);
 	}
 	json_object_put(op);
@@ -1869,7 +1886,7 @@ void api_handle(void *ud, struct http_req *req)
 		bool templates = strncmp(path, "/v1/templates/", 14) == 0;
 		bool clock = a->test_clock && strcmp(path, "/v1/debug/clock") == 0;
 
-				if (strncmp(path, "/v1/feedback/", 13) == 0)
+		if (strncmp(path, "/v1/feedback/", 13) == 0)
 			return handle_feedback(a, req, method);
 		if (strncmp(path, "/v1/business-events", 19) == 0 &&
 		    (path[19] == '\0' || path[19] == '/'))

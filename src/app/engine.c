@@ -217,7 +217,7 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 		metrics_add(&m_err, 1);
 		goto out;
 	}
-		jb->seq = seq;
+	jb->seq = seq;
 	if (res.merged) {
 		aud_on_merge(e->aud, jb, res.merged_ids, res.merged, res.profile_id);
 		journey_rt_on_merge(e->rt, jb, res.merged_ids, res.merged,
@@ -305,7 +305,7 @@ static void apply_admin(struct engine *e, struct journey_batch *jb, uint64_t seq
 	struct result *r;
 
 	jb->seq = seq;
-		struct json_object *opn = NULL;
+	struct json_object *opn = NULL;
 
 	if (op && json_object_object_get_ex(op, "op", &opn) &&
 	    aud_admin_op(json_object_get_string(opn)))
@@ -429,7 +429,7 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 	/* An admin record may have moved the test clock. */
 	jb->now_ms = journey_rt_now(e->rt);
 	jb->seq = 0;
-		journey_rt_fire_timers(e->rt, jb);
+	journey_rt_fire_timers(e->rt, jb);
 	/* Background jobs (back-fills, fan-outs) after the records: one bounded
 	 * step per batch, so ingestion never waits behind them. */
 	aud_background(e->aud, jb);
@@ -453,12 +453,11 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 /* Waits until records are committed, a timer is due, or stop. */
 static void wait_for_work(struct engine *e, uint64_t applied)
 {
-		int64_t due = journey_rt_next_due(e->rt),
+	int64_t due = journey_rt_next_due(e->rt),
 		work = aud_next_work(e->aud, journey_rt_now(e->rt));
 
 	if (work < due)
 		due = work;
-
 
 	pthread_mutex_lock(&e->mu);
 	while (e->committed_seq <= applied && !e->stopping) {
@@ -604,7 +603,7 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 		free(e);
 		return NERR_IO;
 	}
-		e->cfg.journey.govern = e->govern;
+	e->cfg.journey.govern = e->govern;
 	e->cfg.aud.profile = &e->cfg.profile;
 	if (aud_open(s, &e->cfg.aud, &e->aud) != NERR_OK) {
 		free(e);
@@ -685,7 +684,7 @@ void engine_free(struct engine *e)
 		free(r->body);
 		free(r);
 	}
-		journey_rt_free(e->rt);
+	journey_rt_free(e->rt);
 	aud_free(e->aud);
 	govern_free(e->govern);
 	report_free(e->report);

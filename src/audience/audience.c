@@ -80,7 +80,7 @@ struct aud {
 	unsigned jobs;		      /* pending background jobs */
 	uint64_t next_job;
 	int64_t next_scan_ms;
-	uint64_t reindex_pid; /* merged into: re-index on its next round */
+	uint64_t reindex_pid;  /* merged into: re-index on its next round */
 	struct map predicates; /* event_count predicate source -> program */
 	struct arena scratch, scratch2;
 };
@@ -190,8 +190,9 @@ static struct json_object *get_json(struct store *s, struct store_batch *b,
 	char *v = NULL;
 	size_t vl = 0;
 	struct json_object *o = NULL;
-	enum nerr rc = b ? store_batch_get(b, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl)
-			 : store_get(s, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl);
+	enum nerr rc =
+		b ? store_batch_get(b, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl)
+		  : store_get(s, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl);
 
 	if (rc == NERR_OK)
 		o = parse(v, vl);
@@ -202,7 +203,8 @@ static struct json_object *get_json(struct store *s, struct store_batch *b,
 static void put_json(struct store_batch *b, const struct buf *k, struct json_object *o)
 {
 	size_t len;
-	const char *t = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+	const char *t =
+		json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
 
 	store_batch_put(b, STORE_CF_AUDIENCES, k->data, k->len, t, len);
 }
@@ -212,8 +214,9 @@ static bool get_u64(struct store *s, struct store_batch *b, const struct buf *k,
 {
 	char *v = NULL;
 	size_t vl = 0;
-	enum nerr rc = b ? store_batch_get(b, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl)
-			 : store_get(s, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl);
+	enum nerr rc =
+		b ? store_batch_get(b, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl)
+		  : store_get(s, STORE_CF_AUDIENCES, k->data, k->len, &v, &vl);
 	bool ok = rc == NERR_OK && vl == 8;
 
 	if (ok)
@@ -234,7 +237,8 @@ static const char *jstr(struct json_object *o, const char *k)
 {
 	struct json_object *v;
 
-	if (o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+	if (o && json_object_object_get_ex(o, k, &v) &&
+	    json_object_is_type(v, json_type_string))
 		return json_object_get_string(v);
 	return NULL;
 }
@@ -244,7 +248,8 @@ static int64_t jint(struct json_object *o, const char *k, int64_t dflt)
 	struct json_object *v;
 
 	if (o && json_object_object_get_ex(o, k, &v) &&
-	    (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+	    (json_object_is_type(v, json_type_int) ||
+	     json_object_is_type(v, json_type_double)))
 		return json_object_get_int64(v);
 	return dflt;
 }
@@ -282,7 +287,8 @@ static bool canon(struct json_object *v, struct buf *out)
 	default:
 		return false;
 	}
-	return out->len > 0 && out->len <= CANON_MAX && !memchr(out->data, '\0', out->len);
+	return out->len > 0 && out->len <= CANON_MAX &&
+	       !memchr(out->data, '\0', out->len);
 }
 
 static bool valid_id(const char *id)
@@ -425,7 +431,8 @@ static void del_comp(struct aud *a, const char *id)
 	if (!old)
 		return;
 	cattr_free(old);
-	memmove(a->comps + pos, a->comps + pos + 1, (a->ncomp - pos - 1) * sizeof(*a->comps));
+	memmove(a->comps + pos, a->comps + pos + 1,
+		(a->ncomp - pos - 1) * sizeof(*a->comps));
 	a->ncomp--;
 }
 
@@ -438,11 +445,12 @@ static enum nerr compile_audience(const char *id, struct json_object *doc,
 	struct nerr_msg em = {"", ""};
 
 	if (!when || !*when) {
-		nerr_set(msg, "when", "when: a CEL condition (string) is required");
+		nerr_set(msg, NERR_INVAL, "when",
+			 "when: a CEL condition (string) is required");
 		return NERR_INVAL;
 	}
 	if (expr_compile(when, env, &prog, &em) != NERR_OK) {
-		nerr_set(msg, "when", "invalid CEL: %s", em.message);
+		nerr_set(msg, NERR_INVAL, "when", "invalid CEL: %s", em.message);
 		return NERR_INVAL;
 	}
 	*out = xcalloc(1, sizeof(**out));
@@ -460,17 +468,18 @@ enum nerr aud_check_audience(struct json_object *doc, const struct expr_env *env
 
 	json_object_object_foreach(doc, key, val)
 	{
-		if (strcmp(key, "when") && strcmp(key, "name") && strcmp(key, "description")) {
-			nerr_set(msg, key, "%s: unknown field (use name, description, when)",
-				 key);
+		if (strcmp(key, "when") && strcmp(key, "name") &&
+		    strcmp(key, "description")) {
+			nerr_set(msg, NERR_INVAL, key,
+				 "%s: unknown field (use name, description, when)", key);
 			return NERR_INVAL;
 		}
 		if (strcmp(key, "when") && !json_object_is_type(val, json_type_string)) {
-			nerr_set(msg, key, "%s: must be a string", key);
+			nerr_set(msg, NERR_INVAL, key, "%s: must be a string", key);
 			return NERR_INVAL;
 		}
 		if (strlen(json_object_get_string(val)) > 4096) {
-			nerr_set(msg, key, "%s: longer than 4096 bytes", key);
+			nerr_set(msg, NERR_INVAL, key, "%s: longer than 4096 bytes", key);
 			return NERR_INVAL;
 		}
 	}
@@ -495,11 +504,12 @@ enum nerr aud_check_indexed(struct json_object *doc, struct nerr_msg *msg)
 
 	if (!json_object_object_get_ex(doc, "traits", &t) ||
 	    !json_object_is_type(t, json_type_array)) {
-		nerr_set(msg, "traits", "traits: a list of trait names is required");
+		nerr_set(msg, NERR_INVAL, "traits",
+			 "traits: a list of trait names is required");
 		return NERR_INVAL;
 	}
 	if (json_object_array_length(t) > 50) {
-		nerr_set(msg, "traits", "traits: at most 50 indexed traits");
+		nerr_set(msg, NERR_INVAL, "traits", "traits: at most 50 indexed traits");
 		return NERR_INVAL;
 	}
 	for (size_t i = 0; i < json_object_array_length(t); i++) {
@@ -508,8 +518,9 @@ enum nerr aud_check_indexed(struct json_object *doc, struct nerr_msg *msg)
 
 		if (!json_object_is_type(n, json_type_string) || !*s ||
 		    strlen(s) > NAME_MAX_BYTES) {
-			nerr_set(msg, "traits", "traits[%zu]: a trait name of 1 to %d bytes",
-				 i, NAME_MAX_BYTES);
+			nerr_set(msg, NERR_INVAL, "traits",
+				 "traits[%zu]: a trait name of 1 to %d bytes", i,
+				 NAME_MAX_BYTES);
 			return NERR_INVAL;
 		}
 	}
@@ -517,34 +528,37 @@ enum nerr aud_check_indexed(struct json_object *doc, struct nerr_msg *msg)
 	{
 		(void)val;
 		if (strcmp(key, "traits")) {
-			nerr_set(msg, key, "%s: unknown field (use traits)", key);
+			nerr_set(msg, NERR_INVAL, key, "%s: unknown field (use traits)",
+				 key);
 			return NERR_INVAL;
 		}
 	}
 	return NERR_OK;
 }
 
-enum nerr aud_check_business(struct json_object *doc, int64_t now_ms, struct nerr_msg *msg)
+enum nerr aud_check_business(struct json_object *doc, int64_t now_ms,
+			     struct nerr_msg *msg)
 {
 	struct json_object *v;
 	const char *ev = jstr(doc, "event");
 	char ts[40];
 
 	if (!ev || !*ev || strlen(ev) > NAME_MAX_BYTES) {
-		nerr_set(msg, "event", "event: a name of 1 to %d bytes is required",
-			 NAME_MAX_BYTES);
+		nerr_set(msg, NERR_INVAL, "event",
+			 "event: a name of 1 to %d bytes is required", NAME_MAX_BYTES);
 		return NERR_INVAL;
 	}
 	if (json_object_object_get_ex(doc, "properties", &v) &&
 	    !json_object_is_type(v, json_type_object)) {
-		nerr_set(msg, "properties", "properties: must be an object");
+		nerr_set(msg, NERR_INVAL, "properties", "properties: must be an object");
 		return NERR_INVAL;
 	}
 	if (json_object_object_get_ex(doc, "messageId", &v)) {
 		const char *m = json_object_get_string(v);
 
 		if (!json_object_is_type(v, json_type_string) || !*m || strlen(m) > 200) {
-			nerr_set(msg, "messageId", "messageId: a string of 1 to 200 bytes");
+			nerr_set(msg, NERR_INVAL, "messageId",
+				 "messageId: a string of 1 to 200 bytes");
 			return NERR_INVAL;
 		}
 	} else {
@@ -555,7 +569,7 @@ enum nerr aud_check_business(struct json_object *doc, int64_t now_ms, struct ner
 		if (!f || fread(r, 1, 16, f) != 16) {
 			if (f)
 				fclose(f);
-			nerr_set(msg, "", "cannot generate an id");
+			nerr_set(msg, NERR_INVAL, "", "cannot generate an id");
 			return NERR_IO;
 		}
 		fclose(f);
@@ -568,7 +582,8 @@ enum nerr aud_check_business(struct json_object *doc, int64_t now_ms, struct ner
 
 		if (!json_object_is_type(v, json_type_string) ||
 		    clock_parse_rfc3339(json_object_get_string(v), &t) != 0) {
-			nerr_set(msg, "timestamp", "timestamp: an ISO 8601 date-time");
+			nerr_set(msg, NERR_INVAL, "timestamp",
+				 "timestamp: an ISO 8601 date-time");
 			return NERR_INVAL;
 		}
 	}
@@ -578,7 +593,7 @@ enum nerr aud_check_business(struct json_object *doc, int64_t now_ms, struct ner
 		if (strcmp(key, "event") && strcmp(key, "properties") &&
 		    strcmp(key, "messageId") && strcmp(key, "timestamp") &&
 		    strcmp(key, "writeKey")) {
-			nerr_set(msg, key,
+			nerr_set(msg, NERR_INVAL, key,
 				 "%s: unknown field (use event, properties, messageId, "
 				 "timestamp)",
 				 key);
@@ -682,8 +697,8 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 			map_put(&a->predicates, predicate, prog);
 		}
 	}
-	if (!r->hist &&
-	    profile_history_json(a->s, r->jb->b, r->pid, INT64_MIN, &r->hist) != NERR_OK) {
+	if (!r->hist && profile_history_json(a->s, r->jb->b, r->pid, INT64_MIN,
+					     &r->hist) != NERR_OK) {
 		r->hist = json_object_new_array();
 	}
 	for (size_t i = 0; i < json_object_array_length(r->hist); i++) {
@@ -800,8 +815,8 @@ static void set_member(struct round *r, const char *aid, bool in)
 	/* The view's audience list is stale now; reload it on next use. */
 	json_object_put(r->view);
 	r->view = NULL;
-	log_debug("audience", "msg=%s audience=%s profile=%llu", in ? "entered" : "exited",
-		  aid, (unsigned long long)r->pid);
+	log_debug("audience", "msg=%s audience=%s profile=%llu",
+		  in ? "entered" : "exited", aid, (unsigned long long)r->pid);
 	if (r->a->rt)
 		journey_rt_on_audience(r->a->rt, r->jb, r->pid, aid, in);
 }
@@ -816,8 +831,8 @@ static void load_members(struct aud *a, struct store_batch *b, uint64_t pid,
 
 	buf_init(&k, 0);
 	key_pid(&k, 'P', pid, NULL);
-	for (store_iter_seek(it, k.data, k.len); store_iter_valid(it) && n < MEMBER_SCAN_MAX;
-	     store_iter_next(it), n++) {
+	for (store_iter_seek(it, k.data, k.len);
+	     store_iter_valid(it) && n < MEMBER_SCAN_MAX; store_iter_next(it), n++) {
 		size_t kl;
 		const char *key = store_iter_key(it, &kl);
 		char id[JOURNEY_MAX_ID_BYTES + 1];
@@ -923,7 +938,8 @@ static void computed_event(struct round *r, int64_t ev_ms)
 			continue; /* the back-fill reads this event from history */
 		st = load_state(a, r->jb->b, r->pid, c);
 		arena_reset(&a->scratch);
-		if (computed_apply(c->def, &st, r->event, ev_ms, r->jb->now_ms, &a->scratch)) {
+		if (computed_apply(c->def, &st, r->event, ev_ms, r->jb->now_ms,
+				   &a->scratch)) {
 			save_state(a, r->jb->b, r->pid, c, st);
 			json_object_put(r->view);
 			r->view = NULL;
@@ -970,7 +986,8 @@ static bool is_indexed(const struct aud *a, const char *trait)
 static bool list_has(struct json_object *arr, const char *s)
 {
 	for (size_t i = 0; arr && i < json_object_array_length(arr); i++)
-		if (strcmp(json_object_get_string(json_object_array_get_idx(arr, i)), s) == 0)
+		if (strcmp(json_object_get_string(json_object_array_get_idx(arr, i)),
+			   s) == 0)
 			return true;
 	return false;
 }
@@ -1002,11 +1019,13 @@ static void reindex(struct round *r)
 			continue;
 		list = json_object_new_array();
 		if (json_object_is_type(v, json_type_array)) {
-			for (size_t j = 0; j < json_object_array_length(v) && j < 1000; j++)
+			for (size_t j = 0; j < json_object_array_length(v) && j < 1000;
+			     j++)
 				if (canon(json_object_array_get_idx(v, j), &c) &&
 				    !list_has(list, buf_str(&c)))
 					json_object_array_add(
-						list, json_object_new_string(buf_str(&c)));
+						list,
+						json_object_new_string(buf_str(&c)));
 		} else if (canon(v, &c)) {
 			json_object_array_add(list, json_object_new_string(buf_str(&c)));
 		}
@@ -1039,7 +1058,8 @@ static void reindex(struct round *r)
 		if (old)
 			json_object_object_get_ex(old, t, &ov);
 		for (size_t j = 0; j < json_object_array_length(vals); j++) {
-			const char *cv = json_object_get_string(json_object_array_get_idx(vals, j));
+			const char *cv = json_object_get_string(
+				json_object_array_get_idx(vals, j));
 
 			if (ov && list_has(ov, cv))
 				continue;
@@ -1242,7 +1262,8 @@ static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 					  json_object_get_string(
 						  json_object_array_get_idx(vals, j)),
 					  pid, true);
-				store_batch_delete(b, STORE_CF_AUDIENCES, xk.data, xk.len);
+				store_batch_delete(b, STORE_CF_AUDIENCES, xk.data,
+						   xk.len);
 			}
 		}
 		buf_fini(&xk);
@@ -1281,7 +1302,8 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 			  struct json_object *view, struct aud *a, bool api)
 {
 	struct store_iter *it = store_iter_new(s, b, STORE_CF_AUDIENCES);
-	struct json_object *auds = json_object_new_array(), *comp = json_object_new_object();
+	struct json_object *auds = json_object_new_array(),
+			   *comp = json_object_new_object();
 	struct json_object *versions = NULL;
 	unsigned char k[9];
 
@@ -1289,9 +1311,11 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 		/* Committed state: current definitions' versions from "c". */
 		versions = json_object_new_object();
 		k[0] = 'c';
-		for (store_iter_seek(it, k, 1); store_iter_valid(it); store_iter_next(it)) {
+		for (store_iter_seek(it, k, 1); store_iter_valid(it);
+		     store_iter_next(it)) {
 			size_t kl, vl;
-			const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+			const char *key = store_iter_key(it, &kl),
+				   *v = store_iter_value(it, &vl);
 			char id[JOURNEY_MAX_ID_BYTES + 1];
 
 			if (kl < 2 || key[0] != 'c')
@@ -1299,8 +1323,9 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 			if (vl != 8 || kl - 1 > JOURNEY_MAX_ID_BYTES)
 				continue;
 			snprintf(id, sizeof(id), "%.*s", (int)(kl - 1), key + 1);
-			json_object_object_add(versions, id,
-					       json_object_new_int64((int64_t)store_get_u64(v)));
+			json_object_object_add(
+				versions, id,
+				json_object_new_int64((int64_t)store_get_u64(v)));
 		}
 	}
 	k[0] = 'P';
@@ -1346,7 +1371,8 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 			want = jint(versions, id, -1);
 		}
 		o = parse(v, vl);
-		if (o && jint(o, "ver", -2) == want && json_object_object_get_ex(o, "value", &val))
+		if (o && jint(o, "ver", -2) == want &&
+		    json_object_object_get_ex(o, "value", &val))
 			json_object_object_add(comp, id, json_object_get(val));
 		json_object_put(o);
 	}
@@ -1354,8 +1380,9 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 	if (a) {
 		for (unsigned i = 0; i < a->ncomp; i++)
 			if (!json_object_object_get_ex(comp, a->comps[i]->id, NULL))
-				json_object_object_add(comp, a->comps[i]->id,
-						       computed_value(a->comps[i]->def, NULL));
+				json_object_object_add(
+					comp, a->comps[i]->id,
+					computed_value(a->comps[i]->def, NULL));
 	}
 	store_iter_free(it);
 	json_object_put(versions);
@@ -1376,7 +1403,8 @@ static void hook_decorate(void *ud, struct store_batch *b, uint64_t pid,
 	decorate_mem(ud, b, pid, view);
 }
 
-static int hook_in_audience(void *ud, struct store_batch *b, uint64_t pid, const char *aid)
+static int hook_in_audience(void *ud, struct store_batch *b, uint64_t pid,
+			    const char *aid)
 {
 	struct aud *a = ud;
 
@@ -1491,8 +1519,8 @@ static int64_t profiles_total(struct store *s)
 	size_t vl = 0;
 	int64_t n = 0;
 
-	if (store_get(s, STORE_CF_META, META_PROFILES, sizeof(META_PROFILES) - 1, &v, &vl) ==
-		    NERR_OK &&
+	if (store_get(s, STORE_CF_META, META_PROFILES, sizeof(META_PROFILES) - 1, &v,
+		      &vl) == NERR_OK &&
 	    vl == 8)
 		n = (int64_t)store_get_u64(v);
 	free(v);
@@ -1513,7 +1541,8 @@ static void progress(struct aud *a, struct journey_batch *jb, char tag, const ch
 		bf = json_object_new_object();
 		json_object_object_add(bf, "state", json_object_new_string(state));
 		json_object_object_add(bf, "evaluated", json_object_new_int64(evaluated));
-		json_object_object_add(bf, "total", json_object_new_int64(profiles_total(a->s)));
+		json_object_object_add(bf, "total",
+				       json_object_new_int64(profiles_total(a->s)));
 		json_object_object_add(d, "backfill", bf);
 		put_json(jb->b, &k, d);
 	}
@@ -1552,8 +1581,8 @@ static void job_backfill(struct aud *a, struct journey_batch *jb, uint64_t id,
 	if (end) {
 		progress(a, jb, 'D', aid, "done", done, au->version);
 		job_done(a, jb, id);
-		log_info("audience", "msg=\"back-fill done\" audience=%s evaluated=%lld", aid,
-			 (long long)done);
+		log_info("audience", "msg=\"back-fill done\" audience=%s evaluated=%lld",
+			 aid, (long long)done);
 		return;
 	}
 	progress(a, jb, 'D', aid, "running", done, au->version);
@@ -1585,10 +1614,12 @@ static void job_cbackfill(struct aud *a, struct journey_batch *jb, uint64_t id,
 		struct round r;
 		bool changed = false;
 
-		if (profile_history_json(a->s, jb->b, pids[i], INT64_MIN, &hist) == NERR_OK) {
+		if (profile_history_json(a->s, jb->b, pids[i], INT64_MIN, &hist) ==
+		    NERR_OK) {
 			/* Oldest first, so first/last see event order. */
 			for (size_t j = json_object_array_length(hist); j-- > 0;) {
-				struct json_object *e = json_object_array_get_idx(hist, j);
+				struct json_object *e =
+					json_object_array_get_idx(hist, j);
 				const char *en = jstr(e, "event");
 
 				if (!en || strcmp(en, computed_def_event(c->def)) != 0)
@@ -1638,7 +1669,8 @@ static bool trait_ready(struct aud *a, const char *trait)
 {
 	struct json_object *r, *v;
 
-	return is_indexed(a, trait) && json_object_object_get_ex(a->settings, "ready", &r) &&
+	return is_indexed(a, trait) &&
+	       json_object_object_get_ex(a->settings, "ready", &r) &&
 	       json_object_object_get_ex(r, trait, &v) && json_object_get_boolean(v);
 }
 
@@ -1684,8 +1716,8 @@ static void job_index(struct aud *a, struct journey_batch *jb, uint64_t id,
 }
 
 /* Deletes up to job_batch records under a key prefix; true when none remain. */
-static bool purge_prefix(struct aud *a, struct journey_batch *jb, const struct buf *prefix,
-			 bool member_records)
+static bool purge_prefix(struct aud *a, struct journey_batch *jb,
+			 const struct buf *prefix, bool member_records)
 {
 	struct store_iter *it = store_iter_new(a->s, jb->b, STORE_CF_AUDIENCES);
 	struct buf keys;
@@ -1790,10 +1822,12 @@ static void fanout_progress(struct aud *a, struct journey_batch *jb, const char 
 	json_object_object_add(p, "state", json_object_new_string(state));
 	json_object_object_add(p, "mode", json_object_new_string(jstr(job, "mode")));
 	if (jstr(job, "trait"))
-		json_object_object_add(p, "trait", json_object_new_string(jstr(job, "trait")));
+		json_object_object_add(p, "trait",
+				       json_object_new_string(jstr(job, "trait")));
 	json_object_object_add(p, "evaluated",
 			       json_object_new_int64(jint(job, "evaluated", 0)));
-	json_object_object_add(p, "entered", json_object_new_int64(jint(job, "entered", 0)));
+	json_object_object_add(p, "entered",
+			       json_object_new_int64(jint(job, "entered", 0)));
 	json_object_object_add(js, jid, p);
 	put_json(jb->b, &k, b);
 	json_object_put(b);
@@ -1817,7 +1851,8 @@ static unsigned next_indexed(struct aud *a, struct store_batch *b, const char *t
 	store_put_u64(p, after + 1);
 	buf_append(&k, p, 8);
 	*end = true;
-	for (store_iter_seek(it, k.data, k.len); store_iter_valid(it); store_iter_next(it)) {
+	for (store_iter_seek(it, k.data, k.len); store_iter_valid(it);
+	     store_iter_next(it)) {
 		size_t kl;
 		const char *key = store_iter_key(it, &kl);
 
@@ -1953,8 +1988,9 @@ int64_t aud_next_work(struct aud *a, int64_t now_ms)
 
 bool aud_admin_op(const char *op)
 {
-	return op && (strncmp(op, "audience_", 9) == 0 || strncmp(op, "computed_", 9) == 0 ||
-		      strcmp(op, "indexed_put") == 0 || strcmp(op, "business_event") == 0);
+	return op &&
+	       (strncmp(op, "audience_", 9) == 0 || strncmp(op, "computed_", 9) == 0 ||
+		strcmp(op, "indexed_put") == 0 || strcmp(op, "business_event") == 0);
 }
 
 static void answer(struct journey_result *res, int status, struct json_object *body)
@@ -1995,7 +2031,8 @@ static void admin_audience_put(struct aud *a, struct journey_batch *jb, const ch
 	}
 	if (old) {
 		version = jint(old, "version", 0) + 1;
-		same = jstr(old, "when") && strcmp(jstr(old, "when"), jstr(doc, "when")) == 0;
+		same = jstr(old, "when") &&
+		       strcmp(jstr(old, "when"), jstr(doc, "when")) == 0;
 		if (same)
 			version--;
 	}
@@ -2006,9 +2043,9 @@ static void admin_audience_put(struct aud *a, struct journey_batch *jb, const ch
 		json_object_object_add(rec, key, json_object_get(val));
 	}
 	json_object_object_add(rec, "version", json_object_new_int64(version));
-	json_object_object_add(rec, "created_ms",
-			       json_object_new_int64(old ? jint(old, "created_ms", 0)
-							 : jb->now_ms));
+	json_object_object_add(
+		rec, "created_ms",
+		json_object_new_int64(old ? jint(old, "created_ms", 0) : jb->now_ms));
 	json_object_object_add(rec, "updated_ms", json_object_new_int64(jb->now_ms));
 	if (compile_audience(id, rec, a->env, &au, &msg) != NERR_OK) {
 		json_object_put(rec);
@@ -2025,7 +2062,8 @@ static void admin_audience_put(struct aud *a, struct journey_batch *jb, const ch
 
 		json_object_object_add(bf, "state", json_object_new_string("running"));
 		json_object_object_add(bf, "evaluated", json_object_new_int64(0));
-		json_object_object_add(bf, "total", json_object_new_int64(profiles_total(a->s)));
+		json_object_object_add(bf, "total",
+				       json_object_new_int64(profiles_total(a->s)));
 		json_object_object_add(rec, "backfill", bf);
 		job = json_object_new_object();
 		json_object_object_add(job, "kind", json_object_new_string("backfill"));
@@ -2108,9 +2146,9 @@ static void admin_computed_put(struct aud *a, struct journey_batch *jb, const ch
 	json_object_object_add(rec, "id", json_object_new_string(id));
 	json_object_object_add(rec, "definition", json_object_get(doc));
 	json_object_object_add(rec, "version", json_object_new_int64(version));
-	json_object_object_add(rec, "created_ms",
-			       json_object_new_int64(old ? jint(old, "created_ms", 0)
-							 : jb->now_ms));
+	json_object_object_add(
+		rec, "created_ms",
+		json_object_new_int64(old ? jint(old, "created_ms", 0) : jb->now_ms));
 	json_object_object_add(rec, "updated_ms", json_object_new_int64(jb->now_ms));
 	c = xcalloc(1, sizeof(*c));
 	c->id = xstrdup(id);
@@ -2128,7 +2166,8 @@ static void admin_computed_put(struct aud *a, struct journey_batch *jb, const ch
 		bf = json_object_new_object();
 		json_object_object_add(bf, "state", json_object_new_string("running"));
 		json_object_object_add(bf, "evaluated", json_object_new_int64(0));
-		json_object_object_add(bf, "total", json_object_new_int64(profiles_total(a->s)));
+		json_object_object_add(bf, "total",
+				       json_object_new_int64(profiles_total(a->s)));
 		json_object_object_add(rec, "backfill", bf);
 		job = json_object_new_object();
 		json_object_object_add(job, "kind", json_object_new_string("cbackfill"));
@@ -2202,7 +2241,8 @@ static void admin_indexed_put(struct aud *a, struct journey_batch *jb,
 	if (!json_object_object_get_ex(a->settings, "ready", &ready))
 		ready = NULL;
 	for (size_t i = 0; traits && i < json_object_array_length(traits); i++) {
-		const char *t = json_object_get_string(json_object_array_get_idx(traits, i));
+		const char *t =
+			json_object_get_string(json_object_array_get_idx(traits, i));
 		struct json_object *rv;
 
 		if (list_has(list, t))
@@ -2221,7 +2261,8 @@ static void admin_indexed_put(struct aud *a, struct journey_batch *jb,
 		json_object_put(job);
 	}
 	for (size_t i = 0; old_list && i < json_object_array_length(old_list); i++) {
-		const char *t = json_object_get_string(json_object_array_get_idx(old_list, i));
+		const char *t =
+			json_object_get_string(json_object_array_get_idx(old_list, i));
 
 		if (list_has(list, t))
 			continue;
@@ -2264,11 +2305,13 @@ static void start_fanout(void *ud, const char *jid, const char *trait,
 		json_object_object_add(job, "trait", json_object_new_string(trait));
 		json_object_object_add(job, "value", json_object_new_string(buf_str(&c)));
 	}
-	json_object_object_add(job, "mode", json_object_new_string(index ? "index" : "scan"));
+	json_object_object_add(job, "mode",
+			       json_object_new_string(index ? "index" : "scan"));
 	job_add(fc->a, fc->jb, job);
 	p = json_object_new_object();
 	json_object_object_add(p, "state", json_object_new_string("running"));
-	json_object_object_add(p, "mode", json_object_new_string(index ? "index" : "scan"));
+	json_object_object_add(p, "mode",
+			       json_object_new_string(index ? "index" : "scan"));
 	if (index)
 		json_object_object_add(p, "trait", json_object_new_string(trait));
 	json_object_object_add(p, "evaluated", json_object_new_int64(0));
@@ -2278,8 +2321,8 @@ static void start_fanout(void *ud, const char *jid, const char *trait,
 	buf_fini(&c);
 }
 
-static void admin_business(struct aud *a, struct journey_batch *jb, struct json_object *ev,
-			   struct journey_result *res)
+static void admin_business(struct aud *a, struct journey_batch *jb,
+			   struct json_object *ev, struct journey_result *res)
 {
 	const char *bid = jstr(ev, "messageId");
 	struct buf k;
@@ -2330,7 +2373,8 @@ void aud_admin(struct aud *a, struct journey_batch *jb, struct json_object *op,
 	} else if (strcmp(name, "indexed_put") == 0 && doc) {
 		admin_indexed_put(a, jb, doc, res);
 	} else if (!valid_id(id)) {
-		answer_error(res, 400, "invalid", "id", "an id is 1 to 64 of [A-Za-z0-9_-]");
+		answer_error(res, 400, "invalid", "id",
+			     "an id is 1 to 64 of [A-Za-z0-9_-]");
 	} else if (strcmp(name, "audience_put") == 0 && doc) {
 		admin_audience_put(a, jb, id, doc, res);
 	} else if (strcmp(name, "audience_delete") == 0) {
@@ -2402,7 +2446,8 @@ static struct json_object *list_prefix(struct store *s, char tag,
 	char k = tag;
 
 	/* Collected first (get() reads the store while no iterator is open). */
-	for (store_iter_seek(it, &k, 1); store_iter_valid(it) && n < 256; store_iter_next(it)) {
+	for (store_iter_seek(it, &k, 1); store_iter_valid(it) && n < 256;
+	     store_iter_next(it)) {
 		size_t kl;
 		const char *key = store_iter_key(it, &kl);
 
@@ -2455,7 +2500,8 @@ struct json_object *aud_members(struct store *s, const char *aid, uint64_t after
 	store_put_u64(p, after + 1);
 	buf_append(&k, p, 8);
 	it = store_iter_new(s, NULL, STORE_CF_AUDIENCES);
-	for (store_iter_seek(it, k.data, k.len); store_iter_valid(it); store_iter_next(it)) {
+	for (store_iter_seek(it, k.data, k.len); store_iter_valid(it);
+	     store_iter_next(it)) {
 		size_t kl, vl;
 		const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
 
@@ -2548,9 +2594,11 @@ static void load_defs(struct aud *a)
 	char k;
 
 	for (k = 'C'; k; k = k == 'C' ? 'D' : 0) {
-		for (store_iter_seek(it, &k, 1); store_iter_valid(it); store_iter_next(it)) {
+		for (store_iter_seek(it, &k, 1); store_iter_valid(it);
+		     store_iter_next(it)) {
 			size_t kl, vl;
-			const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+			const char *key = store_iter_key(it, &kl),
+				   *v = store_iter_value(it, &vl);
 			struct json_object *o;
 			char id[JOURNEY_MAX_ID_BYTES + 1];
 			struct nerr_msg msg = {"", ""};
@@ -2564,19 +2612,23 @@ static void load_defs(struct aud *a)
 			if (k == 'D') {
 				struct audience *au = NULL;
 
-				if (o && compile_audience(id, o, a->env, &au, &msg) == NERR_OK)
+				if (o &&
+				    compile_audience(id, o, a->env, &au, &msg) == NERR_OK)
 					set_aud(a, au);
 				else
 					log_error("audience",
-						  "msg=\"stored audience does not compile\" "
+						  "msg=\"stored audience does not "
+						  "compile\" "
 						  "audience=%s",
 						  id);
 			} else {
 				struct json_object *def;
 				struct computed_def *d = NULL;
 
-				if (o && json_object_object_get_ex(o, "definition", &def) &&
-				    computed_def_compile(id, def, a->env, &d, &msg) == NERR_OK) {
+				if (o &&
+				    json_object_object_get_ex(o, "definition", &def) &&
+				    computed_def_compile(id, def, a->env, &d, &msg) ==
+					    NERR_OK) {
 					struct cattr *c = xcalloc(1, sizeof(*c));
 					struct json_object *bf;
 
@@ -2584,13 +2636,15 @@ static void load_defs(struct aud *a)
 					c->def = d;
 					c->version = jint(o, "version", 1);
 					c->backfilling =
-						json_object_object_get_ex(o, "backfill", &bf) &&
+						json_object_object_get_ex(o, "backfill",
+									  &bf) &&
 						jstr(bf, "state") &&
 						strcmp(jstr(bf, "state"), "running") == 0;
 					set_comp(a, c);
 				} else {
 					log_error("audience",
-						  "msg=\"stored computed attribute does not "
+						  "msg=\"stored computed attribute does "
+						  "not "
 						  "compile\" computed=%s",
 						  id);
 				}

@@ -53,11 +53,11 @@ struct expr_env;
 struct profile_config;
 
 struct aud_config {
-	unsigned job_batch;	     /* profiles a job covers per engine batch (1000) */
-	unsigned scan_batch;	     /* profiles a scanning fan-out covers per batch (250) */
-	int64_t scan_interval_ms;    /* pause between scan steps (10) */
-	unsigned max_audiences;	     /* definitions (1000) */
-	unsigned max_computed;	     /* definitions (1000) */
+	unsigned job_batch;	  /* profiles a job covers per engine batch (1000) */
+	unsigned scan_batch;	  /* profiles a scanning fan-out covers per batch (250) */
+	int64_t scan_interval_ms; /* pause between scan steps (10) */
+	unsigned max_audiences;	  /* definitions (1000) */
+	unsigned max_computed;	  /* definitions (1000) */
 	unsigned max_indexed_traits; /* (50) */
 	const struct profile_config *profile;
 };

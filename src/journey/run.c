@@ -14,6 +14,7 @@
 #include "journey/run.h"
 
 #include <json-c/json.h>
+#include <stdatomic.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +69,8 @@ struct journey_rt {
 	struct map templates;  /* id -> struct tpl */
 	struct map predicates; /* CEL source -> expr_program (event_count) */
 	struct map fields;     /* "template\x1ffield" -> struct tfield */
-	int64_t clock_offset_ms;
+		_Atomic int64_t clock_offset_ms; /* read by the loop thread (test clock) */
+
 	uint64_t next_iid;
 	/* Timers (invariant 5) without rescanning fired ones: every pending timer
 	 * is at or after timer_lwm, and none is earlier than next_due (which may be
@@ -361,7 +363,7 @@ static void reindex(struct journey_rt *rt)
 	const char *k;
 	void *v;
 
-		free_lists(&rt->entry);
+	free_lists(&rt->entry);
 	free_lists(&rt->aud_entry);
 	free_lists(&rt->biz_entry);
 	map_fini(&rt->waiting);
@@ -382,7 +384,7 @@ static void reindex(struct journey_rt *rt)
 		}
 		if (!d || jr->status != JS_ACTIVE)
 			continue;
-				struct map *m = &rt->entry;
+		struct map *m = &rt->entry;
 		char akey[JOURNEY_MAX_ID_BYTES + 8];
 		const char *ek = d->entry.event;
 
@@ -563,7 +565,7 @@ static struct tmpl *template_body(struct journey_rt *rt, struct journey_batch *j
 
 static struct json_object *ev_profile(struct evctx *ec)
 {
-		if (ec->profile)
+	if (ec->profile)
 		return ec->profile;
 	if (profile_view_json(ec->rt->s, ec->jb->b, ec->pid, &ec->profile) != NERR_OK)
 		ec->profile = json_object_new_object();
@@ -2092,7 +2094,7 @@ static bool enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 	}
 	log_debug("journey", "msg=entered journey=%s profile=%llu", jr->id,
 		  (unsigned long long)ec->pid);
-		run(rt, jb, ec, &in);
+	run(rt, jb, ec, &in);
 	inst_free(&in);
 	return true;
 }
@@ -2345,8 +2347,8 @@ void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64
 	evctx_fini(&ec);
 }
 
-void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb,
-			    uint64_t pid, const char *audience, bool entered)
+void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
+			    const char *audience, bool entered)
 {
 	char key[JOURNEY_MAX_ID_BYTES + 8];
 	struct jlist *l;
@@ -2363,9 +2365,9 @@ void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb,
 	props = json_object_new_object();
 	clock_format_rfc3339(jb->now_ms, ts);
 	json_object_object_add(ev, "type", json_object_new_string("track"));
-	json_object_object_add(ev, "event",
-			       json_object_new_string(entered ? "Audience Entered"
-							      : "Audience Exited"));
+	json_object_object_add(
+		ev, "event",
+		json_object_new_string(entered ? "Audience Entered" : "Audience Exited"));
 	json_object_object_add(props, "audience", json_object_new_string(audience));
 	json_object_object_add(ev, "properties", props);
 	json_object_object_add(ev, "timestamp", json_object_new_string(ts));
@@ -2379,8 +2381,8 @@ void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb,
 void journey_rt_business_targets(struct journey_rt *rt, struct json_object *event,
 				 journey_business_fn fn, void *ud)
 {
-	struct jlist *l = map_get(&rt->biz_entry, jstr(event, "event") ? jstr(event, "event")
-								       : "");
+	struct jlist *l =
+		map_get(&rt->biz_entry, jstr(event, "event") ? jstr(event, "event") : "");
 
 	for (unsigned i = 0; l && i < l->n; i++) {
 		struct journey_def *d = jrec_version(l->items[i], l->items[i]->current);
@@ -2411,7 +2413,8 @@ void journey_rt_business_targets(struct journey_rt *rt, struct json_object *even
 }
 
 int journey_rt_enter_business(struct journey_rt *rt, struct journey_batch *jb,
-			      const char *journey, uint64_t pid, struct json_object *event)
+			      const char *journey, uint64_t pid,
+			      struct json_object *event)
 {
 	struct jrec *jr = jrec_get(rt, journey, false);
 	struct journey_def *d = jr ? jrec_version(jr, jr->current) : NULL;
@@ -2452,14 +2455,14 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 		const char *k = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
 		uint32_t l32 = (uint32_t)kl;
 
-				if (kl < 17 || (vl != 16 && !(vl == 1 && v[0] == 'A')))
+		if (kl < 17 || (vl != 16 && !(vl == 1 && v[0] == 'A')))
 			continue;
 		if ((int64_t)store_get_u64(k) > jb->now_ms ||
 		    n >= rt->cfg.timers_per_batch) {
 			first_unfired = (int64_t)store_get_u64(k);
 			break;
 		}
-				buf_append(&due, &l32, 4);
+		buf_append(&due, &l32, 4);
 		buf_append(&due, k, kl);
 		buf_append(&due, vl == 16 ? v : "A\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
 	}
@@ -2485,8 +2488,8 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 		metrics_observe(&m_lateness,
 				(double)(jb->now_ms - (int64_t)store_get_u64(k)) /
 					1000.0);
-				if (v[0] == 'A' && memcmp(v + 1, "\0\0\0\0\0\0\0", 7) == 0 &&
-		    kl > 9 && k[16] == '\0') {
+		if (v[0] == 'A' && memcmp(v + 1, "\0\0\0\0\0\0\0", 7) == 0 && kl > 9 &&
+		    k[16] == '\0') {
 			/* A profile's audience/computed re-evaluation (audience.h). */
 			if (rt->cfg.on_timer)
 				rt->cfg.on_timer(rt->cfg.hook_ud, jb, k + 8, kl - 8);
@@ -3489,7 +3492,7 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 	rt->cfg = *cfg;
 	rt->env = journey_env_new();
 	map_init(&rt->journeys);
-		map_init(&rt->entry);
+	map_init(&rt->entry);
 	map_init(&rt->aud_entry);
 	map_init(&rt->biz_entry);
 	map_init(&rt->waiting);
@@ -3525,7 +3528,7 @@ void journey_rt_free(struct journey_rt *rt)
 
 	if (!rt)
 		return;
-		free_lists(&rt->entry);
+	free_lists(&rt->entry);
 	map_fini(&rt->entry);
 	free_lists(&rt->aud_entry);
 	map_fini(&rt->aud_entry);
