@@ -631,7 +631,7 @@ static enum nerr eval(struct evctx *ec, struct inst *in, const struct expr_progr
 {
 	struct journey_rt *rt = ec->rt;
 	struct expr_value vars[JOURNEY_VAR__COUNT];
-	struct journey_eval_ctx ctx = {ec, cb_event_count, cb_consent};
+	struct journey_eval_ctx ctx = {ec, cb_event_count, cb_consent, NULL};
 	struct json_object *jv = NULL, *v;
 	struct nerr_msg msg;
 	enum nerr rc;
