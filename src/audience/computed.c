@@ -8,11 +8,12 @@
  * so every rule below is testable without a store. A definition names one event,
  * one aggregate and (except count) a CEL `value` evaluated on each such event with
  * `event` and `now` bound; profile and journey are null and no journey_eval_ctx is
- * set, so event_count() and consent() fail. The compiler refuses sources that name
- * profile, journey, event_count() or consent() outside a string (a lexical check:
- * it may refuse a comprehension variable called `profile`; it never lets a real
- * reference through), and, like journey definitions, probes the program once to
- * refuse undeclared names and unknown functions.
+ * set, so event_count(), consent() and in_audience() fail. The compiler refuses
+ * sources that name profile, journey or one of those functions outside a string
+ * (a lexical check: it may refuse a comprehension variable called `profile`; it
+ * never lets a real reference through), and, like journey definitions, probes the
+ * program once on an empty event to refuse undeclared names and unknown functions
+ * that trial reaches.
  *
  * State (a json-c object; the caller stores its JSON text). Every state carries
  * its definition's shape, {"agg": "sum", "window_ms": 0, ...}; a state whose shape
@@ -358,13 +359,13 @@ static size_t skip_string(const char *s, size_t len, size_t i, bool raw)
 
 /*
  * Looks for a name a computed value may not use: the variables profile and journey
- * and the global functions event_count() and consent(), outside strings, comments
- * and member selections (event.profile is fine). Returns the name, or NULL.
+ * and the global functions event_count(), consent() and in_audience(), outside strings,
+ * comments and member selections (event.profile is fine). Returns the name, or NULL.
  */
 static const char *forbidden_ref(const char *s, size_t len)
 {
 	static const char *const vars[] = {"profile", "journey"};
-	static const char *const funcs[] = {"event_count", "consent"};
+	static const char *const funcs[] = {"event_count", "consent", "in_audience"};
 	char prev = 0;	     /* 'a' after a value (name, number, string), else the last
 				significant character */
 	bool member = false; /* the previous token is a '.' selecting a member */
@@ -398,15 +399,14 @@ static const char *forbidden_ref(const char *s, size_t len)
 				while (j < len && (s[j] == ' ' || s[j] == '\t' ||
 						   s[j] == '\n' || s[j] == '\r'))
 					j++;
-				for (size_t k = 0; k < 2; k++) {
+				for (size_t k = 0; k < 2; k++)
 					if (strlen(vars[k]) == n &&
 					    memcmp(s + start, vars[k], n) == 0)
 						return vars[k];
+				for (size_t k = 0; k < 3 && j < len && s[j] == '('; k++)
 					if (strlen(funcs[k]) == n &&
-					    memcmp(s + start, funcs[k], n) == 0 &&
-					    j < len && s[j] == '(')
+					    memcmp(s + start, funcs[k], n) == 0)
 						return funcs[k];
-				}
 			}
 			prev = 'a';
 			member = false;

@@ -829,6 +829,9 @@ static void test_compile_errors_name_the_field(void **unused)
 		{"{\"event\": \"E\", \"aggregate\": \"max\", \"value\": \"1 + "
 		 "consent ('email') \"}",
 		 "value", "not consent"},
+		{"{\"event\": \"E\", \"aggregate\": \"last\", \"value\": "
+		 "\"in_audience('vip')\"}",
+		 "value", "not in_audience"},
 		{"{\"event\": \"E\", \"aggregate\": \"max\", \"value\": \"[1].map(x, "
 		 ".profile)\"}",
 		 "value", "not profile"},
