@@ -335,7 +335,7 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 	size_t len;
 	const char *text = http_req_body(req, &len);
 	int auth = check_basic(req, a->cfg->write_key);
-		int64_t now_ms = api_now(a), ts_ms;
+	int64_t now_ms = api_now(a), ts_ms;
 	enum nerr rc;
 
 	if (auth == 0) {
@@ -1817,7 +1817,7 @@ static void handle_business(struct api *a, struct http_req *req, const char *met
 		}
 	}
 	if (rc == NERR_OK)
-				rc = aud_check_business(body, api_now(a), &msg);
+		rc = aud_check_business(body, api_now(a), &msg);
 	if (rc) {
 		json_object_put(body);
 		if (auth < 0)

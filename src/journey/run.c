@@ -69,7 +69,7 @@ struct journey_rt {
 	struct map templates;  /* id -> struct tpl */
 	struct map predicates; /* CEL source -> expr_program (event_count) */
 	struct map fields;     /* "template\x1ffield" -> struct tfield */
-		_Atomic int64_t clock_offset_ms; /* read by the loop thread (test clock) */
+	_Atomic int64_t clock_offset_ms; /* read by the loop thread (test clock) */
 
 	uint64_t next_iid;
 	/* Timers (invariant 5) without rescanning fired ones: every pending timer
