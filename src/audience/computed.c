@@ -689,22 +689,27 @@ static bool state_ok(const struct computed_def *d, const struct json_object *s)
 		return false;
 	if (windowed(d)) {
 		struct json_object *items = jget(s, "items");
+		int64_t prev = INT64_MIN;
 		size_t n;
 
 		if (!json_object_is_type(items, json_type_array))
 			return false;
 		n = json_object_array_length(items);
-		for (size_t i = 0; i < n; i++) {
+		for (size_t i = 0, want = d->agg == COMPUTED_COUNT ? 1 : 2; i < n; i++) {
 			struct json_object *it = json_object_array_get_idx(items, i);
-			size_t want = d->agg == COMPUTED_COUNT ? 1 : 2;
+			int64_t ti;
 
 			if (!json_object_is_type(it, json_type_array) ||
-			    json_object_array_length(it) != want ||
-			    !is_int(json_object_array_get_idx(it, 0)) ||
-			    (want == 2 &&
-			     !value_ok(d, json_object_array_get_idx(it, 1))) ||
-			    (i > 0 && item_time(items, i - 1) > item_time(items, i)))
+			    json_object_array_length(it) != want)
 				return false;
+			x = json_object_array_get_idx(it, 0);
+			if (!is_int(x) ||
+			    (want == 2 && !value_ok(d, json_object_array_get_idx(it, 1))))
+				return false;
+			ti = json_object_get_int64(x);
+			if (prev > ti)
+				return false;
+			prev = ti;
 		}
 		return true;
 	}
@@ -925,6 +930,30 @@ static bool window_add(const struct computed_def *d, struct json_object *s, int6
 	return true;
 }
 
+/* Drops the items of a checked windowed state that left the window at now_ms;
+ * true when any did. */
+static bool expire_items(const struct computed_def *d, struct json_object *state,
+			 int64_t now_ms)
+{
+	struct json_object *items = jget(state, "items");
+	size_t n = json_object_array_length(items), k = 0;
+
+	while (k < n && !in_window(d, item_time(items, k), now_ms))
+		k++;
+	if (k == 0)
+		return false;
+	json_object_array_del_idx(items, 0, k);
+	return true;
+}
+
+bool computed_expire(const struct computed_def *d, struct json_object *state,
+		     int64_t now_ms)
+{
+	if (!windowed(d) || !state || !state_ok(d, state))
+		return false;
+	return expire_items(d, state, now_ms);
+}
+
 bool computed_apply(const struct computed_def *d, struct json_object **state,
 		    struct json_object *event, int64_t event_ms, int64_t now_ms,
 		    struct arena *scratch)
@@ -942,7 +971,8 @@ bool computed_apply(const struct computed_def *d, struct json_object **state,
 		changed = true;
 	}
 	if (windowed(d)) {
-		changed |= computed_expire(d, *state, now_ms);
+		if (*state)
+			changed |= expire_items(d, *state, now_ms);
 		if (!in_window(d, event_ms, now_ms))
 			return changed;
 	}
@@ -953,24 +983,6 @@ bool computed_apply(const struct computed_def *d, struct json_object **state,
 	if (windowed(d))
 		return window_add(d, *state, event_ms, v) || changed;
 	return fold(d, *state, event_ms, v) || changed;
-}
-
-bool computed_expire(const struct computed_def *d, struct json_object *state,
-		     int64_t now_ms)
-{
-	struct json_object *items;
-	size_t n, k = 0;
-
-	if (!windowed(d) || !state || !state_ok(d, state))
-		return false;
-	items = jget(state, "items");
-	n = json_object_array_length(items);
-	while (k < n && !in_window(d, item_time(items, k), now_ms))
-		k++;
-	if (k == 0)
-		return false;
-	json_object_array_del_idx(items, 0, k);
-	return true;
 }
 
 /* The value of a windowed state, recomputed from its items. */
