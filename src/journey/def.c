@@ -17,7 +17,11 @@
  *      must name a message step that lies on every path to it (so the message
  *      was sent by the time the wait starts).
  *   3. Index: the sorted step-id index and the list of event names the journey
- *      listens to, so the runtime can route events by name.
+ *      listens to, so the runtime can route events by name (an entry on an
+ *      audience or a business event adds none: the runtime routes those by
+ *      audience id and business event name). A business entry's `who` is
+ *      analysed once here (expr_index_condition) so the runtime can fan a
+ *      business event out through its trait index instead of every profile.
  * Only a document without a single error yields a definition.
  * Invariants: (1) in a compiled definition every step index is in range and
  *   every required program/template is non-NULL; (2) no cycle of the step graph
