@@ -157,7 +157,8 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 /* An admin operation record ({"op": ...}); *res receives the answer. */
 void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 		      struct json_object *op, struct journey_result *res);
-/* Calls fn for every webhook envelope still pending in the outbox (startup). */
+/* Calls fn for every envelope (webhook, email, sms, push) still pending in the
+ * outbox (startup). */
 void journey_rt_pending(struct journey_rt *rt, void (*fn)(void *ud, const char *env_json),
 			void *ud);
 

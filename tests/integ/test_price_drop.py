@@ -73,6 +73,7 @@ class PriceDropTest(unittest.TestCase):
                     break
             time.sleep(0.002)
         self.assertIsNotNone(seen, "the fan-out never started")
+        self.assertEqual(seen["mode"], "index")
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait()
         self.assertLess(seen["entered"], len(fans), "the fan-out finished before the kill")
