@@ -216,7 +216,7 @@ static void test_every_example_compiles(void **state)
 		n++;
 	}
 	closedir(dir);
-	assert_int_equal(n, 10);
+	assert_int_equal(n, 11);
 }
 
 static void test_design_example_compiles_into_indexes(void **state)
