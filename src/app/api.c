@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "app/engine.h"
+#include "audience/audience.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -57,15 +58,18 @@ enum route {
 	ROUTE_FEEDBACK,
 	ROUTE_RULES,
 	ROUTE_REPORTS,
+	ROUTE_AUDIENCES,
+	ROUTE_BUSINESS,
 	ROUTE_OTHER,
 	ROUTE__COUNT
 };
 
 static const char *const route_names[ROUTE__COUNT] = {
-	"track",    "identify",	 "page",     "screen",	 "alias",
-	"group",    "batch",	 "profiles", "healthz",	 "metrics",
-	"journeys", "templates", "debug",    "tracking", "suppression",
-	"feedback", "rules",	 "reports",  "other",
+	"track",    "identify",	 "page",     "screen",	  "alias",
+	"group",    "batch",	 "profiles", "healthz",	  "metrics",
+	"journeys", "templates", "debug",    "tracking",  "suppression",
+	"feedback", "rules",	 "reports",  "audiences", "business_events",
+	"other",
 };
 
 static const int counted_status[] = {302, 200, 400, 401, 404, 405,
@@ -317,6 +321,13 @@ static void submit(struct api *a, struct http_req *req, enum route r,
 	}
 }
 
+/* Now for stamping events: the engine clock when the test clock is on, so
+ * events and windows agree however far a test moved time. */
+static int64_t api_now(struct api *a)
+{
+	return a->test_clock && a->e ? engine_now(a->e) : clock_wall_ms();
+}
+
 static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 {
 	struct nerr_msg msg = {"", ""};
@@ -324,7 +335,7 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 	size_t len;
 	const char *text = http_req_body(req, &len);
 	int auth = check_basic(req, a->cfg->write_key);
-	int64_t now_ms = clock_wall_ms(), ts_ms;
+	int64_t now_ms = api_now(a), ts_ms;
 	enum nerr rc;
 
 	if (auth == 0) {
@@ -671,6 +682,8 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 		struct json_object *obj = NULL;
 
 		rc = profile_get_json(a->s, NULL, pid, &obj);
+		if (rc == NERR_OK)
+			aud_decorate_api(a->s, pid, obj);
 		if (rc) {
 			reply_error(a, req, ROUTE_PROFILES,
 				    rc == NERR_NOTFOUND ? 404 : 500,
@@ -1596,6 +1609,247 @@ static void method_not_allowed(struct api *a, struct http_req *req, enum route r
 	reply(a, req, r, 405, "application/json", msg, strlen(msg), hdr);
 }
 
+/* ------------------------------------ audiences, computed, business events */
+
+static void reply_obj(struct api *a, struct http_req *req, enum route r, int status,
+		      struct json_object *o)
+{
+	reply_json(a, req, r, status,
+		   json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+}
+
+/* Reads ?after=&limit= (members paging). */
+static void paging(struct http_req *req, uint64_t *after, unsigned *limit)
+{
+	char q[256];
+
+	*after = 0;
+	*limit = 100;
+	snprintf(q, sizeof(q), "%s", http_req_query(req));
+	for (char *save = NULL, *kv = strtok_r(q, "&", &save); kv;
+	     kv = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(kv, '=');
+
+		if (!eq)
+			continue;
+		*eq = '\0';
+		if (!strcmp(kv, "after"))
+			*after = strtoull(eq + 1, NULL, 10);
+		else if (!strcmp(kv, "limit"))
+			*limit = (unsigned)strtoul(eq + 1, NULL, 10);
+	}
+	if (*limit == 0 || *limit > 1000)
+		*limit = 100;
+}
+
+/*
+ * /v1/audiences[/{id}[/members]], /v1/computed[/{id}],
+ * /v1/settings/indexed-traits: reads from committed state, changes through the
+ * engine (like journeys).
+ */
+static void handle_audiences(struct api *a, struct http_req *req, const char *method,
+			     bool computed)
+{
+	const char *path = http_req_path(req);
+	const char *rest =
+		path + (computed ? strlen("/v1/computed") : strlen("/v1/audiences"));
+	char id[80];
+	bool members = false;
+	struct json_object *o, *body, *op;
+	struct nerr_msg msg = {"", ""};
+	const char *slash;
+
+	if (*rest == '\0' || strcmp(rest, "/") == 0) {
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_AUDIENCES, "GET");
+		return reply_obj(a, req, ROUTE_AUDIENCES, 200,
+				 computed ? aud_list_computed(a->s)
+					  : aud_list_audiences(a->s));
+	}
+	rest++;
+	slash = strchr(rest, '/');
+	if (slash && !computed && strcmp(slash, "/members") == 0)
+		members = true;
+	else if (slash)
+		return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found", "path",
+				   "no such route");
+	snprintf(id, sizeof(id), "%.*s",
+		 (int)(slash ? (size_t)(slash - rest) : strlen(rest)), rest);
+	if (!valid_id(id))
+		return reply_error(a, req, ROUTE_AUDIENCES, 400, "invalid", "id",
+				   "an id is 1 to 64 of [A-Za-z0-9_-]");
+	if (members) {
+		uint64_t after;
+		unsigned limit;
+
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_AUDIENCES, "GET");
+		paging(req, &after, &limit);
+		o = aud_members(a->s, id, after, limit);
+		if (!o)
+			return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found",
+					   "id", "no such audience");
+		return reply_obj(a, req, ROUTE_AUDIENCES, 200, o);
+	}
+	if (strcmp(method, "GET") == 0) {
+		o = computed ? aud_get_computed(a->s, id) : aud_get_audience(a->s, id);
+		if (!o)
+			return reply_error(a, req, ROUTE_AUDIENCES, 404, "not_found",
+					   "id",
+					   computed ? "no such computed attribute"
+						    : "no such audience");
+		return reply_obj(a, req, ROUTE_AUDIENCES, 200, o);
+	}
+	op = json_object_new_object();
+	json_object_object_add(op, "id", json_object_new_string(id));
+	if (strcmp(method, "DELETE") == 0) {
+		json_object_object_add(
+			op, "op",
+			json_object_new_string(computed ? "computed_delete"
+							: "audience_delete"));
+		return submit_admin(a, req, ROUTE_AUDIENCES, op);
+	}
+	if (strcmp(method, "PUT")) {
+		json_object_put(op);
+		return method_not_allowed(a, req, ROUTE_AUDIENCES, "GET, PUT, DELETE");
+	}
+	body = admin_body(a, req, ROUTE_AUDIENCES);
+	if (!body) {
+		json_object_put(op);
+		return;
+	}
+	if ((computed ? aud_check_computed(id, body, a->journey_env, &msg)
+		      : aud_check_audience(body, a->journey_env, &msg)) != NERR_OK) {
+		json_object_put(body);
+		json_object_put(op);
+		return reply_error(a, req, ROUTE_AUDIENCES, 400, "invalid", msg.field,
+				   msg.message);
+	}
+	json_object_object_add(
+		op, "op",
+		json_object_new_string(computed ? "computed_put" : "audience_put"));
+	json_object_object_add(op, "doc", body);
+	submit_admin(a, req, ROUTE_AUDIENCES, op);
+}
+
+static void handle_indexed(struct api *a, struct http_req *req, const char *method)
+{
+	struct json_object *body, *op;
+	struct nerr_msg msg = {"", ""};
+
+	if (strcmp(method, "GET") == 0)
+		return reply_obj(a, req, ROUTE_AUDIENCES, 200, aud_get_settings(a->s));
+	if (strcmp(method, "PUT"))
+		return method_not_allowed(a, req, ROUTE_AUDIENCES, "GET, PUT");
+	body = admin_body(a, req, ROUTE_AUDIENCES);
+	if (!body)
+		return;
+	if (aud_check_indexed(body, &msg) != NERR_OK) {
+		json_object_put(body);
+		return reply_error(a, req, ROUTE_AUDIENCES, 400, "invalid", msg.field,
+				   msg.message);
+	}
+	op = json_object_new_object();
+	json_object_object_add(op, "op", json_object_new_string("indexed_put"));
+	json_object_object_add(op, "doc", body);
+	submit_admin(a, req, ROUTE_AUDIENCES, op);
+}
+
+/* POST /v1/business-events (write key); GET /v1/business-events/{id} (admin). */
+static void handle_business(struct api *a, struct http_req *req, const char *method)
+{
+	const char *path = http_req_path(req),
+		   *rest = path + strlen("/v1/business-events");
+	struct nerr_msg msg = {"", ""};
+	struct json_object *body = NULL, *op, *resp;
+	size_t len;
+	const char *text;
+	int auth;
+	enum nerr rc;
+
+	if (*rest == '/' && rest[1]) {
+		char id[256];
+
+		if (strcmp(method, "GET"))
+			return method_not_allowed(a, req, ROUTE_BUSINESS, "GET");
+		if (!check_bearer(req, a->cfg->admin_key))
+			return reply_error(a, req, ROUTE_BUSINESS, 401, "unauthorized",
+					   "Authorization",
+					   "the admin key is required (Bearer)");
+		if (strlen(rest + 1) >= sizeof(id))
+			return reply_error(a, req, ROUTE_BUSINESS, 404, "not_found", "id",
+					   "no such business event");
+		http_url_decode(rest + 1, strlen(rest + 1), id);
+		resp = aud_get_business(a->s, id);
+		if (!resp)
+			return reply_error(a, req, ROUTE_BUSINESS, 404, "not_found", "id",
+					   "no such business event");
+		return reply_obj(a, req, ROUTE_BUSINESS, 200, resp);
+	}
+	if (*rest && strcmp(rest, "/"))
+		return reply_error(a, req, ROUTE_BUSINESS, 404, "not_found", "path",
+				   "no such route");
+	if (strcmp(method, "POST"))
+		return method_not_allowed(a, req, ROUTE_BUSINESS, "POST");
+	auth = check_basic(req, a->cfg->write_key);
+	if (auth == 0)
+		return reply_error(a, req, ROUTE_BUSINESS, 401, "unauthorized",
+				   "Authorization", "the write key is not valid");
+	if (!json_content_type(req))
+		return reply_error(a, req, ROUTE_BUSINESS, 415, "unsupported_media_type",
+				   "Content-Type",
+				   "send JSON with Content-Type: application/json");
+	text = http_req_body(req, &len);
+	rc = segment_parse_json(text, len, &a->lim, &body, &msg);
+	if (rc == NERR_OK && !json_object_is_type(body, json_type_object)) {
+		rc = NERR_INVAL;
+		nerr_set(&msg, NERR_INVAL, "", "the body must be a JSON object");
+	}
+	if (rc == NERR_OK && auth < 0) {
+		const char *wk = segment_body_write_key(body);
+
+		if (!wk || !key_equal(wk, strlen(wk), a->cfg->write_key)) {
+			json_object_put(body);
+			return reply_error(a, req, ROUTE_BUSINESS, 401, "unauthorized",
+					   wk ? "writeKey" : "Authorization",
+					   "a valid write key is required");
+		}
+	}
+	if (rc == NERR_OK)
+		rc = aud_check_business(body, api_now(a), &msg);
+	if (rc) {
+		json_object_put(body);
+		if (auth < 0)
+			return reply_error(a, req, ROUTE_BUSINESS, 401, "unauthorized",
+					   "Authorization", "a write key is required");
+		return reply_error(a, req, ROUTE_BUSINESS, rc == NERR_TOOBIG ? 413 : 400,
+				   status_code_name(rc), msg.field, msg.message);
+	}
+	resp = json_object_new_object();
+	json_object_object_add(resp, "success", json_object_new_boolean(1));
+	json_object_object_add(resp, "id",
+			       json_object_new_string(json_object_get_string(
+				       json_object_object_get(body, "messageId"))));
+	op = json_object_new_object();
+	json_object_object_add(op, "op", json_object_new_string("business_event"));
+	json_object_object_add(op, "doc", body);
+	{
+		struct inbox_job *job = inbox_job_new();
+		size_t ol;
+		const char *txt = json_object_to_json_string_length(
+			op, JSON_C_TO_STRING_PLAIN, &ol);
+
+		inbox_job_add(job, INBOX_ADMIN, clock_wall_ms(), txt, ol);
+		submit(a, req, ROUTE_BUSINESS, job,
+		       xstrdup(json_object_to_json_string_ext(resp,
+							      JSON_C_TO_STRING_PLAIN)),
+		       false);
+	}
+	json_object_put(op);
+	json_object_put(resp);
+}
+
 void api_handle(void *ud, struct http_req *req)
 {
 	static const char *const ingest[] = {"track", "identify", "page", "screen",
@@ -1634,6 +1888,23 @@ void api_handle(void *ud, struct http_req *req)
 
 		if (strncmp(path, "/v1/feedback/", 13) == 0)
 			return handle_feedback(a, req, method);
+		if (strncmp(path, "/v1/business-events", 19) == 0 &&
+		    (path[19] == '\0' || path[19] == '/'))
+			return handle_business(a, req, method);
+		bool auds = strncmp(path, "/v1/audiences", 13) == 0 &&
+			    (path[13] == '\0' || path[13] == '/');
+		bool comp = strncmp(path, "/v1/computed", 12) == 0 &&
+			    (path[12] == '\0' || path[12] == '/');
+		bool idx = strcmp(path, "/v1/settings/indexed-traits") == 0;
+		if (auds || comp || idx) {
+			if (!check_bearer(req, a->cfg->admin_key))
+				return reply_error(a, req, ROUTE_AUDIENCES, 401,
+						   "unauthorized", "Authorization",
+						   "the admin key is required (Bearer)");
+			if (idx)
+				return handle_indexed(a, req, method);
+			return handle_audiences(a, req, method, comp);
+		}
 		if (strncmp(path, "/v1/rules/", 10) == 0) {
 			if (!check_bearer(req, a->cfg->admin_key))
 				return reply_error(a, req, ROUTE_RULES, 401,

@@ -668,6 +668,12 @@ int cmd_serve(int argc, char **argv)
 				ec.govern.consent_default[ch][0];
 		}
 	}
+	aud_config_default(&ec.aud);
+	ec.aud.job_batch = (unsigned)srv.cfg.aud_job_batch;
+	ec.aud.scan_batch = (unsigned)srv.cfg.aud_scan_batch;
+	ec.aud.scan_interval_ms = srv.cfg.aud_scan_interval_ms;
+	ec.aud.max_audiences = (unsigned)srv.cfg.aud_max_audiences;
+	ec.aud.max_computed = (unsigned)srv.cfg.aud_max_computed;
 	ec.on_send = on_send;
 	ec.send_ud = &srv;
 	if (engine_start(srv.store, &ec, &srv.loop, api_on_applied, srv.api, &srv.engine))

@@ -141,6 +141,16 @@ static const struct config_option options[] = {
 	{"governance", "consent_transactional", CONFIG_STR, "granted", 0, 0,
 	 STR(consent_transactional),
 	 "default for transactional messages on every channel"},
+	{"audiences", "job_batch", CONFIG_INT, "1000", 1, 1000000, NUM(aud_job_batch),
+	 "profiles a back-fill or indexed fan-out covers per engine batch"},
+	{"audiences", "scan_batch", CONFIG_INT, "250", 1, 1000000, NUM(aud_scan_batch),
+	 "profiles a scanning fan-out covers per step"},
+	{"audiences", "scan_interval", CONFIG_DURATION, "10ms", 0, DAY_MS,
+	 NUM(aud_scan_interval_ms), "pause between the steps of a scanning fan-out"},
+	{"audiences", "max_audiences", CONFIG_INT, "1000", 1, 100000,
+	 NUM(aud_max_audiences), "audience definitions"},
+	{"audiences", "max_computed", CONFIG_INT, "1000", 1, 100000,
+	 NUM(aud_max_computed), "computed-attribute definitions"},
 };
 
 const struct config_option *config_options(size_t *n)

@@ -87,6 +87,12 @@ struct config {
 	char consent_sms_marketing[16];
 	char consent_push_marketing[16];
 	char consent_transactional[16];
+	/* [audiences] */
+	int64_t aud_job_batch;
+	int64_t aud_scan_batch;
+	int64_t aud_scan_interval_ms;
+	int64_t aud_max_audiences;
+	int64_t aud_max_computed;
 };
 
 enum config_type { CONFIG_STR, CONFIG_INT, CONFIG_SIZE, CONFIG_DURATION, CONFIG_BOOL };

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audience/audience.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/map.h"
@@ -48,6 +49,7 @@ struct engine {
 	struct journey_rt *rt;	/* engine thread only */
 	struct govern *govern;	/* engine thread only */
 	struct report *report;	/* engine thread only */
+	struct aud *aud;	/* engine thread only */
 	struct result *results; /* guarded by mu */
 	struct engine_config cfg;
 	pthread_t thread;
@@ -237,10 +239,13 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 		metrics_add(&m_err, 1);
 		goto out;
 	}
-	if (res.merged)
+	jb->seq = seq;
+	if (res.merged) {
+		aud_on_merge(e->aud, jb, res.merged_ids, res.merged, res.profile_id);
 		journey_rt_on_merge(e->rt, jb, res.merged_ids, res.merged,
 				    res.profile_id);
-	jb->seq = seq;
+	}
+	aud_on_event(e->aud, jb, res.profile_id, ev, ts_ms);
 	journey_rt_on_event(e->rt, jb, res.profile_id, ev);
 	metrics_add(&m_applied, 1);
 	if (res.created) {
@@ -283,7 +288,8 @@ static void apply_erase(struct engine *e, struct journey_batch *jb, uint64_t seq
 	}
 	if (profile_lookup(e->s, b, json_object_get_string(ns),
 			   json_object_get_string(val), &pid) == NERR_OK &&
-	    (journey_rt_on_erase(e->rt, jb, pid), profile_erase(b, pid) == NERR_OK)) {
+	    (journey_rt_on_erase(e->rt, jb, pid), aud_on_erase(e->aud, jb, pid),
+	     profile_erase(b, pid) == NERR_OK)) {
 		char body[96];
 
 		metrics_add(&m_erased, 1);
@@ -321,7 +327,12 @@ static void apply_admin(struct engine *e, struct journey_batch *jb, uint64_t seq
 	struct result *r;
 
 	jb->seq = seq;
-	if (op)
+	struct json_object *opn = NULL;
+
+	if (op && json_object_object_get_ex(op, "op", &opn) &&
+	    aud_admin_op(json_object_get_string(opn)))
+		aud_admin(e->aud, jb, op, &res);
+	else if (op)
 		journey_rt_admin(e->rt, jb, op, &res);
 	json_object_put(op);
 	if (res.status == 0) {
@@ -442,6 +453,9 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 	jb->now_ms = journey_rt_now(e->rt);
 	jb->seq = 0;
 	journey_rt_fire_timers(e->rt, jb);
+	/* Background jobs (back-fills, fan-outs) after the records: one bounded
+	 * step per batch, so ingestion never waits behind them. */
+	aud_background(e->aud, jb);
 	journey_rt_flush(e->rt, jb);
 	if (last == applied && store_batch_count(b) == 0)
 		return applied;
@@ -462,7 +476,11 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 /* Waits until records are committed, a timer is due, or stop. */
 static void wait_for_work(struct engine *e, uint64_t applied)
 {
-	int64_t due = journey_rt_next_due(e->rt);
+	int64_t due = journey_rt_next_due(e->rt),
+		work = aud_next_work(e->aud, journey_rt_now(e->rt));
+
+	if (work < due)
+		due = work;
 
 	pthread_mutex_lock(&e->mu);
 	while (e->committed_seq <= applied && !e->stopping) {
@@ -609,10 +627,18 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 		return NERR_IO;
 	}
 	e->cfg.journey.govern = e->govern;
-	if (journey_rt_open(s, &e->cfg.journey, &e->rt, NULL) != NERR_OK) {
+	e->cfg.aud.profile = &e->cfg.profile;
+	if (aud_open(s, &e->cfg.aud, &e->aud) != NERR_OK) {
 		free(e);
 		return NERR_IO;
 	}
+	aud_hooks(e->aud, &e->cfg.journey);
+	if (journey_rt_open(s, &e->cfg.journey, &e->rt, NULL) != NERR_OK) {
+		aud_free(e->aud);
+		free(e);
+		return NERR_IO;
+	}
+	aud_set_runtime(e->aud, e->rt);
 	report_open(s, &e->report);
 	/* Envelopes committed but never reported (crash, restart) go out again,
 	 * with the same id (invariant 4). */
@@ -683,6 +709,7 @@ void engine_free(struct engine *e)
 		free(r);
 	}
 	journey_rt_free(e->rt);
+	aud_free(e->aud);
 	govern_free(e->govern);
 	report_free(e->report);
 	map_fini(&e->dedup_batch);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "audience/audience.h"
 #include "base/err.h"
 #include "govern/govern.h"
 #include "journey/run.h"
@@ -30,6 +31,7 @@ struct engine_config {
 	struct profile_config profile;
 	struct journey_rt_config journey;
 	struct govern_config govern;
+	struct aud_config aud;
 	engine_send_fn on_send; /* may be NULL */
 	void *send_ud;
 };

@@ -17,7 +17,11 @@
  *      must name a message step that lies on every path to it (so the message
  *      was sent by the time the wait starts).
  *   3. Index: the sorted step-id index and the list of event names the journey
- *      listens to, so the runtime can route events by name.
+ *      listens to, so the runtime can route events by name (an entry on an
+ *      audience or a business event adds none: the runtime routes those by
+ *      audience id and business event name). A business entry's `who` is
+ *      analysed once here (expr_index_condition) so the runtime can fan a
+ *      business event out through its trait index instead of every profile.
  * Only a document without a single error yields a definition.
  * Invariants: (1) in a compiled definition every step index is in range and
  *   every required program/template is non-NULL; (2) no cycle of the step graph
@@ -1276,23 +1280,83 @@ static void parse_step(struct cx *c, unsigned idx, struct json_object *obj)
 
 /* ----------------------------------------------------------- journey level */
 
+/*
+ * A business entry's `who` is evaluated for every profile unless it can only hold
+ * when a value computed from the event is in (or equal to) a trait: then the
+ * runtime takes the candidates from its trait index (expr_index_condition).
+ */
+static void find_who_index(struct cx *c, struct journey_entry *en)
+{
+	static const char *const fields[] = {"traits"};
+	static const size_t allowed[] = {JOURNEY_VAR_EVENT, JOURNEY_VAR_NOW};
+	struct expr_program *value;
+	const char *trait;
+
+	if (expr_env_var_count(c->env) != JOURNEY_VAR__COUNT)
+		return; /* not our environment: the slots mean something else */
+	if (!expr_index_condition(en->who.prog, JOURNEY_VAR_PROFILE, fields, 1, allowed,
+				  2, &trait, &value))
+		return;
+	c->d->progs = xrealloc(c->d->progs, (c->d->nprogs + 1) * sizeof(*c->d->progs));
+	c->d->progs[c->d->nprogs++] = value;
+	en->index_trait = arena_strdup(&c->d->arena, trait);
+	en->index_value = value;
+}
+
+/*
+ * entry: exactly one of event, audience, business_event says what enters a
+ * profile; `on` belongs to audience entries and `who` to business entries only,
+ * so a document never carries a field that silently does nothing.
+ */
 static void parse_entry(struct cx *c, struct json_object *root)
 {
-	static const char *const keys[] = {"event",    "when",		 "key",
-					   "audience", "business_event", NULL};
+	static const char *const keys[] = {"event",	     "when", "key", "audience",
+					   "business_event", "on",   "who", NULL};
+	struct journey_entry *en = &c->d->entry;
 	struct json_object *e = get_typed(c, root, "", "entry", json_type_object, true);
+	struct json_object *on;
+	bool has_event, has_audience, has_business;
 
 	if (!e)
 		return;
 	check_keys(c, e, "entry", keys);
-	if (json_object_object_get_ex(e, "audience", NULL))
-		add_error(c, "entry.audience", "audience entry is not supported yet");
-	if (json_object_object_get_ex(e, "business_event", NULL))
-		add_error(c, "entry.business_event",
-			  "business event entry is not supported yet");
-	c->d->entry.event = get_str(c, e, "entry", "event", true, MAX_NAME_BYTES);
-	get_cel(c, e, "entry", "when", false, &c->d->entry.when);
-	get_cel(c, e, "entry", "key", false, &c->d->entry.key);
+	has_event = json_object_object_get_ex(e, "event", NULL);
+	has_audience = json_object_object_get_ex(e, "audience", NULL);
+	has_business = json_object_object_get_ex(e, "business_event", NULL);
+	if ((int)has_event + (int)has_audience + (int)has_business != 1) {
+		add_error(c, "entry",
+			  "give exactly one of event, audience, business_event");
+		return;
+	}
+	if (has_event) {
+		en->kind = JOURNEY_ENTRY_EVENT;
+		en->event = get_str(c, e, "entry", "event", true, MAX_NAME_BYTES);
+	} else if (has_audience) {
+		en->kind = JOURNEY_ENTRY_AUDIENCE;
+		en->audience = get_id(c, e, "entry", "audience", true,
+				      JOURNEY_MAX_ID_BYTES, "audience id");
+	} else {
+		en->kind = JOURNEY_ENTRY_BUSINESS;
+		en->event =
+			get_str(c, e, "entry", "business_event", true, MAX_NAME_BYTES);
+	}
+	if ((on = get_typed(c, e, "entry", "on", json_type_string, false))) {
+		const char *v = json_object_get_string(on);
+
+		if (!has_audience)
+			add_error(c, "entry.on", "only applies to an audience entry");
+		else if (strcmp(v, "exit") == 0)
+			en->on_exit = true;
+		else if (strcmp(v, "enter") != 0)
+			add_error(c, "entry.on",
+				  "must be \"enter\" or \"exit\", not '%.64s'", v);
+	}
+	if (has_business && get_cel(c, e, "entry", "who", true, &en->who))
+		find_who_index(c, en);
+	else if (!has_business && json_object_object_get_ex(e, "who", NULL))
+		add_error(c, "entry.who", "only applies to a business_event entry");
+	get_cel(c, e, "entry", "when", false, &en->when);
+	get_cel(c, e, "entry", "key", false, &en->key);
 }
 
 static void parse_reentry(struct cx *c, struct json_object *root)
@@ -1601,7 +1665,8 @@ static void build_events(struct journey_def *d)
 {
 	unsigned cap = 0;
 
-	add_event(d, d->entry.event, &cap);
+	if (d->entry.kind == JOURNEY_ENTRY_EVENT)
+		add_event(d, d->entry.event, &cap);
 	for (unsigned i = 0; i < d->nsteps; i++)
 		if (d->steps[i].kind == JOURNEY_STEP_WAIT_FOR &&
 		    d->steps[i].u.wait_for.mode == JOURNEY_WAIT_FOR_EVENT)
@@ -1910,6 +1975,27 @@ static struct expr_value fn_consent(const struct expr_call *call,
 	return expr_value_bool(r > 0);
 }
 
+static struct expr_value fn_in_audience(const struct expr_call *call,
+					const struct expr_value *args, size_t nargs)
+{
+	const struct journey_eval_ctx *ctx = tl_ctx;
+	char *id;
+	int r;
+
+	(void)nargs;
+	if (args[0].kind != EXPR_STRING)
+		return expr_value_error(call, "no such overload: in_audience (use "
+					      "in_audience(string))");
+	if (!ctx || !ctx->in_audience)
+		return expr_value_error(call, "in_audience is not available here");
+	if (!(id = arena_strndup(call->scratch, args[0].as.s, args[0].len)))
+		return expr_value_error(call, "in_audience: out of memory");
+	r = ctx->in_audience(ctx->ud, id);
+	if (r < 0)
+		return expr_value_error(call, "in_audience failed");
+	return expr_value_bool(r > 0);
+}
+
 struct expr_env *journey_env_new(void)
 {
 	static const char *const vars[JOURNEY_VAR__COUNT] = {
@@ -1931,5 +2017,7 @@ struct expr_env *journey_env_new(void)
 	       NERR_OK);
 	ASSERT(expr_env_add_function(env, "consent", 1, fn_consent, NULL) == NERR_OK);
 	ASSERT(expr_env_add_function(env, "consent", 2, fn_consent, NULL) == NERR_OK);
+	ASSERT(expr_env_add_function(env, "in_audience", 1, fn_in_audience, NULL) ==
+	       NERR_OK);
 	return env;
 }

@@ -12,9 +12,10 @@
  * read it and evaluate its programs at once (each with its own scratch arena).
  *
  * CEL conditions are compiled against an environment made by journey_env_new()
- * (variables event, profile, journey, now; functions event_count and consent). Those
- * functions read the data they need through a per-thread evaluation context the
- * runtime sets with journey_eval_ctx_set() before evaluating.
+ * (variables event, profile, journey, now; functions event_count, consent and
+ * in_audience). Those functions read the data they need through a per-thread
+ * evaluation context the runtime sets with journey_eval_ctx_set() before
+ * evaluating.
  *
  * Ownership: a journey_def owns everything it points to (one arena for strings and
  * arrays, plus its programs and templates) and borrows the expr_env it was compiled
@@ -123,12 +124,16 @@ struct journey_eval_ctx {
 			       const char *predicate_or_null);
 	/* 1 granted, 0 denied, negative = error. purpose_or_null: e.g. "marketing". */
 	int (*consent)(void *ud, const char *channel, const char *purpose_or_null);
+	/* 1 the profile is a member of audience audience_id, 0 not, negative =
+	 * error. Last, so positional initializers of the fields above still work. */
+	int (*in_audience)(void *ud, const char *audience_id);
 };
 
 /*
  * Returns a new environment with the variables of enum journey_var (in that slot
- * order) and the functions event_count(string, duration|string[, string]) -> int
- * and consent(string[, string]) -> bool. Free with expr_env_free().
+ * order) and the functions event_count(string, duration|string[, string]) -> int,
+ * consent(string[, string]) -> bool and in_audience(string) -> bool. Free with
+ * expr_env_free().
  */
 struct expr_env *journey_env_new(void);
 /* Sets the calling thread's evaluation context (borrowed; NULL clears). */
@@ -315,11 +320,39 @@ struct journey_step {
 	int next, else_next, on_event, on_timeout, on_failure;
 };
 
-/* entry: an event named `event` for which `when` holds enters the profile. */
+/*
+ * entry: what enters a profile. Three kinds:
+ *   EVENT     the profile sends an event named `event` for which `when` holds;
+ *   AUDIENCE  the profile enters (on_exit: leaves) audience `audience`;
+ *   BUSINESS  a business event named `event` (one that belongs to no single person)
+ *             arrives, and `who` holds for the profile with that event as `event`.
+ * `when` and `key` apply to every kind (one active instance per (profile, key)).
+ */
+enum journey_entry_kind {
+	JOURNEY_ENTRY_EVENT = 0, /* {"event": name, "when"?, "key"?} */
+	JOURNEY_ENTRY_AUDIENCE,	 /* {"audience": id, "on": "enter"|"exit" (default
+				    enter), "when"?, "key"?} */
+	JOURNEY_ENTRY_BUSINESS,	 /* {"business_event": name, "who": CEL (required),
+				    "when"?, "key"?} */
+};
+
 struct journey_entry {
-	char *event;
+	enum journey_entry_kind kind;
+	char *event;	/* EVENT: the event name; BUSINESS: the business event name;
+			   AUDIENCE: NULL */
+	char *audience; /* AUDIENCE: the audience id ([A-Za-z0-9_-]{1,64}); else NULL */
+	bool on_exit;	/* AUDIENCE: enter when the profile leaves the audience */
 	struct journey_cel when; /* optional */
 	struct journey_cel key;	 /* optional: one active instance per (profile, key) */
+	struct journey_cel who;	 /* BUSINESS: required, a CEL bool over profile and
+				    event */
+	/* BUSINESS: when `who` can only hold if a value computed from the event alone
+	 * is an element of (or equal to) profile.traits.<index_trait>, that trait name
+	 * and the program computing the value (evaluated with only `event` and `now`
+	 * bound; profile and journey null); else NULL/NULL. See
+	 * expr_index_condition() for the exact contract. */
+	char *index_trait;
+	struct expr_program *index_value; /* owned by the def like every program */
 };
 
 /*
@@ -364,8 +397,9 @@ struct journey_def {
 	unsigned nsteps;
 	char *source_json; /* the document as given (NUL-terminated) */
 	size_t source_len;
-	/* Every event name the journey listens to (entry, wait_for, exit, goal),
-	 * deduplicated, in first-seen order. */
+	/* Every event name the journey listens to (entry of kind EVENT, wait_for,
+	 * exit, goal), deduplicated, in first-seen order. A business entry's name is
+	 * not in it: business events are not a profile's events. */
 	char **events;
 	unsigned nevents;
 	/* private */

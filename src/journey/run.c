@@ -14,6 +14,7 @@
 #include "journey/run.h"
 
 #include <json-c/json.h>
+#include <stdatomic.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,11 +63,14 @@ struct journey_rt {
 	struct expr_env *env;
 	struct map journeys;   /* id -> struct jrec */
 	struct map entry;      /* event name -> struct jlist (active journeys) */
+	struct map aud_entry;  /* "<audience>\x1f(enter|exit)" -> struct jlist */
+	struct map biz_entry;  /* business event name -> struct jlist */
 	struct map waiting;    /* event names of exit/goal criteria -> (void *)1 */
 	struct map templates;  /* id -> struct tpl */
 	struct map predicates; /* CEL source -> expr_program (event_count) */
 	struct map fields;     /* "template\x1ffield" -> struct tfield */
-	int64_t clock_offset_ms;
+	_Atomic int64_t clock_offset_ms; /* read by the loop thread (test clock) */
+
 	uint64_t next_iid;
 	/* Timers (invariant 5) without rescanning fired ones: every pending timer
 	 * is at or after timer_lwm, and none is earlier than next_due (which may be
@@ -360,6 +364,8 @@ static void reindex(struct journey_rt *rt)
 	void *v;
 
 	free_lists(&rt->entry);
+	free_lists(&rt->aud_entry);
+	free_lists(&rt->biz_entry);
 	map_fini(&rt->waiting);
 	map_init(&rt->waiting);
 	while (map_next(&rt->journeys, &it, &k, &v)) {
@@ -378,10 +384,22 @@ static void reindex(struct journey_rt *rt)
 		}
 		if (!d || jr->status != JS_ACTIVE)
 			continue;
-		struct jlist *l = map_get(&rt->entry, d->entry.event);
+		struct map *m = &rt->entry;
+		char akey[JOURNEY_MAX_ID_BYTES + 8];
+		const char *ek = d->entry.event;
+
+		if (d->entry.kind == JOURNEY_ENTRY_AUDIENCE) {
+			snprintf(akey, sizeof(akey), "%s\x1f%s", d->entry.audience,
+				 d->entry.on_exit ? "exit" : "enter");
+			m = &rt->aud_entry;
+			ek = akey;
+		} else if (d->entry.kind == JOURNEY_ENTRY_BUSINESS) {
+			m = &rt->biz_entry;
+		}
+		struct jlist *l = map_get(m, ek);
 		if (!l) {
 			l = xcalloc(1, sizeof(*l));
-			map_put(&rt->entry, d->entry.event, l);
+			map_put(m, ek, l);
 		}
 		if (l->n == l->alloc) {
 			l->alloc = l->alloc ? l->alloc * 2 : 4;
@@ -547,9 +565,13 @@ static struct tmpl *template_body(struct journey_rt *rt, struct journey_batch *j
 
 static struct json_object *ev_profile(struct evctx *ec)
 {
-	if (!ec->profile &&
-	    profile_view_json(ec->rt->s, ec->jb->b, ec->pid, &ec->profile) != NERR_OK)
+	if (ec->profile)
+		return ec->profile;
+	if (profile_view_json(ec->rt->s, ec->jb->b, ec->pid, &ec->profile) != NERR_OK)
 		ec->profile = json_object_new_object();
+	else if (ec->rt->cfg.decorate_profile)
+		ec->rt->cfg.decorate_profile(ec->rt->cfg.hook_ud, ec->jb->b, ec->pid,
+					     ec->profile);
 	return ec->profile;
 }
 
@@ -601,6 +623,15 @@ static int64_t cb_event_count(void *ud, const char *name, int64_t window_ms,
 	return n;
 }
 
+static int cb_in_audience(void *ud, const char *audience)
+{
+	struct evctx *ec = ud;
+
+	if (!ec->rt->cfg.in_audience)
+		return -1;
+	return ec->rt->cfg.in_audience(ec->rt->cfg.hook_ud, ec->jb->b, ec->pid, audience);
+}
+
 static int cb_consent(void *ud, const char *channel, const char *purpose)
 {
 	struct evctx *ec = ud;
@@ -631,7 +662,10 @@ static enum nerr eval(struct evctx *ec, struct inst *in, const struct expr_progr
 {
 	struct journey_rt *rt = ec->rt;
 	struct expr_value vars[JOURNEY_VAR__COUNT];
-	struct journey_eval_ctx ctx = {ec, cb_event_count, cb_consent};
+	struct journey_eval_ctx ctx = {.ud = ec,
+				       .event_count = cb_event_count,
+				       .consent = cb_consent,
+				       .in_audience = cb_in_audience};
 	struct json_object *jv = NULL, *v;
 	struct nerr_msg msg;
 	enum nerr rc;
@@ -1703,7 +1737,7 @@ static int split_pick(struct inst *in, const struct journey_step *st,
 	return st->u.split.arms[st->u.split.narms - 1].next;
 }
 
-static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
+static bool enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 			  struct evctx *ec, struct jrec *jr,
 			  struct json_object *entry_event, bool check_when);
 
@@ -1963,7 +1997,7 @@ out:
 
 /* ------------------------------------------------------------------ entry */
 
-static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
+static bool enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 			  struct evctx *ec, struct jrec *jr,
 			  struct json_object *entry_event, bool check_when)
 {
@@ -1976,18 +2010,18 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 	unsigned char tv[8];
 
 	if (!d)
-		return;
+		return false;
 	memset(&in, 0, sizeof(in));
 	in.jr = jr;
 	in.def = d;
 	in.pid = ec->pid;
 	if (check_when && !holds(ec, NULL, &d->entry.when))
-		return;
+		return false;
 	buf_init(&key, 1024);
 	if (d->entry.key.prog) {
 		if (eval(ec, NULL, d->entry.key.prog, &out) != NERR_OK) {
 			buf_fini(&key);
-			return;
+			return false;
 		}
 		if (out.kind == EXPR_STRING)
 			buf_append(&key, out.as.s, out.len);
@@ -2002,7 +2036,7 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 			    &vl) == NERR_OK) {
 		free(v);
 		buf_fini(&in.key);
-		return;
+		return false;
 	}
 	buf_init(&rk, 0);
 	reentry_key(&rk, &in);
@@ -2014,7 +2048,7 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 					  jb->now_ms - last < d->reentry.after_ms)) {
 			buf_fini(&rk);
 			buf_fini(&in.key);
-			return;
+			return false;
 		}
 	}
 	if (rt->cfg.govern) {
@@ -2025,7 +2059,7 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 			metrics_add(&m_ex_entry_capped, 1);
 			buf_fini(&rk);
 			buf_fini(&in.key);
-			return;
+			return false;
 		}
 	}
 	store_put_u64(tv, (uint64_t)jb->now_ms);
@@ -2062,6 +2096,7 @@ static void enter_journey(struct journey_rt *rt, struct journey_batch *jb,
 		  (unsigned long long)ec->pid);
 	run(rt, jb, ec, &in);
 	inst_free(&in);
+	return true;
 }
 
 /* ------------------------------------------------------------------ events */
@@ -2312,6 +2347,89 @@ void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64
 	evctx_fini(&ec);
 }
 
+void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
+			    const char *audience, bool entered)
+{
+	char key[JOURNEY_MAX_ID_BYTES + 8];
+	struct jlist *l;
+	struct json_object *ev, *props;
+	struct evctx ec;
+	char ts[40];
+
+	snprintf(key, sizeof(key), "%s\x1f%s", audience, entered ? "enter" : "exit");
+	l = map_get(&rt->aud_entry, key);
+	if (!l)
+		return;
+	/* The instance sees a synthetic track event (docs/journeys.md). */
+	ev = json_object_new_object();
+	props = json_object_new_object();
+	clock_format_rfc3339(jb->now_ms, ts);
+	json_object_object_add(ev, "type", json_object_new_string("track"));
+	json_object_object_add(
+		ev, "event",
+		json_object_new_string(entered ? "Audience Entered" : "Audience Exited"));
+	json_object_object_add(props, "audience", json_object_new_string(audience));
+	json_object_object_add(ev, "properties", props);
+	json_object_object_add(ev, "timestamp", json_object_new_string(ts));
+	evctx_init(&ec, rt, jb, pid, ev);
+	for (unsigned i = 0; i < l->n; i++)
+		enter_journey(rt, jb, &ec, l->items[i], ev, true);
+	evctx_fini(&ec);
+	json_object_put(ev);
+}
+
+void journey_rt_business_targets(struct journey_rt *rt, struct json_object *event,
+				 journey_business_fn fn, void *ud)
+{
+	struct jlist *l =
+		map_get(&rt->biz_entry, jstr(event, "event") ? jstr(event, "event") : "");
+
+	for (unsigned i = 0; l && i < l->n; i++) {
+		struct journey_def *d = jrec_version(l->items[i], l->items[i]->current);
+		struct json_object *value = NULL;
+
+		if (!d)
+			continue;
+		if (d->entry.index_trait && d->entry.index_value) {
+			struct expr_value vars[JOURNEY_VAR__COUNT], out;
+
+			vars[JOURNEY_VAR_EVENT] = expr_value_from_json(event);
+			vars[JOURNEY_VAR_PROFILE] = expr_value_from_json(NULL);
+			vars[JOURNEY_VAR_JOURNEY] = expr_value_from_json(NULL);
+			vars[JOURNEY_VAR_NOW].kind = EXPR_TIMESTAMP;
+			vars[JOURNEY_VAR_NOW].flags = 0;
+			vars[JOURNEY_VAR_NOW].len = 0;
+			vars[JOURNEY_VAR_NOW].as.sec = journey_rt_now(rt) / 1000;
+			vars[JOURNEY_VAR_NOW].nsec =
+				(int32_t)(journey_rt_now(rt) % 1000) * 1000000;
+			arena_reset(&rt->scratch2);
+			if (expr_eval(d->entry.index_value, vars, JOURNEY_VAR__COUNT,
+				      &rt->scratch2, &out, NULL) == NERR_OK)
+				value = expr_value_to_json(&out);
+		}
+		fn(ud, l->items[i]->id, value ? d->entry.index_trait : NULL, value);
+		json_object_put(value);
+	}
+}
+
+int journey_rt_enter_business(struct journey_rt *rt, struct journey_batch *jb,
+			      const char *journey, uint64_t pid,
+			      struct json_object *event)
+{
+	struct jrec *jr = jrec_get(rt, journey, false);
+	struct journey_def *d = jr ? jrec_version(jr, jr->current) : NULL;
+	struct evctx ec;
+	bool entered = false;
+
+	if (!d || jr->status != JS_ACTIVE || d->entry.kind != JOURNEY_ENTRY_BUSINESS)
+		return -1;
+	evctx_init(&ec, rt, jb, pid, event);
+	if (holds(&ec, NULL, &d->entry.who))
+		entered = enter_journey(rt, jb, &ec, jr, event, true);
+	evctx_fini(&ec);
+	return entered ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ timers */
 
 unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
@@ -2337,7 +2455,7 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 		const char *k = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
 		uint32_t l32 = (uint32_t)kl;
 
-		if (kl < 17 || vl != 16)
+		if (kl < 17 || (vl != 16 && !(vl == 1 && v[0] == 'A')))
 			continue;
 		if ((int64_t)store_get_u64(k) > jb->now_ms ||
 		    n >= rt->cfg.timers_per_batch) {
@@ -2346,7 +2464,7 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 		}
 		buf_append(&due, &l32, 4);
 		buf_append(&due, k, kl);
-		buf_append(&due, v, 16);
+		buf_append(&due, vl == 16 ? v : "A\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
 	}
 	store_iter_free(it);
 	/* Everything before first_unfired is fired now; timers set from here on
@@ -2370,6 +2488,13 @@ unsigned journey_rt_fire_timers(struct journey_rt *rt, struct journey_batch *jb)
 		metrics_observe(&m_lateness,
 				(double)(jb->now_ms - (int64_t)store_get_u64(k)) /
 					1000.0);
+		if (v[0] == 'A' && memcmp(v + 1, "\0\0\0\0\0\0\0", 7) == 0 && kl > 9 &&
+		    k[16] == '\0') {
+			/* A profile's audience/computed re-evaluation (audience.h). */
+			if (rt->cfg.on_timer)
+				rt->cfg.on_timer(rt->cfg.hook_ud, jb, k + 8, kl - 8);
+			continue;
+		}
 		if (!inst_load(rt, jb, k + 8, kl - 8, &in))
 			continue; /* the instance ended meanwhile */
 		/* A stale timer (the instance moved on) is ignored. */
@@ -3255,8 +3380,10 @@ void journey_rt_pending(struct journey_rt *rt, void (*fn)(void *ud, const char *
 		const char *v = store_iter_value(it, &vl);
 		struct json_object *o = parse_json(v, vl);
 
-		if (o && jstr(o, "kind") && strcmp(jstr(o, "kind"), "webhook") == 0 &&
-		    jstr(o, "state") && strcmp(jstr(o, "state"), "pending") == 0)
+		/* Every channel: an email committed before a crash but never
+		 * handed over (or never confirmed) goes out after the restart. */
+		if (o && jstr(o, "kind") && jstr(o, "state") &&
+		    strcmp(jstr(o, "state"), "pending") == 0)
 			fn(ud, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	}
@@ -3368,6 +3495,8 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 	rt->env = journey_env_new();
 	map_init(&rt->journeys);
 	map_init(&rt->entry);
+	map_init(&rt->aud_entry);
+	map_init(&rt->biz_entry);
 	map_init(&rt->waiting);
 	map_init(&rt->templates);
 	map_init(&rt->predicates);
@@ -3403,6 +3532,10 @@ void journey_rt_free(struct journey_rt *rt)
 		return;
 	free_lists(&rt->entry);
 	map_fini(&rt->entry);
+	free_lists(&rt->aud_entry);
+	map_fini(&rt->aud_entry);
+	free_lists(&rt->biz_entry);
+	map_fini(&rt->biz_entry);
 	map_fini(&rt->waiting);
 	while (map_next(&rt->journeys, &it, &k, &v))
 		jrec_free(v);

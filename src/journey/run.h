@@ -43,6 +43,7 @@
 struct json_object;
 struct journey_rt;
 struct govern;
+struct journey_batch;
 
 struct journey_rt_config {
 	struct journey_limits limits;
@@ -62,6 +63,18 @@ struct journey_rt_config {
 	void (*unsubscribe_url)(void *ud, const char *envelope_id, struct buf *out);
 	void *track_ud;
 	struct govern *govern; /* the send-decision rules (borrowed; may be NULL) */
+	/*
+	 * Audiences and computed attributes (src/audience wires these; NULL = none):
+	 * decorate_profile adds "computed" and "audiences" to a profile view;
+	 * in_audience answers CEL's in_audience() (1, 0, negative = error);
+	 * on_timer handles a due timer whose value is "A" (key after the due time).
+	 */
+	void (*decorate_profile)(void *ud, struct store_batch *b, uint64_t pid,
+				 struct json_object *view);
+	int (*in_audience)(void *ud, struct store_batch *b, uint64_t pid,
+			   const char *audience);
+	void (*on_timer)(void *ud, struct journey_batch *jb, const char *key, size_t kl);
+	void *hook_ud;
 };
 
 void journey_rt_config_default(struct journey_rt_config *cfg);
@@ -105,6 +118,25 @@ int64_t journey_rt_clock_offset(const struct journey_rt *rt);
 /* An event was applied to profile pid (after the profile update). */
 void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
 			 struct json_object *event);
+/* Profile pid entered (or left) an audience: enters the active journeys whose
+ * entry is that change; each instance sees a synthetic "Audience Entered" /
+ * "Audience Exited" track event with properties.audience. */
+void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
+			    const char *audience, bool entered);
+/* A journey a business event starts: its id and, when its `who` names an indexed
+ * candidate set, the trait and the value (computed from the event) to look up;
+ * else NULL, NULL. value is borrowed for the call. */
+typedef void (*journey_business_fn)(void *ud, const char *journey, const char *trait,
+				    struct json_object *value);
+/* Calls fn for every active journey whose entry is the business event `event`. */
+void journey_rt_business_targets(struct journey_rt *rt, struct json_object *event,
+				 journey_business_fn fn, void *ud);
+/* Enters pid into journey for business event `event` if `who` and `when` hold
+ * (and the re-entry rules allow). 1 entered, 0 not, -1 the journey is not active
+ * (or no longer starts from a business event). */
+int journey_rt_enter_business(struct journey_rt *rt, struct journey_batch *jb,
+			      const char *journey, uint64_t pid,
+			      struct json_object *event);
 /* Profiles `from` were merged into `into`: their instances move over. */
 void journey_rt_on_merge(struct journey_rt *rt, struct journey_batch *jb,
 			 const uint64_t *from, unsigned n, uint64_t into);
@@ -126,7 +158,8 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 /* An admin operation record ({"op": ...}); *res receives the answer. */
 void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 		      struct json_object *op, struct journey_result *res);
-/* Calls fn for every webhook envelope still pending in the outbox (startup). */
+/* Calls fn for every envelope (webhook, email, sms, push) still pending in the
+ * outbox (startup). */
 void journey_rt_pending(struct journey_rt *rt, void (*fn)(void *ud, const char *env_json),
 			void *ud);
 

@@ -32,6 +32,7 @@ static const char *const cf_names[STORE_CF__COUNT] = {
 	[STORE_CF_SUPPRESSION] = "suppression", [STORE_CF_CAPS] = "caps",
 	[STORE_CF_COUNTERS] = "counters",	[STORE_CF_META] = "meta",
 	[STORE_CF_TEMPLATES] = "templates",	[STORE_CF_INDEX] = "index",
+	[STORE_CF_AUDIENCES] = "audiences",
 };
 
 struct store {

@@ -39,6 +39,7 @@ enum store_cf {
 	STORE_CF_META,	      /* applied seq, schema version, keys, ids */
 	STORE_CF_TEMPLATES,   /* template id -> versions */
 	STORE_CF_INDEX,	      /* secondary indexes (journey -> instances, ...) */
+	STORE_CF_AUDIENCES,   /* audiences, computed attributes, trait index, jobs */
 	STORE_CF__COUNT
 };
 

@@ -216,7 +216,7 @@ static void test_every_example_compiles(void **state)
 		n++;
 	}
 	closedir(dir);
-	assert_int_equal(n, 10);
+	assert_int_equal(n, 11);
 }
 
 static void test_design_example_compiles_into_indexes(void **state)
@@ -644,7 +644,7 @@ static void test_rejects_missing_required_fields(void **state)
 		"", "entry", "is required");
 	expect_error("{\"id\": \"j\", \"entry\": {\"when\": \"true\"}, \"start\": \"s\", "
 		     "\"steps\": {\"s\": {\"end\": {}}}}",
-		     "", "entry.event", "is required");
+		     "", "entry", "give exactly one of event, audience, business_event");
 	expect_error("{\"id\": \"j\", \"entry\": {\"event\": \"\"}, \"start\": \"s\", "
 		     "\"steps\": {\"s\": {\"end\": {}}}}",
 		     "", "entry.event", "must not be empty");
@@ -682,17 +682,236 @@ static void test_rejects_bad_ids_and_zone(void **state)
 			  "jump.journey", "invalid journey id 'a/b'");
 }
 
-static void test_rejects_entry_forms_not_supported_yet(void **state)
+/* A journey with the given entry object and one end step. */
+static char *entry_doc(const char *entry)
+{
+	struct buf b;
+
+	buf_init(&b, 0);
+	buf_printf(&b,
+		   "{\"id\": \"j\", \"entry\": %s, \"start\": \"s\", \"steps\": "
+		   "{\"s\": {\"end\": {}}}}",
+		   entry);
+	return buf_take(&b);
+}
+
+static void expect_entry_error(const char *entry, const char *field, const char *text)
+{
+	char *json = entry_doc(entry);
+
+	expect_error(json, "", field, text);
+	free(json);
+}
+
+static void test_audience_entry_parsed(void **state)
+{
+	char *json = entry_doc("{\"audience\": \"vip_buyers-2\", \"when\": "
+			       "\"event.properties.audience == 'vip_buyers-2'\"}");
+	struct journey_def *d = must_compile(json);
+	unsigned n;
+
+	(void)state;
+	assert_int_equal(d->entry.kind, JOURNEY_ENTRY_AUDIENCE);
+	assert_string_equal(d->entry.audience, "vip_buyers-2");
+	assert_null(d->entry.event);
+	assert_false(d->entry.on_exit);
+	assert_non_null(d->entry.when.prog);
+	assert_null(d->entry.who.prog);
+	assert_null(d->entry.index_trait);
+	assert_null(d->entry.index_value);
+	journey_def_events(d, &n);
+	assert_int_equal(n, 0);
+	journey_def_free(d);
+	free(json);
+
+	json = entry_doc("{\"audience\": \"vips\", \"on\": \"exit\"}");
+	d = must_compile(json);
+	assert_true(d->entry.on_exit);
+	journey_def_free(d);
+	free(json);
+	json = entry_doc("{\"audience\": \"vips\", \"on\": \"enter\"}");
+	d = must_compile(json);
+	assert_false(d->entry.on_exit);
+	journey_def_free(d);
+	free(json);
+}
+
+static void test_business_entry_parsed_and_not_listened_to(void **state)
+{
+	static const char json[] =
+		"{\"id\": \"j\", \"entry\": {\"business_event\": \"Price Dropped\", "
+		"\"who\": \"event.properties.sku in profile.traits.wishlist\", "
+		"\"key\": \"event.properties.sku\"}, "
+		"\"exit\": [{\"event\": \"Order Completed\"}], "
+		"\"start\": \"s\", \"steps\": {\"s\": {\"end\": {}}}}";
+	struct journey_def *d = must_compile(json);
+	const char *const *ev;
+	unsigned n;
+
+	(void)state;
+	assert_int_equal(d->entry.kind, JOURNEY_ENTRY_BUSINESS);
+	assert_string_equal(d->entry.event, "Price Dropped");
+	assert_null(d->entry.audience);
+	assert_string_equal(d->entry.who.src,
+			    "event.properties.sku in profile.traits.wishlist");
+	assert_non_null(d->entry.who.prog);
+	assert_string_equal(d->entry.index_trait, "wishlist");
+	assert_non_null(d->entry.index_value);
+	assert_non_null(d->entry.key.prog);
+	/* the business event is not a profile's event: only the exit is listened to */
+	ev = journey_def_events(d, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(ev[0], "Order Completed");
+	journey_def_free(d);
+}
+
+/* Evaluates a business entry's index value for event_json (profile and journey
+ * null, as the runtime does) and checks its JSON form. */
+static void expect_index_value(const struct journey_def *d, const char *event_json,
+			       const char *want)
+{
+	struct json_object *ev = json_tokener_parse(event_json), *j;
+	struct expr_value vars[JOURNEY_VAR__COUNT] = {0}, out;
+	struct arena scratch;
+
+	arena_init(&scratch, 0);
+	vars[JOURNEY_VAR_EVENT] = expr_value_from_json(ev);
+	vars[JOURNEY_VAR_PROFILE] = expr_value_from_json(NULL);
+	vars[JOURNEY_VAR_JOURNEY] = expr_value_from_json(NULL);
+	vars[JOURNEY_VAR_NOW].kind = EXPR_TIMESTAMP;
+	assert_int_equal(expr_eval(d->entry.index_value, vars, JOURNEY_VAR__COUNT,
+				   &scratch, &out, NULL),
+			 NERR_OK);
+	j = expr_value_to_json(&out);
+	assert_string_equal(json_object_to_json_string(j), want);
+	json_object_put(j);
+	json_object_put(ev);
+	arena_fini(&scratch);
+}
+
+static void test_business_entry_who_index(void **state)
+{
+	char *json = entry_doc(
+		"{\"business_event\": \"Price Dropped\", \"who\": "
+		"\"event.properties.new_price < 30 && "
+		"profile.traits.wishlist.exists(s, s == event.properties.sku) && "
+		"consent('email')\"}");
+	struct journey_def *d = must_compile(json);
+
+	(void)state;
+	assert_string_equal(d->entry.index_trait, "wishlist");
+	assert_non_null(d->entry.index_value);
+	expect_index_value(d, "{\"properties\": {\"sku\": \"X1\", \"new_price\": 24}}",
+			   "\"X1\"");
+	journey_def_free(d);
+	free(json);
+
+	json = entry_doc("{\"business_event\": \"Launch\", \"who\": "
+			 "\"profile.traits.city == event.properties.city\"}");
+	d = must_compile(json);
+	assert_string_equal(d->entry.index_trait, "city");
+	expect_index_value(d, "{\"properties\": {\"city\": \"Lyon\"}}", "\"Lyon\"");
+	journey_def_free(d);
+	free(json);
+
+	/* under || there is no necessary membership test: every profile is a candidate */
+	json = entry_doc("{\"business_event\": \"Price Dropped\", \"who\": "
+			 "\"event.properties.sku in profile.traits.wishlist || "
+			 "profile.traits.vip\"}");
+	d = must_compile(json);
+	assert_null(d->entry.index_trait);
+	assert_null(d->entry.index_value);
+	journey_def_free(d);
+	free(json);
+
+	/* a value that reads the profile cannot be computed from the event */
+	json = entry_doc("{\"business_event\": \"P\", \"who\": "
+			 "\"profile.traits.fav in profile.traits.wishlist\"}");
+	d = must_compile(json);
+	assert_null(d->entry.index_trait);
+	assert_null(d->entry.index_value);
+	journey_def_free(d);
+	free(json);
+}
+
+static void test_event_entry_kind_and_events(void **state)
+{
+	char *json = doc("\"s\": {\"end\": {}}");
+	struct journey_def *d = must_compile(json);
+	const char *const *ev;
+	unsigned n;
+
+	(void)state;
+	assert_int_equal(d->entry.kind, JOURNEY_ENTRY_EVENT);
+	assert_string_equal(d->entry.event, "E");
+	assert_null(d->entry.audience);
+	assert_null(d->entry.who.prog);
+	ev = journey_def_events(d, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(ev[0], "E");
+	journey_def_free(d);
+	free(json);
+}
+
+static void test_rejects_bad_entry_forms(void **state)
 {
 	(void)state;
-	expect_error(
-		"{\"id\": \"j\", \"entry\": {\"audience\": \"vips\"}, \"start\": \"s\", "
-		"\"steps\": {\"s\": {\"end\": {}}}}",
-		"", "entry.audience", "audience entry is not supported yet");
-	expect_error(
-		"{\"id\": \"j\", \"entry\": {\"business_event\": \"sale\"}, \"start\": "
-		"\"s\", \"steps\": {\"s\": {\"end\": {}}}}",
-		"", "entry.business_event", "business event entry is not supported yet");
+	expect_entry_error("{}", "entry",
+			   "give exactly one of event, audience, business_event");
+	expect_entry_error("{\"event\": \"E\", \"audience\": \"vips\"}", "entry",
+			   "give exactly one of event, audience, business_event");
+	expect_entry_error("{\"event\": \"E\", \"business_event\": \"B\", \"who\": "
+			   "\"true\"}",
+			   "entry",
+			   "give exactly one of event, audience, business_event");
+	expect_entry_error("{\"audience\": \"a\", \"business_event\": \"B\"}", "entry",
+			   "give exactly one of event, audience, business_event");
+	/* business_event without who */
+	expect_entry_error("{\"business_event\": \"Price Dropped\"}", "entry.who",
+			   "is required");
+	expect_entry_error("{\"business_event\": \"Price Dropped\", \"who\": \"\"}",
+			   "entry.who", "must not be empty");
+	expect_entry_error("{\"business_event\": \"P\", \"who\": \"profile.(\"}",
+			   "entry.who", "invalid CEL: line 1, column");
+	expect_entry_error("{\"business_event\": \"P\", \"who\": \"profle.x == 1\"}",
+			   "entry.who", "invalid CEL: undeclared reference");
+	expect_entry_error("{\"business_event\": \"\", \"who\": \"true\"}",
+			   "entry.business_event", "must not be empty");
+	expect_entry_error("{\"business_event\": 3, \"who\": \"true\"}",
+			   "entry.business_event", "must be a string, not a number");
+	/* who and on only where they apply */
+	expect_entry_error("{\"event\": \"E\", \"who\": \"true\"}", "entry.who",
+			   "only applies to a business_event entry");
+	expect_entry_error("{\"audience\": \"vips\", \"who\": \"true\"}", "entry.who",
+			   "only applies to a business_event entry");
+	expect_entry_error("{\"event\": \"E\", \"on\": \"exit\"}", "entry.on",
+			   "only applies to an audience entry");
+	expect_entry_error("{\"business_event\": \"B\", \"who\": \"true\", \"on\": "
+			   "\"enter\"}",
+			   "entry.on", "only applies to an audience entry");
+	expect_entry_error("{\"audience\": \"vips\", \"on\": \"leave\"}", "entry.on",
+			   "must be \"enter\" or \"exit\", not 'leave'");
+	expect_entry_error("{\"audience\": \"vips\", \"on\": true}", "entry.on",
+			   "must be a string, not a boolean");
+	/* audience ids */
+	expect_entry_error("{\"audience\": \"vip buyers\"}", "entry.audience",
+			   "invalid audience id 'vip buyers'");
+	expect_entry_error("{\"audience\": \"\"}", "entry.audience", "must not be empty");
+	expect_entry_error(
+		"{\"audience\": "
+		"\"a123456789a123456789a123456789a123456789a123456789a123456789a"
+		"1234\"}",
+		"entry.audience", "invalid audience id");
+	expect_entry_error("{\"audience\": 7}", "entry.audience",
+			   "must be a string, not a number");
+	/* when and key still checked for every kind */
+	expect_entry_error("{\"audience\": \"vips\", \"when\": \"1 +\"}", "entry.when",
+			   "invalid CEL");
+	expect_entry_error("{\"business_event\": \"B\", \"who\": \"true\", \"key\": "
+			   "\"nope.x\"}",
+			   "entry.key", "invalid CEL: undeclared reference");
+	expect_entry_error("{\"audience\": \"vips\", \"typo\": 1}", "entry.typo",
+			   "unknown field 'typo'");
 }
 
 static void test_rejects_reentry_after_without_allow(void **state)
@@ -1399,6 +1618,14 @@ static int fake_consent(void *ud, const char *channel, const char *purpose)
 	       (!purpose || strcmp(purpose, "marketing") == 0);
 }
 
+static int fake_in_audience(void *ud, const char *audience_id)
+{
+	(void)ud;
+	if (strcmp(audience_id, "broken") == 0)
+		return -1;
+	return strcmp(audience_id, "vips") == 0;
+}
+
 static struct expr_value eval(const char *src, struct arena *scratch, enum nerr *rc)
 {
 	struct expr_value vars[JOURNEY_VAR__COUNT], out;
@@ -1463,6 +1690,38 @@ static void test_env_functions_read_the_eval_context(void **state)
 	arena_fini(&scratch);
 }
 
+static void test_in_audience_reads_the_eval_context(void **state)
+{
+	struct journey_eval_ctx no_cb = {.ud = NULL};
+	struct journey_eval_ctx ctx = {.ud = NULL, .in_audience = fake_in_audience};
+	struct arena scratch;
+	struct expr_value v;
+	enum nerr rc;
+
+	(void)state;
+	arena_init(&scratch, 0);
+	journey_eval_ctx_set(NULL);
+	v = eval("in_audience('vips')", &scratch, &rc);
+	assert_int_equal(rc, NERR_EVAL);
+	assert_int_equal(v.kind, EXPR_ERROR);
+	assert_memory_equal(v.as.s, "in_audience is not available here", v.len);
+	journey_eval_ctx_set(&no_cb);
+	v = eval("in_audience('vips')", &scratch, &rc);
+	assert_int_equal(rc, NERR_EVAL);
+	assert_memory_equal(v.as.s, "in_audience is not available here", v.len);
+
+	journey_eval_ctx_set(&ctx);
+	v = eval("in_audience('vips') && !in_audience('churned')", &scratch, &rc);
+	assert_int_equal(rc, NERR_OK);
+	assert_true(expr_value_is_true(&v));
+	v = eval("in_audience('broken')", &scratch, &rc);
+	assert_int_equal(rc, NERR_EVAL);
+	v = eval("in_audience(1)", &scratch, &rc);
+	assert_int_equal(rc, NERR_EVAL);
+	journey_eval_ctx_set(NULL);
+	arena_fini(&scratch);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1483,7 +1742,11 @@ int main(void)
 		cmocka_unit_test(test_rejects_wrong_types),
 		cmocka_unit_test(test_rejects_missing_required_fields),
 		cmocka_unit_test(test_rejects_bad_ids_and_zone),
-		cmocka_unit_test(test_rejects_entry_forms_not_supported_yet),
+		cmocka_unit_test(test_audience_entry_parsed),
+		cmocka_unit_test(test_business_entry_parsed_and_not_listened_to),
+		cmocka_unit_test(test_business_entry_who_index),
+		cmocka_unit_test(test_event_entry_kind_and_events),
+		cmocka_unit_test(test_rejects_bad_entry_forms),
 		cmocka_unit_test(test_rejects_reentry_after_without_allow),
 		cmocka_unit_test(test_rejects_no_kind_two_kinds_unknown_kind),
 		cmocka_unit_test(test_rejects_routing_key_of_another_kind),
@@ -1508,6 +1771,7 @@ int main(void)
 		cmocka_unit_test(test_rejects_too_many_steps),
 		cmocka_unit_test(test_error_cap_and_formats),
 		cmocka_unit_test(test_env_functions_read_the_eval_context),
+		cmocka_unit_test(test_in_audience_reads_the_eval_context),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
