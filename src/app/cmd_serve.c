@@ -668,7 +668,7 @@ int cmd_serve(int argc, char **argv)
 				ec.govern.consent_default[ch][0];
 		}
 	}
-		aud_config_default(&ec.aud);
+	aud_config_default(&ec.aud);
 	ec.aud.job_batch = (unsigned)srv.cfg.aud_job_batch;
 	ec.aud.scan_batch = (unsigned)srv.cfg.aud_scan_batch;
 	ec.aud.scan_interval_ms = srv.cfg.aud_scan_interval_ms;

@@ -86,7 +86,7 @@ struct config {
 	char consent_email_marketing[16];
 	char consent_sms_marketing[16];
 	char consent_push_marketing[16];
-		char consent_transactional[16];
+	char consent_transactional[16];
 	/* [audiences] */
 	int64_t aud_job_batch;
 	int64_t aud_scan_batch;

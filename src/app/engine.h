@@ -30,7 +30,7 @@ struct engine_config {
 	int64_t dedup_window_ms;
 	struct profile_config profile;
 	struct journey_rt_config journey;
-		struct govern_config govern;
+	struct govern_config govern;
 	struct aud_config aud;
 	engine_send_fn on_send; /* may be NULL */
 	void *send_ud;

@@ -274,7 +274,9 @@ static bool canon(struct json_object *v, struct buf *out)
 
 		if (!isfinite(d))
 			return false;
-		if (d == floor(d) && fabs(d) < 9007199254740992.0)
+		/* Integral doubles in int64 range read like the integer they
+		 * equal in CEL (5.0 and 5, 1e18 and 1000000000000000000). */
+		if (d == floor(d) && fabs(d) < 9.2e18)
 			snprintf(t, sizeof(t), "%lld", (long long)d);
 		else
 			snprintf(t, sizeof(t), "%.17g", d);
@@ -993,6 +995,12 @@ static bool list_has(struct json_object *arr, const char *s)
 }
 
 /* Brings pid's "X" records in line with its indexed traits now. */
+static void index_add(struct json_object *set, struct json_object *v, struct buf *c)
+{
+	if (canon(v, c))
+		json_object_object_add(set, buf_str(c), NULL);
+}
+
 static void reindex(struct round *r)
 {
 	struct aud *a = r->a;
@@ -1009,42 +1017,49 @@ static void reindex(struct round *r)
 		buf_fini(&c);
 		return;
 	}
+	/* now: {trait: {canon: null, ...}} -- objects as sets. */
 	now = json_object_new_object();
 	if (view)
 		json_object_object_get_ex(view, "traits", &traits);
 	for (unsigned i = 0; traits && i < a->nindexed; i++) {
-		struct json_object *v, *list;
+		struct json_object *v, *set;
 
 		if (!json_object_object_get_ex(traits, a->indexed[i], &v) || !v)
 			continue;
-		list = json_object_new_array();
+		set = json_object_new_object();
 		if (json_object_is_type(v, json_type_array)) {
-			for (size_t j = 0; j < json_object_array_length(v) && j < 1000;
-			     j++)
-				if (canon(json_object_array_get_idx(v, j), &c) &&
-				    !list_has(list, buf_str(&c)))
-					json_object_array_add(
-						list,
-						json_object_new_string(buf_str(&c)));
-		} else if (canon(v, &c)) {
-			json_object_array_add(list, json_object_new_string(buf_str(&c)));
+			for (size_t j = 0; j < json_object_array_length(v); j++)
+				index_add(set, json_object_array_get_idx(v, j), &c);
+		} else if (json_object_is_type(v, json_type_object)) {
+			/* `E in map` and exists() over a map test its keys. */
+			json_object_object_foreach(v, mk, mv)
+			{
+				struct json_object *ks = json_object_new_string(mk);
+
+				(void)mv;
+				index_add(set, ks, &c);
+				json_object_put(ks);
+			}
+		} else {
+			index_add(set, v, &c);
 		}
-		if (json_object_array_length(list))
-			json_object_object_add(now, a->indexed[i], list);
+		if (json_object_object_length(set))
+			json_object_object_add(now, a->indexed[i], set);
 		else
-			json_object_put(list);
+			json_object_put(set);
 	}
-	if (old) {
+	if (old && json_object_is_type(old, json_type_object)) {
 		json_object_object_foreach(old, t, vals)
 		{
 			struct json_object *nv = NULL;
 
+			if (!json_object_is_type(vals, json_type_object))
+				continue;
 			json_object_object_get_ex(now, t, &nv);
-			for (size_t j = 0; j < json_object_array_length(vals); j++) {
-				const char *cv = json_object_get_string(
-					json_object_array_get_idx(vals, j));
-
-				if (nv && list_has(nv, cv))
+			json_object_object_foreach(vals, cv, unused)
+			{
+				(void)unused;
+				if (nv && json_object_object_get_ex(nv, cv, NULL))
 					continue;
 				key_index(&k, t, cv, r->pid, true);
 				store_batch_delete(b, STORE_CF_AUDIENCES, k.data, k.len);
@@ -1057,11 +1072,11 @@ static void reindex(struct round *r)
 
 		if (old)
 			json_object_object_get_ex(old, t, &ov);
-		for (size_t j = 0; j < json_object_array_length(vals); j++) {
-			const char *cv = json_object_get_string(
-				json_object_array_get_idx(vals, j));
-
-			if (ov && list_has(ov, cv))
+		json_object_object_foreach(vals, cv, unused)
+		{
+			(void)unused;
+			if (ov && json_object_is_type(ov, json_type_object) &&
+			    json_object_object_get_ex(ov, cv, NULL))
 				continue;
 			key_index(&k, t, cv, r->pid, true);
 			store_batch_put(b, STORE_CF_AUDIENCES, k.data, k.len, "", 0);
@@ -1257,11 +1272,12 @@ static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 		buf_init(&xk, 0);
 		json_object_object_foreach(y, t, vals)
 		{
-			for (size_t j = 0; j < json_object_array_length(vals); j++) {
-				key_index(&xk, t,
-					  json_object_get_string(
-						  json_object_array_get_idx(vals, j)),
-					  pid, true);
+			if (!json_object_is_type(vals, json_type_object))
+				continue;
+			json_object_object_foreach(vals, cv, unused)
+			{
+				(void)unused;
+				key_index(&xk, t, cv, pid, true);
 				store_batch_delete(b, STORE_CF_AUDIENCES, xk.data,
 						   xk.len);
 			}

@@ -18,7 +18,7 @@
  *   "P" pid(8) <aid>          member since (ms, u64)         (a profile's audiences)
  *   "V" pid(8) <cid>          {"value": v, "s": state}       (computed.c's state)
  *   "X" <trait> 0 <canon> 0 pid(8)  ""                       (trait element index)
- *   "Y" pid(8)                {trait: [canon, ...]}          (what X holds for pid)
+ *   "Y" pid(8)                {trait: {canon: null}}         (what X holds for pid)
  *   "Q" pid(8)                due ms (u64) of the profile's re-evaluation timer
  *   "J" id(8)                 a background job (backfill, fanout, index, purge)
  *   "B" <business event id>   fan-out progress per journey

@@ -679,13 +679,21 @@ static bool value_ok(const struct computed_def *d, const struct json_object *v)
  * True when state was made for d's aggregate and window and has the shape the
  * functions below read (so none of them can trip over a damaged state).
  */
+/* True when state s says it was made for d's aggregate and window. */
+static bool tag_ok(const struct computed_def *d, const struct json_object *s)
+{
+	struct json_object *a = jget(s, "agg"), *w = jget(s, "window_ms");
+
+	return json_object_is_type(a, json_type_string) &&
+	       strcmp(json_object_get_string(a), agg_names[d->agg]) == 0 && is_int(w) &&
+	       json_object_get_int64(w) == d->window_ms;
+}
+
 static bool state_ok(const struct computed_def *d, const struct json_object *s)
 {
-	struct json_object *a = jget(s, "agg"), *w = jget(s, "window_ms"), *x, *t;
+	struct json_object *x, *t;
 
-	if (!json_object_is_type(a, json_type_string) ||
-	    strcmp(json_object_get_string(a), agg_names[d->agg]) != 0 || !is_int(w) ||
-	    json_object_get_int64(w) != d->window_ms)
+	if (!tag_ok(d, s))
 		return false;
 	if (windowed(d)) {
 		struct json_object *items = jget(s, "items");
@@ -962,10 +970,17 @@ bool computed_apply(const struct computed_def *d, struct json_object **state,
 	bool changed = false;
 
 	if (*state && !state_ok(d, *state)) {
-		log_warn("computed",
-			 "msg=\"state does not match the definition; starting afresh\" "
-			 "attribute=%s",
-			 d->id);
+		/* Expected once per profile after a redefinition (debug); a damaged
+		 * state of the current shape is worth a warning. */
+		if (tag_ok(d, *state))
+			log_warn("computed",
+				 "msg=\"damaged state; starting afresh\" attribute=%s",
+				 d->id);
+		else
+			log_debug("computed",
+				  "msg=\"state of another definition; starting afresh\" "
+				  "attribute=%s",
+				  d->id);
 		json_object_put(*state);
 		*state = state_new(d);
 		changed = true;

@@ -161,6 +161,41 @@ enum nerr expr_eval_with(const struct expr_program *prog, const struct expr_valu
 			 size_t nvars, void *eval_data, struct arena *scratch,
 			 struct expr_value *out, struct nerr_msg *msg);
 
+/*
+ * Index analysis: whether prog can be true only when the value of some
+ * sub-expression E is an element of, or equal to, the value of a field path
+ * <var>.<f1>...<fn>.T, so a caller holding an index of those values can find the
+ * records for which prog may hold without evaluating it on every record (and must
+ * then still evaluate prog on each).
+ *
+ * The path is the variable of slot `slot` followed by the nfields names in
+ * `fields`, then any field T: for a journey's `who`, slot JOURNEY_VAR_PROFILE and
+ * {"traits"} look for profile.traits.T. E may read only the variables whose slots
+ * are in allowed_slots (for `who`: event and now), no comprehension variable
+ * bound outside itself, and call no registered function. Recognised, as the whole
+ * condition or as any operand of the top-level && chain (recursively):
+ *   P.exists(x, x == E)   (also E == x, and that test as an operand of an &&
+ *                          chain that forms the body)
+ *   E in P
+ *   P == E, E == P
+ * Nothing under ||, !, ?:, all(), exists_one() or a two-variable exists() is.
+ *
+ * Returns true with *field = T (NUL-terminated, points into prog: valid while prog
+ * lives) and *value = a new program that evaluates E; false with both NULL.
+ * Guarantee: whenever prog evaluates to true, E's value equals the value of P, or
+ * equals (CEL equality: 1 == 1u == 1.0) an item of P when P is a list or a key of
+ * P when P is a map. Evaluate *value with the same vars array as prog (variables
+ * outside allowed_slots may be null). An index holding scalar items should scan
+ * instead when E yields a list or a map, and may select nothing when E yields an
+ * error (prog is then not true).
+ * *value is a view: it borrows prog's syntax tree, so evaluate it only while prog
+ * lives; free it (before or after prog) with expr_program_free().
+ */
+bool expr_index_condition(const struct expr_program *prog, size_t slot,
+			  const char *const *fields, size_t nfields,
+			  const size_t *allowed_slots, size_t nallowed,
+			  const char **field, struct expr_program **value);
+
 /* Wraps a json-c object as a value without copying (NULL is null). Integers map to
  * int (above INT64_MAX: uint), other numbers to double, objects to map, arrays to
  * list, strings to string (a timestamp string stays a string). The value points

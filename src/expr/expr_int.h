@@ -111,6 +111,9 @@ struct expr_program {
 	pcre2_match_context *mctx; /* owned; match and depth limits */
 	struct expr_zone *zones;   /* owned; calendars for constant time zones */
 	size_t nzones;
+	/* Non-NULL for a view (expr_index_condition): root is a node of view_of's
+	 * tree, and nodes, regexes, mctx and zones are view_of's, not freed here. */
+	const struct expr_program *view_of;
 };
 
 /* An ICU calendar opened at compile time for a constant zone name; ICU

@@ -1342,6 +1342,11 @@ void expr_program_free(struct expr_program *prog)
 {
 	if (!prog)
 		return;
+	if (prog->view_of) {
+		arena_fini(&prog->arena);
+		free(prog);
+		return;
+	}
 	for (size_t i = 0; i < prog->nregex; i++)
 		pcre2_code_free(prog->regexes[i]);
 	free(prog->regexes);

@@ -17,7 +17,11 @@
  *      must name a message step that lies on every path to it (so the message
  *      was sent by the time the wait starts).
  *   3. Index: the sorted step-id index and the list of event names the journey
- *      listens to, so the runtime can route events by name.
+ *      listens to, so the runtime can route events by name (an entry on an
+ *      audience or a business event adds none: the runtime routes those by
+ *      audience id and business event name). A business entry's `who` is
+ *      analysed once here (expr_index_condition) so the runtime can fan a
+ *      business event out through its trait index instead of every profile.
  * Only a document without a single error yields a definition.
  * Invariants: (1) in a compiled definition every step index is in range and
  *   every required program/template is non-NULL; (2) no cycle of the step graph
@@ -1277,6 +1281,29 @@ static void parse_step(struct cx *c, unsigned idx, struct json_object *obj)
 /* ----------------------------------------------------------- journey level */
 
 /*
+ * A business entry's `who` is evaluated for every profile unless it can only hold
+ * when a value computed from the event is in (or equal to) a trait: then the
+ * runtime takes the candidates from its trait index (expr_index_condition).
+ */
+static void find_who_index(struct cx *c, struct journey_entry *en)
+{
+	static const char *const fields[] = {"traits"};
+	static const size_t allowed[] = {JOURNEY_VAR_EVENT, JOURNEY_VAR_NOW};
+	struct expr_program *value;
+	const char *trait;
+
+	if (expr_env_var_count(c->env) != JOURNEY_VAR__COUNT)
+		return; /* not our environment: the slots mean something else */
+	if (!expr_index_condition(en->who.prog, JOURNEY_VAR_PROFILE, fields, 1, allowed,
+				  2, &trait, &value))
+		return;
+	c->d->progs = xrealloc(c->d->progs, (c->d->nprogs + 1) * sizeof(*c->d->progs));
+	c->d->progs[c->d->nprogs++] = value;
+	en->index_trait = arena_strdup(&c->d->arena, trait);
+	en->index_value = value;
+}
+
+/*
  * entry: exactly one of event, audience, business_event says what enters a
  * profile; `on` belongs to audience entries and `who` to business entries only,
  * so a document never carries a field that silently does nothing.
@@ -1324,9 +1351,9 @@ static void parse_entry(struct cx *c, struct json_object *root)
 			add_error(c, "entry.on",
 				  "must be \"enter\" or \"exit\", not '%.64s'", v);
 	}
-	if (has_business)
-		get_cel(c, e, "entry", "who", true, &en->who);
-	else if (json_object_object_get_ex(e, "who", NULL))
+	if (has_business && get_cel(c, e, "entry", "who", true, &en->who))
+		find_who_index(c, en);
+	else if (!has_business && json_object_object_get_ex(e, "who", NULL))
 		add_error(c, "entry.who", "only applies to a business_event entry");
 	get_cel(c, e, "entry", "when", false, &en->when);
 	get_cel(c, e, "entry", "key", false, &en->key);

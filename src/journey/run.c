@@ -3380,8 +3380,10 @@ void journey_rt_pending(struct journey_rt *rt, void (*fn)(void *ud, const char *
 		const char *v = store_iter_value(it, &vl);
 		struct json_object *o = parse_json(v, vl);
 
-		if (o && jstr(o, "kind") && strcmp(jstr(o, "kind"), "webhook") == 0 &&
-		    jstr(o, "state") && strcmp(jstr(o, "state"), "pending") == 0)
+		/* Every channel: an email committed before a crash but never
+		 * handed over (or never confirmed) goes out after the restart. */
+		if (o && jstr(o, "kind") && jstr(o, "state") &&
+		    strcmp(jstr(o, "state"), "pending") == 0)
 			fn(ud, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	}

@@ -62,7 +62,7 @@ struct journey_rt_config {
 			     size_t len, struct buf *out);
 	void (*unsubscribe_url)(void *ud, const char *envelope_id, struct buf *out);
 	void *track_ud;
-		struct govern *govern; /* the send-decision rules (borrowed; may be NULL) */
+	struct govern *govern; /* the send-decision rules (borrowed; may be NULL) */
 	/*
 	 * Audiences and computed attributes (src/audience wires these; NULL = none):
 	 * decorate_profile adds "computed" and "audiences" to a profile view;
@@ -121,8 +121,8 @@ void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64
 /* Profile pid entered (or left) an audience: enters the active journeys whose
  * entry is that change; each instance sees a synthetic "Audience Entered" /
  * "Audience Exited" track event with properties.audience. */
-void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb,
-			    uint64_t pid, const char *audience, bool entered);
+void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
+			    const char *audience, bool entered);
 /* A journey a business event starts: its id and, when its `who` names an indexed
  * candidate set, the trait and the value (computed from the event) to look up;
  * else NULL, NULL. value is borrowed for the call. */
@@ -135,7 +135,8 @@ void journey_rt_business_targets(struct journey_rt *rt, struct json_object *even
  * (and the re-entry rules allow). 1 entered, 0 not, -1 the journey is not active
  * (or no longer starts from a business event). */
 int journey_rt_enter_business(struct journey_rt *rt, struct journey_batch *jb,
-			      const char *journey, uint64_t pid, struct json_object *event);
+			      const char *journey, uint64_t pid,
+			      struct json_object *event);
 /* Profiles `from` were merged into `into`: their instances move over. */
 void journey_rt_on_merge(struct journey_rt *rt, struct journey_batch *jb,
 			 const uint64_t *from, unsigned n, uint64_t into);
@@ -157,7 +158,8 @@ void journey_rt_on_outcome(struct journey_rt *rt, struct journey_batch *jb,
 /* An admin operation record ({"op": ...}); *res receives the answer. */
 void journey_rt_admin(struct journey_rt *rt, struct journey_batch *jb,
 		      struct json_object *op, struct journey_result *res);
-/* Calls fn for every webhook envelope still pending in the outbox (startup). */
+/* Calls fn for every envelope (webhook, email, sms, push) still pending in the
+ * outbox (startup). */
 void journey_rt_pending(struct journey_rt *rt, void (*fn)(void *ud, const char *env_json),
 			void *ud);
 

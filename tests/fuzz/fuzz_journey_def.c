@@ -6,9 +6,9 @@
  * required program/template present; (2) no cycle lacks a wait (checked by a
  * second, independent search here); (3) every step is reachable from start;
  * (4) errors are capped; a refused document yields no definition and at least
- * one error. The template callback accepts ids of even length, so both outcomes
- * of that check are reached. Seeds: tests/fuzz/corpus/fuzz_journey_def (the
- * examples).
+ * one error; each entry kind carries exactly its own fields. The template callback
+ * accepts ids of even length, so both outcomes of that check are reached. Seeds:
+ * tests/fuzz/corpus/fuzz_journey_def (the examples).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -98,14 +98,39 @@ static void check_no_waitless_cycle(const struct journey_def *d)
 	free(seen);
 }
 
+/* Each entry kind has exactly its own fields. */
+static void check_entry(const struct journey_entry *e)
+{
+	switch (e->kind) {
+	case JOURNEY_ENTRY_EVENT:
+		must(e->event && !e->audience && !e->on_exit && !e->who.prog,
+		     "event entry");
+		break;
+	case JOURNEY_ENTRY_AUDIENCE:
+		must(!e->event && e->audience && !e->who.prog, "audience entry");
+		break;
+	case JOURNEY_ENTRY_BUSINESS:
+		must(e->event && !e->audience && !e->on_exit && e->who.prog,
+		     "business entry");
+		break;
+	default:
+		must(0, "entry kind");
+	}
+	must((e->index_trait != NULL) == (e->index_value != NULL) &&
+		     (!e->index_trait || e->kind == JOURNEY_ENTRY_BUSINESS),
+	     "index fields only on a business entry, both or neither");
+}
+
 static void check_def(const struct journey_def *d)
 {
 	unsigned n = d->nsteps, top = 0, nev;
+	const char *const *ev;
 	unsigned char *seen = calloc(n, 1);
 	unsigned *stack = malloc(n * sizeof(*stack));
 	int s[JOURNEY_MAX_ARMS + 5];
 
-	must(d->id && d->entry.event && n > 0 && d->start < n, "journey fields");
+	must(d->id && n > 0 && d->start < n, "journey fields");
+	check_entry(&d->entry);
 	for (unsigned i = 0; i < n; i++) {
 		const struct journey_step *st = &d->steps[i];
 
@@ -189,8 +214,10 @@ static void check_def(const struct journey_def *d)
 	for (unsigned i = 0; i < n; i++)
 		must(seen[i], "every step reachable");
 	check_no_waitless_cycle(d);
-	(void)journey_def_events(d, &nev);
-	must(nev >= 1, "entry event listed");
+	ev = journey_def_events(d, &nev);
+	must((d->entry.kind == JOURNEY_ENTRY_EVENT) ==
+		     (nev >= 1 && strcmp(ev[0], d->entry.event) == 0),
+	     "the entry event is listed first, and only for an event entry");
 	free(stack);
 	free(seen);
 }

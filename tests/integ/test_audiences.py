@@ -289,6 +289,7 @@ class AudienceTest(unittest.TestCase):
                       ["ready"].get("wishlist"), what="index ready")
         fans = [self.person(wishlist=[sku, "other"]) for _ in range(6)]
         single = self.person(wishlist=sku)          # a scalar trait is indexed too
+        fans.append(self.person(wishlist={sku: True, "z": 1}))   # a map: its keys
         self.person(wishlist=["other"])
         self.person(plan="none")
         changed = self.person(wishlist=[sku])
@@ -307,11 +308,11 @@ class AudienceTest(unittest.TestCase):
         st = self.wait_for(lambda: (lambda b: b if b["journeys"]["price-" + tag]["state"] == "done" else None)(
             self.admin("GET", "/v1/business-events/pd-" + tag).json()), what="fan-out")
         j = st["journeys"]["price-" + tag]
-        # (the fan-out mode is asserted once `who` analysis lands: "index")
-        self.assertEqual(j["entered"], 6)
+        self.assertEqual(j["mode"], "index")
+        self.assertEqual(j["entered"], 7)
         # wishlist as a scalar is not a list: exists() errors -> not entered.
-        # (evaluated == 7, the index candidates, is asserted with the mode)
-        got = self.sink.wait(lambda s: len(self.hooks("/price/" + tag)) >= 6 and self.hooks("/price/" + tag))
+        self.assertEqual(j["evaluated"], 8)         # the index's candidates only
+        got = self.sink.wait(lambda s: len(self.hooks("/price/" + tag)) >= 7 and self.hooks("/price/" + tag))
         self.assertEqual(sorted(h["body"]["user"] for h in got), sorted(fans))
         self.assertEqual({h["body"]["price"] for h in got}, {24})
         # The same business event again (same messageId) is applied once.
@@ -319,7 +320,7 @@ class AudienceTest(unittest.TestCase):
                                               "properties": {"sku": sku}})
         self.settle()
         time.sleep(0.3)
-        self.assertEqual(len(self.hooks("/price/" + tag)), 6)
+        self.assertEqual(len(self.hooks("/price/" + tag)), 7)
         self.assertNotIn(single, [h["body"]["user"] for h in got])
 
     def test_business_event_without_index_scans(self):

@@ -47,7 +47,7 @@ class JourneyCli(unittest.TestCase):
 
     def test_every_example_is_valid(self):
         names = sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".json"))
-        self.assertEqual(len(names), 10)
+        self.assertEqual(len(names), 11)
         for name in names:
             with open(os.path.join(EXAMPLES, name)) as f:
                 nsteps = len(json.load(f)["steps"])

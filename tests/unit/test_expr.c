@@ -794,6 +794,303 @@ static void test_step_budget_stops_work(void **state)
 	check(src, NERR_EVAL, "error: evaluation step limit exceeded");
 }
 
+/* ---- index analysis (expr_index_condition) ---- */
+
+enum { IX_EVENT, IX_PROFILE, IX_JOURNEY, IX_NOW, IX_NVARS };
+
+static struct expr_value ix_identity(const struct expr_call *call,
+				     const struct expr_value *args, size_t nargs)
+{
+	(void)call;
+	(void)nargs;
+	return args[0];
+}
+
+/* The journey variables in their slot order, and a registered function f(x). */
+static struct expr_env *ix_env(void)
+{
+	struct expr_env *env = expr_env_new();
+
+	assert_int_equal(expr_env_add_var(env, "event", NULL), NERR_OK);
+	assert_int_equal(expr_env_add_var(env, "profile", NULL), NERR_OK);
+	assert_int_equal(expr_env_add_var(env, "journey", NULL), NERR_OK);
+	assert_int_equal(expr_env_add_var(env, "now", NULL), NERR_OK);
+	assert_int_equal(expr_env_add_function(env, "f", 1, ix_identity, NULL), NERR_OK);
+	return env;
+}
+
+/*
+ * Compiles src and runs the analysis for profile.traits.T with event and now
+ * allowed. Returns whether it found a test; T is copied into trait. With prog_out
+ * set, the program and the value program are handed to the caller.
+ */
+static bool ix_find(struct expr_env *env, const char *src, char *trait, size_t size,
+		    struct expr_program **prog_out, struct expr_program **value_out)
+{
+	static const char *const fields[] = {"traits"};
+	static const size_t allowed[] = {IX_EVENT, IX_NOW};
+	struct expr_program *prog = NULL, *value = NULL;
+	const char *t = NULL;
+	struct nerr_msg msg;
+	bool found;
+
+	if (expr_compile(src, env, &prog, &msg) != NERR_OK)
+		fail_msg("%s: %s", src, msg.message);
+	found = expr_index_condition(prog, IX_PROFILE, fields, 1, allowed, 2, &t, &value);
+	if (found) {
+		assert_non_null(t);
+		assert_non_null(value);
+		snprintf(trait, size, "%s", t);
+	} else {
+		assert_null(t);
+		assert_null(value);
+	}
+	if (prog_out) {
+		*prog_out = prog;
+		*value_out = value;
+	} else {
+		expr_program_free(value);
+		expr_program_free(prog);
+	}
+	return found;
+}
+
+static void expect_indexed(struct expr_env *env, const char *src, const char *want)
+{
+	char trait[128];
+
+	if (!ix_find(env, src, trait, sizeof(trait), NULL, NULL))
+		fail_msg("not indexed: %s", src);
+	assert_string_equal(trait, want);
+}
+
+static void expect_not_indexed(struct expr_env *env, const char *src)
+{
+	char trait[128];
+
+	if (ix_find(env, src, trait, sizeof(trait), NULL, NULL))
+		fail_msg("indexed on %s: %s", trait, src);
+}
+
+static void test_index_condition_recognises_membership_forms(void **state)
+{
+	struct expr_env *env = ix_env();
+
+	(void)state;
+	expect_indexed(env,
+		       "profile.traits.wishlist.exists(x, x == event.properties.sku)",
+		       "wishlist");
+	expect_indexed(env,
+		       "profile.traits.wishlist.exists(x, event.properties.sku == x)",
+		       "wishlist");
+	expect_indexed(env, "event.properties.sku in profile.traits.wishlist",
+		       "wishlist");
+	expect_indexed(env, "profile.traits.tier == event.properties.tier", "tier");
+	expect_indexed(env, "event.properties.tier == profile.traits.tier", "tier");
+	/* any operand of the top-level && chain, however it nests */
+	expect_indexed(
+		env,
+		"has(event.properties.sku) && event.properties.price < 30.0 && "
+		"event.properties.sku in profile.traits.wishlist && profile.traits.vip",
+		"wishlist");
+	expect_indexed(
+		env,
+		"(profile.traits.vip || event.properties.all) && (profile.traits.optin "
+		"&& profile.traits.city == event.properties.city)",
+		"city");
+	expect_indexed(env,
+		       "event.properties.sku in profile.traits.wishlist && "
+		       "(profile.traits.vip || event.properties.all)",
+		       "wishlist");
+	/* an && chain as the body of exists() */
+	expect_indexed(
+		env,
+		"profile.traits.items.exists(i, i.size() > 0 && (i == "
+		"event.properties.sku && now > timestamp('2020-01-01T00:00:00Z')))",
+		"items");
+	/* E may use now, builtins, macros of its own and regexes */
+	expect_indexed(
+		env,
+		"event.properties.skus.filter(s, s != '')[0] in profile.traits.wishlist",
+		"wishlist");
+	expect_indexed(env, "now.getFullYear() in profile.traits.years", "years");
+	expect_indexed(
+		env,
+		"profile.traits.letters.exists(l, l == (event.properties.sku.matches("
+		"'^X') ? 'x' : 'y'))",
+		"letters");
+	expr_env_free(env);
+}
+
+static void test_index_condition_refuses_what_is_not_necessary(void **state)
+{
+	struct expr_env *env = ix_env();
+
+	(void)state;
+	/* the form under ||, !, ?: or compared with something */
+	expect_not_indexed(env,
+			   "event.properties.sku in profile.traits.wishlist || false");
+	expect_not_indexed(env, "has(event.properties.sku) && (event.properties.sku in "
+				"profile.traits.wishlist || profile.traits.vip)");
+	expect_not_indexed(env, "!(event.properties.sku in profile.traits.wishlist)");
+	expect_not_indexed(env, "event.properties.any ? true : event.properties.sku in "
+				"profile.traits.wishlist");
+	expect_not_indexed(env,
+			   "(event.properties.sku in profile.traits.wishlist) == false");
+	expect_not_indexed(env, "profile.traits.tier != event.properties.tier");
+	/* other macros and other bodies */
+	expect_not_indexed(env,
+			   "profile.traits.wishlist.all(x, x == event.properties.sku)");
+	expect_not_indexed(
+		env, "profile.traits.wishlist.exists_one(x, x == event.properties.sku)");
+	expect_not_indexed(
+		env, "profile.traits.wishlist.exists(x, x != event.properties.sku)");
+	expect_not_indexed(
+		env, "profile.traits.wishlist.exists(x, x == event.properties.sku || "
+		     "true)");
+	expect_not_indexed(
+		env, "profile.traits.wishlist.exists(x, !(x == event.properties.sku))");
+	expect_not_indexed(
+		env, "profile.traits.prices.exists(k, v, v == event.properties.sku)");
+	expect_not_indexed(env, "profile.traits.wishlist.map(x, x).exists(x, x == "
+				"event.properties.sku)");
+	/* E reading the comprehension variable, the profile, journey, a registered
+	 * function or an undeclared name */
+	expect_not_indexed(env, "profile.traits.wishlist.exists(x, x == x)");
+	expect_not_indexed(env, "profile.traits.wishlist.exists(x, x == x + '')");
+	expect_not_indexed(
+		env, "profile.traits.wishlist.exists(x, x == profile.traits.favourite)");
+	expect_not_indexed(env, "profile.traits.a in profile.traits.b");
+	expect_not_indexed(env, "profile.traits.tier == profile.traits.tier");
+	expect_not_indexed(env,
+			   "journey.entry.properties.sku in profile.traits.wishlist");
+	expect_not_indexed(env, "f(event.properties.sku) in profile.traits.wishlist");
+	expect_not_indexed(env, "nope in profile.traits.wishlist");
+	/* a comprehension variable of an enclosing macro is not E's own */
+	expect_not_indexed(env,
+			   "event.properties.skus.all(s, s in profile.traits.wishlist)");
+	/* other paths */
+	expect_not_indexed(env, "event.properties.sku in profile.wishlist");
+	expect_not_indexed(env, "event.properties.sku in profile.traits.wishlist.items");
+	expect_not_indexed(env, "event.properties.sku in event.traits.wishlist");
+	expect_not_indexed(env, "event.properties.sku in profile.traits");
+	expect_not_indexed(env, "event.properties.sku in [profile.traits.wishlist][0]");
+	expect_not_indexed(env, "event.properties.sku == 'X1'");
+	expr_env_free(env);
+}
+
+/*
+ * Evaluates cond (and the value program E with the profile nulled) for one event
+ * and profile; when cond is true, checks with CEL's own == and `in` that E equals
+ * the trait or is an item (list) or key (map) of it. Returns whether cond held.
+ */
+static bool ix_check_one(const struct expr_program *prog,
+			 const struct expr_program *value,
+			 const struct expr_program *checker, const char *ev_json,
+			 const char *pr_json, struct arena *a)
+{
+	struct json_object *ev = json_tokener_parse(ev_json);
+	struct json_object *pr = json_tokener_parse(pr_json);
+	struct json_object *traits = json_object_object_get(pr, "traits");
+	struct expr_value vars[IX_NVARS] = {0}, out, cv[2];
+	bool holds;
+
+	vars[IX_EVENT] = expr_value_from_json(ev);
+	vars[IX_PROFILE] = expr_value_from_json(pr);
+	vars[IX_JOURNEY] = expr_value_from_json(NULL);
+	vars[IX_NOW].kind = EXPR_TIMESTAMP;
+	arena_reset(a);
+	holds = expr_eval(prog, vars, IX_NVARS, a, &out, NULL) == NERR_OK &&
+		expr_value_is_true(&out);
+	if (holds) {
+		vars[IX_PROFILE] = expr_value_from_json(NULL);
+		assert_int_equal(expr_eval(value, vars, IX_NVARS, a, &cv[0], NULL),
+				 NERR_OK);
+		cv[1] = expr_value_from_json(json_object_object_get(traits, "t"));
+		if (expr_eval(checker, cv, 2, a, &out, NULL) != NERR_OK ||
+		    !expr_value_is_true(&out))
+			fail_msg("true for %s / %s but E is not in t", ev_json, pr_json);
+	}
+	json_object_put(ev);
+	json_object_put(pr);
+	return holds;
+}
+
+/*
+ * The guarantee itself: over a grid of events and profiles, whenever a condition
+ * the analysis accepts is true, the value program's result is in the trait. Also
+ * frees the value both before and after the program it borrows from.
+ */
+static void test_index_condition_is_a_necessary_condition(void **state)
+{
+	static const char *const conds[] = {
+		"profile.traits.t.exists(x, x == event.properties.v)",
+		"profile.traits.t.exists(x, event.properties.v == x && x != 'b')",
+		"event.properties.v in profile.traits.t",
+		"profile.traits.t == event.properties.v",
+		"event.properties.v == profile.traits.t && profile.traits.t != null",
+		"has(event.properties.v) && event.properties.v in profile.traits.t",
+		"event.properties.w.map(s, s + 1)[0] in profile.traits.t",
+	};
+	static const char *const events[] = {
+		"{\"properties\": {\"v\": \"a\", \"w\": [1]}}",
+		"{\"properties\": {\"v\": \"b\", \"w\": [23]}}",
+		"{\"properties\": {\"v\": 24.0, \"w\": [23.0]}}",
+		"{\"properties\": {\"v\": 24, \"w\": [0]}}",
+		"{\"properties\": {\"v\": [\"a\"], \"w\": []}}",
+		"{\"properties\": {}}",
+	};
+	static const char *const profiles[] = {
+		"{\"traits\": {\"t\": [\"a\", \"b\"]}}",
+		"{\"traits\": {\"t\": [24, \"c\"]}}",
+		"{\"traits\": {\"t\": {\"a\": 1, \"b\": 2}}}",
+		"{\"traits\": {\"t\": \"a\"}}",
+		"{\"traits\": {\"t\": 24}}",
+		"{\"traits\": {\"t\": [\"a\"]}}",
+		"{\"traits\": {\"t\": [[\"a\"]]}}",
+		"{\"traits\": {\"t\": []}}",
+		"{\"traits\": {}}",
+	};
+	struct expr_env *env = ix_env(), *cenv = expr_env_new();
+	struct expr_program *checker;
+	struct nerr_msg msg;
+	struct arena a;
+	unsigned trues = 0;
+
+	(void)state;
+	arena_init(&a, 0);
+	assert_int_equal(expr_env_add_var(cenv, "e", NULL), NERR_OK);
+	assert_int_equal(expr_env_add_var(cenv, "t", NULL), NERR_OK);
+	assert_int_equal(expr_compile("e == t || (type(t) in [list, map] && e in t)",
+				      cenv, &checker, &msg),
+			 NERR_OK);
+	for (size_t ci = 0; ci < sizeof(conds) / sizeof(conds[0]); ci++) {
+		struct expr_program *prog, *value;
+		char trait[64];
+
+		assert_true(ix_find(env, conds[ci], trait, sizeof(trait), &prog, &value));
+		assert_string_equal(trait, "t");
+		for (size_t ei = 0; ei < sizeof(events) / sizeof(events[0]); ei++)
+			for (size_t pi = 0; pi < sizeof(profiles) / sizeof(profiles[0]);
+			     pi++)
+				trues += ix_check_one(prog, value, checker, events[ei],
+						      profiles[pi], &a);
+		if (ci % 2) {
+			expr_program_free(value);
+			expr_program_free(prog);
+		} else {
+			expr_program_free(prog);
+			expr_program_free(value);
+		}
+	}
+	/* the grid exercises the guarantee, not only conditions that are false */
+	assert_true(trues >= 30);
+	expr_program_free(checker);
+	expr_env_free(cenv);
+	arena_fini(&a);
+	expr_env_free(env);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -815,6 +1112,9 @@ int main(void)
 		cmocka_unit_test(test_one_program_many_threads),
 		cmocka_unit_test(test_scratch_limit_stops_growth),
 		cmocka_unit_test(test_step_budget_stops_work),
+		cmocka_unit_test(test_index_condition_recognises_membership_forms),
+		cmocka_unit_test(test_index_condition_refuses_what_is_not_necessary),
+		cmocka_unit_test(test_index_condition_is_a_necessary_condition),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

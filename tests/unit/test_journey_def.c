@@ -216,7 +216,7 @@ static void test_every_example_compiles(void **state)
 		n++;
 	}
 	closedir(dir);
-	assert_int_equal(n, 10);
+	assert_int_equal(n, 11);
 }
 
 static void test_design_example_compiles_into_indexes(void **state)
@@ -755,12 +755,83 @@ static void test_business_entry_parsed_and_not_listened_to(void **state)
 	assert_string_equal(d->entry.who.src,
 			    "event.properties.sku in profile.traits.wishlist");
 	assert_non_null(d->entry.who.prog);
+	assert_string_equal(d->entry.index_trait, "wishlist");
+	assert_non_null(d->entry.index_value);
 	assert_non_null(d->entry.key.prog);
 	/* the business event is not a profile's event: only the exit is listened to */
 	ev = journey_def_events(d, &n);
 	assert_int_equal(n, 1);
 	assert_string_equal(ev[0], "Order Completed");
 	journey_def_free(d);
+}
+
+/* Evaluates a business entry's index value for event_json (profile and journey
+ * null, as the runtime does) and checks its JSON form. */
+static void expect_index_value(const struct journey_def *d, const char *event_json,
+			       const char *want)
+{
+	struct json_object *ev = json_tokener_parse(event_json), *j;
+	struct expr_value vars[JOURNEY_VAR__COUNT] = {0}, out;
+	struct arena scratch;
+
+	arena_init(&scratch, 0);
+	vars[JOURNEY_VAR_EVENT] = expr_value_from_json(ev);
+	vars[JOURNEY_VAR_PROFILE] = expr_value_from_json(NULL);
+	vars[JOURNEY_VAR_JOURNEY] = expr_value_from_json(NULL);
+	vars[JOURNEY_VAR_NOW].kind = EXPR_TIMESTAMP;
+	assert_int_equal(expr_eval(d->entry.index_value, vars, JOURNEY_VAR__COUNT,
+				   &scratch, &out, NULL),
+			 NERR_OK);
+	j = expr_value_to_json(&out);
+	assert_string_equal(json_object_to_json_string(j), want);
+	json_object_put(j);
+	json_object_put(ev);
+	arena_fini(&scratch);
+}
+
+static void test_business_entry_who_index(void **state)
+{
+	char *json = entry_doc(
+		"{\"business_event\": \"Price Dropped\", \"who\": "
+		"\"event.properties.new_price < 30 && "
+		"profile.traits.wishlist.exists(s, s == event.properties.sku) && "
+		"consent('email')\"}");
+	struct journey_def *d = must_compile(json);
+
+	(void)state;
+	assert_string_equal(d->entry.index_trait, "wishlist");
+	assert_non_null(d->entry.index_value);
+	expect_index_value(d, "{\"properties\": {\"sku\": \"X1\", \"new_price\": 24}}",
+			   "\"X1\"");
+	journey_def_free(d);
+	free(json);
+
+	json = entry_doc("{\"business_event\": \"Launch\", \"who\": "
+			 "\"profile.traits.city == event.properties.city\"}");
+	d = must_compile(json);
+	assert_string_equal(d->entry.index_trait, "city");
+	expect_index_value(d, "{\"properties\": {\"city\": \"Lyon\"}}", "\"Lyon\"");
+	journey_def_free(d);
+	free(json);
+
+	/* under || there is no necessary membership test: every profile is a candidate */
+	json = entry_doc("{\"business_event\": \"Price Dropped\", \"who\": "
+			 "\"event.properties.sku in profile.traits.wishlist || "
+			 "profile.traits.vip\"}");
+	d = must_compile(json);
+	assert_null(d->entry.index_trait);
+	assert_null(d->entry.index_value);
+	journey_def_free(d);
+	free(json);
+
+	/* a value that reads the profile cannot be computed from the event */
+	json = entry_doc("{\"business_event\": \"P\", \"who\": "
+			 "\"profile.traits.fav in profile.traits.wishlist\"}");
+	d = must_compile(json);
+	assert_null(d->entry.index_trait);
+	assert_null(d->entry.index_value);
+	journey_def_free(d);
+	free(json);
 }
 
 static void test_event_entry_kind_and_events(void **state)
@@ -1673,6 +1744,7 @@ int main(void)
 		cmocka_unit_test(test_rejects_bad_ids_and_zone),
 		cmocka_unit_test(test_audience_entry_parsed),
 		cmocka_unit_test(test_business_entry_parsed_and_not_listened_to),
+		cmocka_unit_test(test_business_entry_who_index),
 		cmocka_unit_test(test_event_entry_kind_and_events),
 		cmocka_unit_test(test_rejects_bad_entry_forms),
 		cmocka_unit_test(test_rejects_reentry_after_without_allow),
