@@ -26,6 +26,7 @@
 #include "audience/audience.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/map.h"
 #include "base/mem.h"
 #include "ingest/inbox.h"
 #include "report/metrics.h"
@@ -60,6 +61,7 @@ struct engine {
 	_Atomic uint64_t applied_seq;
 	_Atomic bool broken;
 	bool batch_failed;	/* engine thread: a store read failed mid-batch */
+	struct map dedup_batch; /* engine thread: messageIds recorded this batch */
 	int64_t profiles;	/* live profiles; engine thread (stored in meta) */
 	int64_t batch_profiles; /* change within the current batch */
 	uv_async_t async;
@@ -117,7 +119,14 @@ uint64_t engine_stored_applied_seq(struct store *s)
 	return seq;
 }
 
-/* Returns true if messageId was seen within the window; records it otherwise. */
+/*
+ * Returns true if messageId was seen within the window; records it otherwise.
+ * The entries go into the batch as blind writes (nothing reads them back
+ * through it); the ids recorded in this batch are kept in e->dedup_batch
+ * instead, so a repeat within one batch is still caught. Reads therefore go to
+ * committed state plus that set, which is what the batch would have shown:
+ * the only indexed dedup writes are dedup_prune's, at the end of the batch.
+ */
 static bool dedup_seen(struct engine *e, struct store_batch *b, const char *mid,
 		       int64_t now_ms)
 {
@@ -126,8 +135,9 @@ static bool dedup_seen(struct engine *e, struct store_batch *b, const char *mid,
 	size_t vl = 0;
 	bool seen = false;
 
-	if (store_batch_get(b, STORE_CF_DEDUP, mid, mlen, &v, &vl) == NERR_OK &&
-	    vl >= 8) {
+	if (map_get(&e->dedup_batch, mid))
+		return true; /* recorded at now_ms by this very batch */
+	if (store_get(e->s, STORE_CF_DEDUP, mid, mlen, &v, &vl) == NERR_OK && vl >= 8) {
 		int64_t t = (int64_t)store_get_u64(v);
 
 		seen = now_ms - t < e->cfg.dedup_window_ms;
@@ -141,12 +151,22 @@ static bool dedup_seen(struct engine *e, struct store_batch *b, const char *mid,
 	char *tk = xmalloc(8 + mlen);
 
 	store_put_u64(tv, (uint64_t)now_ms);
-	store_batch_put(b, STORE_CF_DEDUP, mid, mlen, tv, 8);
+	store_batch_put_blind(b, STORE_CF_DEDUP, mid, mlen, tv, 8);
 	store_put_u64(tk, (uint64_t)now_ms);
 	memcpy(tk + 8, mid, mlen);
-	store_batch_put(b, STORE_CF_DEDUP_TIME, tk, 8 + mlen, "", 0);
+	store_batch_put_blind(b, STORE_CF_DEDUP_TIME, tk, 8 + mlen, "", 0);
 	free(tk);
+	map_put(&e->dedup_batch, mid, e);
 	return false;
+}
+
+/* Forgets the ids recorded by the batch just committed (or abandoned). */
+static void dedup_batch_reset(struct engine *e)
+{
+	if (e->dedup_batch.len) {
+		map_fini(&e->dedup_batch);
+		map_init(&e->dedup_batch);
+	}
 }
 
 /* Deletes up to DEDUP_PRUNE_PER_BATCH expired dedup entries. */
@@ -165,7 +185,9 @@ static void dedup_prune(struct engine *e, struct store_batch *b, int64_t now_ms)
 
 		if (kl < 8 || (int64_t)store_get_u64(k) >= cutoff)
 			break;
-		/* Only drop the id if it was not seen again later. */
+		/* Only drop the id if it was not seen again later. An id seen
+		 * again in this batch was written blind: that write is applied
+		 * after this deletion, so it stays. */
 		if (store_batch_get(b, STORE_CF_DEDUP, k + 8, kl - 8, &v, &vl) ==
 			    NERR_OK &&
 		    vl >= 8 && store_get_u64(v) == store_get_u64(k))
@@ -387,6 +409,7 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 	int64_t now_ms = jb->now_ms;
 
 	*changed = false;
+	dedup_batch_reset(e);
 	if (upto > applied) {
 		it = store_iter_new(e->s, NULL, STORE_CF_INBOX);
 		store_put_u64(key, applied + 1);
@@ -624,6 +647,7 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 		e->cfg.batch_max = 2000;
 	e->on_applied = on_applied;
 	e->ud = ud;
+	map_init(&e->dedup_batch);
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	atomic_store(&e->applied_seq, engine_stored_applied_seq(s));
@@ -688,6 +712,7 @@ void engine_free(struct engine *e)
 	aud_free(e->aud);
 	govern_free(e->govern);
 	report_free(e->report);
+	map_fini(&e->dedup_batch);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	free(e);

@@ -4,6 +4,9 @@
  * Design: one rocksdb_t with a fixed list of column families (created when
  * missing, so older data directories gain new families). Batches are
  * WriteBatchWithIndex so the engine can read its own uncommitted writes.
+ * Keeping that index costs a search per write, so writes nobody reads back
+ * (blind writes) are kept beside it as plain records and appended, after the
+ * indexed ones, to one plain WriteBatch at commit: still one atomic write.
  * Options favour small synced batches: WAL on, sync per commit, a modest block
  * cache. Failure of a synced write is reported as NERR_IO and logged once here
  * with the RocksDB message; upper layers decide to stop accepting.
@@ -43,9 +46,19 @@ struct store {
 	rocksdb_block_based_table_options_t *bbto;
 };
 
+/* One blind write in store_batch.blind: header, then key, then value. */
+struct blind_op {
+	uint32_t klen, vlen;
+	unsigned char cf;
+	unsigned char del;
+};
+
 struct store_batch {
 	struct store *s;
 	rocksdb_writebatch_wi_t *wb;
+	char *blind; /* blind_op records back to back, not indexed */
+	size_t blind_len, blind_cap;
+	unsigned nblind;
 };
 
 struct store_iter {
@@ -198,17 +211,72 @@ void store_batch_free(struct store_batch *b)
 	if (!b)
 		return;
 	rocksdb_writebatch_wi_destroy(b->wb);
+	free(b->blind);
 	free(b);
 }
 
 void store_batch_clear(struct store_batch *b)
 {
 	rocksdb_writebatch_wi_clear(b->wb);
+	b->blind_len = 0;
+	b->nblind = 0;
 }
 
 unsigned store_batch_count(const struct store_batch *b)
 {
-	return (unsigned)rocksdb_writebatch_wi_count(b->wb);
+	return (unsigned)rocksdb_writebatch_wi_count(b->wb) + b->nblind;
+}
+
+static void blind_add(struct store_batch *b, enum store_cf cf, bool del, const void *key,
+		      size_t klen, const void *val, size_t vlen)
+{
+	struct blind_op op = {(uint32_t)klen, (uint32_t)vlen, (unsigned char)cf, del};
+	size_t need = sizeof(op) + klen + vlen;
+
+	ASSERT(klen <= UINT32_MAX && vlen <= UINT32_MAX);
+	if (b->blind_len + need > b->blind_cap) {
+		size_t cap = b->blind_cap ? b->blind_cap : 4096;
+
+		while (cap < b->blind_len + need)
+			cap *= 2;
+		b->blind = xrealloc(b->blind, cap);
+		b->blind_cap = cap;
+	}
+	memcpy(b->blind + b->blind_len, &op, sizeof(op));
+	memcpy(b->blind + b->blind_len + sizeof(op), key, klen);
+	if (vlen)
+		memcpy(b->blind + b->blind_len + sizeof(op) + klen, val, vlen);
+	b->blind_len += need;
+	b->nblind++;
+}
+
+void store_batch_put_blind(struct store_batch *b, enum store_cf cf, const void *key,
+			   size_t klen, const void *val, size_t vlen)
+{
+	blind_add(b, cf, false, key, klen, val, vlen);
+}
+
+void store_batch_delete_blind(struct store_batch *b, enum store_cf cf, const void *key,
+			      size_t klen)
+{
+	blind_add(b, cf, true, key, klen, NULL, 0);
+}
+
+/* Appends the blind writes to a plain write batch. */
+static void blind_replay(const struct store_batch *b, rocksdb_writebatch_t *wb)
+{
+	for (size_t off = 0; off < b->blind_len;) {
+		struct blind_op op;
+		const char *k = b->blind + off + sizeof(op);
+
+		memcpy(&op, b->blind + off, sizeof(op));
+		if (op.del)
+			rocksdb_writebatch_delete_cf(wb, b->s->cf[op.cf], k, op.klen);
+		else
+			rocksdb_writebatch_put_cf(wb, b->s->cf[op.cf], k, op.klen,
+						  k + op.klen, op.vlen);
+		off += sizeof(op) + op.klen + op.vlen;
+	}
 }
 
 void store_batch_put(struct store_batch *b, enum store_cf cf, const void *key,
@@ -247,17 +315,33 @@ enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *k
 
 enum nerr store_batch_commit(struct store_batch *b, bool sync, struct nerr_msg *msg)
 {
+	const rocksdb_writeoptions_t *wo = sync ? b->s->wopts_sync : b->s->wopts_nosync;
 	char *err = NULL;
 
-	rocksdb_write_writebatch_wi(
-		b->s->db, sync ? b->s->wopts_sync : b->s->wopts_nosync, b->wb, &err);
+	if (b->nblind == 0) {
+		rocksdb_write_writebatch_wi(b->s->db, (rocksdb_writeoptions_t *)wo, b->wb,
+					    &err);
+	} else {
+		/* One plain batch: the indexed writes' bytes as they are, then
+		 * the blind ones, so all of it still commits atomically. */
+		size_t size = 0;
+		const char *rep = rocksdb_writebatch_wi_count(b->wb)
+					  ? rocksdb_writebatch_wi_data(b->wb, &size)
+					  : NULL;
+		rocksdb_writebatch_t *wb = rep ? rocksdb_writebatch_create_from(rep, size)
+					       : rocksdb_writebatch_create();
+
+		blind_replay(b, wb);
+		rocksdb_write(b->s->db, (rocksdb_writeoptions_t *)wo, wb, &err);
+		rocksdb_writebatch_destroy(wb);
+	}
 	if (err) {
 		nerr_set(msg, NERR_IO, NULL, "write failed: %s", err);
 		log_error("store", "msg=\"commit failed\" sync=%d err=\"%s\"", sync, err);
 		free(err);
 		return NERR_IO;
 	}
-	rocksdb_writebatch_wi_clear(b->wb);
+	store_batch_clear(b);
 	return NERR_OK;
 }
 

@@ -63,7 +63,8 @@ void store_close(struct store *s);
 enum nerr store_get(struct store *s, enum store_cf cf, const void *key, size_t klen,
 		    char **val, size_t *len);
 
-/* A write batch whose reads see its own writes. */
+/* A write batch whose reads see its own (indexed) writes. The count includes
+ * blind writes. */
 struct store_batch *store_batch_new(struct store *s);
 void store_batch_free(struct store_batch *b);
 void store_batch_clear(struct store_batch *b);
@@ -72,6 +73,19 @@ void store_batch_put(struct store_batch *b, enum store_cf cf, const void *key,
 		     size_t klen, const void *val, size_t vlen);
 void store_batch_delete(struct store_batch *b, enum store_cf cf, const void *key,
 			size_t klen);
+/*
+ * Blind writes: recorded without indexing, so they cost a copy instead of a
+ * search of the batch's write index, and they are invisible to
+ * store_batch_get() and to iterators over the batch. They commit atomically
+ * with the batch, applied after its indexed writes (a key written both ways
+ * ends with the blind write). For writes the batch never reads back: consumed
+ * inbox records, dedup entries the engine tracks itself, the committer's
+ * records.
+ */
+void store_batch_put_blind(struct store_batch *b, enum store_cf cf, const void *key,
+			   size_t klen, const void *val, size_t vlen);
+void store_batch_delete_blind(struct store_batch *b, enum store_cf cf, const void *key,
+			      size_t klen);
 /* Like store_get, but sees the batch's pending writes first. */
 enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *key,
 			  size_t klen, char **val, size_t *len);

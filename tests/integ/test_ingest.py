@@ -322,3 +322,35 @@ class LifecycleTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DedupWindowTest(unittest.TestCase):
+    """The dedup window ends: an id seen again after it is applied again, once,
+    even when it comes twice in one engine batch that also prunes its old entry
+    (the engine writes dedup entries blind and tracks the batch's ids itself)."""
+
+    def test_id_after_window_applied_once_and_remembered_again(self):
+        with NudgeServer(extra_args=["--test-clock"],
+                         config_text="[ingest]\ndedup_window = 1h\n") as s:
+            u, m = "u-" + uuid.uuid4().hex[:12], mid()
+            body = {"userId": u, "event": "Paid", "messageId": m}
+
+            def count(marker):
+                s.post("/v1/track", {"userId": u, "event": marker, "messageId": mid()})
+                p = s.wait_profile("user_id", u, lambda p: any(e["event"] == marker for e in p["events"]))
+                return sum(1 for e in p["events"] if e.get("messageId") == m)
+
+            self.assertEqual(s.post("/v1/track", body).status, 200)
+            self.assertEqual(s.post("/v1/track", body).status, 200)
+            self.assertEqual(count("M1"), 1)
+            r = s.request("POST", "/v1/debug/clock", {"advance": "2h"}, auth="admin")
+            self.assertEqual(r.status, 200, r)
+            r = s.post("/v1/batch", {"batch": [dict(body, type="track"), dict(body, type="track")]})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(count("M2"), 2)
+            self.assertEqual(s.post("/v1/track", body).status, 200)
+            self.assertEqual(count("M3"), 2)
+            s.stop()
+            s.start()
+            self.assertEqual(s.post("/v1/track", body).status, 200)
+            self.assertEqual(count("M4"), 2)

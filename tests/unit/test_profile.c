@@ -1019,6 +1019,154 @@ static void test_check_finds_corruption(void **state)
 	buf_fini(&problems);
 }
 
+/* The stored record, as text (caller frees). */
+static char *raw_record(struct fx *f, uint64_t pid)
+{
+	unsigned char k[8];
+	char *v = NULL;
+	size_t len = 0;
+
+	store_put_u64(k, pid);
+	assert_int_equal(store_get(f->s, STORE_CF_PROFILES, k, 8, &v, &len), NERR_OK);
+	return v;
+}
+
+/* prof_save prints the history by hand: the bytes must be json-c's own. */
+static void test_record_bytes_are_json_c_plain(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result r = {0};
+	struct json_object *o;
+	char *rec;
+
+	f->cfg.history_max_age_ms = 0; /* keep every event time below */
+	apply(f,
+	      "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"email\":"
+	      "\"A@x.io\",\"n\":[1,{\"history\":[[1,2]]}]}}",
+	      T0);
+	rec = raw_record(f, lookup(f, "user_id", "u1"));
+	assert_non_null(strstr(rec, ",\"history\":[]}"));
+	o = json_tokener_parse(rec);
+	assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+			    rec);
+	json_object_put(o);
+	free(rec);
+	for (int i = 0; i < 3; i++)
+		r = apply(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\"}",
+			  i == 1 ? -5 : T0 * 1000 * (i + 1));
+	rec = raw_record(f, r.profile_id);
+	o = json_tokener_parse(rec);
+	assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+			    rec);
+	assert_int_equal(len_at(o, "history"), 3);
+	assert_int_equal(json_object_get_int64(json_object_array_get_idx(
+				 json_object_array_get_idx(at(o, "history"), 0), 0)),
+			 0); /* a negative event time is kept as 0 */
+	json_object_put(o);
+	free(rec);
+}
+
+/* Records whose history is not the last member (written by hand here) load
+ * like the ones prof_save writes, and are rewritten in its layout. */
+static void test_record_layouts_load_alike(void **state)
+{
+	struct fx *f = *state;
+	static const char *const recs[] = {
+		"{\"history\":[[1767225600000,1],[1767225601000,2]],\"v\":1,\"id\":7,"
+		"\"created_ms\":1,\"updated_ms\":1,\"identities\":[\"user_id:u9\"],"
+		"\"traits\":{}}",
+		"{\"v\":1,\"id\":7,\"created_ms\":1,\"updated_ms\":1,"
+		"\"identities\":[\"user_id:u9\"],\"traits\":{\"x\":{\"v\":{\"history\":"
+		"[[5,5]]},\"t\":1}},\"history\":[ [1767225600000,1], "
+		"[1767225601000,2] ] }",
+		"{\"v\":1,\"id\":7,\"created_ms\":1,\"updated_ms\":1,"
+		"\"identities\":[\"user_id:u9\"],\"traits\":{},\"history\":"
+		"[[1767225601000,2],[1767225600000,1]]}",
+	};
+
+	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
+		unsigned char k[8], v[8], ek[24];
+		struct profile_result r;
+		struct json_object *o, *h;
+		char *rec;
+
+		store_put_u64(k, 7);
+		store_batch_put(f->b, STORE_CF_PROFILES, k, 8, recs[i], strlen(recs[i]));
+		store_put_u64(v, 7);
+		store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
+		for (uint64_t s = 1; s <= 2; s++) {
+			store_put_u64(ek, 7);
+			store_put_u64(ek + 8, (uint64_t)(T0 + (int64_t)(s - 1) * 1000));
+			store_put_u64(ek + 16, s);
+			store_batch_put(f->b, STORE_CF_EVENTS, ek, 24, "{}", 2);
+		}
+		commit(f);
+		f->seq = 2;
+		r = apply(f, "{\"type\":\"track\",\"userId\":\"u9\",\"event\":\"E\"}",
+			  T0 + 500);
+		assert_int_equal(r.profile_id, 7);
+		rec = raw_record(f, 7);
+		o = json_tokener_parse(rec);
+		assert_string_equal(
+			json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), rec);
+		h = at(o, "history");
+		assert_int_equal(len_at(o, "history"), 3);
+		assert_int_equal(json_object_get_int64(json_object_array_get_idx(
+					 json_object_array_get_idx(h, 1), 1)),
+				 3);
+		assert_int_equal(json_object_get_int64(json_object_array_get_idx(
+					 json_object_array_get_idx(h, 2), 1)),
+				 2);
+		json_object_put(o);
+		free(rec);
+		o = get(f, 7);
+		assert_int_equal(len_at(o, "events"), 3);
+		json_object_put(o);
+		/* the next layout starts over */
+		store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
+		for (uint64_t s = 1; s <= 3; s++) {
+			store_put_u64(ek + 8, (uint64_t)(T0 + (s == 3 ? 500
+								      : (int64_t)(s - 1) *
+										1000)));
+			store_put_u64(ek + 16, s);
+			store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
+		}
+		commit(f);
+	}
+}
+
+/* A history entry that is not a pair of integers makes the record unreadable,
+ * whichever way it is read. */
+static void test_bad_history_tail_is_corrupt(void **state)
+{
+	struct fx *f = *state;
+	static const char *const recs[] = {
+		"{\"v\":1,\"identities\":[\"user_id:u9\"],\"history\":[[1,2,3]]}",
+		"{\"v\":1,\"identities\":[\"user_id:u9\"],\"history\":[[1,\"2\"]]}",
+		"{\"v\":1,\"identities\":[\"user_id:u9\"],,\"history\":[[1,2]]}",
+		"{,\"history\":[[1,2]]}",
+	};
+
+	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
+		unsigned char k[8], v[8];
+		struct json_object *ev = json_tokener_parse(
+			"{\"type\":\"track\",\"userId\":\"u9\",\"event\":\"E\"}");
+		struct profile_result res;
+		struct nerr_msg msg;
+
+		store_put_u64(k, 7);
+		store_batch_put(f->b, STORE_CF_PROFILES, k, 8, recs[i], strlen(recs[i]));
+		store_put_u64(v, 7);
+		store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
+		commit(f);
+		assert_int_equal(
+			profile_apply_event(f->b, &f->cfg, ev, 99, T0, T0, &res, &msg),
+			NERR_CORRUPT);
+		json_object_put(ev);
+		store_batch_clear(f->b);
+	}
+}
+
 static void test_deep_values_survive_storage(void **state)
 {
 	struct fx *f = *state;
@@ -1086,6 +1234,9 @@ int main(void)
 		T(test_custom_namespaces),
 		T(test_identity_cap),
 		T(test_history_count_cap),
+		T(test_record_bytes_are_json_c_plain),
+		T(test_record_layouts_load_alike),
+		T(test_bad_history_tail_is_corrupt),
 		T(test_history_age_cap),
 		T(test_erase_removes_everything),
 		T(test_read_your_writes_in_one_batch),

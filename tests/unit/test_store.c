@@ -35,7 +35,7 @@ static int teardown(void **state)
 static void u64_keys_are_big_endian_and_sort_numerically(void **state)
 {
 	unsigned char a[8], b[8];
-	uint64_t vals[] = { 0, 1, 255, 256, 65535, 1ULL << 32, UINT64_MAX - 1, UINT64_MAX };
+	uint64_t vals[] = {0, 1, 255, 256, 65535, 1ULL << 32, UINT64_MAX - 1, UINT64_MAX};
 
 	store_put_u64(a, 0x0102030405060708ULL);
 	assert_int_equal(a[0], 1);
@@ -59,14 +59,18 @@ static void batch_reads_its_own_writes_and_commits_atomically(void **state)
 	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
 	b = store_batch_new(s);
 	store_batch_put(b, STORE_CF_PROFILES, "k1", 2, "v1", 2);
-	assert_int_equal(store_get(s, STORE_CF_PROFILES, "k1", 2, &v, &vl), NERR_NOTFOUND);
-	assert_int_equal(store_batch_get(b, STORE_CF_PROFILES, "k1", 2, &v, &vl), NERR_OK);
+	assert_int_equal(store_get(s, STORE_CF_PROFILES, "k1", 2, &v, &vl),
+			 NERR_NOTFOUND);
+	assert_int_equal(store_batch_get(b, STORE_CF_PROFILES, "k1", 2, &v, &vl),
+			 NERR_OK);
 	assert_string_equal(v, "v1");
 	free(v);
 	/* Column families are separate key spaces. */
-	assert_int_equal(store_batch_get(b, STORE_CF_EVENTS, "k1", 2, &v, &vl), NERR_NOTFOUND);
+	assert_int_equal(store_batch_get(b, STORE_CF_EVENTS, "k1", 2, &v, &vl),
+			 NERR_NOTFOUND);
 	store_batch_delete(b, STORE_CF_PROFILES, "k1", 2);
-	assert_int_equal(store_batch_get(b, STORE_CF_PROFILES, "k1", 2, &v, &vl), NERR_NOTFOUND);
+	assert_int_equal(store_batch_get(b, STORE_CF_PROFILES, "k1", 2, &v, &vl),
+			 NERR_NOTFOUND);
 	store_batch_put(b, STORE_CF_PROFILES, "k2", 2, "v2", 2);
 	assert_int_equal(store_batch_count(b), 3);
 	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
@@ -74,7 +78,8 @@ static void batch_reads_its_own_writes_and_commits_atomically(void **state)
 	assert_int_equal(store_get(s, STORE_CF_PROFILES, "k2", 2, &v, &vl), NERR_OK);
 	assert_int_equal(vl, 2);
 	free(v);
-	assert_int_equal(store_get(s, STORE_CF_PROFILES, "k1", 2, &v, &vl), NERR_NOTFOUND);
+	assert_int_equal(store_get(s, STORE_CF_PROFILES, "k1", 2, &v, &vl),
+			 NERR_NOTFOUND);
 	store_batch_free(b);
 	store_close(s);
 
@@ -85,13 +90,76 @@ static void batch_reads_its_own_writes_and_commits_atomically(void **state)
 	store_close(s);
 }
 
+/* Blind writes: unseen by the batch's reads, committed with it atomically,
+ * applied after the indexed writes, dropped by clear. */
+static void blind_writes_commit_with_the_batch_after_indexed_ones(void **state)
+{
+	struct store *s;
+	struct store_batch *b;
+	char *v = NULL;
+	size_t vl;
+
+	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
+	b = store_batch_new(s);
+	store_batch_put(b, STORE_CF_META, "old", 3, "1", 1);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+
+	/* blind only */
+	store_batch_put_blind(b, STORE_CF_META, "a", 1, "blind", 5);
+	assert_int_equal(store_batch_count(b), 1);
+	assert_int_equal(store_batch_get(b, STORE_CF_META, "a", 1, &v, &vl),
+			 NERR_NOTFOUND);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	assert_int_equal(store_batch_count(b), 0);
+	assert_int_equal(store_get(s, STORE_CF_META, "a", 1, &v, &vl), NERR_OK);
+	assert_string_equal(v, "blind");
+	free(v);
+
+	/* both kinds: the blind write to the same key wins, the blind delete
+	 * applies, and other column families come along */
+	store_batch_put(b, STORE_CF_META, "a", 1, "indexed", 7);
+	store_batch_put_blind(b, STORE_CF_META, "a", 1, "last", 4);
+	store_batch_put(b, STORE_CF_PROFILES, "p", 1, "pv", 2);
+	store_batch_delete_blind(b, STORE_CF_META, "old", 3);
+	store_batch_put_blind(b, STORE_CF_EVENTS, "e", 1, "", 0);
+	assert_int_equal(store_batch_count(b), 5);
+	assert_int_equal(store_batch_get(b, STORE_CF_META, "a", 1, &v, &vl), NERR_OK);
+	assert_string_equal(v, "indexed");
+	free(v);
+	assert_int_equal(store_get(s, STORE_CF_PROFILES, "p", 1, &v, &vl), NERR_NOTFOUND);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	assert_int_equal(store_get(s, STORE_CF_META, "a", 1, &v, &vl), NERR_OK);
+	assert_string_equal(v, "last");
+	free(v);
+	assert_int_equal(store_get(s, STORE_CF_PROFILES, "p", 1, &v, &vl), NERR_OK);
+	free(v);
+	assert_int_equal(store_get(s, STORE_CF_META, "old", 3, &v, &vl), NERR_NOTFOUND);
+	assert_int_equal(store_get(s, STORE_CF_EVENTS, "e", 1, &v, &vl), NERR_OK);
+	assert_int_equal(vl, 0);
+	free(v);
+
+	/* clear drops them; they survive a reopen once committed */
+	store_batch_put_blind(b, STORE_CF_META, "gone", 4, "x", 1);
+	store_batch_clear(b);
+	assert_int_equal(store_batch_count(b), 0);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	store_batch_free(b);
+	store_close(s);
+	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
+	assert_int_equal(store_get(s, STORE_CF_META, "gone", 4, &v, &vl), NERR_NOTFOUND);
+	assert_int_equal(store_get(s, STORE_CF_META, "a", 1, &v, &vl), NERR_OK);
+	assert_string_equal(v, "last");
+	free(v);
+	store_close(s);
+}
+
 static void iteration_is_ordered_and_merges_pending_writes(void **state)
 {
 	struct store *s;
 	struct store_batch *b;
 	struct store_iter *it;
 	unsigned char k[8];
-	uint64_t want[] = { 3, 5, 7, 300 }, got[8];
+	uint64_t want[] = {3, 5, 7, 300}, got[8];
 	size_t n = 0, kl;
 
 	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
@@ -176,8 +244,8 @@ static void group_commit_assigns_dense_sequences_in_order(void **state)
 {
 	struct store *s;
 	struct inbox *ib;
-	struct inbox_config cfg = { .max_queue_bytes = 1 << 20, .max_batch = 100 };
-	struct done_log d = { 0 };
+	struct inbox_config cfg = {.max_queue_bytes = 1 << 20, .max_batch = 100};
+	struct done_log d = {0};
 	uv_loop_t loop;
 
 	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
@@ -194,7 +262,7 @@ static void group_commit_assigns_dense_sequences_in_order(void **state)
 	while (d.calls < 5)
 		uv_run(&loop, UV_RUN_ONCE);
 	/* Jobs of 1..5 records after seq 10: last seqs 11, 13, 16, 20, 25. */
-	uint64_t want[] = { 11, 13, 16, 20, 25 };
+	uint64_t want[] = {11, 13, 16, 20, 25};
 	for (int j = 0; j < 5; j++) {
 		assert_int_equal(d.rcs[j], NERR_OK);
 		assert_true(d.seqs[j] == want[j]);
@@ -214,13 +282,17 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(u64_keys_are_big_endian_and_sort_numerically),
-		cmocka_unit_test_setup_teardown(batch_reads_its_own_writes_and_commits_atomically,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(iteration_is_ordered_and_merges_pending_writes,
-						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			batch_reads_its_own_writes_and_commits_atomically, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			blind_writes_commit_with_the_batch_after_indexed_ones, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			iteration_is_ordered_and_merges_pending_writes, setup, teardown),
 		cmocka_unit_test(inbox_records_round_trip_and_reject_garbage),
-		cmocka_unit_test_setup_teardown(group_commit_assigns_dense_sequences_in_order,
-						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			group_commit_assigns_dense_sequences_in_order, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
