@@ -80,7 +80,9 @@ struct aud {
 	unsigned jobs;		      /* pending background jobs */
 	uint64_t next_job;
 	int64_t next_scan_ms;
-	uint64_t reindex_pid;  /* merged into: re-index on its next round */
+	uint64_t reindex_pid; /* merged into: re-index on its next round */
+	uint64_t *changed;    /* profiles whose traits journey steps changed */
+	unsigned nchanged, changed_alloc;
 	struct map predicates; /* event_count predicate source -> program */
 	struct arena scratch, scratch2;
 };
@@ -623,7 +625,8 @@ struct round {
 	uint64_t pid;
 	struct json_object *event; /* borrowed, may be NULL */
 	struct json_object *view;  /* owned, lazily loaded */
-	struct json_object *hist;  /* owned, lazily loaded */
+	struct json_object *hist;  /* owned, lazily loaded from hist_since on */
+	int64_t hist_since;
 	bool view_failed;
 	int64_t boundary;
 };
@@ -699,9 +702,14 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 			map_put(&a->predicates, predicate, prog);
 		}
 	}
-	if (!r->hist && profile_history_json(a->s, r->jb->b, r->pid, INT64_MIN,
-					     &r->hist) != NERR_OK) {
-		r->hist = json_object_new_array();
+	/* Only the part of the history the widest window so far needs is parsed. */
+	if (!r->hist || since < r->hist_since) {
+		json_object_put(r->hist);
+		r->hist = NULL;
+		r->hist_since = since;
+		if (profile_history_json(a->s, r->jb->b, r->pid, since, &r->hist) !=
+		    NERR_OK)
+			r->hist = json_object_new_array();
 	}
 	for (size_t i = 0; i < json_object_array_length(r->hist); i++) {
 		struct json_object *e = json_object_array_get_idx(r->hist, i);
@@ -1169,6 +1177,48 @@ void aud_on_event(struct aud *a, struct journey_batch *jb, uint64_t pid,
 	if (a->naud || a->ncomp)
 		schedule(&r, false);
 	round_fini(&r);
+}
+
+static void hook_traits_changed(void *ud, uint64_t pid)
+{
+	struct aud *a = ud;
+
+	if (!a->naud && !a->nindexed)
+		return;
+	for (unsigned i = 0; i < a->nchanged; i++)
+		if (a->changed[i] == pid)
+			return;
+	if (a->nchanged == a->changed_alloc) {
+		a->changed_alloc = a->changed_alloc ? 2 * a->changed_alloc : 8;
+		a->changed = xrealloc(a->changed, a->changed_alloc * sizeof(*a->changed));
+	}
+	a->changed[a->nchanged++] = pid;
+}
+
+void aud_flush_changed(struct aud *a, struct journey_batch *jb)
+{
+	unsigned n = a->nchanged;
+	uint64_t *pids;
+
+	if (!n)
+		return;
+	/* Changes made by the journeys these rounds start wait for the next
+	 * call: take the list first. */
+	pids = a->changed;
+	a->changed = NULL;
+	a->nchanged = a->changed_alloc = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct round r;
+
+		round_init(&r, a, jb, pids[i], NULL);
+		if (round_view(&r)) {
+			reindex(&r);
+			eval_memberships(&r, NULL);
+			schedule(&r, false);
+		}
+		round_fini(&r);
+	}
+	free(pids);
 }
 
 void aud_on_timer(void *ud, struct journey_batch *jb, const char *key, size_t kl)
@@ -2744,6 +2794,7 @@ void aud_hooks(struct aud *a, struct journey_rt_config *cfg)
 	cfg->decorate_profile = hook_decorate;
 	cfg->in_audience = hook_in_audience;
 	cfg->on_timer = aud_on_timer;
+	cfg->on_traits_changed = hook_traits_changed;
 	cfg->hook_ud = a;
 }
 
@@ -2765,6 +2816,7 @@ void aud_free(struct aud *a)
 		free(a->indexed[i]);
 	free(a->indexed);
 	json_object_put(a->settings);
+	free(a->changed);
 	while (map_next(&a->predicates, &it, &k, &v))
 		expr_program_free(v);
 	map_fini(&a->predicates);
