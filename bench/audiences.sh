@@ -11,7 +11,8 @@
 #     (bench/audiences/drive.py lists them): the same stream of AB_EVENTS
 #     events over AB_USERS users (identify and five track events), posted as
 #     /v1/batch bodies of 100 over 4 connections. Applied events/s from the
-#     first post until nudge_inbox_lag_records is 0, and over the drain alone
+#     first post until the engine has gone through every event (its
+#     nudge_engine_records_total), and over the drain alone
 #     (from the last acknowledged batch: the sender is idle, the engine works
 #     through the backlog), plus the engine thread's CPU time per event.
 #  2. business-event fan-out: AB_PROFILES profiles (identify batches with a
@@ -46,10 +47,10 @@ start_server() {
 	data=$tmp/$1
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 	url=http://127.0.0.1:$port
-	"$BIN" serve --listen 127.0.0.1:$port --data-dir "$data" --write-key benchkey \
+	"$BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" --write-key benchkey \
 		--admin-key benchadmin --log-level warn 2>>"$tmp/log" &
 	pid=$!
-	for i in $(seq 1 100); do
+	for _ in $(seq 1 100); do
 		curl -fs "$url/healthz" >/dev/null 2>&1 && break
 		sleep 0.1
 	done
@@ -62,13 +63,18 @@ put() { # PATH JSON
 metrics() { curl -fsS -H "$admin" "$url/metrics"; }
 # metric NAME: the value of one sample line (NAME includes any labels).
 metric() { metrics | awk -v n="$1" '!f && index($0, n " ") == 1 {print $2; f = 1}'; }
-applied() { metric 'nudge_engine_records_total{outcome="applied"}'; }
-wait_caught_up() {
-	while [ "$(metric nudge_inbox_lag_records)" != 0 ]; do sleep 0.05; done
+# records: inbox records the engine has gone through (applied, duplicate or error).
+records() { metrics | awk '/^nudge_engine_records_total[{]/ {n += $2} END {print n}'; }
+# wait_records N: until the engine has gone through N records. Not
+# nudge_inbox_lag_records 0: that gauge is set after each engine batch from the
+# records committed when the batch began, so it reads 0 while records committed
+# during the batch wait.
+wait_records() {
+	while [ "$(records)" -lt "$1" ]; do sleep 0.05; done
 }
 now() { date +%s.%N; }
 # Engine thread CPU time (ns) from schedstat.
-cpu_ns() { cut -d' ' -f1 /proc/$pid/task/$etid/schedstat; }
+cpu_ns() { cut -d" " -f1 "/proc/$pid/task/$etid/schedstat"; }
 calc() { awk "BEGIN {printf $1}"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 # json FIELD...: one value of the JSON object on stdin.
@@ -84,20 +90,22 @@ python3 "$drive" events "$tmp/events" "$EVENTS" "$USERS" 1
 # 1. Engine throughput, without and with audiences and computed attributes.
 # throughput NAME LABEL: sends the stream to the running server, prints a line.
 throughput() {
-	a0=$(applied)
+	a0=$(records)
 	c0=$(cpu_ns)
 	t0=$(now)
 	sent=$(python3 "$drive" send "$url" benchkey "$tmp/events" 4)
 	t1=$(now)
-	a1=$(applied)
+	a1=$(records)
 	c1=$(cpu_ns)
-	wait_caught_up
-	t2=$(now)
-	a2=$(applied)
-	c2=$(cpu_ns)
-	n=$((a2 - a0))
 	secs=$(echo "$sent" | json seconds)
 	sent=$(echo "$sent" | json sent)
+	wait_records $((a0 + sent))
+	t2=$(now)
+	a2=$(records)
+	c2=$(cpu_ns)
+	n=$((a2 - a0))
+	bad=$(($(metric 'nudge_engine_records_total{outcome="duplicate"}') + $(metric 'nudge_engine_records_total{outcome="error"}')))
+	[ "$bad" = 0 ] || echo "audiences.sh: $bad records not applied (duplicate or error)" >&2
 	echo "-- $1"
 	echo "   applied events/s $(calc "\"%.0f\", $n / ($t2 - $t0)")  ($sent events acknowledged at $(calc "\"%.0f\", $sent / $secs")/s, caught up after $(calc "\"%.1f\", $t2 - $t0")s)"
 	if [ $((a2 - a1)) -gt 0 ]; then
@@ -124,9 +132,10 @@ put /v1/journeys/price-drop '{"id": "price-drop", "name": "Bench: price drop on 
 curl -fsS -X POST -H "$admin" -H 'Content-Type: application/json' -d '{}' \
 	"$url/v1/journeys/price-drop/publish" >/dev/null
 python3 "$drive" profiles "$tmp/profiles" "$PROFILES" "$FANS" SKU-TARGET
+a0=$(records)
 t0=$(now)
 python3 "$drive" send "$url" benchkey "$tmp/profiles" 4 >/dev/null
-wait_caught_up
+wait_records $((a0 + PROFILES))
 t1=$(now)
 echo "-- $PROFILES profiles loaded (identify, traits.wishlist indexed) in $(calc "\"%.1f\", $t1 - $t0")s, $(calc "\"%.0f\", $PROFILES / ($t1 - $t0)")/s"
 c0=$(cpu_ns)
@@ -134,10 +143,10 @@ t0=$(now)
 curl -fsS -X POST -u benchkey: -H 'Content-Type: application/json' \
 	-d '{"event": "Price Dropped", "messageId": "bench-pd", "properties": {"sku": "SKU-TARGET", "new_price": 19}}' \
 	"$url/v1/business-events" >/dev/null
-done=$(python3 "$drive" wait "$url" benchadmin /v1/business-events/bench-pd journeys price-drop state = done)
+fin=$(python3 "$drive" wait "$url" benchadmin /v1/business-events/bench-pd journeys price-drop state = "done")
 c1=$(cpu_ns)
-t1=$(echo "$done" | json t)
-st=$(echo "$done" | json answer journeys price-drop)
+t1=$(echo "$fin" | json t)
+st=$(echo "$fin" | json answer journeys price-drop)
 entered=$(echo "$st" | json entered)
 evaluated=$(echo "$st" | json evaluated)
 mode=$(echo "$st" | json mode)
@@ -148,11 +157,11 @@ echo "   $(calc "\"%.0f\", $entered / ($t1 - $t0)") profiles entered/s  ($entere
 c0=$(cpu_ns)
 t0=$(now)
 put /v1/audiences/gold '{"name": "Gold plan", "when": "profile.traits.plan == \"gold\""}'
-done=$(python3 "$drive" wait "$url" benchadmin /v1/audiences/gold backfill state = done)
+fin=$(python3 "$drive" wait "$url" benchadmin /v1/audiences/gold backfill state = "done")
 c1=$(cpu_ns)
-t1=$(echo "$done" | json t)
-bf=$(echo "$done" | json answer backfill evaluated)
-size=$(echo "$done" | json answer size)
+t1=$(echo "$fin" | json t)
+bf=$(echo "$fin" | json answer backfill evaluated)
+size=$(echo "$fin" | json answer size)
 echo "-- back-fill of an audience (profile.traits.plan == \"gold\") over $PROFILES profiles"
 echo "   $(calc "\"%.0f\", $bf / ($t1 - $t0)") profiles evaluated/s  ($bf evaluated, $size members, done after $(calc "\"%.2f\", $t1 - $t0")s; engine $(calc "\"%.1f\", ($c1 - $c0) / 1000 / $bf") us CPU per profile)"
 stop_server
