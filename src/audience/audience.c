@@ -623,7 +623,8 @@ struct round {
 	uint64_t pid;
 	struct json_object *event; /* borrowed, may be NULL */
 	struct json_object *view;  /* owned, lazily loaded */
-	struct json_object *hist;  /* owned, lazily loaded */
+		struct json_object *hist;  /* owned, lazily loaded from hist_since on */
+	int64_t hist_since;
 	bool view_failed;
 	int64_t boundary;
 };
@@ -699,9 +700,13 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 			map_put(&a->predicates, predicate, prog);
 		}
 	}
-	if (!r->hist && profile_history_json(a->s, r->jb->b, r->pid, INT64_MIN,
-					     &r->hist) != NERR_OK) {
-		r->hist = json_object_new_array();
+		/* Only the part of the history the widest window so far needs is parsed. */
+	if (!r->hist || since < r->hist_since) {
+		json_object_put(r->hist);
+		r->hist = NULL;
+		r->hist_since = since;
+		if (profile_history_json(a->s, r->jb->b, r->pid, since, &r->hist) != NERR_OK)
+			r->hist = json_object_new_array();
 	}
 	for (size_t i = 0; i < json_object_array_length(r->hist); i++) {
 		struct json_object *e = json_object_array_get_idx(r->hist, i);
