@@ -224,7 +224,8 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 	}
 	if (json_object_object_get_ex(ev, "timestamp", &v))
 		clock_parse_rfc3339(json_object_get_string(v), &ts_ms);
-	rc = profile_apply_event(b, &e->cfg.profile, ev, seq, ts_ms, now_ms, &res, &msg);
+	rc = profile_apply_event_text(b, &e->cfg.profile, ev, payload, len, seq, ts_ms,
+				      now_ms, &res, &msg);
 	if (rc == NERR_IO) {
 		/* The batch may hold part of this event's writes: it must not
 		 * commit. The engine stops; a restart re-runs the records. */
