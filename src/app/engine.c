@@ -67,6 +67,7 @@ struct engine {
 	uv_async_t async;
 	engine_applied_fn on_applied;
 	void *ud;
+	struct json_tokener *tok; /* engine thread: parses event records */
 };
 
 static struct metric m_applied = {
@@ -202,15 +203,14 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 			const char *payload, size_t len, int64_t now_ms)
 {
 	struct store_batch *b = jb->b;
-	struct json_tokener *tok = json_tokener_new();
-	struct json_object *ev = json_tokener_parse_ex(tok, payload, (int)len);
-	struct json_object *v;
+	struct json_object *ev, *v;
 	struct profile_result res = {0};
 	struct nerr_msg msg = {"", ""};
 	int64_t ts_ms = now_ms;
 	enum nerr rc;
 
-	json_tokener_free(tok);
+	json_tokener_reset(e->tok);
+	ev = json_tokener_parse_ex(e->tok, payload, (int)len);
 	if (!ev || !json_object_is_type(ev, json_type_object)) {
 		log_error("engine", "msg=\"corrupt event record\" seq=%llu",
 			  (unsigned long long)seq);
@@ -224,7 +224,8 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 	}
 	if (json_object_object_get_ex(ev, "timestamp", &v))
 		clock_parse_rfc3339(json_object_get_string(v), &ts_ms);
-	rc = profile_apply_event(b, &e->cfg.profile, ev, seq, ts_ms, now_ms, &res, &msg);
+	rc = profile_apply_event_text(b, &e->cfg.profile, ev, payload, len, seq, ts_ms,
+				      now_ms, &res, &msg);
 	if (rc == NERR_IO) {
 		/* The batch may hold part of this event's writes: it must not
 		 * commit. The engine stops; a restart re-runs the records. */
@@ -651,6 +652,7 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 	e->on_applied = on_applied;
 	e->ud = ud;
 	map_init(&e->dedup_batch);
+	e->tok = json_tokener_new();
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	atomic_store(&e->applied_seq, engine_stored_applied_seq(s));
@@ -716,6 +718,7 @@ void engine_free(struct engine *e)
 	govern_free(e->govern);
 	report_free(e->report);
 	map_fini(&e->dedup_batch);
+	json_tokener_free(e->tok);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	free(e);

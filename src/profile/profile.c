@@ -937,9 +937,11 @@ static void hist_enforce(struct store_batch *b, const struct profile_config *cfg
 	}
 }
 
+/* Records the event in p's history; text (may be NULL) is ev already
+ * serialized, stored as it is instead of printing ev again. */
 static void hist_add_event(struct store_batch *b, const struct profile_config *cfg,
-			   struct prof *p, struct json_object *ev, int64_t ts_ms,
-			   uint64_t seq, int64_t now_ms)
+			   struct prof *p, struct json_object *ev, const char *text,
+			   size_t text_len, int64_t ts_ms, uint64_t seq, int64_t now_ms)
 {
 	unsigned char k[EVENT_KEY_BYTES];
 	struct hent e = {ts_ms < 0 ? 0 : ts_ms, seq};
@@ -951,7 +953,10 @@ static void hist_add_event(struct store_batch *b, const struct profile_config *c
 	if (p->nhist >= cfg->history_max_events && hent_cmp(&e, &p->hist[0]) < 0)
 		return;
 	event_key(k, p->id, e.t, e.seq);
-	put_json(b, STORE_CF_EVENTS, k, sizeof(k), ev);
+	if (text)
+		store_batch_put(b, STORE_CF_EVENTS, k, sizeof(k), text, text_len);
+	else
+		put_json(b, STORE_CF_EVENTS, k, sizeof(k), ev);
 	hist_insert(p, e);
 	hist_enforce(b, cfg, p, now_ms);
 }
@@ -1389,6 +1394,17 @@ enum nerr profile_apply_event(struct store_batch *b, const struct profile_config
 			      int64_t now_ms, struct profile_result *res,
 			      struct nerr_msg *msg)
 {
+	return profile_apply_event_text(b, cfg, event, NULL, 0, seq, ts_ms, now_ms, res,
+					msg);
+}
+
+enum nerr profile_apply_event_text(struct store_batch *b,
+				   const struct profile_config *cfg,
+				   struct json_object *event, const char *text,
+				   size_t text_len, uint64_t seq, int64_t ts_ms,
+				   int64_t now_ms, struct profile_result *res,
+				   struct nerr_msg *msg)
+{
 	struct ident_list ids = {0};
 	struct prof *members = NULL;
 	size_t nmembers = 0, surv = 0;
@@ -1511,7 +1527,8 @@ enum nerr profile_apply_event(struct store_batch *b, const struct profile_config
 
 	apply_content(cfg, &members[surv], event, traits, ts_ms);
 	if (is_history_type(type))
-		hist_add_event(b, cfg, &members[surv], event, ts_ms, seq, now_ms);
+		hist_add_event(b, cfg, &members[surv], event, text, text_len, ts_ms, seq,
+			       now_ms);
 	json_object_object_add(members[surv].j, "updated_ms",
 			       json_object_new_int64(now_ms));
 	prof_save(b, &members[surv]);

@@ -74,6 +74,17 @@ enum nerr profile_apply_event(struct store_batch *b, const struct profile_config
 			      struct json_object *event, uint64_t seq, int64_t ts_ms,
 			      int64_t now_ms, struct profile_result *res,
 			      struct nerr_msg *msg);
+/*
+ * The same, for a caller that holds the event's JSON text (text_len bytes, the
+ * text event was parsed from): the history record stores that text instead of
+ * printing the event again. The engine has it from the inbox record.
+ */
+enum nerr profile_apply_event_text(struct store_batch *b,
+				   const struct profile_config *cfg,
+				   struct json_object *event, const char *text,
+				   size_t text_len, uint64_t seq, int64_t ts_ms,
+				   int64_t now_ms, struct profile_result *res,
+				   struct nerr_msg *msg);
 
 /*
  * Looks up by identity in committed state (b == NULL) or through a batch.

@@ -1167,6 +1167,37 @@ static void test_bad_history_tail_is_corrupt(void **state)
 	}
 }
 
+/* The engine hands over the event's text: the history record is that text. */
+static void test_history_record_is_the_given_text(void **state)
+{
+	struct fx *f = *state;
+	const char *text =
+		"{ \"type\": \"track\", \"userId\": \"u1\", \"event\": \"a/b\" }";
+	struct json_object *ev = json_tokener_parse(text), *o;
+	struct profile_result r;
+	struct nerr_msg msg;
+	unsigned char k[24];
+	char *v = NULL;
+	size_t len = 0;
+
+	assert_int_equal(profile_apply_event_text(f->b, &f->cfg, ev, text, strlen(text),
+						  7, T0, T0, &r, &msg),
+			 NERR_OK);
+	commit(f);
+	store_put_u64(k, r.profile_id);
+	store_put_u64(k + 8, T0);
+	store_put_u64(k + 16, 7);
+	assert_int_equal(store_get(f->s, STORE_CF_EVENTS, k, 24, &v, &len), NERR_OK);
+	assert_int_equal(len, strlen(text));
+	assert_memory_equal(v, text, len);
+	free(v);
+	o = get(f, r.profile_id);
+	assert_string_equal(
+		str_at(json_object_array_get_idx(at(o, "events"), 0), "event"), "a/b");
+	json_object_put(o);
+	json_object_put(ev);
+}
+
 static void test_deep_values_survive_storage(void **state)
 {
 	struct fx *f = *state;
@@ -1235,6 +1266,7 @@ int main(void)
 		T(test_identity_cap),
 		T(test_history_count_cap),
 		T(test_record_bytes_are_json_c_plain),
+		T(test_history_record_is_the_given_text),
 		T(test_record_layouts_load_alike),
 		T(test_bad_history_tail_is_corrupt),
 		T(test_history_age_cap),
