@@ -125,6 +125,7 @@ bench: setup $(NUDGE) $(BENCH_BINS)
 	@set -e; for b in $(BENCH_BINS); do echo "== $$b"; NUDGE_SHARED=$(SHARED) $$b; done
 	@[ ! -x bench/ingest.sh ] || NUDGE_BIN=$(abspath $(NUDGE)) bench/ingest.sh
 	@[ ! -x bench/journeys.sh ] || NUDGE_BIN=$(abspath $(NUDGE)) bench/journeys.sh
+	@[ ! -x bench/audiences.sh ] || NUDGE_BIN=$(abspath $(NUDGE)) bench/audiences.sh
 
 lint:
 	clang-format --dry-run -Werror $(LIB_SRCS) $(APP_SRCS) $(wildcard src/*/*.h)

@@ -445,6 +445,8 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 			} else if (kind == INBOX_OUTCOME) {
 				apply_outcome(e, jb, seq, payload, plen);
 			}
+			/* Traits journey steps changed while applying it. */
+			aud_flush_changed(e->aud, jb);
 			inbox_consume(b, seq);
 			last = seq;
 		}
@@ -457,6 +459,7 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 	/* Background jobs (back-fills, fan-outs) after the records: one bounded
 	 * step per batch, so ingestion never waits behind them. */
 	aud_background(e->aud, jb);
+	aud_flush_changed(e->aud, jb);
 	journey_rt_flush(e->rt, jb);
 	if (last == applied && store_batch_count(b) == 0)
 		return applied;

@@ -53,6 +53,7 @@ struct audience {
 	char *id;
 	struct expr_program *prog;
 	int64_t version;
+	bool reads_audiences; /* `when` calls in_audience() */
 };
 
 struct cattr {
@@ -72,7 +73,8 @@ struct aud {
 	struct journey_rt *rt;
 	struct audience **auds; /* sorted by id */
 	unsigned naud;
-	struct cattr **comps; /* sorted by id */
+	unsigned reads_audiences; /* audiences whose `when` calls in_audience() */
+	struct cattr **comps;	  /* sorted by id */
 	unsigned ncomp;
 	char **indexed; /* indexed trait names */
 	unsigned nindexed;
@@ -80,8 +82,12 @@ struct aud {
 	unsigned jobs;		      /* pending background jobs */
 	uint64_t next_job;
 	int64_t next_scan_ms;
-	uint64_t reindex_pid;  /* merged into: re-index on its next round */
+	uint64_t reindex_pid; /* merged into: re-index on its next round */
+	bool only_throttled;  /* every pending job is a scan waiting its interval */
+	uint64_t *changed;    /* profiles whose traits journey steps changed */
+	unsigned nchanged, changed_alloc;
 	struct map predicates; /* event_count predicate source -> program */
+	struct map purging;    /* audience ids whose purge job is pending */
 	struct arena scratch, scratch2;
 };
 
@@ -386,7 +392,9 @@ static void set_aud(struct aud *a, struct audience *au)
 	unsigned pos;
 	struct audience *old = find_aud(a, au->id, &pos);
 
+	a->reads_audiences += au->reads_audiences;
 	if (old) {
+		a->reads_audiences -= old->reads_audiences;
 		aud_def_free(old);
 		a->auds[pos] = au;
 		return;
@@ -404,6 +412,7 @@ static void del_aud(struct aud *a, const char *id)
 
 	if (!old)
 		return;
+	a->reads_audiences -= old->reads_audiences;
 	aud_def_free(old);
 	memmove(a->auds + pos, a->auds + pos + 1, (a->naud - pos - 1) * sizeof(*a->auds));
 	a->naud--;
@@ -459,6 +468,7 @@ static enum nerr compile_audience(const char *id, struct json_object *doc,
 	(*out)->id = xstrdup(id);
 	(*out)->prog = prog;
 	(*out)->version = jint(doc, "version", 1);
+	(*out)->reads_audiences = strstr(when, "in_audience") != NULL;
 	return NERR_OK;
 }
 
@@ -476,7 +486,7 @@ enum nerr aud_check_audience(struct json_object *doc, const struct expr_env *env
 				 "%s: unknown field (use name, description, when)", key);
 			return NERR_INVAL;
 		}
-		if (strcmp(key, "when") && !json_object_is_type(val, json_type_string)) {
+		if (!json_object_is_type(val, json_type_string)) {
 			nerr_set(msg, NERR_INVAL, key, "%s: must be a string", key);
 			return NERR_INVAL;
 		}
@@ -623,7 +633,7 @@ struct round {
 	uint64_t pid;
 	struct json_object *event; /* borrowed, may be NULL */
 	struct json_object *view;  /* owned, lazily loaded */
-		struct json_object *hist;  /* owned, lazily loaded from hist_since on */
+	struct json_object *hist;  /* owned, lazily loaded from hist_since on */
 	int64_t hist_since;
 	bool view_failed;
 	int64_t boundary;
@@ -700,12 +710,13 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 			map_put(&a->predicates, predicate, prog);
 		}
 	}
-		/* Only the part of the history the widest window so far needs is parsed. */
+	/* Only the part of the history the widest window so far needs is parsed. */
 	if (!r->hist || since < r->hist_since) {
 		json_object_put(r->hist);
 		r->hist = NULL;
 		r->hist_since = since;
-		if (profile_history_json(a->s, r->jb->b, r->pid, since, &r->hist) != NERR_OK)
+		if (profile_history_json(a->s, r->jb->b, r->pid, since, &r->hist) !=
+		    NERR_OK)
 			r->hist = json_object_new_array();
 	}
 	for (size_t i = 0; i < json_object_array_length(r->hist); i++) {
@@ -730,7 +741,7 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 		}
 		n++;
 		/* The count drops when this event leaves the window. */
-		if (t <= now && t + window_ms + 1 < r->boundary)
+		if (t + window_ms + 1 < r->boundary) /* t >= since: after now */
 			r->boundary = t + window_ms + 1;
 	}
 	return n;
@@ -756,6 +767,8 @@ static int r_in_audience(void *ud, const char *aid)
 {
 	struct round *r = ud;
 
+	if (!find_aud(r->a, aid, NULL))
+		return 0;
 	return aud_is_member(r->a->s, r->jb->b, r->pid, aid);
 }
 
@@ -863,15 +876,32 @@ static void eval_memberships(struct round *r, const struct audience *only)
 		return;
 	map_init(&cur);
 	load_members(a, r->jb->b, r->pid, &cur);
-	for (unsigned i = 0; i < a->naud; i++) {
-		const struct audience *au = a->auds[i];
+	/* Audiences that read other audiences (in_audience) see this round's
+	 * changes: evaluate again until nothing changes (bounded). */
+	for (unsigned pass = 0; pass < 8; pass++) {
+		bool changed = false;
 
-		if (only && au != only)
-			continue;
-		bool was = map_get(&cur, au->id) != NULL, now = eval_audience(r, au);
+		for (unsigned i = 0; i < a->naud; i++) {
+			const struct audience *au = a->auds[i];
 
-		if (was != now)
+			if (only && au != only)
+				continue;
+			if (pass > 0 && !au->reads_audiences)
+				continue;
+			bool was = map_get(&cur, au->id) != NULL,
+			     now = eval_audience(r, au);
+
+			if (was == now)
+				continue;
 			set_member(r, au->id, now);
+			if (now)
+				map_put(&cur, au->id, (void *)1);
+			else
+				map_del(&cur, au->id);
+			changed = true;
+		}
+		if (!changed || !a->reads_audiences)
+			break;
 	}
 	map_fini(&cur);
 }
@@ -1006,7 +1036,9 @@ static void index_add(struct json_object *set, struct json_object *v, struct buf
 		json_object_object_add(set, buf_str(c), NULL);
 }
 
-static void reindex(struct round *r)
+/* force: a trait whose index records are rewritten even where the profile's
+ * "Y" record says they exist (a trait indexed again after a purge). */
+static void reindex(struct round *r, const char *force)
 {
 	struct aud *a = r->a;
 	struct store_batch *b = r->jb->b;
@@ -1081,7 +1113,8 @@ static void reindex(struct round *r)
 		{
 			(void)unused;
 			if (ov && json_object_is_type(ov, json_type_object) &&
-			    json_object_object_get_ex(ov, cv, NULL))
+			    json_object_object_get_ex(ov, cv, NULL) &&
+			    !(force && strcmp(force, t) == 0))
 				continue;
 			key_index(&k, t, cv, r->pid, true);
 			store_batch_put(b, STORE_CF_AUDIENCES, k.data, k.len, "", 0);
@@ -1160,20 +1193,68 @@ void aud_on_event(struct aud *a, struct journey_batch *jb, uint64_t pid,
 		  struct json_object *event, int64_t ev_ms)
 {
 	struct round r;
+	bool merged = a->reindex_pid == pid;
 
-	if (!a->naud && !a->ncomp && !a->nindexed && a->reindex_pid != pid)
+	if (!a->naud && !a->ncomp && !a->nindexed && !merged)
 		return;
 	round_init(&r, a, jb, pid, event);
 	if (a->ncomp)
 		computed_event(&r, ev_ms);
-	if (a->reindex_pid == pid || (a->nindexed && carries_traits(event))) {
-		reindex(&r);
+
+	if (merged || (a->nindexed && carries_traits(event))) {
+		reindex(&r, NULL);
 		a->reindex_pid = 0;
 	}
+	/* After a merge the survivor holds states and windows it had no timer
+	 * for: a full round notes every boundary. */
+	if (merged)
+		computed_expire_all(&r);
 	eval_memberships(&r, NULL);
 	if (a->naud || a->ncomp)
-		schedule(&r, false);
+		schedule(&r, merged);
 	round_fini(&r);
+}
+
+static void hook_traits_changed(void *ud, uint64_t pid)
+{
+	struct aud *a = ud;
+
+	if (!a->naud && !a->nindexed)
+		return;
+	for (unsigned i = 0; i < a->nchanged; i++)
+		if (a->changed[i] == pid)
+			return;
+	if (a->nchanged == a->changed_alloc) {
+		a->changed_alloc = a->changed_alloc ? 2 * a->changed_alloc : 8;
+		a->changed = xrealloc(a->changed, a->changed_alloc * sizeof(*a->changed));
+	}
+	a->changed[a->nchanged++] = pid;
+}
+
+void aud_flush_changed(struct aud *a, struct journey_batch *jb)
+{
+	unsigned n = a->nchanged;
+	uint64_t *pids;
+
+	if (!n)
+		return;
+	/* Changes made by the journeys these rounds start wait for the next
+	 * call: take the list first. */
+	pids = a->changed;
+	a->changed = NULL;
+	a->nchanged = a->changed_alloc = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct round r;
+
+		round_init(&r, a, jb, pids[i], NULL);
+		if (round_view(&r)) {
+			reindex(&r, NULL);
+			eval_memberships(&r, NULL);
+			schedule(&r, false);
+		}
+		round_fini(&r);
+	}
+	free(pids);
 }
 
 void aud_on_timer(void *ud, struct journey_batch *jb, const char *key, size_t kl)
@@ -1203,8 +1284,36 @@ void aud_on_timer(void *ud, struct journey_batch *jb, const char *key, size_t kl
 	round_fini(&r);
 }
 
+/* Folds pid's retained history events of c's event into dest's state (a
+ * computed back-fill). Returns whether the state changed. */
+static bool replay_history(struct aud *a, struct journey_batch *jb, struct cattr *c,
+			   uint64_t pid, uint64_t dest)
+{
+	struct json_object *hist = NULL, *st = load_state(a, jb->b, dest, c);
+	bool changed = false;
+
+	if (profile_history_json(a->s, jb->b, pid, INT64_MIN, &hist) == NERR_OK) {
+		/* Oldest first, so first/last see event order. */
+		for (size_t j = json_object_array_length(hist); j-- > 0;) {
+			struct json_object *e = json_object_array_get_idx(hist, j);
+			const char *en = jstr(e, "event");
+
+			if (!en || strcmp(en, computed_def_event(c->def)) != 0)
+				continue;
+			arena_reset(&a->scratch);
+			changed |= computed_apply(c->def, &st, e, event_ms(e), jb->now_ms,
+						  &a->scratch);
+		}
+	}
+	json_object_put(hist);
+	if (changed && st)
+		save_state(a, jb->b, dest, c, st);
+	json_object_put(st);
+	return changed;
+}
+
 /* Deletes every record of pid here (merge source or erasure); into, when set,
- * receives its computed states. */
+ * receives its computed states and memberships. */
 static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 			 uint64_t into)
 {
@@ -1249,8 +1358,28 @@ static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 			buf_init(&mk, 0);
 			key_member(&mk, id, pid);
 			store_batch_delete(b, STORE_CF_AUDIENCES, mk.data, mk.len);
+			if (into && find_aud(a, id, NULL) &&
+			    aud_is_member(a->s, b, into, id) == 0) {
+				/* The person stays a member: the surviving profile
+				 * takes the membership over, with its time, so the
+				 * merge itself starts no `on: enter` journey. */
+				char *v = NULL;
+				size_t vl = 0;
+				uint64_t since = (uint64_t)jb->now_ms;
+
+				if (store_batch_get(b, STORE_CF_AUDIENCES, key, kl, &v,
+						    &vl) == NERR_OK &&
+				    vl == 8)
+					since = store_get_u64(v);
+				free(v);
+				key_member(&mk, id, into);
+				put_u64(b, &mk, since);
+				key_pid(&mk, 'P', into, id);
+				put_u64(b, &mk, since);
+			} else {
+				count_add(a, b, id, -1);
+			}
 			buf_fini(&mk);
-			count_add(a, b, id, -1);
 		} else if (into) {
 			struct cattr *c = find_comp(a, id, NULL);
 
@@ -1267,6 +1396,14 @@ static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 			}
 		}
 		store_batch_delete(b, STORE_CF_AUDIENCES, key, kl);
+	}
+	/* A computed back-fill that has passed `into` but not `pid` would never
+	 * count pid's history: fold it into `into` now. */
+	for (unsigned i = 0; into && i < a->ncomp; i++) {
+		struct cattr *c = a->comps[i];
+
+		if (c->backfilling && pid > c->bf_cursor && into <= c->bf_cursor)
+			replay_history(a, jb, c, pid, into);
 	}
 	/* Trait index. */
 	key_pid(&k, 'Y', pid, NULL);
@@ -1325,10 +1462,27 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 	struct store_iter *it = store_iter_new(s, b, STORE_CF_AUDIENCES);
 	struct json_object *auds = json_object_new_array(),
 			   *comp = json_object_new_object();
-	struct json_object *versions = NULL;
+	struct json_object *versions = NULL, *live = NULL;
 	unsigned char k[9];
 
 	if (!a) {
+		/* Audiences that exist ("D"): a deleted one's members are purged
+		 * in the background and must not show meanwhile. */
+		live = json_object_new_object();
+		k[0] = 'D';
+		for (store_iter_seek(it, k, 1); store_iter_valid(it);
+		     store_iter_next(it)) {
+			size_t kl;
+			const char *key = store_iter_key(it, &kl);
+			char id[JOURNEY_MAX_ID_BYTES + 1];
+
+			if (kl < 2 || key[0] != 'D')
+				break;
+			if (kl - 1 > JOURNEY_MAX_ID_BYTES)
+				continue;
+			snprintf(id, sizeof(id), "%.*s", (int)(kl - 1), key + 1);
+			json_object_object_add(live, id, NULL);
+		}
 		/* Committed state: current definitions' versions from "c". */
 		versions = json_object_new_object();
 		k[0] = 'c';
@@ -1359,6 +1513,9 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 		if (kl <= 9 || memcmp(key, k, 9) != 0)
 			break;
 		snprintf(id, sizeof(id), "%.*s", (int)(kl - 9), key + 9);
+		if (a ? !find_aud(a, id, NULL)
+		      : !json_object_object_get_ex(live, id, NULL))
+			continue;
 		if (api) {
 			struct json_object *m = json_object_new_object();
 			char ts[40];
@@ -1407,6 +1564,7 @@ static void decorate_from(struct store *s, struct store_batch *b, uint64_t pid,
 	}
 	store_iter_free(it);
 	json_object_put(versions);
+	json_object_put(live);
 	json_object_object_add(view, "audiences", auds);
 	json_object_object_add(view, "computed", comp);
 }
@@ -1429,6 +1587,8 @@ static int hook_in_audience(void *ud, struct store_batch *b, uint64_t pid,
 {
 	struct aud *a = ud;
 
+	if (!find_aud(a, aid, NULL))
+		return 0; /* deleted: its records are being purged */
 	return aud_is_member(a->s, b, pid, aid);
 }
 
@@ -1480,6 +1640,7 @@ static uint64_t job_add(struct aud *a, struct journey_batch *jb, struct json_obj
 	put_u64(jb->b, &k, a->next_job);
 	buf_fini(&k);
 	a->jobs++;
+	a->only_throttled = false;
 	metrics_set(&m_jobs, a->jobs);
 	return id;
 }
@@ -1631,34 +1792,16 @@ static void job_cbackfill(struct aud *a, struct journey_batch *jb, uint64_t id,
 	pids = xmalloc(a->cfg.job_batch * sizeof(*pids));
 	n = next_profiles(a, jb->b, cursor, pids, a->cfg.job_batch, &end);
 	for (unsigned i = 0; i < n; i++) {
-		struct json_object *hist = NULL, *st = NULL;
-		struct round r;
-		bool changed = false;
+		if (replay_history(a, jb, c, pids[i], pids[i])) {
+			struct json_object *st = load_state(a, jb->b, pids[i], c);
+			struct round r;
 
-		if (profile_history_json(a->s, jb->b, pids[i], INT64_MIN, &hist) ==
-		    NERR_OK) {
-			/* Oldest first, so first/last see event order. */
-			for (size_t j = json_object_array_length(hist); j-- > 0;) {
-				struct json_object *e =
-					json_object_array_get_idx(hist, j);
-				const char *en = jstr(e, "event");
-
-				if (!en || strcmp(en, computed_def_event(c->def)) != 0)
-					continue;
-				arena_reset(&a->scratch);
-				changed |= computed_apply(c->def, &st, e, event_ms(e),
-							  jb->now_ms, &a->scratch);
-			}
-		}
-		json_object_put(hist);
-		round_init(&r, a, jb, pids[i], NULL);
-		if (changed && st) {
-			save_state(a, jb->b, pids[i], c, st);
+			round_init(&r, a, jb, pids[i], NULL);
 			note_boundary(&r, c, st);
 			schedule(&r, false);
+			round_fini(&r);
+			json_object_put(st);
 		}
-		round_fini(&r);
-		json_object_put(st);
 		cursor = pids[i];
 		c->bf_cursor = cursor;
 	}
@@ -1714,7 +1857,7 @@ static void job_index(struct aud *a, struct journey_batch *jb, uint64_t id,
 		struct round r;
 
 		round_init(&r, a, jb, pids[i], NULL);
-		reindex(&r);
+		reindex(&r, trait);
 		round_fini(&r);
 		cursor = pids[i];
 	}
@@ -1807,6 +1950,7 @@ static void job_purge(struct aud *a, struct journey_batch *jb, uint64_t id,
 			key_tag(&k, 'N', aid);
 			store_batch_delete(jb->b, STORE_CF_AUDIENCES, k.data, k.len);
 			job_done(a, jb, id);
+			map_del(&a->purging, aid);
 		}
 	} else if (trait) {
 		if (is_indexed(a, trait)) {
@@ -1822,6 +1966,83 @@ static void job_purge(struct aud *a, struct journey_batch *jb, uint64_t id,
 		job_done(a, jb, id);
 	}
 	buf_fini(&k);
+}
+
+static void add_cpurge(struct aud *a, struct journey_batch *jb, const char *cid)
+{
+	struct json_object *job = json_object_new_object();
+
+	json_object_object_add(job, "kind", json_object_new_string("cpurge"));
+	json_object_object_add(job, "computed", json_object_new_string(cid));
+	job_add(a, jb, job);
+	json_object_put(job);
+}
+
+/* Deletes the states of computed attribute cid that its current definition
+ * (if any) does not own, walking all "V" records from the job's cursor. */
+static void job_cpurge(struct aud *a, struct journey_batch *jb, uint64_t id,
+		       struct json_object *job)
+{
+	const char *cid = jstr(job, "computed");
+	struct cattr *c = cid ? find_comp(a, cid, NULL) : NULL;
+	uint64_t cursor = (uint64_t)jint(job, "cursor", 0), start = cursor;
+	struct store_iter *it = store_iter_new(a->s, jb->b, STORE_CF_AUDIENCES);
+	struct buf keys;
+	unsigned char k[9];
+	unsigned n = 0;
+	bool end = true;
+	size_t clen = cid ? strlen(cid) : 0;
+
+	if (!cid) {
+		store_iter_free(it);
+		job_done(a, jb, id);
+		return;
+	}
+	buf_init(&keys, 0);
+	k[0] = 'V';
+	store_put_u64(k + 1, cursor);
+	for (store_iter_seek(it, k, 9); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl, vl;
+		const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+		uint32_t l32 = (uint32_t)kl;
+
+		if (kl < 9 || key[0] != 'V')
+			break;
+		/* Stop after the bound, but never inside the cursor's own profile
+		 * (the next step starts there again). */
+		if (n++ >= 10 * a->cfg.job_batch && store_get_u64(key + 1) != start) {
+			end = false;
+			cursor = store_get_u64(key + 1);
+			break;
+		}
+		if (kl != 9 + clen || memcmp(key + 9, cid, clen) != 0)
+			continue;
+		if (c) {
+			struct json_object *o = parse(v, vl);
+			bool keep = o && jint(o, "ver", -1) == c->version;
+
+			json_object_put(o);
+			if (keep)
+				continue;
+		}
+		buf_append(&keys, &l32, 4);
+		buf_append(&keys, key, kl);
+	}
+	store_iter_free(it);
+	for (size_t off = 0; off < keys.len;) {
+		uint32_t kl;
+
+		memcpy(&kl, keys.data + off, 4);
+		store_batch_delete(jb->b, STORE_CF_AUDIENCES, keys.data + off + 4, kl);
+		off += 4 + kl;
+	}
+	buf_fini(&keys);
+	if (end) {
+		job_done(a, jb, id);
+		return;
+	}
+	json_object_object_add(job, "cursor", json_object_new_int64((int64_t)cursor));
+	job_save(jb, id, job);
 }
 
 /* Business-event progress record "B" <id>: {journeys: {jid: {...}}}. */
@@ -1908,9 +2129,19 @@ static void job_fanout(struct aud *a, struct journey_batch *jb, uint64_t id,
 		job_done(a, jb, id);
 		return;
 	}
+	if (!scan && !trait_ready(a, trait)) {
+		/* The trait stopped being indexed mid-way. Every profile the
+		 * index held up to the cursor was evaluated and `who` needs the
+		 * value in the trait, so a scan from the cursor on misses nobody. */
+		scan = true;
+		max = a->cfg.scan_batch;
+		json_object_object_add(job, "mode", json_object_new_string("scan"));
+	}
 	if (scan) {
-		if (jb->now_ms < a->next_scan_ms)
+		if (jb->now_ms < a->next_scan_ms) {
+			job_save(jb, id, job);
 			return;
+		}
 		a->next_scan_ms = jb->now_ms + a->cfg.scan_interval_ms;
 	}
 	pids = xmalloc(max * sizeof(*pids));
@@ -1946,6 +2177,14 @@ static void job_fanout(struct aud *a, struct journey_batch *jb, uint64_t id,
 	job_save(jb, id, job);
 }
 
+static bool is_scan(struct json_object *job)
+{
+	const char *kind = jstr(job, "kind"), *mode = jstr(job, "mode");
+
+	return kind && strcmp(kind, "fanout") == 0 &&
+	       (!mode || strcmp(mode, "index") != 0);
+}
+
 bool aud_background(struct aud *a, struct journey_batch *jb)
 {
 	struct store_iter *it;
@@ -1953,26 +2192,38 @@ bool aud_background(struct aud *a, struct journey_batch *jb)
 	uint64_t id = 0;
 	const char *kind;
 	unsigned char k = 'J';
+	unsigned seen = 0;
+	bool throttled = jb->now_ms < a->next_scan_ms;
 
 	if (!a->jobs)
 		return false;
+	/* The oldest job that may run now: a scanning fan-out waiting out its
+	 * interval does not hold up the others. */
 	it = store_iter_new(a->s, jb->b, STORE_CF_AUDIENCES);
-	store_iter_seek(it, &k, 1);
-	if (store_iter_valid(it)) {
+	for (store_iter_seek(it, &k, 1); store_iter_valid(it); store_iter_next(it)) {
 		size_t kl, vl;
 		const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
 
-		if (kl == 9 && key[0] == 'J') {
-			id = store_get_u64(key + 1);
-			job = parse(v, vl);
+		if (kl != 9 || key[0] != 'J')
+			break;
+		seen++;
+		job = parse(v, vl);
+		if (throttled && is_scan(job)) {
+			json_object_put(job);
+			job = NULL;
+			continue;
 		}
+		id = store_get_u64(key + 1);
+		break;
 	}
 	store_iter_free(it);
-	if (!id) {
+	a->only_throttled = !id && seen > 0;
+	if (!seen) {
 		a->jobs = 0;
 		metrics_set(&m_jobs, 0);
-		return false;
 	}
+	if (!id)
+		return false;
 	kind = jstr(job, "kind");
 	if (!kind) {
 		job_done(a, jb, id);
@@ -1984,12 +2235,9 @@ bool aud_background(struct aud *a, struct journey_batch *jb)
 		job_index(a, jb, id, job);
 	} else if (strcmp(kind, "purge") == 0) {
 		job_purge(a, jb, id, job);
+	} else if (strcmp(kind, "cpurge") == 0) {
+		job_cpurge(a, jb, id, job);
 	} else if (strcmp(kind, "fanout") == 0) {
-		if (jb->now_ms < a->next_scan_ms && jstr(job, "mode") &&
-		    strcmp(jstr(job, "mode"), "scan") == 0) {
-			json_object_put(job);
-			return false;
-		}
 		job_fanout(a, jb, id, job);
 	} else {
 		job_done(a, jb, id);
@@ -2002,7 +2250,9 @@ int64_t aud_next_work(struct aud *a, int64_t now_ms)
 {
 	if (!a || !a->jobs)
 		return INT64_MAX;
-	return a->next_scan_ms > now_ms ? a->next_scan_ms : now_ms;
+	if (a->only_throttled && a->next_scan_ms > now_ms)
+		return a->next_scan_ms;
+	return now_ms;
 }
 
 /* ------------------------------------------------------------------ admin */
@@ -2033,6 +2283,32 @@ static void answer_error(struct journey_result *res, int status, const char *cod
 	answer(res, status, o);
 }
 
+/* The last version a deleted definition had ("d"/"t" tombstones): versions
+ * never repeat, so states and jobs of an older incarnation are never taken
+ * for the new one's. */
+static int64_t tombstone(struct aud *a, struct journey_batch *jb, char tag,
+			 const char *id)
+{
+	struct buf k;
+	uint64_t v = 0;
+
+	buf_init(&k, 0);
+	key_tag(&k, tag, id);
+	get_u64(a->s, jb->b, &k, &v);
+	buf_fini(&k);
+	return (int64_t)v;
+}
+
+static void set_tombstone(struct journey_batch *jb, char tag, const char *id, int64_t v)
+{
+	struct buf k;
+
+	buf_init(&k, 0);
+	key_tag(&k, tag, id);
+	put_u64(jb->b, &k, (uint64_t)v);
+	buf_fini(&k);
+}
+
 static void admin_audience_put(struct aud *a, struct journey_batch *jb, const char *id,
 			       struct json_object *doc, struct journey_result *res)
 {
@@ -2046,10 +2322,17 @@ static void admin_audience_put(struct aud *a, struct journey_batch *jb, const ch
 	buf_init(&k, 0);
 	key_tag(&k, 'D', id);
 	old = get_json(a->s, jb->b, &k);
+	if (!old && map_get(&a->purging, id)) {
+		answer_error(res, 409, "conflict", "id",
+			     "the audience is still being deleted; retry in a moment");
+		goto out;
+	}
 	if (!old && a->naud >= a->cfg.max_audiences) {
 		answer_error(res, 409, "limit", "id", "too many audiences");
 		goto out;
 	}
+	if (!old)
+		version = tombstone(a, jb, 'd', id) + 1;
 	if (old) {
 		version = jint(old, "version", 0) + 1;
 		same = jstr(old, "when") &&
@@ -2117,7 +2400,9 @@ static void admin_audience_delete(struct aud *a, struct journey_batch *jb, const
 		return;
 	}
 	store_batch_delete(jb->b, STORE_CF_AUDIENCES, k.data, k.len);
+	set_tombstone(jb, 'd', id, find_aud(a, id, NULL)->version);
 	del_aud(a, id);
+	map_put(&a->purging, id, (void *)1);
 	job = json_object_new_object();
 	json_object_object_add(job, "kind", json_object_new_string("purge"));
 	json_object_object_add(job, "audience", json_object_new_string(id));
@@ -2153,6 +2438,8 @@ static void admin_computed_put(struct aud *a, struct journey_batch *jb, const ch
 		answer_error(res, 409, "limit", "id", "too many computed attributes");
 		goto out;
 	}
+	if (!old)
+		version = tombstone(a, jb, 't', id) + 1;
 	if (old) {
 		struct json_object *od;
 
@@ -2191,6 +2478,8 @@ static void admin_computed_put(struct aud *a, struct journey_batch *jb, const ch
 				       json_object_new_int64(profiles_total(a->s)));
 		json_object_object_add(rec, "backfill", bf);
 		job = json_object_new_object();
+		if (old)
+			add_cpurge(a, jb, id); /* the states of the old version */
 		json_object_object_add(job, "kind", json_object_new_string("cbackfill"));
 		json_object_object_add(job, "computed", json_object_new_string(id));
 		json_object_object_add(job, "version", json_object_new_int64(version));
@@ -2225,9 +2514,11 @@ static void admin_computed_delete(struct aud *a, struct journey_batch *jb, const
 	key_tag(&k, 'c', id);
 	store_batch_delete(jb->b, STORE_CF_AUDIENCES, k.data, k.len);
 	buf_fini(&k);
-	/* Its states stay until the profile's next change of that attribute's
-	 * kind; readers skip them (no current definition). */
+	set_tombstone(jb, 't', id, find_comp(a, id, NULL)->version);
+	/* Readers skip its states at once (no current definition); a job
+	 * deletes them. */
 	del_comp(a, id);
+	add_cpurge(a, jb, id);
 	o = json_object_new_object();
 	json_object_object_add(o, "deleted", json_object_new_boolean(1));
 	json_object_object_add(o, "id", json_object_new_string(id));
@@ -2462,13 +2753,12 @@ static struct json_object *list_prefix(struct store *s, char tag,
 {
 	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_AUDIENCES);
 	struct json_object *arr = json_object_new_array();
-	char ids[256][JOURNEY_MAX_ID_BYTES + 1];
-	unsigned n = 0;
+	char(*ids)[JOURNEY_MAX_ID_BYTES + 1] = NULL;
+	unsigned n = 0, alloc = 0;
 	char k = tag;
 
 	/* Collected first (get() reads the store while no iterator is open). */
-	for (store_iter_seek(it, &k, 1); store_iter_valid(it) && n < 256;
-	     store_iter_next(it)) {
+	for (store_iter_seek(it, &k, 1); store_iter_valid(it); store_iter_next(it)) {
 		size_t kl;
 		const char *key = store_iter_key(it, &kl);
 
@@ -2476,6 +2766,10 @@ static struct json_object *list_prefix(struct store *s, char tag,
 			break;
 		if (kl - 1 > JOURNEY_MAX_ID_BYTES)
 			continue;
+		if (n == alloc) {
+			alloc = alloc ? 2 * alloc : 64;
+			ids = xrealloc(ids, alloc * sizeof(*ids));
+		}
 		snprintf(ids[n++], sizeof(ids[0]), "%.*s", (int)(kl - 1), key + 1);
 	}
 	store_iter_free(it);
@@ -2485,6 +2779,7 @@ static struct json_object *list_prefix(struct store *s, char tag,
 		if (o)
 			json_object_array_add(arr, o);
 	}
+	free(ids);
 	return arr;
 }
 
@@ -2684,6 +2979,9 @@ static void load_defs(struct aud *a)
 			break;
 		a->jobs++;
 		o = parse(v, vl);
+		if (jstr(o, "kind") && strcmp(jstr(o, "kind"), "purge") == 0 &&
+		    jstr(o, "audience"))
+			map_put(&a->purging, jstr(o, "audience"), (void *)1);
 		if (jstr(o, "kind") && strcmp(jstr(o, "kind"), "cbackfill") == 0 &&
 		    jstr(o, "computed")) {
 			struct cattr *c = find_comp(a, jstr(o, "computed"), NULL);
@@ -2719,6 +3017,7 @@ enum nerr aud_open(struct store *s, const struct aud_config *cfg, struct aud **o
 		a->cfg.max_computed = 1000;
 	a->env = journey_env_new();
 	map_init(&a->predicates);
+	map_init(&a->purging);
 	arena_init(&a->scratch, 64 * 1024);
 	arena_init(&a->scratch2, 16 * 1024);
 	buf_init(&k, 0);
@@ -2749,6 +3048,7 @@ void aud_hooks(struct aud *a, struct journey_rt_config *cfg)
 	cfg->decorate_profile = hook_decorate;
 	cfg->in_audience = hook_in_audience;
 	cfg->on_timer = aud_on_timer;
+	cfg->on_traits_changed = hook_traits_changed;
 	cfg->hook_ud = a;
 }
 
@@ -2770,9 +3070,11 @@ void aud_free(struct aud *a)
 		free(a->indexed[i]);
 	free(a->indexed);
 	json_object_put(a->settings);
+	free(a->changed);
 	while (map_next(&a->predicates, &it, &k, &v))
 		expr_program_free(v);
 	map_fini(&a->predicates);
+	map_fini(&a->purging);
 	arena_fini(&a->scratch);
 	arena_fini(&a->scratch2);
 	expr_env_free(a->env);

@@ -85,6 +85,11 @@ void aud_on_event(struct aud *a, struct journey_batch *jb, uint64_t pid,
 /* Profiles `from` were merged into `into` (before aud_on_event for into). */
 void aud_on_merge(struct aud *a, struct journey_batch *jb, const uint64_t *from,
 		  unsigned n, uint64_t into);
+/* Re-indexes and re-evaluates the profiles whose traits journey steps changed
+ * since the last call (the engine calls it after each record and after
+ * timers): once per profile and call, so journeys that change traits cannot
+ * chain without bound. */
+void aud_flush_changed(struct aud *a, struct journey_batch *jb);
 /* Profile pid is being erased (before profile_erase). */
 void aud_on_erase(struct aud *a, struct journey_batch *jb, uint64_t pid);
 /* The journey runtime found an audience timer (value "A") due: key is the

@@ -1781,6 +1781,8 @@ static void apply_traits(struct journey_rt *rt, struct journey_batch *jb,
 				jb->now_ms, &res, &msg) != NERR_OK)
 		log_warn("journey", "msg=\"profile update failed\" reason=\"%s\"",
 			 msg.message);
+	else if (rt->cfg.on_traits_changed)
+		rt->cfg.on_traits_changed(rt->cfg.hook_ud, res.profile_id);
 	json_object_put(ev);
 	/* Later conditions see the new traits. */
 	json_object_put(ec->profile);

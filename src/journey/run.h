@@ -74,6 +74,8 @@ struct journey_rt_config {
 	int (*in_audience)(void *ud, struct store_batch *b, uint64_t pid,
 			   const char *audience);
 	void (*on_timer)(void *ud, struct journey_batch *jb, const char *key, size_t kl);
+	/* A journey step (update_profile) changed pid's traits. */
+	void (*on_traits_changed)(void *ud, uint64_t pid);
 	void *hook_ud;
 };
 

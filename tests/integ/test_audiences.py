@@ -165,6 +165,22 @@ class AudienceTest(unittest.TestCase):
         self.assertEqual(self.hooks("/branch/regular", a), [])
         self.assertEqual(self.hooks("/branch/vip", b), [])
 
+    def test_trait_set_by_a_journey_updates_audiences_at_once(self):
+        tag = uuid.uuid4().hex[:6]
+        self.admin("PUT", "/v1/audiences/up" + tag,
+                   {"when": 'profile.traits.tier == "gold-%s"' % tag}, want=201)
+        self.wait_backfill("audiences", "up" + tag)
+        self.publish(hook_journey("welcome-gold-" + tag, {"audience": "up" + tag}, "/gold/" + tag, self.sink))
+        self.publish({"id": "upgrade-" + tag, "entry": {"event": "Upgraded " + tag}, "start": "mark",
+                      "steps": {"mark": {"update_profile": {"set": {"tier": '"gold-%s"' % tag}},
+                                         "next": "done"},
+                                "done": {"end": {}}}})
+        u = self.person(tier="basic")
+        self.track(u, "Upgraded " + tag)
+        self.settle()
+        self.assertEqual(self.audiences_of(u), ["up" + tag])
+        self.sink.wait(lambda s: self.hooks("/gold/" + tag, u))
+
     def test_backfill_over_existing_profiles(self):
         tag = uuid.uuid4().hex[:6]
         gold = [self.person(plan="gold-" + tag) for _ in range(7)]
