@@ -661,15 +661,6 @@ static bool get_i64(const char **pp, const char *end, int64_t *out)
 	return true;
 }
 
-/* The last occurrence of needle in hay[0, n), or NULL. */
-static const char *find_last(const char *hay, size_t n, const char *needle, size_t nl)
-{
-	for (size_t i = n >= nl ? n - nl + 1 : 0; i-- > 0;)
-		if (hay[i] == needle[0] && memcmp(hay + i, needle, nl) == 0)
-			return hay + i;
-	return NULL;
-}
-
 /*
  * Loads a record whose last member is the history as prof_save writes it: the
  * history is read by hand, the rest by json-c. Returns false (p untouched) for
@@ -686,8 +677,12 @@ static bool load_fast(struct prof *p, const char *val, size_t len)
 
 	if (len < sizeof(HIST_MEMBER) + 3 || val[len - 1] != '}' || val[len - 2] != ']')
 		return false;
-	m = find_last(val, len, HIST_MEMBER, sizeof(HIST_MEMBER) - 1);
-	if (!m || m - val < 2 || m[-1] != ',')
+	/* The history holds no quote: the last one closes its key. */
+	m = memrchr(val, '"', len);
+	if (!m || m - val < 10 || (size_t)(end - m) < 3)
+		return false;
+	m -= sizeof(HIST_MEMBER) - 4; /* back to the key's opening quote */
+	if (memcmp(m, HIST_MEMBER, sizeof(HIST_MEMBER) - 1) != 0 || m[-1] != ',')
 		return false;
 	c = m[-2];
 	if (c == '{' || c == ',' || c == ':' || c == '[' || c == ' ' || c == '\t' ||
@@ -695,7 +690,7 @@ static bool load_fast(struct prof *p, const char *val, size_t len)
 		return false;
 	q = m + sizeof(HIST_MEMBER) - 1;
 	memset(p, 0, sizeof(*p));
-	while (*q == '[') {
+	while (q < end && *q == '[') {
 		int64_t t, seq;
 
 		q++;

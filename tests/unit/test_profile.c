@@ -1082,6 +1082,9 @@ static void test_record_layouts_load_alike(void **state)
 		"{\"v\":1,\"id\":7,\"created_ms\":1,\"updated_ms\":1,"
 		"\"identities\":[\"user_id:u9\"],\"traits\":{},\"history\":"
 		"[[1767225601000,2],[1767225600000,1]]}",
+		"{\"v\":1,\"id\":7,\"created_ms\":1,\"updated_ms\":1,"
+		"\"identities\":[\"user_id:u9\"],\"traits\":{},\"history\":"
+		"[[1767225600000,1],[1767225601000,2]],\"merged_from\":[]}",
 	};
 
 	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
