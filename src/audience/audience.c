@@ -1021,7 +1021,7 @@ static struct json_object *load_state(struct aud *a, struct store_batch *b, uint
 	struct json_object *o, *s = NULL;
 
 	buf_init(&k, 0);
-	key_pid(&k, 'V', pid, c->id);
+	key_pid(&k, 'W', pid, c->id);
 	o = get_json(a->s, b, &k);
 	buf_fini(&k);
 	if (o && jint(o, "ver", 0) == c->version && json_object_object_get_ex(o, "s", &s))
@@ -1038,15 +1038,24 @@ static void save_state(struct aud *a, struct store_batch *b, uint64_t pid,
 	struct buf k;
 	struct json_object *o;
 
+	/* The value ("V", read by every profile view) apart from the state
+	 * ("W", read only when the attribute changes): views never parse states. */
 	buf_init(&k, 0);
 	key_pid(&k, 'V', pid, c->id);
 	if (!state) {
+		store_batch_delete(b, STORE_CF_AUDIENCES, k.data, k.len);
+		key_pid(&k, 'W', pid, c->id);
 		store_batch_delete(b, STORE_CF_AUDIENCES, k.data, k.len);
 		buf_fini(&k);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "value", computed_value(c->def, state));
+	json_object_object_add(o, "ver", json_object_new_int64(c->version));
+	put_json(b, &k, o);
+	json_object_put(o);
+	key_pid(&k, 'W', pid, c->id);
+	o = json_object_new_object();
 	json_object_object_add(o, "ver", json_object_new_int64(c->version));
 	json_object_object_add(o, "s", json_object_get(state));
 	put_json(b, &k, o);
@@ -1502,6 +1511,14 @@ static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 			}
 		}
 		store_batch_delete(b, STORE_CF_AUDIENCES, key, kl);
+		if (key[0] == 'V') {
+			struct buf wk;
+
+			buf_init(&wk, 0);
+			key_pid(&wk, 'W', pid, id);
+			store_batch_delete(b, STORE_CF_AUDIENCES, wk.data, wk.len);
+			buf_fini(&wk);
+		}
 	}
 	/* A computed back-fill that has passed `into` but not `pid` would never
 	 * count pid's history: fold it into `into` now. */
@@ -2140,9 +2157,15 @@ static void job_cpurge(struct aud *a, struct journey_batch *jb, uint64_t id,
 	store_iter_free(it);
 	for (size_t off = 0; off < keys.len;) {
 		uint32_t kl;
+		char wk[9 + JOURNEY_MAX_ID_BYTES];
 
 		memcpy(&kl, keys.data + off, 4);
 		store_batch_delete(jb->b, STORE_CF_AUDIENCES, keys.data + off + 4, kl);
+		if (kl <= sizeof(wk)) { /* its state */
+			memcpy(wk, keys.data + off + 4, kl);
+			wk[0] = 'W';
+			store_batch_delete(jb->b, STORE_CF_AUDIENCES, wk, kl);
+		}
 		off += 4 + kl;
 	}
 	buf_fini(&keys);

@@ -16,7 +16,8 @@
  *   "N" <aid>                 member count (u64)
  *   "M" <aid> 0 pid(8)        member since (ms, u64)         (members, paged by pid)
  *   "P" pid(8) <aid>          member since (ms, u64)         (a profile's audiences)
- *   "V" pid(8) <cid>          {"value": v, "s": state}       (computed.c's state)
+ *   "V" pid(8) <cid>          {"value": v, "ver": n}          (what views read)
+ *   "W" pid(8) <cid>          {"ver": n, "s": state}          (computed.c's state)
  *   "X" <trait> 0 <canon> 0 pid(8)  ""                       (trait element index)
  *   "Y" pid(8)                {trait: {canon: null}}         (what X holds for pid)
  *   "Q" pid(8)                due ms (u64) of the profile's re-evaluation timer
