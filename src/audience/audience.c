@@ -640,10 +640,9 @@ struct round {
 	uint64_t pid;
 	struct json_object *event; /* borrowed, may be NULL */
 	struct json_object *view;  /* owned, lazily loaded */
-	struct json_object *hist;  /* owned, lazily loaded from hist_since on */
-	int64_t hist_since;
-	struct tl_ent *tl; /* the history's names, ascending; lazily loaded */
+	struct tl_ent *tl;	   /* the history's names, ascending; lazily loaded */
 	size_t ntl;
+	struct json_object **tl_ev; /* events of tl read so far (owned), or NULL */
 	bool tl_loaded;
 	bool view_failed;
 	int64_t boundary;
@@ -663,8 +662,11 @@ static void round_init(struct round *r, struct aud *a, struct journey_batch *jb,
 static void round_fini(struct round *r)
 {
 	json_object_put(r->view);
-	json_object_put(r->hist);
-	r->view = r->hist = NULL;
+	r->view = NULL;
+	for (size_t i = 0; r->tl_ev && i < r->ntl; i++)
+		json_object_put(r->tl_ev[i]);
+	free(r->tl_ev);
+	r->tl_ev = NULL;
 	free(r->tl);
 	r->tl = NULL;
 }
@@ -793,6 +795,7 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 	struct aud *a = r->a;
 	struct expr_program *prog = NULL;
 	int64_t now = r->jb->now_ms, since = now - window_ms, n = 0;
+	uint64_t h = name_hash(name);
 
 	if (predicate) {
 		prog = map_get(&a->predicates, predicate);
@@ -802,40 +805,27 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 			map_put(&a->predicates, predicate, prog);
 		}
 	}
-	if (!predicate) {
-		uint64_t h = name_hash(name);
-
-		round_timeline(r);
-		for (size_t i = r->ntl; i-- > 0 && r->tl[i].t >= since;) {
-			if (r->tl[i].h != h)
-				continue;
-			n++;
-			/* The count drops when this event leaves the window. */
-			if (r->tl[i].t + window_ms + 1 < r->boundary)
-				r->boundary = r->tl[i].t + window_ms + 1;
-		}
-		return n;
-	}
-	/* Only the part of the history the widest window so far needs is parsed. */
-	if (!r->hist || since < r->hist_since) {
-		json_object_put(r->hist);
-		r->hist = NULL;
-		r->hist_since = since;
-		if (profile_history_json(a->s, r->jb->b, r->pid, since, &r->hist) !=
-		    NERR_OK)
-			r->hist = json_object_new_array();
-	}
-	for (size_t i = 0; i < json_object_array_length(r->hist); i++) {
-		struct json_object *e = json_object_array_get_idx(r->hist, i);
-		const char *en = jstr(e, "event");
-		int64_t t = event_ms(e);
-
-		if (!en || strcmp(en, name) != 0 || t == INT64_MIN || t < since)
+	/* The timeline finds the events of that name inside the window; only
+	 * those are read, and only when a predicate needs their content. */
+	round_timeline(r);
+	for (size_t i = r->ntl; i-- > 0 && r->tl[i].t >= since;) {
+		if (r->tl[i].h != h)
 			continue;
 		if (prog) {
 			struct expr_value vars[JOURNEY_VAR__COUNT], out;
+			struct profile_hkey key = {r->tl[i].t, r->tl[i].seq};
+			const char *en;
 
-			vars[JOURNEY_VAR_EVENT] = expr_value_from_json(e);
+			if (!r->tl_ev)
+				r->tl_ev = xcalloc(r->ntl, sizeof(*r->tl_ev));
+			if (!r->tl_ev[i] &&
+			    profile_history_event(a->s, r->jb->b, r->pid, &key,
+						  &r->tl_ev[i]) != NERR_OK)
+				r->tl_ev[i] = NULL;
+			en = jstr(r->tl_ev[i], "event");
+			if (!en || strcmp(en, name) != 0) /* a hash collision */
+				continue;
+			vars[JOURNEY_VAR_EVENT] = expr_value_from_json(r->tl_ev[i]);
 			vars[JOURNEY_VAR_PROFILE] = expr_value_from_json(round_view(r));
 			vars[JOURNEY_VAR_JOURNEY] = expr_value_from_json(NULL);
 			set_now(&vars[JOURNEY_VAR_NOW], now);
@@ -847,8 +837,8 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 		}
 		n++;
 		/* The count drops when this event leaves the window. */
-		if (t + window_ms + 1 < r->boundary) /* t >= since: after now */
-			r->boundary = t + window_ms + 1;
+		if (r->tl[i].t + window_ms + 1 < r->boundary)
+			r->boundary = r->tl[i].t + window_ms + 1;
 	}
 	return n;
 }
