@@ -54,6 +54,7 @@ struct audience {
 	struct expr_program *prog;
 	int64_t version;
 	bool reads_audiences; /* `when` calls in_audience() */
+	bool reads_decor;     /* `when` may read profile.computed or .audiences */
 };
 
 struct cattr {
@@ -74,6 +75,7 @@ struct aud {
 	struct audience **auds; /* sorted by id */
 	unsigned naud;
 	unsigned reads_audiences; /* audiences whose `when` calls in_audience() */
+	unsigned reads_decor;	  /* audiences whose `when` may read the decoration */
 	struct cattr **comps;	  /* sorted by id */
 	unsigned ncomp;
 	char **indexed; /* indexed trait names */
@@ -393,8 +395,10 @@ static void set_aud(struct aud *a, struct audience *au)
 	struct audience *old = find_aud(a, au->id, &pos);
 
 	a->reads_audiences += au->reads_audiences;
+	a->reads_decor += au->reads_decor;
 	if (old) {
 		a->reads_audiences -= old->reads_audiences;
+		a->reads_decor -= old->reads_decor;
 		aud_def_free(old);
 		a->auds[pos] = au;
 		return;
@@ -413,6 +417,7 @@ static void del_aud(struct aud *a, const char *id)
 	if (!old)
 		return;
 	a->reads_audiences -= old->reads_audiences;
+	a->reads_decor -= old->reads_decor;
 	aud_def_free(old);
 	memmove(a->auds + pos, a->auds + pos + 1, (a->naud - pos - 1) * sizeof(*a->auds));
 	a->naud--;
@@ -469,6 +474,9 @@ static enum nerr compile_audience(const char *id, struct json_object *doc,
 	(*out)->prog = prog;
 	(*out)->version = jint(doc, "version", 1);
 	(*out)->reads_audiences = strstr(when, "in_audience") != NULL;
+	/* Any reference to them names them (a textual test: false positives
+	 * only cost a decoration). */
+	(*out)->reads_decor = strstr(when, "computed") || strstr(when, "audiences");
 	return NERR_OK;
 }
 
@@ -680,7 +688,9 @@ static struct json_object *round_view(struct round *r)
 		if (profile_view_json(r->a->s, r->jb->b, r->pid, &r->view) != NERR_OK) {
 			r->view = NULL;
 			r->view_failed = true;
-		} else {
+		} else if (r->a->reads_decor) {
+			/* Only when some audience reads profile.computed or
+			 * profile.audiences: the decoration costs two seeks. */
 			decorate_mem(r->a, r->jb->b, r->pid, r->view);
 		}
 	}
@@ -928,13 +938,15 @@ static void set_member(struct round *r, const char *aid, bool in)
 	}
 	buf_fini(&k);
 	count_add(r->a, b, aid, in ? 1 : -1);
-	/* The view's audience list is stale now; reload it on next use. */
-	json_object_put(r->view);
-	r->view = NULL;
 	log_debug("audience", "msg=%s audience=%s profile=%llu",
 		  in ? "entered" : "exited", aid, (unsigned long long)r->pid);
-	if (r->a->rt)
-		journey_rt_on_audience(r->a->rt, r->jb, r->pid, aid, in);
+	/* The view is stale when it lists audiences, or when a journey ran
+	 * (its steps may have changed traits): reload it on next use. */
+	if ((r->a->rt && journey_rt_on_audience(r->a->rt, r->jb, r->pid, aid, in)) ||
+	    r->a->reads_decor) {
+		json_object_put(r->view);
+		r->view = NULL;
+	}
 }
 
 /* The audience ids pid is a member of (through the batch), as a map. */
