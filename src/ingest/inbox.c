@@ -141,6 +141,29 @@ void inbox_consume(struct store_batch *b, uint64_t seq)
 	store_batch_delete_blind(b, STORE_CF_INBOX, key, sizeof(key));
 }
 
+unsigned inbox_trim(struct store *s, uint64_t applied_seq)
+{
+	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_INBOX);
+	struct store_batch *b = store_batch_new(s);
+	unsigned n = 0;
+
+	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *k = store_iter_key(it, &kl);
+
+		if (kl != 8 || store_get_u64(k) > applied_seq)
+			break;
+		store_batch_delete(b, STORE_CF_INBOX, k, kl);
+		n++;
+	}
+	store_iter_free(it);
+	if (n && store_batch_commit(b, false, NULL) == NERR_OK)
+		log_info("inbox", "msg=\"consumed records deleted at start\" records=%u",
+			 n);
+	store_batch_free(b);
+	return n;
+}
+
 uint64_t inbox_last_stored_seq(struct store *s)
 {
 	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_INBOX);

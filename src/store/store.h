@@ -9,6 +9,9 @@
  * one batch may create a profile and update it again before committing. A batch
  * commits atomically; `sync` commits are durable when they return (invariants 1
  * and 2). Keys that are numbers are big-endian so iteration order is numeric.
+ * STORE_CF_INBOX is kept in a database of its own (own WAL, data_dir/inbox): its
+ * writes in a batch are blind, and are applied after the batch's other writes,
+ * not atomically with them (store_batch_commit says how).
  * Threading: a store is shared; a batch or an iterator belongs to one thread.
  */
 #ifndef NUDGE_STORE_STORE_H
