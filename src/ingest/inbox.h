@@ -98,7 +98,8 @@ uint64_t inbox_last_stored_seq(struct store *s);
 enum nerr inbox_decode(const char *rec, size_t len, enum inbox_kind *kind,
 		       int64_t *received_ms, const char **payload, size_t *payload_len);
 
-/* Deletes a consumed record with the engine's state batch (after it). */
+/* Called for each record the engine's state batch consumes; deletes consumed
+ * records in chunks, after the state batch (see inbox.c). */
 void inbox_consume(struct store_batch *b, uint64_t seq);
 /* Deletes the records up to applied_seq still present (a crash lost their
  * deletion); the engine calls it at start. Returns how many. */

@@ -63,8 +63,10 @@ struct store {
 struct blind_op {
 	uint32_t klen, vlen;
 	unsigned char cf;
-	unsigned char del;
+	unsigned char kind; /* BLIND_PUT, BLIND_DELETE, BLIND_DELETE_RANGE (val = end) */
 };
+
+enum { BLIND_PUT, BLIND_DELETE, BLIND_DELETE_RANGE };
 
 struct store_batch {
 	struct store *s;
@@ -361,10 +363,11 @@ unsigned store_batch_count(const struct store_batch *b)
 	return (unsigned)rocksdb_writebatch_wi_count(b->wb) + b->nblind;
 }
 
-static void blind_add(struct store_batch *b, enum store_cf cf, bool del, const void *key,
+static void blind_add(struct store_batch *b, enum store_cf cf, int kind, const void *key,
 		      size_t klen, const void *val, size_t vlen)
 {
-	struct blind_op op = {(uint32_t)klen, (uint32_t)vlen, (unsigned char)cf, del};
+	struct blind_op op = {(uint32_t)klen, (uint32_t)vlen, (unsigned char)cf,
+			      (unsigned char)kind};
 	size_t need = sizeof(op) + klen + vlen;
 
 	ASSERT(klen <= UINT32_MAX && vlen <= UINT32_MAX);
@@ -388,13 +391,20 @@ static void blind_add(struct store_batch *b, enum store_cf cf, bool del, const v
 void store_batch_put_blind(struct store_batch *b, enum store_cf cf, const void *key,
 			   size_t klen, const void *val, size_t vlen)
 {
-	blind_add(b, cf, false, key, klen, val, vlen);
+	blind_add(b, cf, BLIND_PUT, key, klen, val, vlen);
 }
 
 void store_batch_delete_blind(struct store_batch *b, enum store_cf cf, const void *key,
 			      size_t klen)
 {
-	blind_add(b, cf, true, key, klen, NULL, 0);
+	blind_add(b, cf, BLIND_DELETE, key, klen, NULL, 0);
+}
+
+void store_batch_delete_range_blind(struct store_batch *b, enum store_cf cf,
+				    const void *start, size_t slen, const void *end,
+				    size_t elen)
+{
+	blind_add(b, cf, BLIND_DELETE_RANGE, start, slen, end, elen);
 }
 
 /* Appends the blind writes to the main database (inbox false) or to the
@@ -410,8 +420,11 @@ static void blind_replay(const struct store_batch *b, rocksdb_writebatch_t *wb,
 		off += sizeof(op) + op.klen + op.vlen;
 		if (in_idb(b->s, op.cf) != inbox)
 			continue;
-		if (op.del)
+		if (op.kind == BLIND_DELETE)
 			rocksdb_writebatch_delete_cf(wb, cf_for(b->s, op.cf), k, op.klen);
+		else if (op.kind == BLIND_DELETE_RANGE)
+			rocksdb_writebatch_delete_range_cf(wb, cf_for(b->s, op.cf), k,
+							   op.klen, k + op.klen, op.vlen);
 		else
 			rocksdb_writebatch_put_cf(wb, cf_for(b->s, op.cf), k, op.klen,
 						  k + op.klen, op.vlen);
@@ -422,7 +435,7 @@ void store_batch_put(struct store_batch *b, enum store_cf cf, const void *key,
 		     size_t klen, const void *val, size_t vlen)
 {
 	if (in_idb(b->s, cf)) /* another database: the index cannot hold it */
-		return blind_add(b, cf, false, key, klen, val, vlen);
+		return blind_add(b, cf, BLIND_PUT, key, klen, val, vlen);
 	rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[cf], key, klen, val, vlen);
 }
 
@@ -430,7 +443,7 @@ void store_batch_delete(struct store_batch *b, enum store_cf cf, const void *key
 			size_t klen)
 {
 	if (in_idb(b->s, cf))
-		return blind_add(b, cf, true, key, klen, NULL, 0);
+		return blind_add(b, cf, BLIND_DELETE, key, klen, NULL, 0);
 	rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[cf], key, klen);
 }
 

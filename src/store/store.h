@@ -89,6 +89,10 @@ void store_batch_put_blind(struct store_batch *b, enum store_cf cf, const void *
 			   size_t klen, const void *val, size_t vlen);
 void store_batch_delete_blind(struct store_batch *b, enum store_cf cf, const void *key,
 			      size_t klen);
+/* Deletes the keys in [start, end), blind. One entry whatever the range holds. */
+void store_batch_delete_range_blind(struct store_batch *b, enum store_cf cf,
+				    const void *start, size_t slen, const void *end,
+				    size_t elen);
 /* Like store_get, but sees the batch's pending writes first. */
 enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *key,
 			  size_t klen, char **val, size_t *len);

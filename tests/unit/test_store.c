@@ -266,6 +266,21 @@ static void inbox_has_its_own_database(void **state)
 	/* record 2 was consumed too, its deletion lost */
 	assert_int_equal(inbox_trim(s, 2), 1);
 	assert_true(inbox_last_stored_seq(s) == 0);
+	/* the engine's consumption deletes in chunks, up to each multiple */
+	for (uint64_t seq = 4095; seq <= 4097; seq++) {
+		store_put_u64(k, seq);
+		store_batch_put(b, STORE_CF_INBOX, k, 8, "r", 1);
+	}
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	inbox_consume(b, 4095);
+	assert_int_equal(store_batch_count(b), 0);
+	inbox_consume(b, 4096);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	store_put_u64(k, 4096);
+	assert_int_equal(store_get(s, STORE_CF_INBOX, k, 8, &v, &vl), NERR_NOTFOUND);
+	store_put_u64(k, 4095);
+	assert_int_equal(store_get(s, STORE_CF_INBOX, k, 8, &v, &vl), NERR_NOTFOUND);
+	assert_true(inbox_last_stored_seq(s) == 4097);
 	store_batch_free(b);
 	store_close(s);
 
