@@ -13,7 +13,8 @@
  * The store keeps the inbox in a database of its own (data_dir/inbox, its own
  * WAL), so the committer's synced writes never queue behind an engine batch's
  * write; what is consumed is the applied position in the state batch, and the
- * deletions follow it (inbox_trim redoes those a crash lost).
+ * records are deleted after it in chunks (inbox_consume; inbox_trim at start
+ * deletes what is left).
  *
  * Record format (value in STORE_CF_INBOX, key = seq as big-endian u64):
  *   byte 0      kind (enum inbox_kind)

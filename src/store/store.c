@@ -478,8 +478,8 @@ enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *k
  * atomic write, then the inbox database's part. When a batch has both (the
  * engine consuming inbox records beside its state), the inbox part follows
  * without a sync of its own: what the engine consumed is its applied position,
- * committed in the main part; a deletion lost in a crash is redone at start
- * (inbox_trim). The inbox database's writes are synced by the next committer
+ * committed in the main part; consumed records left by a crash are deleted
+ * at start (inbox_trim). The inbox database's writes are synced by the next committer
  * write anyway, since they share its WAL.
  */
 enum nerr store_batch_commit(struct store_batch *b, bool sync, struct nerr_msg *msg)
