@@ -656,6 +656,7 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	atomic_store(&e->applied_seq, engine_stored_applied_seq(s));
+	inbox_trim(s, atomic_load(&e->applied_seq));
 	if (store_get(s, STORE_CF_META, META_PROFILES, sizeof(META_PROFILES) - 1, &v,
 		      &vl) == NERR_OK &&
 	    vl == 8)

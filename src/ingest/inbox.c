@@ -20,6 +20,8 @@
 #include "base/mem.h"
 #include "report/metrics.h"
 
+#define INBOX_DELETE_EVERY 4096
+
 struct inbox_job {
 	struct inbox_job *next;
 	unsigned n;
@@ -131,14 +133,54 @@ enum nerr inbox_decode(const char *rec, size_t len, enum inbox_kind *kind,
 	return NERR_OK;
 }
 
+/*
+ * Consumption is the engine's applied position, committed in its state batch;
+ * the records themselves are deleted in chunks: every INBOX_DELETE_EVERY
+ * records one range deletion of everything up to there. A point deletion per
+ * record put thousands of entries per engine batch in front of the committer's
+ * synced writes in the inbox database's write path; a range is one entry.
+ * Records consumed since the last chunk stay until the next (inbox_trim clears
+ * them at start).
+ */
 void inbox_consume(struct store_batch *b, uint64_t seq)
 {
-	unsigned char key[8];
+	unsigned char from[8], to[8];
 
-	store_put_u64(key, seq);
-	/* The engine reads the inbox from committed state, never through its
-	 * batch: the deletion need not be indexed. */
-	store_batch_delete_blind(b, STORE_CF_INBOX, key, sizeof(key));
+	if (seq % INBOX_DELETE_EVERY != 0)
+		return;
+	store_put_u64(from, 0);
+	store_put_u64(to, seq + 1);
+	store_batch_delete_range_blind(b, STORE_CF_INBOX, from, 8, to, 8);
+}
+
+unsigned inbox_trim(struct store *s, uint64_t applied_seq)
+{
+	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_INBOX);
+	unsigned n = 0;
+
+	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *k = store_iter_key(it, &kl);
+
+		if (kl != 8 || store_get_u64(k) > applied_seq)
+			break;
+		n++;
+	}
+	store_iter_free(it);
+	if (n) {
+		struct store_batch *b = store_batch_new(s);
+		unsigned char from[8], to[8];
+
+		store_put_u64(from, 0);
+		store_put_u64(to, applied_seq + 1);
+		store_batch_delete_range_blind(b, STORE_CF_INBOX, from, 8, to, 8);
+		if (store_batch_commit(b, false, NULL) == NERR_OK)
+			log_info("inbox",
+				 "msg=\"consumed records deleted at start\" records=%u",
+				 n);
+		store_batch_free(b);
+	}
+	return n;
 }
 
 uint64_t inbox_last_stored_seq(struct store *s)

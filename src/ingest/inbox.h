@@ -6,10 +6,15 @@
  * everything queued while the previous sync ran, assigns consecutive sequence
  * numbers, writes them with one synced RocksDB batch, and then reports each job
  * back on the loop thread, which only then answers 2xx. The engine reads records
- * by sequence from the store (inbox_read) and deletes them in its own state batch
+ * by sequence from the store (inbox_read) and deletes them with its state batch
  * (inbox_consume), so the inbox is the narrow interface DESIGN.md §13 asks for:
  * append, read from a sequence number, remember the applied position inside the
  * state batch. A NATS JetStream stream can later stand behind the same calls.
+ * The store keeps the inbox in a database of its own (data_dir/inbox, its own
+ * WAL), so the committer's synced writes never queue behind an engine batch's
+ * write; what is consumed is the applied position in the state batch, and the
+ * records are deleted after it in chunks (inbox_consume; inbox_trim at start
+ * deletes what is left).
  *
  * Record format (value in STORE_CF_INBOX, key = seq as big-endian u64):
  *   byte 0      kind (enum inbox_kind)
@@ -94,7 +99,11 @@ uint64_t inbox_last_stored_seq(struct store *s);
 enum nerr inbox_decode(const char *rec, size_t len, enum inbox_kind *kind,
 		       int64_t *received_ms, const char **payload, size_t *payload_len);
 
-/* Deletes a consumed record inside the engine's state batch. */
+/* Called for each record the engine's state batch consumes; deletes consumed
+ * records in chunks, after the state batch (see inbox.c). */
 void inbox_consume(struct store_batch *b, uint64_t seq);
+/* Deletes the records up to applied_seq still present (a crash lost their
+ * deletion); the engine calls it at start. Returns how many. */
+unsigned inbox_trim(struct store *s, uint64_t applied_seq);
 
 #endif

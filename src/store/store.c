@@ -7,6 +7,15 @@
  * Keeping that index costs a search per write, so writes nobody reads back
  * (blind writes) are kept beside it as plain records and appended, after the
  * indexed ones, to one plain WriteBatch at commit: still one atomic write.
+ * The inbox family lives in a second rocksdb_t under dir/inbox (departing from
+ * DESIGN.md §4's one database, for one reason): with one database, every
+ * synced inbox write of the committer queued behind the engine's batch write
+ * in RocksDB's single write path and WAL, so an ack waited for two syncs and
+ * an engine batch's memtable inserts. Its own WAL makes the inbox sync alone.
+ * Inbox writes are always blind (the index cannot span two databases); a
+ * batch that writes both commits the main part first, atomically, then the
+ * inbox part (see store_batch_commit). Opening moves inbox records an older
+ * data directory kept in the main database.
  * Options favour small synced batches: WAL on, sync per commit, a modest block
  * cache. Failure of a synced write is reported as NERR_IO and logged once here
  * with the RocksDB message; upper layers decide to stop accepting.
@@ -16,8 +25,10 @@
 #include "store/store.h"
 
 #include <rocksdb/c.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/mem.h"
@@ -37,6 +48,8 @@ static const char *const cf_names[STORE_CF__COUNT] = {
 
 struct store {
 	rocksdb_t *db;
+	rocksdb_t *idb; /* the inbox's own database; NULL: the inbox family of db */
+	rocksdb_column_family_handle_t *icf[2]; /* idb's default and inbox */
 	rocksdb_options_t *opts;
 	rocksdb_readoptions_t *ropts;
 	rocksdb_writeoptions_t *wopts_sync;
@@ -50,8 +63,10 @@ struct store {
 struct blind_op {
 	uint32_t klen, vlen;
 	unsigned char cf;
-	unsigned char del;
+	unsigned char kind; /* BLIND_PUT, BLIND_DELETE, BLIND_DELETE_RANGE (val = end) */
 };
+
+enum { BLIND_PUT, BLIND_DELETE, BLIND_DELETE_RANGE };
 
 struct store_batch {
 	struct store *s;
@@ -59,6 +74,7 @@ struct store_batch {
 	char *blind; /* blind_op records back to back, not indexed */
 	size_t blind_len, blind_cap;
 	unsigned nblind;
+	unsigned nblind_inbox; /* of them, to the inbox database */
 };
 
 struct store_iter {
@@ -88,6 +104,105 @@ uint64_t store_get_u64(const void *src)
 	for (int i = 0; i < 8; i++)
 		v = (v << 8) | p[i];
 	return v;
+}
+
+/* Where a column family lives: the inbox in its own database when there is one. */
+static bool in_idb(const struct store *s, enum store_cf cf)
+{
+	return cf == STORE_CF_INBOX && s->idb;
+}
+
+static rocksdb_t *db_for(const struct store *s, enum store_cf cf)
+{
+	return in_idb(s, cf) ? s->idb : s->db;
+}
+
+static rocksdb_column_family_handle_t *cf_for(const struct store *s, enum store_cf cf)
+{
+	return in_idb(s, cf) ? s->icf[1] : s->cf[cf];
+}
+
+static const char *const inbox_cf_names[2] = {"default", "inbox"};
+
+/*
+ * Opens the inbox database in dir/inbox. Read-only, a data directory from
+ * before it existed has none: the inbox family of the main database is used.
+ */
+static enum nerr open_inbox_db(struct store *s, const char *dir, bool readonly,
+			       struct nerr_msg *msg)
+{
+	const rocksdb_options_t *o[2] = {s->opts, s->opts};
+	char *idir = xmalloc(strlen(dir) + sizeof("/inbox/CURRENT"));
+	char *err = NULL;
+
+	sprintf(idir, "%s/inbox/CURRENT", dir);
+	if (readonly && access(idir, F_OK) != 0) {
+		free(idir);
+		return NERR_OK;
+	}
+	idir[strlen(idir) - sizeof("/CURRENT") + 1] = '\0';
+	if (readonly)
+		s->idb = rocksdb_open_for_read_only_column_families(
+			s->opts, idir, 2, inbox_cf_names, o, s->icf, 0, &err);
+	else
+		s->idb = rocksdb_open_column_families(s->opts, idir, 2, inbox_cf_names, o,
+						      s->icf, &err);
+	if (err) {
+		nerr_set(msg, NERR_IO, "data_dir", "cannot open the inbox in %s: %s",
+			 idir, err);
+		log_error("store", "msg=\"inbox open failed\" dir=%s err=\"%s\"", idir,
+			  err);
+		free(err);
+		s->idb = NULL;
+		free(idir);
+		return NERR_IO;
+	}
+	free(idir);
+	return NERR_OK;
+}
+
+/*
+ * Moves inbox records a data directory written before the inbox had its own
+ * database still holds into it: copied with sync first, then deleted, so a
+ * crash in between only copies them again.
+ */
+static enum nerr migrate_inbox(struct store *s)
+{
+	rocksdb_iterator_t *it =
+		rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[STORE_CF_INBOX]);
+	rocksdb_writebatch_t *to = rocksdb_writebatch_create(),
+			     *from = rocksdb_writebatch_create();
+	char *err = NULL;
+	int n = 0;
+
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it), n++) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl),
+			   *v = rocksdb_iter_value(it, &vl);
+
+		rocksdb_writebatch_put_cf(to, s->icf[1], k, kl, v, vl);
+		rocksdb_writebatch_delete_cf(from, s->cf[STORE_CF_INBOX], k, kl);
+	}
+	rocksdb_iter_destroy(it);
+	if (n) {
+		rocksdb_write(s->idb, s->wopts_sync, to, &err);
+		if (!err)
+			rocksdb_write(s->db, s->wopts_sync, from, &err);
+		if (!err)
+			log_info("store",
+				 "msg=\"inbox records moved to the inbox database\" "
+				 "records=%d",
+				 n);
+	}
+	rocksdb_writebatch_destroy(to);
+	rocksdb_writebatch_destroy(from);
+	if (err) {
+		log_error("store", "msg=\"inbox move failed\" err=\"%s\"", err);
+		free(err);
+		return NERR_IO;
+	}
+	return NERR_OK;
 }
 
 static enum nerr open_common(const char *dir, bool readonly, struct store **out,
@@ -137,6 +252,12 @@ static enum nerr open_common(const char *dir, bool readonly, struct store **out,
 	s->wopts_sync = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(s->wopts_sync, 1);
 	s->wopts_nosync = rocksdb_writeoptions_create();
+	if (open_inbox_db(s, dir, readonly, msg) != NERR_OK ||
+	    (!readonly && migrate_inbox(s) != NERR_OK)) {
+		nerr_set(msg, NERR_IO, "data_dir", "cannot open the inbox in %s", dir);
+		store_close(s);
+		return NERR_IO;
+	}
 	*out = s;
 	return NERR_OK;
 }
@@ -155,6 +276,11 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	if (s->idb) {
+		for (int i = 0; i < 2; i++)
+			rocksdb_column_family_handle_destroy(s->icf[i]);
+		rocksdb_close(s->idb);
+	}
 	if (s->db) {
 		for (int i = 0; i < STORE_CF__COUNT; i++)
 			if (s->cf[i])
@@ -189,7 +315,8 @@ enum nerr store_get(struct store *s, enum store_cf cf, const void *key, size_t k
 {
 	char *err = NULL;
 	size_t vl = 0;
-	char *v = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, klen, &vl, &err);
+	char *v = rocksdb_get_cf(db_for(s, cf), s->ropts, cf_for(s, cf), key, klen, &vl,
+				 &err);
 
 	if (err) {
 		log_error("store", "msg=\"get failed\" cf=%s err=\"%s\"", cf_names[cf],
@@ -228,6 +355,7 @@ void store_batch_clear(struct store_batch *b)
 	rocksdb_writebatch_wi_clear(b->wb);
 	b->blind_len = 0;
 	b->nblind = 0;
+	b->nblind_inbox = 0;
 }
 
 unsigned store_batch_count(const struct store_batch *b)
@@ -235,10 +363,11 @@ unsigned store_batch_count(const struct store_batch *b)
 	return (unsigned)rocksdb_writebatch_wi_count(b->wb) + b->nblind;
 }
 
-static void blind_add(struct store_batch *b, enum store_cf cf, bool del, const void *key,
+static void blind_add(struct store_batch *b, enum store_cf cf, int kind, const void *key,
 		      size_t klen, const void *val, size_t vlen)
 {
-	struct blind_op op = {(uint32_t)klen, (uint32_t)vlen, (unsigned char)cf, del};
+	struct blind_op op = {(uint32_t)klen, (uint32_t)vlen, (unsigned char)cf,
+			      (unsigned char)kind};
 	size_t need = sizeof(op) + klen + vlen;
 
 	ASSERT(klen <= UINT32_MAX && vlen <= UINT32_MAX);
@@ -256,46 +385,65 @@ static void blind_add(struct store_batch *b, enum store_cf cf, bool del, const v
 		memcpy(b->blind + b->blind_len + sizeof(op) + klen, val, vlen);
 	b->blind_len += need;
 	b->nblind++;
+	b->nblind_inbox += in_idb(b->s, cf);
 }
 
 void store_batch_put_blind(struct store_batch *b, enum store_cf cf, const void *key,
 			   size_t klen, const void *val, size_t vlen)
 {
-	blind_add(b, cf, false, key, klen, val, vlen);
+	blind_add(b, cf, BLIND_PUT, key, klen, val, vlen);
 }
 
 void store_batch_delete_blind(struct store_batch *b, enum store_cf cf, const void *key,
 			      size_t klen)
 {
-	blind_add(b, cf, true, key, klen, NULL, 0);
+	blind_add(b, cf, BLIND_DELETE, key, klen, NULL, 0);
 }
 
-/* Appends the blind writes to a plain write batch. */
-static void blind_replay(const struct store_batch *b, rocksdb_writebatch_t *wb)
+void store_batch_delete_range_blind(struct store_batch *b, enum store_cf cf,
+				    const void *start, size_t slen, const void *end,
+				    size_t elen)
+{
+	blind_add(b, cf, BLIND_DELETE_RANGE, start, slen, end, elen);
+}
+
+/* Appends the blind writes to the main database (inbox false) or to the
+ * inbox database (true) to a plain write batch. */
+static void blind_replay(const struct store_batch *b, rocksdb_writebatch_t *wb,
+			 bool inbox)
 {
 	for (size_t off = 0; off < b->blind_len;) {
 		struct blind_op op;
 		const char *k = b->blind + off + sizeof(op);
 
 		memcpy(&op, b->blind + off, sizeof(op));
-		if (op.del)
-			rocksdb_writebatch_delete_cf(wb, b->s->cf[op.cf], k, op.klen);
-		else
-			rocksdb_writebatch_put_cf(wb, b->s->cf[op.cf], k, op.klen,
-						  k + op.klen, op.vlen);
 		off += sizeof(op) + op.klen + op.vlen;
+		if (in_idb(b->s, op.cf) != inbox)
+			continue;
+		if (op.kind == BLIND_DELETE)
+			rocksdb_writebatch_delete_cf(wb, cf_for(b->s, op.cf), k, op.klen);
+		else if (op.kind == BLIND_DELETE_RANGE)
+			rocksdb_writebatch_delete_range_cf(wb, cf_for(b->s, op.cf), k,
+							   op.klen, k + op.klen, op.vlen);
+		else
+			rocksdb_writebatch_put_cf(wb, cf_for(b->s, op.cf), k, op.klen,
+						  k + op.klen, op.vlen);
 	}
 }
 
 void store_batch_put(struct store_batch *b, enum store_cf cf, const void *key,
 		     size_t klen, const void *val, size_t vlen)
 {
+	if (in_idb(b->s, cf)) /* another database: the index cannot hold it */
+		return blind_add(b, cf, BLIND_PUT, key, klen, val, vlen);
 	rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[cf], key, klen, val, vlen);
 }
 
 void store_batch_delete(struct store_batch *b, enum store_cf cf, const void *key,
 			size_t klen)
 {
+	if (in_idb(b->s, cf))
+		return blind_add(b, cf, BLIND_DELETE, key, klen, NULL, 0);
 	rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[cf], key, klen);
 }
 
@@ -304,7 +452,11 @@ enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *k
 {
 	char *err = NULL;
 	size_t vl = 0;
-	char *v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
+	char *v;
+
+	if (in_idb(b->s, cf)) /* its writes are blind: committed state only */
+		return store_get(b->s, cf, key, klen, val, len);
+	v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
 		b->wb, b->s->db, b->s->ropts, b->s->cf[cf], key, klen, &vl, &err);
 
 	if (err) {
@@ -321,26 +473,41 @@ enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *k
 	return NERR_OK;
 }
 
+/*
+ * Writes the main database's part (indexed writes, then blind ones) in one
+ * atomic write, then the inbox database's part. When a batch has both (the
+ * engine consuming inbox records beside its state), the inbox part follows
+ * without a sync of its own: what the engine consumed is its applied position,
+ * committed in the main part; consumed records left by a crash are deleted
+ * at start (inbox_trim). The inbox database's writes are synced by the next committer
+ * write anyway, since they share its WAL.
+ */
 enum nerr store_batch_commit(struct store_batch *b, bool sync, struct nerr_msg *msg)
 {
-	const rocksdb_writeoptions_t *wo = sync ? b->s->wopts_sync : b->s->wopts_nosync;
+	rocksdb_writeoptions_t *wo = sync ? b->s->wopts_sync : b->s->wopts_nosync;
+	unsigned nwi = (unsigned)rocksdb_writebatch_wi_count(b->wb);
+	bool main_part = nwi || b->nblind > b->nblind_inbox;
 	char *err = NULL;
 
 	if (b->nblind == 0) {
-		rocksdb_write_writebatch_wi(b->s->db, (rocksdb_writeoptions_t *)wo, b->wb,
-					    &err);
-	} else {
+		rocksdb_write_writebatch_wi(b->s->db, wo, b->wb, &err);
+	} else if (main_part) {
 		/* One plain batch: the indexed writes' bytes as they are, then
 		 * the blind ones, so all of it still commits atomically. */
 		size_t size = 0;
-		const char *rep = rocksdb_writebatch_wi_count(b->wb)
-					  ? rocksdb_writebatch_wi_data(b->wb, &size)
-					  : NULL;
+		const char *rep = nwi ? rocksdb_writebatch_wi_data(b->wb, &size) : NULL;
 		rocksdb_writebatch_t *wb = rep ? rocksdb_writebatch_create_from(rep, size)
 					       : rocksdb_writebatch_create();
 
-		blind_replay(b, wb);
-		rocksdb_write(b->s->db, (rocksdb_writeoptions_t *)wo, wb, &err);
+		blind_replay(b, wb, false);
+		rocksdb_write(b->s->db, wo, wb, &err);
+		rocksdb_writebatch_destroy(wb);
+	}
+	if (!err && b->nblind_inbox) {
+		rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+
+		blind_replay(b, wb, true);
+		rocksdb_write(b->s->idb, main_part ? b->s->wopts_nosync : wo, wb, &err);
 		rocksdb_writebatch_destroy(wb);
 	}
 	if (err) {
@@ -357,9 +524,10 @@ struct store_iter *store_iter_new(struct store *s, struct store_batch *b,
 				  enum store_cf cf)
 {
 	struct store_iter *it = xcalloc(1, sizeof(*it));
-	rocksdb_iterator_t *base = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[cf]);
+	rocksdb_iterator_t *base =
+		rocksdb_create_iterator_cf(db_for(s, cf), s->ropts, cf_for(s, cf));
 
-	if (b)
+	if (b && !in_idb(s, cf)) /* the inbox's pending writes are blind */
 		it->it = rocksdb_writebatch_wi_create_iterator_with_base_cf(b->wb, base,
 									    s->cf[cf]);
 	else

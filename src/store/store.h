@@ -9,6 +9,9 @@
  * one batch may create a profile and update it again before committing. A batch
  * commits atomically; `sync` commits are durable when they return (invariants 1
  * and 2). Keys that are numbers are big-endian so iteration order is numeric.
+ * STORE_CF_INBOX is kept in a database of its own (own WAL, data_dir/inbox): its
+ * writes in a batch are blind, and are applied after the batch's other writes,
+ * not atomically with them (store_batch_commit says how).
  * Threading: a store is shared; a batch or an iterator belongs to one thread.
  */
 #ifndef NUDGE_STORE_STORE_H
@@ -86,6 +89,10 @@ void store_batch_put_blind(struct store_batch *b, enum store_cf cf, const void *
 			   size_t klen, const void *val, size_t vlen);
 void store_batch_delete_blind(struct store_batch *b, enum store_cf cf, const void *key,
 			      size_t klen);
+/* Deletes the keys in [start, end), blind. One entry whatever the range holds. */
+void store_batch_delete_range_blind(struct store_batch *b, enum store_cf cf,
+				    const void *start, size_t slen, const void *end,
+				    size_t elen);
 /* Like store_get, but sees the batch's pending writes first. */
 enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *key,
 			  size_t klen, char **val, size_t *len);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <rocksdb/c.h>
+
 #include "ingest/inbox.h"
 #include "store/store.h"
 
@@ -166,14 +168,15 @@ static void iteration_is_ordered_and_merges_pending_writes(void **state)
 	b = store_batch_new(s);
 	for (int i = 3; i >= 0; i -= 2) { /* 300 and 5 committed */
 		store_put_u64(k, want[i]);
-		store_batch_put(b, STORE_CF_INBOX, k, 8, "x", 1);
+		store_batch_put(b, STORE_CF_TIMERS, k, 8, "x", 1);
 	}
 	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	assert_true(inbox_last_stored_seq(s) == 0);
 	store_put_u64(k, 7);
-	store_batch_put(b, STORE_CF_INBOX, k, 8, "y", 1);
+	store_batch_put(b, STORE_CF_TIMERS, k, 8, "y", 1);
 	store_put_u64(k, 3);
-	store_batch_put(b, STORE_CF_INBOX, k, 8, "y", 1);
-	it = store_iter_new(s, b, STORE_CF_INBOX);
+	store_batch_put(b, STORE_CF_TIMERS, k, 8, "y", 1);
+	it = store_iter_new(s, b, STORE_CF_TIMERS);
 	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
 		got[n++] = store_get_u64(store_iter_key(it, &kl));
 	store_iter_free(it);
@@ -181,7 +184,7 @@ static void iteration_is_ordered_and_merges_pending_writes(void **state)
 	for (size_t i = 0; i < n; i++)
 		assert_true(got[i] == want[i]);
 	/* Without the batch only committed keys show; seek and seek_last work. */
-	it = store_iter_new(s, NULL, STORE_CF_INBOX);
+	it = store_iter_new(s, NULL, STORE_CF_TIMERS);
 	store_put_u64(k, 6);
 	store_iter_seek(it, k, 8);
 	assert_true(store_iter_valid(it));
@@ -189,9 +192,113 @@ static void iteration_is_ordered_and_merges_pending_writes(void **state)
 	store_iter_seek_last(it);
 	assert_true(store_get_u64(store_iter_key(it, &kl)) == 300);
 	store_iter_free(it);
+	store_put_u64(k, 300);
+	store_batch_put(b, STORE_CF_INBOX, k, 8, "x", 1);
+	store_put_u64(k, 5);
+	store_batch_put(b, STORE_CF_INBOX, k, 8, "x", 1);
+	store_batch_clear(b);
+	assert_true(inbox_last_stored_seq(s) == 0);
+	store_put_u64(k, 300);
+	store_batch_put(b, STORE_CF_INBOX, k, 8, "x", 1);
+	store_put_u64(k, 5);
+	store_batch_put(b, STORE_CF_INBOX, k, 8, "x", 1);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
 	assert_true(inbox_last_stored_seq(s) == 300);
 	store_batch_free(b);
 	store_close(s);
+}
+
+/* The inbox lives in a database of its own under dir/inbox; records a data
+ * directory kept in the main database's inbox family move there at open; a
+ * batch with state and inbox writes applies both; inbox_trim removes consumed
+ * records whose deletion was lost. */
+static void inbox_has_its_own_database(void **state)
+{
+	const char *names[STORE_CF__COUNT];
+	const rocksdb_options_t *opts[STORE_CF__COUNT];
+	rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
+	rocksdb_options_t *o = rocksdb_options_create();
+	rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	struct store *s;
+	struct store_batch *b;
+	unsigned char k[8];
+	char *err = NULL, *v = NULL, path[128];
+	size_t vl;
+	rocksdb_t *db;
+
+	/* a main database with two records in its inbox family, as before */
+	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
+	store_close(s);
+	snprintf(path, sizeof(path), "rm -rf %s/inbox", dir);
+	assert_int_equal(system(path), 0);
+	for (int i = 0; i < STORE_CF__COUNT; i++) {
+		names[i] = store_cf_name(i);
+		opts[i] = o;
+	}
+	db = rocksdb_open_column_families(o, dir, STORE_CF__COUNT, names, opts, cf, &err);
+	assert_null(err);
+	for (uint64_t seq = 1; seq <= 2; seq++) {
+		store_put_u64(k, seq);
+		rocksdb_put_cf(db, wo, cf[STORE_CF_INBOX], (char *)k, 8, "old", 3, &err);
+		assert_null(err);
+	}
+	for (int i = 0; i < STORE_CF__COUNT; i++)
+		rocksdb_column_family_handle_destroy(cf[i]);
+	rocksdb_close(db);
+
+	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
+	assert_true(inbox_last_stored_seq(s) == 2);
+	store_put_u64(k, 2);
+	assert_int_equal(store_get(s, STORE_CF_INBOX, k, 8, &v, &vl), NERR_OK);
+	assert_string_equal(v, "old");
+	free(v);
+	/* an engine-like batch: state, and the consumption of record 1 */
+	b = store_batch_new(s);
+	store_batch_put(b, STORE_CF_META, "applied", 7, "2", 1);
+	store_put_u64(k, 1);
+	store_batch_delete(b, STORE_CF_INBOX, k, 8);
+	assert_int_equal(store_batch_count(b), 2);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	assert_int_equal(store_get(s, STORE_CF_INBOX, k, 8, &v, &vl), NERR_NOTFOUND);
+	assert_int_equal(store_get(s, STORE_CF_META, "applied", 7, &v, &vl), NERR_OK);
+	free(v);
+	/* record 2 was consumed too, its deletion lost */
+	assert_int_equal(inbox_trim(s, 2), 1);
+	assert_true(inbox_last_stored_seq(s) == 0);
+	/* the engine's consumption deletes in chunks, up to each multiple */
+	for (uint64_t seq = 4095; seq <= 4097; seq++) {
+		store_put_u64(k, seq);
+		store_batch_put(b, STORE_CF_INBOX, k, 8, "r", 1);
+	}
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	inbox_consume(b, 4095);
+	assert_int_equal(store_batch_count(b), 0);
+	inbox_consume(b, 4096);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	store_put_u64(k, 4096);
+	assert_int_equal(store_get(s, STORE_CF_INBOX, k, 8, &v, &vl), NERR_NOTFOUND);
+	store_put_u64(k, 4095);
+	assert_int_equal(store_get(s, STORE_CF_INBOX, k, 8, &v, &vl), NERR_NOTFOUND);
+	assert_true(inbox_last_stored_seq(s) == 4097);
+	store_batch_free(b);
+	store_close(s);
+
+	/* the main database's inbox family is empty now */
+	db = rocksdb_open_column_families(o, dir, STORE_CF__COUNT, names, opts, cf, &err);
+	assert_null(err);
+	for (uint64_t seq = 1; seq <= 2; seq++) {
+		store_put_u64(k, seq);
+		v = rocksdb_get_cf(db, ro, cf[STORE_CF_INBOX], (char *)k, 8, &vl, &err);
+		assert_null(err);
+		assert_null(v);
+	}
+	for (int i = 0; i < STORE_CF__COUNT; i++)
+		rocksdb_column_family_handle_destroy(cf[i]);
+	rocksdb_close(db);
+	rocksdb_readoptions_destroy(ro);
+	rocksdb_writeoptions_destroy(wo);
+	rocksdb_options_destroy(o);
 }
 
 static void inbox_records_round_trip_and_reject_garbage(void **state)
@@ -290,6 +397,8 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			iteration_is_ordered_and_merges_pending_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(inbox_has_its_own_database, setup,
+						teardown),
 		cmocka_unit_test(inbox_records_round_trip_and_reject_garbage),
 		cmocka_unit_test_setup_teardown(
 			group_commit_assigns_dense_sequences_in_order, setup, teardown),
