@@ -16,6 +16,7 @@
 
 #include "app/cmd.h"
 #include "app/engine.h"
+#include "audience/audience.h"
 #include "base/buf.h"
 #include "base/mem.h"
 #include "ingest/inbox.h"
@@ -103,7 +104,7 @@ int cmd_check(int argc, char **argv)
 	struct store *s = NULL;
 	struct nerr_msg msg = {"", ""};
 	struct buf problems;
-	uint64_t applied, pending = 0, profiles = 0, dedup = 0;
+	uint64_t applied, pending = 0, profiles = 0, dedup = 0, members = 0;
 	unsigned bad = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -126,9 +127,13 @@ int cmd_check(int argc, char **argv)
 	bad += check_dedup(s, &problems, &dedup);
 	if (profile_check(s, &problems, &profiles) != NERR_OK)
 		bad++;
-	printf("applied_seq=%llu pending_records=%llu profiles=%llu dedup_entries=%llu\n",
+	if (aud_check(s, &problems, &members) != NERR_OK)
+		bad++;
+	printf("applied_seq=%llu pending_records=%llu profiles=%llu dedup_entries=%llu "
+	       "audience_members=%llu\n",
 	       (unsigned long long)applied, (unsigned long long)pending,
-	       (unsigned long long)profiles, (unsigned long long)dedup);
+	       (unsigned long long)profiles, (unsigned long long)dedup,
+	       (unsigned long long)members);
 	if (problems.len)
 		fputs(buf_str(&problems), stdout);
 	puts(bad || problems.len ? "NOT clean" : "clean");

@@ -3214,3 +3214,204 @@ void aud_free(struct aud *a)
 	expr_env_free(a->env);
 	free(a);
 }
+
+/* ------------------------------------------------------------------ check */
+
+/* A record's key after its tag, as text (ids are [A-Za-z0-9_-]). */
+static void key_id(const char *key, size_t kl, size_t off, char *out, size_t size)
+{
+	snprintf(out, size, "%.*s", (int)(kl > off ? kl - off : 0), key + off);
+}
+
+static bool has_key(struct store *s, enum store_cf cf, const void *k, size_t kl)
+{
+	char *v = NULL;
+	size_t vl = 0;
+	enum nerr rc = store_get(s, cf, k, kl, &v, &vl);
+
+	free(v);
+	return rc == NERR_OK;
+}
+
+enum nerr aud_check(struct store *s, struct buf *problems, uint64_t *members)
+{
+	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_AUDIENCES);
+	struct json_object *purging = json_object_new_object(),
+			   *counts = json_object_new_object();
+	unsigned bad = 0;
+	unsigned char k[32];
+
+	*members = 0;
+	/* Audiences and traits whose purge is pending may be half-deleted. */
+	k[0] = 'J';
+	for (store_iter_seek(it, k, 1); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl, vl;
+		const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+		struct json_object *o;
+
+		if (kl < 1 || key[0] != 'J')
+			break;
+		o = parse(v, vl);
+		if (jstr(o, "kind") && strcmp(jstr(o, "kind"), "purge") == 0 &&
+		    jstr(o, "audience"))
+			json_object_object_add(purging, jstr(o, "audience"), NULL);
+		json_object_put(o);
+	}
+	/* M <-> P, members of existing profiles, counts. */
+	k[0] = 'M';
+	for (store_iter_seek(it, k, 1); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl, vl;
+		const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+		char aid[JOURNEY_MAX_ID_BYTES + 1];
+		struct buf pk;
+		uint64_t pid;
+		char *pv = NULL;
+		size_t pvl = 0;
+		unsigned char pidk[8];
+
+		if (kl < 1 || key[0] != 'M')
+			break;
+		if (kl < 11 || key[kl - 9] != '\0') {
+			buf_printf(problems, "audiences: malformed member key\n");
+			bad++;
+			continue;
+		}
+		key_id(key, kl - 9, 1, aid, sizeof(aid));
+		pid = store_get_u64(key + kl - 8);
+		buf_init(&pk, 0);
+		key_pid(&pk, 'P', pid, aid);
+		if (store_get(s, STORE_CF_AUDIENCES, pk.data, pk.len, &pv, &pvl) !=
+			    NERR_OK ||
+		    pvl != 8 || vl != 8 || memcmp(pv, v, 8) != 0) {
+			buf_printf(problems,
+				   "audiences: member %llu of %s has no matching profile "
+				   "record\n",
+				   (unsigned long long)pid, aid);
+			bad++;
+		}
+		free(pv);
+		buf_fini(&pk);
+		store_put_u64(pidk, pid);
+		if (!has_key(s, STORE_CF_PROFILES, pidk, 8)) {
+			buf_printf(problems,
+				   "audiences: member %llu of %s is no profile\n",
+				   (unsigned long long)pid, aid);
+			bad++;
+		}
+		json_object_object_add(counts, aid,
+				       json_object_new_int64(jint(counts, aid, 0) + 1));
+		(*members)++;
+	}
+	k[0] = 'P';
+	for (store_iter_seek(it, k, 1); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *key = store_iter_key(it, &kl);
+		char aid[JOURNEY_MAX_ID_BYTES + 1];
+		struct buf mk;
+
+		if (kl < 1 || key[0] != 'P')
+			break;
+		if (kl <= 9)
+			continue;
+		key_id(key, kl, 9, aid, sizeof(aid));
+		buf_init(&mk, 0);
+		key_member(&mk, aid, store_get_u64(key + 1));
+		if (!has_key(s, STORE_CF_AUDIENCES, mk.data, mk.len)) {
+			buf_printf(problems,
+				   "audiences: profile %llu lists %s without a member "
+				   "record\n",
+				   (unsigned long long)store_get_u64(key + 1), aid);
+			bad++;
+		}
+		buf_fini(&mk);
+	}
+	/* Counters of live audiences. */
+	k[0] = 'D';
+	for (store_iter_seek(it, k, 1); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *key = store_iter_key(it, &kl);
+		char aid[JOURNEY_MAX_ID_BYTES + 1];
+		struct buf nk;
+		uint64_t n = 0;
+
+		if (kl < 1 || key[0] != 'D')
+			break;
+		key_id(key, kl, 1, aid, sizeof(aid));
+		if (json_object_object_get_ex(purging, aid, NULL))
+			continue;
+		buf_init(&nk, 0);
+		key_tag(&nk, 'N', aid);
+		get_u64(s, NULL, &nk, &n);
+		buf_fini(&nk);
+		if ((int64_t)n != jint(counts, aid, 0)) {
+			buf_printf(problems,
+				   "audiences: %s counts %llu members, has %lld\n", aid,
+				   (unsigned long long)n,
+				   (long long)jint(counts, aid, 0));
+			bad++;
+		}
+	}
+	/* Trait index: every X entry is in its profile's Y record. */
+	k[0] = 'X';
+	for (store_iter_seek(it, k, 1); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl;
+		const char *key = store_iter_key(it, &kl);
+		const char *trait = key + 1, *z, *cv;
+		struct json_object *y, *set;
+		struct buf yk;
+		char t[NAME_MAX_BYTES + 1], c[CANON_MAX + 1];
+		uint64_t pid;
+
+		if (kl < 1 || key[0] != 'X')
+			break;
+		z = kl > 10 ? memchr(trait, '\0', kl - 9) : NULL;
+		if (!z || key[kl - 9] != '\0' || z == key + kl - 9) {
+			buf_printf(problems, "audiences: malformed index key\n");
+			bad++;
+			continue;
+		}
+		cv = z + 1;
+		snprintf(t, sizeof(t), "%.*s", (int)(z - trait), trait);
+		snprintf(c, sizeof(c), "%.*s", (int)(key + kl - 9 - cv), cv);
+		pid = store_get_u64(key + kl - 8);
+		buf_init(&yk, 0);
+		key_pid(&yk, 'Y', pid, NULL);
+		y = get_json(s, NULL, &yk);
+		buf_fini(&yk);
+		if (!y || !json_object_object_get_ex(y, t, &set) ||
+		    !json_object_object_get_ex(set, c, NULL)) {
+			buf_printf(
+				problems,
+				"audiences: index entry %s=%s of profile %llu not in its "
+				"record\n",
+				t, c, (unsigned long long)pid);
+			bad++;
+		}
+		json_object_put(y);
+	}
+	/* Re-evaluation timers: each Q has its timer. */
+	k[0] = 'Q';
+	for (store_iter_seek(it, k, 1); store_iter_valid(it); store_iter_next(it)) {
+		size_t kl, vl;
+		const char *key = store_iter_key(it, &kl), *v = store_iter_value(it, &vl);
+		struct buf tk;
+
+		if (kl < 1 || key[0] != 'Q')
+			break;
+		if (kl != 9 || vl != 8)
+			continue;
+		buf_init(&tk, 0);
+		timer_key(&tk, (int64_t)store_get_u64(v), store_get_u64(key + 1));
+		if (!has_key(s, STORE_CF_TIMERS, tk.data, tk.len)) {
+			buf_printf(problems,
+				   "audiences: profile %llu has no re-evaluation timer\n",
+				   (unsigned long long)store_get_u64(key + 1));
+			bad++;
+		}
+		buf_fini(&tk);
+	}
+	store_iter_free(it);
+	json_object_put(purging);
+	json_object_put(counts);
+	return bad ? NERR_CORRUPT : NERR_OK;
+}

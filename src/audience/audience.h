@@ -125,6 +125,16 @@ void aud_decorate_api(struct store *s, uint64_t pid, struct json_object *profile
 /* 1 if pid is a member of aid, 0 if not (any thread; b may be NULL). */
 int aud_is_member(struct store *s, struct store_batch *b, uint64_t pid, const char *aid);
 
+/*
+ * Offline consistency check (`nudge check`): member records by audience and by
+ * profile agree and belong to existing profiles, live audiences' counters match
+ * their members, every trait-index entry is in its profile's record, every
+ * pending re-evaluation has its timer. One line per problem; NERR_CORRUPT if
+ * any. *members counts the member records.
+ */
+struct buf;
+enum nerr aud_check(struct store *s, struct buf *problems, uint64_t *members);
+
 /* ----------------------------------------------- loop-thread API helpers */
 
 /* Checks an audience document {"name"?, "when", "description"?}; msg names the

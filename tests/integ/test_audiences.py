@@ -9,7 +9,7 @@ import time
 import unittest
 import uuid
 
-from nudgetest import NudgeServer
+from nudgetest import NudgeServer, run_nudge
 from sink import Sink
 
 
@@ -34,8 +34,12 @@ class AudienceTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        # After everything above, the data directory is consistent.
+        cls.srv.stop()
+        r = run_nudge("check", "--data-dir", cls.srv.data_dir, timeout=120)
         cls.srv.__exit__(None, None, None)
         cls.sink.close()
+        assert r.returncode == 0, r.stdout + r.stderr
 
     # -- helpers -----------------------------------------------------------
     def admin(self, method, path, body=None, want=200):

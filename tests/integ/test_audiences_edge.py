@@ -8,7 +8,7 @@ and starts no exit journeys), windowed values after a merge, future-dated
 events, audiences that read other audiences, and long definition lists.
 """
 import json, time, unittest, uuid
-from nudgetest import NudgeServer
+from nudgetest import NudgeServer, run_nudge
 from sink import Sink
 
 
@@ -19,8 +19,12 @@ class Base(unittest.TestCase):
         self.srv = NudgeServer(extra_args=["--test-clock"],
                                config_text="[webhook]\nallow = 127.0.0.1/32\n" + self.cfg).start()
     def tearDown(self):
+        # Whatever the case did, the data directory is consistent afterwards.
+        self.srv.stop()
+        r = run_nudge("check", "--data-dir", self.srv.data_dir, timeout=120)
         self.srv.__exit__(None, None, None)
         self.sink.close()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
     def admin(self, m, p, b=None, want=200):
         r = self.srv.request(m, p, b, auth="admin")
         if want is not None:

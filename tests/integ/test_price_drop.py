@@ -13,7 +13,7 @@ import signal
 import time
 import unittest
 
-from nudgetest import NudgeServer
+from nudgetest import NudgeServer, run_nudge
 from smtpsink import SmtpSink
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
@@ -101,6 +101,11 @@ class PriceDropTest(unittest.TestCase):
         self.assertEqual(rep["entered"], len(fans))
         m = messages()[0]["msg"]
         self.assertEqual(str(m["Subject"]), "Red Shoes is now 24 (was 30)")
+        # The data directory is consistent (profiles, index, memberships).
+        srv.stop()
+        r = run_nudge("check", "--data-dir", srv.data_dir, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("clean", r.stdout)
 
 
 if __name__ == "__main__":
