@@ -54,6 +54,7 @@ struct audience {
 	struct expr_program *prog;
 	int64_t version;
 	bool reads_audiences; /* `when` calls in_audience() */
+	bool reads_decor;     /* `when` may read profile.computed or .audiences */
 };
 
 struct cattr {
@@ -74,6 +75,7 @@ struct aud {
 	struct audience **auds; /* sorted by id */
 	unsigned naud;
 	unsigned reads_audiences; /* audiences whose `when` calls in_audience() */
+	unsigned reads_decor;	  /* audiences whose `when` may read the decoration */
 	struct cattr **comps;	  /* sorted by id */
 	unsigned ncomp;
 	char **indexed; /* indexed trait names */
@@ -393,8 +395,10 @@ static void set_aud(struct aud *a, struct audience *au)
 	struct audience *old = find_aud(a, au->id, &pos);
 
 	a->reads_audiences += au->reads_audiences;
+	a->reads_decor += au->reads_decor;
 	if (old) {
 		a->reads_audiences -= old->reads_audiences;
+		a->reads_decor -= old->reads_decor;
 		aud_def_free(old);
 		a->auds[pos] = au;
 		return;
@@ -413,6 +417,7 @@ static void del_aud(struct aud *a, const char *id)
 	if (!old)
 		return;
 	a->reads_audiences -= old->reads_audiences;
+	a->reads_decor -= old->reads_decor;
 	aud_def_free(old);
 	memmove(a->auds + pos, a->auds + pos + 1, (a->naud - pos - 1) * sizeof(*a->auds));
 	a->naud--;
@@ -469,6 +474,9 @@ static enum nerr compile_audience(const char *id, struct json_object *doc,
 	(*out)->prog = prog;
 	(*out)->version = jint(doc, "version", 1);
 	(*out)->reads_audiences = strstr(when, "in_audience") != NULL;
+	/* Any reference to them names them (a textual test: false positives
+	 * only cost a decoration). */
+	(*out)->reads_decor = strstr(when, "computed") || strstr(when, "audiences");
 	return NERR_OK;
 }
 
@@ -625,6 +633,13 @@ enum nerr aud_check_business(struct json_object *doc, int64_t now_ms,
 
 /* ---------------------------------------------------------------- rounds */
 
+/* A history entry's key and the FNV-1a hash of its event name (0: none). */
+struct tl_ent {
+	int64_t t;
+	uint64_t seq;
+	uint64_t h;
+};
+
 /* One profile's evaluation: lazily loaded view and history, the earliest
  * boundary found. */
 struct round {
@@ -633,8 +648,10 @@ struct round {
 	uint64_t pid;
 	struct json_object *event; /* borrowed, may be NULL */
 	struct json_object *view;  /* owned, lazily loaded */
-	struct json_object *hist;  /* owned, lazily loaded from hist_since on */
-	int64_t hist_since;
+	struct tl_ent *tl;	   /* the history's names, ascending; lazily loaded */
+	size_t ntl;
+	struct json_object **tl_ev; /* events of tl read so far (owned), or NULL */
+	bool tl_loaded;
 	bool view_failed;
 	int64_t boundary;
 };
@@ -653,8 +670,13 @@ static void round_init(struct round *r, struct aud *a, struct journey_batch *jb,
 static void round_fini(struct round *r)
 {
 	json_object_put(r->view);
-	json_object_put(r->hist);
-	r->view = r->hist = NULL;
+	r->view = NULL;
+	for (size_t i = 0; r->tl_ev && i < r->ntl; i++)
+		json_object_put(r->tl_ev[i]);
+	free(r->tl_ev);
+	r->tl_ev = NULL;
+	free(r->tl);
+	r->tl = NULL;
 }
 
 static void decorate_mem(struct aud *a, struct store_batch *b, uint64_t pid,
@@ -666,7 +688,9 @@ static struct json_object *round_view(struct round *r)
 		if (profile_view_json(r->a->s, r->jb->b, r->pid, &r->view) != NERR_OK) {
 			r->view = NULL;
 			r->view_failed = true;
-		} else {
+		} else if (r->a->reads_decor) {
+			/* Only when some audience reads profile.computed or
+			 * profile.audiences: the decoration costs two seeks. */
 			decorate_mem(r->a, r->jb->b, r->pid, r->view);
 		}
 	}
@@ -694,6 +718,86 @@ static void set_now(struct expr_value *v, int64_t now_ms)
 	v->nsec = (int32_t)(now_ms % 1000) * 1000000;
 }
 
+static uint64_t name_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h ? h : 1;
+}
+
+/*
+ * The round's timeline: the profile's history keys with their event names'
+ * hashes, from the "E" record kept in step with the history. Keys the record
+ * lacks (events applied since, merged history) are read once and added, keys
+ * the history dropped are dropped, so event_count() without a predicate reads
+ * one profile record and one small binary record instead of every event.
+ */
+static void round_timeline(struct round *r)
+{
+	struct aud *a = r->a;
+	struct profile_hkey *keys = NULL;
+	size_t nkeys = 0, nold = 0, j = 0;
+	struct buf k;
+	char *v = NULL;
+	size_t vl = 0;
+	bool changed = false;
+
+	if (r->tl_loaded)
+		return;
+	r->tl_loaded = true;
+	if (profile_history_keys(a->s, r->jb->b, r->pid, &keys, &nkeys) != NERR_OK)
+		return;
+	buf_init(&k, 0);
+	key_pid(&k, 'E', r->pid, NULL);
+	if (store_batch_get(r->jb->b, STORE_CF_AUDIENCES, k.data, k.len, &v, &vl) ==
+	    NERR_OK)
+		nold = vl / 24;
+	r->tl = xmalloc((nkeys ? nkeys : 1) * sizeof(*r->tl));
+	r->ntl = nkeys;
+	for (size_t i = 0; i < nkeys; i++) {
+		struct tl_ent *e = &r->tl[i];
+
+		e->t = keys[i].t;
+		e->seq = keys[i].seq;
+		e->h = 0;
+		/* Both lists ascend by (t, seq). */
+		while (j < nold && ((int64_t)store_get_u64(v + 24 * j) < e->t ||
+				    ((int64_t)store_get_u64(v + 24 * j) == e->t &&
+				     store_get_u64(v + 24 * j + 8) < e->seq)))
+			j++;
+		if (j < nold && (int64_t)store_get_u64(v + 24 * j) == e->t &&
+		    store_get_u64(v + 24 * j + 8) == e->seq) {
+			e->h = store_get_u64(v + 24 * j + 16);
+		} else {
+			struct json_object *ev = NULL;
+
+			if (profile_history_event(a->s, r->jb->b, r->pid, &keys[i],
+						  &ev) == NERR_OK &&
+			    jstr(ev, "event"))
+				e->h = name_hash(jstr(ev, "event"));
+			json_object_put(ev);
+			changed = true;
+		}
+	}
+	if (changed || nkeys != nold) {
+		unsigned char *out = xmalloc(24 * (nkeys ? nkeys : 1));
+
+		for (size_t i = 0; i < nkeys; i++) {
+			store_put_u64(out + 24 * i, (uint64_t)r->tl[i].t);
+			store_put_u64(out + 24 * i + 8, r->tl[i].seq);
+			store_put_u64(out + 24 * i + 16, r->tl[i].h);
+		}
+		store_batch_put(r->jb->b, STORE_CF_AUDIENCES, k.data, k.len, out,
+				24 * nkeys);
+		free(out);
+	}
+	free(v);
+	free(keys);
+	buf_fini(&k);
+}
+
 static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 			     const char *predicate)
 {
@@ -701,6 +805,7 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 	struct aud *a = r->a;
 	struct expr_program *prog = NULL;
 	int64_t now = r->jb->now_ms, since = now - window_ms, n = 0;
+	uint64_t h = name_hash(name);
 
 	if (predicate) {
 		prog = map_get(&a->predicates, predicate);
@@ -710,26 +815,27 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 			map_put(&a->predicates, predicate, prog);
 		}
 	}
-	/* Only the part of the history the widest window so far needs is parsed. */
-	if (!r->hist || since < r->hist_since) {
-		json_object_put(r->hist);
-		r->hist = NULL;
-		r->hist_since = since;
-		if (profile_history_json(a->s, r->jb->b, r->pid, since, &r->hist) !=
-		    NERR_OK)
-			r->hist = json_object_new_array();
-	}
-	for (size_t i = 0; i < json_object_array_length(r->hist); i++) {
-		struct json_object *e = json_object_array_get_idx(r->hist, i);
-		const char *en = jstr(e, "event");
-		int64_t t = event_ms(e);
-
-		if (!en || strcmp(en, name) != 0 || t == INT64_MIN || t < since)
+	/* The timeline finds the events of that name inside the window; only
+	 * those are read, and only when a predicate needs their content. */
+	round_timeline(r);
+	for (size_t i = r->ntl; i-- > 0 && r->tl[i].t >= since;) {
+		if (r->tl[i].h != h)
 			continue;
 		if (prog) {
 			struct expr_value vars[JOURNEY_VAR__COUNT], out;
+			struct profile_hkey key = {r->tl[i].t, r->tl[i].seq};
+			const char *en;
 
-			vars[JOURNEY_VAR_EVENT] = expr_value_from_json(e);
+			if (!r->tl_ev)
+				r->tl_ev = xcalloc(r->ntl, sizeof(*r->tl_ev));
+			if (!r->tl_ev[i] &&
+			    profile_history_event(a->s, r->jb->b, r->pid, &key,
+						  &r->tl_ev[i]) != NERR_OK)
+				r->tl_ev[i] = NULL;
+			en = jstr(r->tl_ev[i], "event");
+			if (!en || strcmp(en, name) != 0) /* a hash collision */
+				continue;
+			vars[JOURNEY_VAR_EVENT] = expr_value_from_json(r->tl_ev[i]);
 			vars[JOURNEY_VAR_PROFILE] = expr_value_from_json(round_view(r));
 			vars[JOURNEY_VAR_JOURNEY] = expr_value_from_json(NULL);
 			set_now(&vars[JOURNEY_VAR_NOW], now);
@@ -741,8 +847,8 @@ static int64_t r_event_count(void *ud, const char *name, int64_t window_ms,
 		}
 		n++;
 		/* The count drops when this event leaves the window. */
-		if (t + window_ms + 1 < r->boundary) /* t >= since: after now */
-			r->boundary = t + window_ms + 1;
+		if (r->tl[i].t + window_ms + 1 < r->boundary)
+			r->boundary = r->tl[i].t + window_ms + 1;
 	}
 	return n;
 }
@@ -832,13 +938,15 @@ static void set_member(struct round *r, const char *aid, bool in)
 	}
 	buf_fini(&k);
 	count_add(r->a, b, aid, in ? 1 : -1);
-	/* The view's audience list is stale now; reload it on next use. */
-	json_object_put(r->view);
-	r->view = NULL;
 	log_debug("audience", "msg=%s audience=%s profile=%llu",
 		  in ? "entered" : "exited", aid, (unsigned long long)r->pid);
-	if (r->a->rt)
-		journey_rt_on_audience(r->a->rt, r->jb, r->pid, aid, in);
+	/* The view is stale when it lists audiences, or when a journey ran
+	 * (its steps may have changed traits): reload it on next use. */
+	if ((r->a->rt && journey_rt_on_audience(r->a->rt, r->jb, r->pid, aid, in)) ||
+	    r->a->reads_decor) {
+		json_object_put(r->view);
+		r->view = NULL;
+	}
 }
 
 /* The audience ids pid is a member of (through the batch), as a map. */
@@ -915,7 +1023,7 @@ static struct json_object *load_state(struct aud *a, struct store_batch *b, uint
 	struct json_object *o, *s = NULL;
 
 	buf_init(&k, 0);
-	key_pid(&k, 'V', pid, c->id);
+	key_pid(&k, 'W', pid, c->id);
 	o = get_json(a->s, b, &k);
 	buf_fini(&k);
 	if (o && jint(o, "ver", 0) == c->version && json_object_object_get_ex(o, "s", &s))
@@ -932,15 +1040,24 @@ static void save_state(struct aud *a, struct store_batch *b, uint64_t pid,
 	struct buf k;
 	struct json_object *o;
 
+	/* The value ("V", read by every profile view) apart from the state
+	 * ("W", read only when the attribute changes): views never parse states. */
 	buf_init(&k, 0);
 	key_pid(&k, 'V', pid, c->id);
 	if (!state) {
+		store_batch_delete(b, STORE_CF_AUDIENCES, k.data, k.len);
+		key_pid(&k, 'W', pid, c->id);
 		store_batch_delete(b, STORE_CF_AUDIENCES, k.data, k.len);
 		buf_fini(&k);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "value", computed_value(c->def, state));
+	json_object_object_add(o, "ver", json_object_new_int64(c->version));
+	put_json(b, &k, o);
+	json_object_put(o);
+	key_pid(&k, 'W', pid, c->id);
+	o = json_object_new_object();
 	json_object_object_add(o, "ver", json_object_new_int64(c->version));
 	json_object_object_add(o, "s", json_object_get(state));
 	put_json(b, &k, o);
@@ -1396,6 +1513,14 @@ static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 			}
 		}
 		store_batch_delete(b, STORE_CF_AUDIENCES, key, kl);
+		if (key[0] == 'V') {
+			struct buf wk;
+
+			buf_init(&wk, 0);
+			key_pid(&wk, 'W', pid, id);
+			store_batch_delete(b, STORE_CF_AUDIENCES, wk.data, wk.len);
+			buf_fini(&wk);
+		}
 	}
 	/* A computed back-fill that has passed `into` but not `pid` would never
 	 * count pid's history: fold it into `into` now. */
@@ -1428,6 +1553,9 @@ static void drop_profile(struct aud *a, struct journey_batch *jb, uint64_t pid,
 		store_batch_delete(b, STORE_CF_AUDIENCES, k.data, k.len);
 		json_object_put(y);
 	}
+	/* Timeline (the survivor's heals itself from its merged history). */
+	key_pid(&k, 'E', pid, NULL);
+	store_batch_delete(b, STORE_CF_AUDIENCES, k.data, k.len);
 	/* Re-evaluation timer. */
 	key_pid(&k, 'Q', pid, NULL);
 	if (get_u64(a->s, b, &k, &q)) {
@@ -2031,9 +2159,15 @@ static void job_cpurge(struct aud *a, struct journey_batch *jb, uint64_t id,
 	store_iter_free(it);
 	for (size_t off = 0; off < keys.len;) {
 		uint32_t kl;
+		char wk[9 + JOURNEY_MAX_ID_BYTES];
 
 		memcpy(&kl, keys.data + off, 4);
 		store_batch_delete(jb->b, STORE_CF_AUDIENCES, keys.data + off + 4, kl);
+		if (kl <= sizeof(wk)) { /* its state */
+			memcpy(wk, keys.data + off + 4, kl);
+			wk[0] = 'W';
+			store_batch_delete(jb->b, STORE_CF_AUDIENCES, wk, kl);
+		}
 		off += 4 + kl;
 	}
 	buf_fini(&keys);

@@ -16,10 +16,13 @@
  *   "N" <aid>                 member count (u64)
  *   "M" <aid> 0 pid(8)        member since (ms, u64)         (members, paged by pid)
  *   "P" pid(8) <aid>          member since (ms, u64)         (a profile's audiences)
- *   "V" pid(8) <cid>          {"value": v, "s": state}       (computed.c's state)
+ *   "V" pid(8) <cid>          {"value": v, "ver": n}          (what views read)
+ *   "W" pid(8) <cid>          {"ver": n, "s": state}          (computed.c's state)
  *   "X" <trait> 0 <canon> 0 pid(8)  ""                       (trait element index)
  *   "Y" pid(8)                {trait: {canon: null}}         (what X holds for pid)
  *   "Q" pid(8)                due ms (u64) of the profile's re-evaluation timer
+ *   "E" pid(8)                n x {t, seq, FNV-1a of the name} (u64 each): the
+ *                             event names of the profile's history, for event_count
  *   "J" id(8)                 a background job (backfill, fanout, index, purge)
  *   "B" <business event id>   fan-out progress per journey
  *   "n"                       next job id (u64)

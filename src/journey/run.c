@@ -2349,7 +2349,7 @@ void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64
 	evctx_fini(&ec);
 }
 
-void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
+bool journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
 			    const char *audience, bool entered)
 {
 	char key[JOURNEY_MAX_ID_BYTES + 8];
@@ -2357,11 +2357,12 @@ void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uin
 	struct json_object *ev, *props;
 	struct evctx ec;
 	char ts[40];
+	bool any = false;
 
 	snprintf(key, sizeof(key), "%s\x1f%s", audience, entered ? "enter" : "exit");
 	l = map_get(&rt->aud_entry, key);
 	if (!l)
-		return;
+		return false;
 	/* The instance sees a synthetic track event (docs/journeys.md). */
 	ev = json_object_new_object();
 	props = json_object_new_object();
@@ -2375,9 +2376,10 @@ void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uin
 	json_object_object_add(ev, "timestamp", json_object_new_string(ts));
 	evctx_init(&ec, rt, jb, pid, ev);
 	for (unsigned i = 0; i < l->n; i++)
-		enter_journey(rt, jb, &ec, l->items[i], ev, true);
+		any |= enter_journey(rt, jb, &ec, l->items[i], ev, true);
 	evctx_fini(&ec);
 	json_object_put(ev);
+	return any;
 }
 
 void journey_rt_business_targets(struct journey_rt *rt, struct json_object *event,

@@ -122,8 +122,9 @@ void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64
 			 struct json_object *event);
 /* Profile pid entered (or left) an audience: enters the active journeys whose
  * entry is that change; each instance sees a synthetic "Audience Entered" /
- * "Audience Exited" track event with properties.audience. */
-void journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
+ * "Audience Exited" track event with properties.audience. Returns whether any
+ * journey was entered. */
+bool journey_rt_on_audience(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
 			    const char *audience, bool entered);
 /* A journey a business event starts: its id and, when its `who` names an indexed
  * candidate set, the trait and the value (computed from the event) to look up;

@@ -1695,6 +1695,42 @@ enum nerr profile_history_json(struct store *s, struct store_batch *b,
 	return rc;
 }
 
+enum nerr profile_history_keys(struct store *s, struct store_batch *b,
+			       uint64_t profile_id, struct profile_hkey **out, size_t *n)
+{
+	struct prof p;
+	enum nerr rc = prof_load(s, b, profile_id, &p);
+
+	if (rc != NERR_OK)
+		return rc;
+	*n = p.nhist;
+	*out = xmalloc((p.nhist ? p.nhist : 1) * sizeof(**out));
+	for (size_t i = 0; i < p.nhist; i++) {
+		(*out)[i].t = p.hist[i].t;
+		(*out)[i].seq = p.hist[i].seq;
+	}
+	prof_fini(&p);
+	return NERR_OK;
+}
+
+enum nerr profile_history_event(struct store *s, struct store_batch *b,
+				uint64_t profile_id, const struct profile_hkey *key,
+				struct json_object **out)
+{
+	unsigned char k[EVENT_KEY_BYTES];
+	char *val = NULL;
+	size_t len = 0;
+	enum nerr rc;
+
+	event_key(k, profile_id, key->t, key->seq);
+	rc = kv_get(s, b, STORE_CF_EVENTS, k, sizeof(k), &val, &len);
+	if (rc != NERR_OK)
+		return rc;
+	*out = parse_record(val, len);
+	free(val);
+	return *out ? NERR_OK : NERR_CORRUPT;
+}
+
 enum nerr profile_get_json(struct store *s, struct store_batch *b, uint64_t profile_id,
 			   struct json_object **out)
 {

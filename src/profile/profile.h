@@ -110,6 +110,21 @@ enum nerr profile_history_json(struct store *s, struct store_batch *b,
 			       uint64_t profile_id, int64_t since_ms,
 			       struct json_object **out);
 
+/* A history record's key: event time and inbox sequence. */
+struct profile_hkey {
+	int64_t t;
+	uint64_t seq;
+};
+
+/* The keys of the profile's history, ascending by (t, seq), without reading the
+ * records (one profile read). *out (caller frees) holds *n keys. */
+enum nerr profile_history_keys(struct store *s, struct store_batch *b,
+			       uint64_t profile_id, struct profile_hkey **out, size_t *n);
+/* One history record, the event as received (caller puts *out). NERR_NOTFOUND. */
+enum nerr profile_history_event(struct store *s, struct store_batch *b,
+				uint64_t profile_id, const struct profile_hkey *key,
+				struct json_object **out);
+
 /* Erases everything about the person in batch b: profile, identities, history.
  * NERR_NOTFOUND if there is no such profile. */
 enum nerr profile_erase(struct store_batch *b, uint64_t profile_id);

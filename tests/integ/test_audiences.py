@@ -126,6 +126,25 @@ class AudienceTest(unittest.TestCase):
         self.admin("DELETE", "/v1/audiences/cart24")
         self.admin("GET", "/v1/audiences/cart24", want=404)
 
+    def test_event_count_with_a_predicate(self):
+        tag = uuid.uuid4().hex[:6]
+        self.admin("PUT", "/v1/audiences/big" + tag, {
+            "when": 'event_count("Cart %s", "2h", "event.properties.price > 100.0") >= 2' % tag}, want=201)
+        self.wait_backfill("audiences", "big" + tag)
+        u = self.person()
+        for price in (50.0, 150.0, 99.0):
+            self.track(u, "Cart " + tag, {"price": price})
+        self.track(u, "Other " + tag, {"price": 500.0})
+        self.settle()
+        self.assertEqual(self.audiences_of(u), [])
+        self.advance("1h")
+        self.track(u, "Cart " + tag, {"price": 120.0})
+        self.settle()
+        self.assertEqual(self.audiences_of(u), ["big" + tag])
+        # The 150 leaves the 2 h window an hour later: out again, by the timer.
+        self.advance("1h1s")
+        self.wait_for(lambda: self.audiences_of(u) == [], what="window expiry")
+
     def test_audience_entry_journey_fires_on_enter_not_on_exit(self):
         self.admin("PUT", "/v1/audiences/browsers", {
             "when": 'event_count("Product Viewed", "2h") >= 2'}, want=201)
