@@ -567,6 +567,15 @@ int cmd_serve(int argc, char **argv)
 	if (!srv.cfg.tracking_base_url[0])
 		snprintf(srv.cfg.tracking_base_url, sizeof(srv.cfg.tracking_base_url),
 			 "http://%.400s", srv.cfg.listen);
+	/* A base URL links cannot be built on would turn link tracking off
+	 * silently for every email: refuse it here instead. */
+	if (track_base_check(srv.cfg.tracking_base_url) != NERR_OK) {
+		fprintf(stderr,
+			"nudge serve: tracking.base_url: an http:// or https:// URL without "
+			"query, fragment, quotes or spaces (got '%s')\n",
+			srv.cfg.tracking_base_url);
+		return 2;
+	}
 	if (track_key_init(&srv.track_key, srv.cfg.tracking_secret) != NERR_OK) {
 		fprintf(stderr, "nudge serve: tracking.secret: at least 16 bytes\n");
 		return 2;

@@ -5,6 +5,7 @@ structure, UTF-8 subject and body, Message-ID from the envelope id and stable
 across a retry, List-Unsubscribe headers, rewritten links; a 4xx then 2xx gives
 one delivery; a 5xx is a hard bounce that suppresses the address.
 """
+import os
 import re
 import time
 import unittest
@@ -112,3 +113,21 @@ class EmailTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TrackingConfigTest(unittest.TestCase):
+    def test_a_base_url_links_cannot_use_is_refused_at_start(self):
+        import subprocess
+        from nudgetest import BIN
+        import tempfile
+        d = tempfile.mkdtemp(prefix="nudge-test-")
+        for bad in ("ftp://t.example.com", "https://t.example.com/?x=1", "https://t example.com",
+                    "t.example.com"):
+            conf = os.path.join(d, "n.conf")
+            with open(conf, "w") as f:
+                f.write("[tracking]\nbase_url = %s\n" % bad)
+            p = subprocess.run([BIN, "serve", "--config", conf, "--listen", "127.0.0.1:0",
+                                "--data-dir", os.path.join(d, "data"), "--write-key", "w",
+                                "--admin-key", "a"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2, (bad, p.stderr))
+            self.assertIn("tracking.base_url", p.stderr)
