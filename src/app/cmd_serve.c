@@ -571,7 +571,8 @@ int cmd_serve(int argc, char **argv)
 	 * silently for every email: refuse it here instead. */
 	if (track_base_check(srv.cfg.tracking_base_url) != NERR_OK) {
 		fprintf(stderr,
-			"nudge serve: tracking.base_url: an http:// or https:// URL without "
+			"nudge serve: tracking.base_url: an http:// or https:// URL "
+			"without "
 			"query, fragment, quotes or spaces (got '%s')\n",
 			srv.cfg.tracking_base_url);
 		return 2;
