@@ -26,6 +26,7 @@
 #include "audience/audience.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/id.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "expr/expr.h"
@@ -700,22 +701,6 @@ static void handle_profile(struct api *a, struct http_req *req, const char *meth
 
 /* ------------------------------------------------------ journeys, templates */
 
-static bool valid_id(const char *id)
-{
-	size_t n = strlen(id);
-
-	if (n == 0 || n > 64)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = id[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 /* Submits an admin operation; the engine's result is the answer. */
 static void submit_admin(struct api *a, struct http_req *req, enum route r,
 			 struct json_object *op)
@@ -908,7 +893,7 @@ static void handle_journeys(struct api *a, struct http_req *req, const char *met
 		 (int)(slash ? (size_t)(slash - rest) : strlen(rest)), rest);
 	if (slash)
 		snprintf(action, sizeof(action), "%s", slash + 1);
-	if (!valid_id(id))
+	if (!id_valid(id, 64))
 		return reply_error(a, req, ROUTE_JOURNEYS, 400, "invalid", "id",
 				   "a journey id is 1 to 64 of [A-Za-z0-9_-]");
 	if (!slash) {
@@ -963,7 +948,7 @@ static void handle_templates(struct api *a, struct http_req *req, const char *me
 	struct nerr_msg msg = {"", ""};
 	struct json_object *body, *op;
 
-	if (!valid_id(id))
+	if (!id_valid(id, 64))
 		return reply_error(a, req, ROUTE_TEMPLATES, 404, "not_found", "id",
 				   "a template id is 1 to 64 of [A-Za-z0-9_-]");
 	if (strcmp(method, "GET") == 0) {
@@ -1452,7 +1437,7 @@ static void handle_rules(struct api *a, struct http_req *req, const char *method
 		return;
 	}
 	snprintf(id, sizeof(id), "%.79s", slash + 1);
-	if (!valid_id(id))
+	if (!id_valid(id, 64))
 		return reply_error(a, req, ROUTE_RULES, 400, "invalid", "id",
 				   "a rule id is 1 to 64 of [A-Za-z0-9_-]");
 	if (strcmp(method, "GET") == 0) {
@@ -1676,7 +1661,7 @@ static void handle_audiences(struct api *a, struct http_req *req, const char *me
 				   "no such route");
 	snprintf(id, sizeof(id), "%.*s",
 		 (int)(slash ? (size_t)(slash - rest) : strlen(rest)), rest);
-	if (!valid_id(id))
+	if (!id_valid(id, 64))
 		return reply_error(a, req, ROUTE_AUDIENCES, 400, "invalid", "id",
 				   "an id is 1 to 64 of [A-Za-z0-9_-]");
 	if (members) {

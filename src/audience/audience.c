@@ -33,6 +33,7 @@
 #include "base/arena.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/id.h"
 #include "base/log.h"
 #include "base/map.h"
 #include "base/mem.h"
@@ -301,22 +302,6 @@ static bool canon(struct json_object *v, struct buf *out)
 	       !memchr(out->data, '\0', out->len);
 }
 
-static bool valid_id(const char *id)
-{
-	size_t n = id ? strlen(id) : 0;
-
-	if (n == 0 || n > JOURNEY_MAX_ID_BYTES)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = id[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 static void ms_string(int64_t ms, char out[40])
 {
 	clock_format_rfc3339(ms, out);
@@ -324,50 +309,64 @@ static void ms_string(int64_t ms, char out[40])
 
 /* ------------------------------------------------------------ definitions */
 
-static struct audience *find_aud(struct aud *a, const char *id, unsigned *pos)
+/*
+ * Definitions are kept in arrays of pointers sorted by id, and each struct's
+ * first member is its id, so one binary search and one insert/remove serve
+ * audiences and computed attributes alike.
+ */
+static unsigned sorted_find(void *const *v, unsigned n, const char *id, bool *found)
 {
-	unsigned lo = 0, hi = a->naud;
+	unsigned lo = 0, hi = n;
 
+	*found = false;
 	while (lo < hi) {
 		unsigned mid = (lo + hi) / 2;
-		int c = strcmp(a->auds[mid]->id, id);
+		int c = strcmp(*(char *const *)v[mid], id);
 
 		if (c == 0) {
-			if (pos)
-				*pos = mid;
-			return a->auds[mid];
+			*found = true;
+			return mid;
 		}
 		if (c < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
+	return lo;
+}
+
+static void sorted_insert(void ***v, unsigned *n, unsigned pos, void *item)
+{
+	*v = xrealloc(*v, (*n + 1) * sizeof(**v));
+	memmove(*v + pos + 1, *v + pos, (*n - pos) * sizeof(**v));
+	(*v)[pos] = item;
+	(*n)++;
+}
+
+static void sorted_remove(void **v, unsigned *n, unsigned pos)
+{
+	memmove(v + pos, v + pos + 1, (*n - pos - 1) * sizeof(*v));
+	(*n)--;
+}
+
+static struct audience *find_aud(struct aud *a, const char *id, unsigned *pos)
+{
+	bool found;
+	unsigned p = sorted_find((void *const *)a->auds, a->naud, id, &found);
+
 	if (pos)
-		*pos = lo;
-	return NULL;
+		*pos = p;
+	return found ? a->auds[p] : NULL;
 }
 
 static struct cattr *find_comp(struct aud *a, const char *id, unsigned *pos)
 {
-	unsigned lo = 0, hi = a->ncomp;
+	bool found;
+	unsigned p = sorted_find((void *const *)a->comps, a->ncomp, id, &found);
 
-	while (lo < hi) {
-		unsigned mid = (lo + hi) / 2;
-		int c = strcmp(a->comps[mid]->id, id);
-
-		if (c == 0) {
-			if (pos)
-				*pos = mid;
-			return a->comps[mid];
-		}
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
 	if (pos)
-		*pos = lo;
-	return NULL;
+		*pos = p;
+	return found ? a->comps[p] : NULL;
 }
 
 static void aud_def_free(struct audience *au)
@@ -403,10 +402,7 @@ static void set_aud(struct aud *a, struct audience *au)
 		a->auds[pos] = au;
 		return;
 	}
-	a->auds = xrealloc(a->auds, (a->naud + 1) * sizeof(*a->auds));
-	memmove(a->auds + pos + 1, a->auds + pos, (a->naud - pos) * sizeof(*a->auds));
-	a->auds[pos] = au;
-	a->naud++;
+	sorted_insert((void ***)&a->auds, &a->naud, pos, au);
 }
 
 static void del_aud(struct aud *a, const char *id)
@@ -419,8 +415,7 @@ static void del_aud(struct aud *a, const char *id)
 	a->reads_audiences -= old->reads_audiences;
 	a->reads_decor -= old->reads_decor;
 	aud_def_free(old);
-	memmove(a->auds + pos, a->auds + pos + 1, (a->naud - pos - 1) * sizeof(*a->auds));
-	a->naud--;
+	sorted_remove((void **)a->auds, &a->naud, pos);
 }
 
 static void set_comp(struct aud *a, struct cattr *c)
@@ -433,10 +428,7 @@ static void set_comp(struct aud *a, struct cattr *c)
 		a->comps[pos] = c;
 		return;
 	}
-	a->comps = xrealloc(a->comps, (a->ncomp + 1) * sizeof(*a->comps));
-	memmove(a->comps + pos + 1, a->comps + pos, (a->ncomp - pos) * sizeof(*a->comps));
-	a->comps[pos] = c;
-	a->ncomp++;
+	sorted_insert((void ***)&a->comps, &a->ncomp, pos, c);
 }
 
 static void del_comp(struct aud *a, const char *id)
@@ -447,9 +439,7 @@ static void del_comp(struct aud *a, const char *id)
 	if (!old)
 		return;
 	cattr_free(old);
-	memmove(a->comps + pos, a->comps + pos + 1,
-		(a->ncomp - pos - 1) * sizeof(*a->comps));
-	a->ncomp--;
+	sorted_remove((void **)a->comps, &a->ncomp, pos);
 }
 
 static enum nerr compile_audience(const char *id, struct json_object *doc,
@@ -2818,7 +2808,7 @@ void aud_admin(struct aud *a, struct journey_batch *jb, struct json_object *op,
 		admin_business(a, jb, doc, res);
 	} else if (strcmp(name, "indexed_put") == 0 && doc) {
 		admin_indexed_put(a, jb, doc, res);
-	} else if (!valid_id(id)) {
+	} else if (!id_valid(id, JOURNEY_MAX_ID_BYTES)) {
 		answer_error(res, 400, "invalid", "id",
 			     "an id is 1 to 64 of [A-Za-z0-9_-]");
 	} else if (strcmp(name, "audience_put") == 0 && doc) {

@@ -44,6 +44,7 @@
 #include <unicode/ucal.h>
 #include <unicode/ustring.h>
 
+#include "base/id.h"
 #include "base/log.h"
 #include "base/map.h"
 #include "base/mem.h"
@@ -126,19 +127,6 @@ static enum kind kind_of(const char *kind)
 		if (strcmp(kind, kind_names[i]) == 0)
 			return (enum kind)i;
 	return K__COUNT;
-}
-
-static bool valid_id(const char *id)
-{
-	size_t n = id ? strlen(id) : 0;
-
-	if (n == 0 || n > GOVERN_MAX_ID_BYTES)
-		return false;
-	for (const char *p = id; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
-			return false;
-	return true;
 }
 
 /*
@@ -270,7 +258,7 @@ static enum nerr check_category(struct json_object *doc, struct nerr_msg *msg)
 	if (!json_object_object_get_ex(doc, "category", &v))
 		return NERR_OK;
 	if (!json_object_is_type(v, json_type_string) ||
-	    !valid_id(c = json_object_get_string(v)))
+	    !id_valid(c = json_object_get_string(v), GOVERN_MAX_ID_BYTES))
 		return bad(msg, "category",
 			   "category must be a name of 1 to 64 letters, digits, _ or -");
 	if (strcmp(c, "transactional") == 0)
@@ -388,7 +376,7 @@ static enum nerr check_entry(struct json_object *doc, struct nerr_msg *msg)
 		return bad(msg, "journeys",
 			   "give either journeys (an array of journey ids) or journey");
 	if (one && (!json_object_is_type(j, json_type_string) ||
-		    !valid_id(json_object_get_string(j))))
+		    !id_valid(json_object_get_string(j), GOVERN_MAX_ID_BYTES)))
 		return bad(msg, "journey", "journey must be a journey id");
 	if (many) {
 		if (!json_object_is_type(v, json_type_array) ||
@@ -399,7 +387,7 @@ static enum nerr check_entry(struct json_object *doc, struct nerr_msg *msg)
 		for (size_t i = 0; i < json_object_array_length(v); i++) {
 			j = json_object_array_get_idx(v, i);
 			if (!json_object_is_type(j, json_type_string) ||
-			    !valid_id(json_object_get_string(j))) {
+			    !id_valid(json_object_get_string(j), GOVERN_MAX_ID_BYTES)) {
 				snprintf(f, sizeof(f), "journeys[%zu]", i);
 				return bad(msg, f,
 					   "a journey id is 1 to 64 letters, "
@@ -427,10 +415,10 @@ static enum nerr check_throttle(struct json_object *doc, struct nerr_msg *msg)
 			return bad(msg, "channel", "channel must be email, sms or push");
 	} else {
 		if (!has_j || !json_object_is_type(j, json_type_string) ||
-		    !valid_id(json_object_get_string(j)))
+		    !id_valid(json_object_get_string(j), GOVERN_MAX_ID_BYTES))
 			return bad(msg, "journey", "journey must be a journey id");
 		if (!has_s || !json_object_is_type(st, json_type_string) ||
-		    !valid_id(json_object_get_string(st)))
+		    !id_valid(json_object_get_string(st), GOVERN_MAX_ID_BYTES))
 			return bad(msg, "step", "step must be a step id");
 	}
 	if (!json_object_object_get_ex(doc, "rate", &v) ||
@@ -462,7 +450,7 @@ enum nerr govern_rule_check(const char *kind, const char *id, struct json_object
 		return nerr_set(
 			msg, NERR_NOTFOUND, "kind",
 			"kind must be caps, quiet-hours, entry-caps or throttles");
-	if (!valid_id(id))
+	if (!id_valid(id, GOVERN_MAX_ID_BYTES))
 		return bad(msg, "id", "a rule id is 1 to 64 letters, digits, _ or -");
 	if (!json_object_is_type(doc, json_type_object))
 		return bad(msg, "", "a rule is a JSON object");
@@ -772,7 +760,8 @@ enum nerr govern_rule_delete(struct govern *g, struct store_batch *b, const char
 	enum kind k = kind_of(kind);
 	char key[128];
 
-	if (k == K__COUNT || !valid_id(id) || !rules_del(&g->r[k], id))
+	if (k == K__COUNT || !id_valid(id, GOVERN_MAX_ID_BYTES) ||
+	    !rules_del(&g->r[k], id))
 		return NERR_NOTFOUND;
 	store_batch_delete(b, STORE_CF_CAPS, key, rule_key(key, sizeof(key), kind, id));
 	log_info("govern", "msg=\"rule deleted\" kind=%s id=%s", kind, id);
@@ -787,7 +776,7 @@ enum nerr govern_rule_get(struct store *s, const char *kind, const char *id,
 	enum nerr rc;
 
 	*out = NULL;
-	if (kind_of(kind) == K__COUNT || !valid_id(id))
+	if (kind_of(kind) == K__COUNT || !id_valid(id, GOVERN_MAX_ID_BYTES))
 		return NERR_NOTFOUND;
 	rc = store_get(s, STORE_CF_CAPS, key, rule_key(key, sizeof(key), kind, id), &v,
 		       &vl);

@@ -43,6 +43,7 @@
 #include <unicode/ustring.h>
 
 #include "base/buf.h"
+#include "base/id.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "journey/def.h"
@@ -316,19 +317,6 @@ static const char *json_type_word(struct json_object *v)
 	return "?";
 }
 
-static bool is_id(const char *s, size_t len, size_t max)
-{
-	if (len == 0 || len > max)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (!isalnum(ch) && ch != '_' && ch != '-')
-			return false;
-	}
-	return true;
-}
-
 /* Reports every key of obj that is not in allowed (NULL-terminated). */
 static void check_keys(struct cx *c, struct json_object *obj, const char *base,
 		       const char *const *allowed)
@@ -413,7 +401,7 @@ static char *get_id(struct cx *c, struct json_object *obj, const char *base,
 	char *s = get_str(c, obj, base, key, required, 1024);
 	char p[128];
 
-	if (s && !is_id(s, strlen(s), max)) {
+	if (s && !id_valid_n(s, strlen(s), max)) {
 		add_error(c, path(p, sizeof(p), base, key),
 			  "invalid %s '%.64s' (use 1 to %zu of A-Z a-z 0-9 _ -)", what, s,
 			  max);
@@ -1777,7 +1765,7 @@ static void parse_document(struct cx *c, struct json_object *root)
 		st->id = arena_strdup(&d->arena, key);
 		st->next = st->else_next = st->on_event = st->on_timeout =
 			st->on_failure = -1;
-		if (!is_id(key, strlen(key), JOURNEY_MAX_ID_BYTES)) {
+		if (!id_valid_n(key, strlen(key), JOURNEY_MAX_ID_BYTES)) {
 			c->step = st->id;
 			add_error(c, "",
 				  "invalid step id (use 1 to %d of A-Z a-z 0-9 _ -)",
