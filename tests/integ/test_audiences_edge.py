@@ -176,6 +176,34 @@ class MergeWindowTimer(Base):
         self.wait_for(lambda: self.profile(u)["computed"]["o7"] == 0, timeout=5, what="o7 decays after merge")
 
 
+class MergeKeepsMembership(Base):
+    def test_merge_moves_membership_without_a_second_entry(self):
+        self.admin("PUT", "/v1/audiences/viewers",
+                   {"when": 'event_count("Viewed", "1d") >= 1'}, want=201)
+        self.wait_backfill("audiences", "viewers")
+        self.admin("PUT", "/v1/journeys/hello", {"id": "hello", "entry": {"audience": "viewers"},
+            "start": "hook", "steps": {"hook": {"webhook": {"url": self.sink.url("/hello"), "body": "{}"},
+                                                "next": "done"}, "done": {"end": {}}}})
+        self.admin("POST", "/v1/journeys/hello/publish")
+        u = self.person()                      # the older profile: survives the merge
+        anon = "anon-" + uuid.uuid4().hex[:8]
+        self.srv.post("/v1/track", {"anonymousId": anon, "event": "Viewed"})
+        self.settle()
+        self.sink.wait(lambda s: len(s.received("/hello")) == 1)
+        self.srv.post("/v1/identify", {"userId": u, "anonymousId": anon})
+        self.settle()
+        p = self.profile(u)
+        self.assertEqual([a["id"] for a in p["audiences"]], ["viewers"])
+        self.assertEqual(self.admin("GET", "/v1/audiences/viewers").json()["size"], 1)
+        time.sleep(0.3)
+        self.assertEqual(len(self.sink.received("/hello")), 1, "the merge entered the journey again")
+        # The membership leaves with the merged-in history's window.
+        self.admin("POST", "/v1/debug/clock", {"advance": "1d1s"})
+        self.settle()
+        self.wait_for(lambda: self.profile(u)["audiences"] == [], timeout=5, what="exit after merge")
+        self.assertEqual(self.admin("GET", "/v1/audiences/viewers").json()["size"], 0)
+
+
 class ManyAudiences(Base):
     def test_list_shows_every_audience(self):
         for i in range(300):
