@@ -587,7 +587,12 @@ static void *engine_main(void *arg)
 		metrics_set(&m_profiles_live, e->profiles);
 		applied = next;
 		atomic_store(&e->applied_seq, applied);
-		metrics_set(&m_lag, (int64_t)(upto - applied));
+		/* Against what is committed now, not when the batch began: records
+		 * that arrived meanwhile are lag too. */
+		pthread_mutex_lock(&e->mu);
+		upto = e->committed_seq;
+		pthread_mutex_unlock(&e->mu);
+		metrics_set(&m_lag, upto > applied ? (int64_t)(upto - applied) : 0);
 		uv_async_send(&e->async);
 	}
 	store_batch_free(b);
