@@ -26,6 +26,17 @@ uint64_t clock_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Writes v (0 <= v < 10^n, else its last n digits) as n digits. */
+static void put_digits(char *out, int v, int n)
+{
+	if (v < 0)
+		v = -v;
+	for (int i = n - 1; i >= 0; i--) {
+		out[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
 void clock_format_rfc3339(int64_t wall_ms, char *out)
 {
 	time_t sec = (time_t)(wall_ms >= 0 ? wall_ms / 1000 : (wall_ms - 999) / 1000);
@@ -33,9 +44,24 @@ void clock_format_rfc3339(int64_t wall_ms, char *out)
 	struct tm tm;
 
 	gmtime_r(&sec, &tm);
-	snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		 (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100, tm.tm_mday % 100,
-		 tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100, ms % 1000);
+	/* By hand: every ingested event is stamped twice, and snprintf was a
+	 * tenth of the loop thread's time. Same bytes as
+	 * "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ". */
+	put_digits(out, (tm.tm_year + 1900) % 10000, 4);
+	out[4] = '-';
+	put_digits(out + 5, (tm.tm_mon + 1) % 100, 2);
+	out[7] = '-';
+	put_digits(out + 8, tm.tm_mday % 100, 2);
+	out[10] = 'T';
+	put_digits(out + 11, tm.tm_hour % 100, 2);
+	out[13] = ':';
+	put_digits(out + 14, tm.tm_min % 100, 2);
+	out[16] = ':';
+	put_digits(out + 17, tm.tm_sec % 100, 2);
+	out[19] = '.';
+	put_digits(out + 20, ms % 1000, 3);
+	out[23] = 'Z';
+	out[24] = '\0';
 }
 
 static int digits(const char **p, int n, int *out)
