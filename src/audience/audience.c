@@ -75,9 +75,10 @@ struct aud {
 	struct journey_rt *rt;
 	struct audience **auds; /* sorted by id */
 	unsigned naud;
-	unsigned reads_audiences; /* audiences whose `when` calls in_audience() */
-	unsigned reads_decor;	  /* audiences whose `when` may read the decoration */
-	struct cattr **comps;	  /* sorted by id */
+	/* Derived from auds by recount() whenever the definitions change. */
+	bool reads_audiences; /* some `when` calls in_audience() */
+	bool reads_decor;     /* some `when` may read the decoration */
+	struct cattr **comps; /* sorted by id */
 	unsigned ncomp;
 	char **indexed; /* indexed trait names */
 	unsigned nindexed;
@@ -387,22 +388,29 @@ static void cattr_free(struct cattr *c)
 	free(c);
 }
 
+/* What the audience definitions as a whole read (admin changes only). */
+static void recount(struct aud *a)
+{
+	a->reads_audiences = a->reads_decor = false;
+	for (unsigned i = 0; i < a->naud; i++) {
+		a->reads_audiences |= a->auds[i]->reads_audiences;
+		a->reads_decor |= a->auds[i]->reads_decor;
+	}
+}
+
 /* Installs (or replaces) a compiled audience. */
 static void set_aud(struct aud *a, struct audience *au)
 {
 	unsigned pos;
 	struct audience *old = find_aud(a, au->id, &pos);
 
-	a->reads_audiences += au->reads_audiences;
-	a->reads_decor += au->reads_decor;
 	if (old) {
-		a->reads_audiences -= old->reads_audiences;
-		a->reads_decor -= old->reads_decor;
 		aud_def_free(old);
 		a->auds[pos] = au;
-		return;
+	} else {
+		sorted_insert((void ***)&a->auds, &a->naud, pos, au);
 	}
-	sorted_insert((void ***)&a->auds, &a->naud, pos, au);
+	recount(a);
 }
 
 static void del_aud(struct aud *a, const char *id)
@@ -412,10 +420,9 @@ static void del_aud(struct aud *a, const char *id)
 
 	if (!old)
 		return;
-	a->reads_audiences -= old->reads_audiences;
-	a->reads_decor -= old->reads_decor;
 	aud_def_free(old);
 	sorted_remove((void **)a->auds, &a->naud, pos);
+	recount(a);
 }
 
 static void set_comp(struct aud *a, struct cattr *c)
@@ -1697,7 +1704,12 @@ static void decorate_mem(struct aud *a, struct store_batch *b, uint64_t pid,
 static void hook_decorate(void *ud, struct store_batch *b, uint64_t pid,
 			  struct json_object *view)
 {
-	decorate_mem(ud, b, pid, view);
+	struct aud *a = ud;
+
+	/* With nothing defined the view's empty "audiences" and "computed" are
+	 * already right: journeys pay no seeks for a feature they don't use. */
+	if (a->naud || a->ncomp)
+		decorate_mem(a, b, pid, view);
 }
 
 static int hook_in_audience(void *ud, struct store_batch *b, uint64_t pid,

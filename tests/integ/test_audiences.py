@@ -9,6 +9,7 @@ import time
 import unittest
 import uuid
 
+from audtest import AudienceHelpers
 from nudgetest import NudgeServer, run_nudge
 from sink import Sink
 
@@ -25,7 +26,7 @@ def hook_journey(jid, entry, path, sink, extra_steps=None, start="hook", body=No
     return {"id": jid, "entry": entry, "start": start, "steps": steps}
 
 
-class AudienceTest(unittest.TestCase):
+class AudienceTest(AudienceHelpers, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.sink = Sink()
@@ -42,20 +43,9 @@ class AudienceTest(unittest.TestCase):
         assert r.returncode == 0, r.stdout + r.stderr
 
     # -- helpers -----------------------------------------------------------
-    def admin(self, method, path, body=None, want=200):
-        r = self.srv.request(method, path, body, auth="admin")
-        if want is not None:
-            self.assertEqual(r.status, want, r)
-        return r
-
     def publish(self, doc):
         self.admin("PUT", "/v1/journeys/" + doc["id"], doc)
         self.admin("POST", "/v1/journeys/%s/publish" % doc["id"])
-
-    def person(self, **traits):
-        u = "a-" + uuid.uuid4().hex[:10]
-        self.assertEqual(self.srv.post("/v1/identify", {"userId": u, "traits": traits}).status, 200)
-        return u
 
     def track(self, user, event, props=None):
         r = self.srv.post("/v1/track", {"userId": user, "event": event, "properties": props or {}})
@@ -64,37 +54,12 @@ class AudienceTest(unittest.TestCase):
     def advance(self, duration):
         self.admin("POST", "/v1/debug/clock", {"advance": duration})
 
-    def settle(self):
-        marker = "settle-" + uuid.uuid4().hex[:8]
-        self.track(marker, "Settle Marker")
-        self.srv.wait_profile("user_id", marker)
-
-    def profile(self, user):
-        return self.admin("GET", "/v1/profiles/user_id/" + user).json()
-
     def audiences_of(self, user):
         return sorted(a["id"] for a in self.profile(user)["audiences"])
 
     def hooks(self, path, user=None):
         return [r for r in self.sink.received(path)
                 if user is None or (isinstance(r["body"], dict) and r["body"].get("user") == user)]
-
-    def wait_for(self, pred, timeout=20, what="condition"):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                v = pred()
-            except (AssertionError, KeyError):
-                v = None
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("timed out waiting for " + what)
-
-    def wait_backfill(self, kind, aid):
-        return self.wait_for(
-            lambda: (lambda d: d if d.get("backfill", {}).get("state") == "done" else None)(
-                self.admin("GET", "/v1/%s/%s" % (kind, aid)).json()), what="back-fill of " + aid)
 
     # -- audiences ---------------------------------------------------------
     def test_enter_on_event_leave_when_window_passes(self):

@@ -8,11 +8,12 @@ and starts no exit journeys), windowed values after a merge, future-dated
 events, audiences that read other audiences, and long definition lists.
 """
 import json, time, unittest, uuid
+from audtest import AudienceHelpers
 from nudgetest import NudgeServer, run_nudge
 from sink import Sink
 
 
-class Base(unittest.TestCase):
+class Base(AudienceHelpers, unittest.TestCase):
     cfg = ""
     def setUp(self):
         self.sink = Sink()
@@ -25,35 +26,6 @@ class Base(unittest.TestCase):
         self.srv.__exit__(None, None, None)
         self.sink.close()
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-    def admin(self, m, p, b=None, want=200):
-        r = self.srv.request(m, p, b, auth="admin")
-        if want is not None:
-            self.assertEqual(r.status, want, r)
-        return r
-    def person(self, **traits):
-        u = "r-" + uuid.uuid4().hex[:10]
-        self.assertEqual(self.srv.post("/v1/identify", {"userId": u, "traits": traits}).status, 200)
-        return u
-    def settle(self):
-        m = "settle-" + uuid.uuid4().hex[:8]
-        self.srv.post("/v1/track", {"userId": m, "event": "Settle"})
-        self.srv.wait_profile("user_id", m)
-    def wait_for(self, pred, timeout=20, what="cond"):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                v = pred()
-            except (AssertionError, KeyError):
-                v = None
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("timed out: " + what)
-    def wait_backfill(self, kind, aid):
-        return self.wait_for(lambda: (lambda d: d if d.get("backfill", {}).get("state") == "done" else None)(
-            self.admin("GET", "/v1/%s/%s" % (kind, aid)).json()), what="backfill")
-    def profile(self, u):
-        return self.admin("GET", "/v1/profiles/user_id/" + u).json()
     def recreate(self, path, doc):
         """PUT after a DELETE: 409 while the purge runs, then 201."""
         end = time.time() + 20
@@ -116,18 +88,22 @@ class ComputedRecreate(Base):
 
 class AudienceRecreateDuringPurge(Base):
     cfg = "[audiences]\njob_batch = 2\n"
-    def test_size_matches_members_after_recreate(self):
-        self.admin("PUT", "/v1/journeys/ex", {"id": "ex", "entry": {"audience": "x", "on": "exit"},
+    def sixty_members_then_delete(self, aid):
+        """60 members of aid, an `on: exit` journey on it, then DELETE."""
+        self.admin("PUT", "/v1/journeys/ex", {"id": "ex", "entry": {"audience": aid, "on": "exit"},
             "start": "hook", "steps": {"hook": {"webhook": {"url": self.sink.url("/exit"), "body": "{}"}, "next": "done"},
                                        "done": {"end": {}}}})
         self.admin("POST", "/v1/journeys/ex/publish")
         for i in range(60):
             self.person(plan="a")
         self.settle()
-        self.admin("PUT", "/v1/audiences/x", {"when": 'profile.traits.plan == "a"'}, want=201)
-        d = self.wait_backfill("audiences", "x")
+        self.admin("PUT", "/v1/audiences/" + aid, {"when": 'profile.traits.plan == "a"'}, want=201)
+        d = self.wait_backfill("audiences", aid)
         self.assertEqual(d["size"], 60)
-        self.admin("DELETE", "/v1/audiences/x")
+        self.admin("DELETE", "/v1/audiences/" + aid)
+
+    def test_size_matches_members_after_recreate(self):
+        self.sixty_members_then_delete("x")
         r = self.recreate("/v1/audiences/x", {"when": 'profile.traits.plan == "a"'})
         self.assertEqual(r.json()["version"], 2)
         d = self.wait_backfill("audiences", "x")
@@ -141,16 +117,7 @@ class AudienceRecreateDuringPurge(Base):
         self.assertEqual(d["size"], n, d)
 
     def test_recreate_with_other_predicate_does_not_start_exit_journeys(self):
-        self.admin("PUT", "/v1/journeys/ex", {"id": "ex", "entry": {"audience": "y", "on": "exit"},
-            "start": "hook", "steps": {"hook": {"webhook": {"url": self.sink.url("/exit"), "body": "{}"}, "next": "done"},
-                                       "done": {"end": {}}}})
-        self.admin("POST", "/v1/journeys/ex/publish")
-        for i in range(60):
-            self.person(plan="a")
-        self.settle()
-        self.admin("PUT", "/v1/audiences/y", {"when": 'profile.traits.plan == "a"'}, want=201)
-        self.wait_backfill("audiences", "y")
-        self.admin("DELETE", "/v1/audiences/y")
+        self.sixty_members_then_delete("y")
         self.recreate("/v1/audiences/y", {"when": 'profile.traits.plan == "b"'})
         self.wait_backfill("audiences", "y")
         time.sleep(1)
