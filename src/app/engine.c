@@ -6,9 +6,10 @@
  * append the deletions of the consumed records and the new applied position;
  * commit with sync; publish the applied position to the loop thread.
  *
- * Dedup (DESIGN.md §5): STORE_CF_DEDUP maps messageId -> first-seen time;
- * STORE_CF_DEDUP_TIME orders the same entries by time so expired ones are
- * pruned a bounded number per batch, without scans. Because dedup state
+ * Dedup (DESIGN.md §5): STORE_CF_DEDUP maps messageId -> first-seen time, one
+ * record per id; a read compares that time with the window, and expired
+ * entries are dropped by RocksDB's compaction (store_set_dedup_window), so
+ * the engine neither keeps a time index nor prunes. Because dedup state
  * commits in the same batch as the profile changes, a repeated messageId is
  * applied exactly once even across crashes (invariant 2).
  *
@@ -32,7 +33,6 @@
 #include "report/metrics.h"
 #include "report/report.h"
 
-#define DEDUP_PRUNE_PER_BATCH 1000
 static const char META_APPLIED[] = "applied_seq";
 static const char META_PROFILES[] = "profiles_count";
 
@@ -126,7 +126,7 @@ uint64_t engine_stored_applied_seq(struct store *s)
  * through it); the ids recorded in this batch are kept in e->dedup_batch
  * instead, so a repeat within one batch is still caught. Reads therefore go to
  * committed state plus that set, which is what the batch would have shown:
- * the only indexed dedup writes are dedup_prune's, at the end of the batch.
+ * the engine makes no indexed dedup write.
  */
 static bool dedup_seen(struct engine *e, struct store_batch *b, const char *mid,
 		       int64_t now_ms)
@@ -149,14 +149,9 @@ static bool dedup_seen(struct engine *e, struct store_batch *b, const char *mid,
 	if (e->cfg.dedup_window_ms <= 0)
 		return false;
 	unsigned char tv[8];
-	char *tk = xmalloc(8 + mlen);
 
 	store_put_u64(tv, (uint64_t)now_ms);
 	store_batch_put_blind(b, STORE_CF_DEDUP, mid, mlen, tv, 8);
-	store_put_u64(tk, (uint64_t)now_ms);
-	memcpy(tk + 8, mid, mlen);
-	store_batch_put_blind(b, STORE_CF_DEDUP_TIME, tk, 8 + mlen, "", 0);
-	free(tk);
 	map_put(&e->dedup_batch, mid, e);
 	return false;
 }
@@ -168,35 +163,6 @@ static void dedup_batch_reset(struct engine *e)
 		map_fini(&e->dedup_batch);
 		map_init(&e->dedup_batch);
 	}
-}
-
-/* Deletes up to DEDUP_PRUNE_PER_BATCH expired dedup entries. */
-static void dedup_prune(struct engine *e, struct store_batch *b, int64_t now_ms)
-{
-	struct store_iter *it = store_iter_new(e->s, NULL, STORE_CF_DEDUP_TIME);
-	int64_t cutoff = now_ms - e->cfg.dedup_window_ms;
-	unsigned n = 0;
-
-	for (store_iter_seek_first(it); store_iter_valid(it) && n < DEDUP_PRUNE_PER_BATCH;
-	     store_iter_next(it), n++) {
-		size_t kl;
-		const char *k = store_iter_key(it, &kl);
-		char *v = NULL;
-		size_t vl = 0;
-
-		if (kl < 8 || (int64_t)store_get_u64(k) >= cutoff)
-			break;
-		/* Only drop the id if it was not seen again later. An id seen
-		 * again in this batch was written blind: that write is applied
-		 * after this deletion, so it stays. */
-		if (store_batch_get(b, STORE_CF_DEDUP, k + 8, kl - 8, &v, &vl) ==
-			    NERR_OK &&
-		    vl >= 8 && store_get_u64(v) == store_get_u64(k))
-			store_batch_delete(b, STORE_CF_DEDUP, k + 8, kl - 8);
-		free(v);
-		store_batch_delete(b, STORE_CF_DEDUP_TIME, k, kl);
-	}
-	store_iter_free(it);
 }
 
 static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq,
@@ -464,8 +430,7 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 	if (last == applied && store_batch_count(b) == 0)
 		return applied;
 	*changed = true;
-	if (e->cfg.dedup_window_ms > 0 && last != applied)
-		dedup_prune(e, b, now_ms);
+
 	unsigned char sv[8];
 	store_put_u64(sv, last);
 	store_batch_put(b, STORE_CF_META, META_APPLIED, sizeof(META_APPLIED) - 1, sv, 8);
@@ -615,6 +580,29 @@ static void on_async(uv_async_t *h)
 		e->on_applied(e->ud, atomic_load(&e->applied_seq));
 }
 
+/* Data directories from before dedup expired by compaction kept a time index
+ * (STORE_CF_DEDUP_TIME): dropped once, in one range deletion. */
+static void drop_dedup_time(struct store *s)
+{
+	struct store_iter *it = store_iter_new(s, NULL, STORE_CF_DEDUP_TIME);
+	bool any;
+
+	store_iter_seek_first(it);
+	any = store_iter_valid(it);
+	store_iter_free(it);
+	if (any) {
+		struct store_batch *b = store_batch_new(s);
+		unsigned char end[16];
+
+		memset(end, 0xff, sizeof(end));
+		store_batch_delete_range_blind(b, STORE_CF_DEDUP_TIME, "", 0, end,
+					       sizeof(end));
+		if (store_batch_commit(b, true, NULL) != NERR_OK)
+			log_warn("engine", "msg=\"old dedup time index not dropped\"");
+		store_batch_free(b);
+	}
+}
+
 enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop_t *loop,
 		       engine_applied_fn on_applied, void *ud, struct engine **out)
 {
@@ -657,6 +645,8 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 	e->on_applied = on_applied;
 	e->ud = ud;
 	map_init(&e->dedup_batch);
+	store_set_dedup_window(s, e->cfg.dedup_window_ms);
+	drop_dedup_time(s);
 	e->tok = json_tokener_new();
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);

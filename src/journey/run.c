@@ -66,6 +66,7 @@ struct journey_rt {
 	struct map aud_entry;  /* "<audience>\x1f(enter|exit)" -> struct jlist */
 	struct map biz_entry;  /* business event name -> struct jlist */
 	struct map waiting;    /* event names of exit/goal criteria -> (void *)1 */
+	struct map waits_for;  /* event names of any version's wait_for steps */
 	struct map templates;  /* id -> struct tpl */
 	struct map predicates; /* CEL source -> expr_program (event_count) */
 	struct map fields;     /* "template\x1ffield" -> struct tfield */
@@ -368,6 +369,8 @@ static void reindex(struct journey_rt *rt)
 	free_lists(&rt->biz_entry);
 	map_fini(&rt->waiting);
 	map_init(&rt->waiting);
+	map_fini(&rt->waits_for);
+	map_init(&rt->waits_for);
 	while (map_next(&rt->journeys, &it, &k, &v)) {
 		struct jrec *jr = v;
 		struct journey_def *d = jrec_version(jr, jr->current);
@@ -381,6 +384,13 @@ static void reindex(struct journey_rt *rt)
 				map_put(&rt->waiting, dv->exits[e].event, (void *)1);
 			if (dv->has_goal)
 				map_put(&rt->waiting, dv->goal.event, (void *)1);
+			for (unsigned st = 0; st < dv->nsteps; st++)
+				if (dv->steps[st].kind == JOURNEY_STEP_WAIT_FOR &&
+				    dv->steps[st].u.wait_for.mode ==
+					    JOURNEY_WAIT_FOR_EVENT)
+					map_put(&rt->waits_for,
+						dv->steps[st].u.wait_for.event,
+						(void *)1);
 		}
 		if (!d || jr->status != JS_ACTIVE)
 			continue;
@@ -2342,7 +2352,11 @@ void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64
 		check_exits_goals(rt, jb, &ec, name);
 		check_goal_watches(rt, jb, &ec, name);
 	}
-	check_waits(rt, jb, &ec, name);
+	/* Only a version's wait_for step writes a wait record (a merge copies
+	 * one): no version waits for this name, no record can match, and the
+	 * iterator (the largest cost of an event no journey uses) is skipped. */
+	if (map_get(&rt->waits_for, name))
+		check_waits(rt, jb, &ec, name);
 	l = map_get(&rt->entry, name);
 	for (unsigned i = 0; l && i < l->n; i++)
 		enter_journey(rt, jb, &ec, l->items[i], event, true);
@@ -3502,6 +3516,7 @@ enum nerr journey_rt_open(struct store *s, const struct journey_rt_config *cfg,
 	map_init(&rt->aud_entry);
 	map_init(&rt->biz_entry);
 	map_init(&rt->waiting);
+	map_init(&rt->waits_for);
 	map_init(&rt->templates);
 	map_init(&rt->predicates);
 	map_init(&rt->fields);
@@ -3541,6 +3556,7 @@ void journey_rt_free(struct journey_rt *rt)
 	free_lists(&rt->biz_entry);
 	map_fini(&rt->biz_entry);
 	map_fini(&rt->waiting);
+	map_fini(&rt->waits_for);
 	while (map_next(&rt->journeys, &it, &k, &v))
 		jrec_free(v);
 	map_fini(&rt->journeys);

@@ -25,9 +25,11 @@
 #include "store/store.h"
 
 #include <rocksdb/c.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -57,6 +59,10 @@ struct store {
 	rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
 	rocksdb_cache_t *cache;
 	rocksdb_block_based_table_options_t *bbto;
+	/* STORE_CF_DEDUP expires by compaction (see store_set_dedup_window). */
+	rocksdb_options_t *dedup_opts;
+	rocksdb_compactionfilter_t *dedup_filter;
+	_Atomic int64_t dedup_window_ms; /* 0: keep everything */
 };
 
 /* One blind write in store_batch.blind: header, then key, then value. */
@@ -84,6 +90,62 @@ struct store_iter {
 const char *store_cf_name(enum store_cf cf)
 {
 	return (unsigned)cf < STORE_CF__COUNT ? cf_names[cf] : "?";
+}
+
+static rocksdb_t *db_for(const struct store *s, enum store_cf cf);
+static rocksdb_column_family_handle_t *cf_for(const struct store *s, enum store_cf cf);
+
+void store_set_dedup_window(struct store *s, int64_t window_ms)
+{
+	atomic_store(&s->dedup_window_ms, window_ms > 0 ? window_ms : 0);
+}
+
+/*
+ * The dedup family's compaction filter (RocksDB's compaction threads): an
+ * entry whose first-seen time (the value's first 8 bytes, big-endian ms) is
+ * older than the window by the wall clock is dropped. Reads check the time
+ * themselves, so an expired entry that no compaction has reached yet is
+ * harmless; this only reclaims the space, with no work on the engine thread
+ * and no second (time-ordered) record per messageId.
+ */
+static unsigned char dedup_filter(void *state, int level, const char *key, size_t klen,
+				  const char *val, size_t vlen, char **new_val,
+				  size_t *new_vlen, unsigned char *changed)
+{
+	struct store *s = state;
+	int64_t window = atomic_load(&s->dedup_window_ms);
+	struct timespec ts;
+
+	(void)level, (void)key, (void)klen, (void)new_val, (void)new_vlen;
+	*changed = 0;
+	if (window <= 0 || vlen < 8)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)store_get_u64(val) <
+	       (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - window;
+}
+
+void store_compact(struct store *s, enum store_cf cf)
+{
+	rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+
+	/* Rewrite the bottom level too (kForce), so a compaction filter sees
+	 * every entry. RocksDB's C API reports no error here. */
+	rocksdb_compactoptions_set_bottommost_level_compaction(co, 2);
+	rocksdb_compact_range_cf_opt(db_for(s, cf), cf_for(s, cf), co, NULL, 0, NULL, 0);
+	rocksdb_compactoptions_destroy(co);
+}
+
+/* The filter's state is the store itself, freed by store_close. */
+static void dedup_filter_state_free(void *state)
+{
+	(void)state;
+}
+
+static const char *dedup_filter_name(void *state)
+{
+	(void)state;
+	return "nudge.dedup_expiry";
 }
 
 void store_put_u64(void *dst, uint64_t v)
@@ -233,6 +295,12 @@ static enum nerr open_common(const char *dir, bool readonly, struct store **out,
 	rocksdb_options_set_block_based_table_factory(s->opts, s->bbto);
 	for (int i = 0; i < STORE_CF__COUNT; i++)
 		cf_opts[i] = s->opts;
+	s->dedup_opts = rocksdb_options_create_copy(s->opts);
+	s->dedup_filter = rocksdb_compactionfilter_create(
+		s, dedup_filter_state_free, dedup_filter, dedup_filter_name);
+	rocksdb_options_set_compaction_filter(s->dedup_opts, s->dedup_filter);
+	cf_opts[STORE_CF_DEDUP] = s->dedup_opts;
+
 	if (readonly)
 		s->db = rocksdb_open_for_read_only_column_families(
 			s->opts, dir, STORE_CF__COUNT, cf_names, cf_opts, s->cf, 0, &err);
@@ -294,6 +362,10 @@ void store_close(struct store *s)
 	if (s->wopts_nosync)
 		rocksdb_writeoptions_destroy(s->wopts_nosync);
 	rocksdb_options_destroy(s->opts);
+	if (s->dedup_opts)
+		rocksdb_options_destroy(s->dedup_opts);
+	if (s->dedup_filter)
+		rocksdb_compactionfilter_destroy(s->dedup_filter);
 	rocksdb_block_based_options_destroy(s->bbto);
 	rocksdb_cache_destroy(s->cache);
 	free(s);

@@ -29,8 +29,8 @@ enum store_cf {
 	STORE_CF_PROFILES,    /* profile id (u64) -> profile JSON */
 	STORE_CF_IDENTITIES,  /* "namespace:value" -> profile id (u64) */
 	STORE_CF_EVENTS,      /* profile id, time ms, seq -> event JSON */
-	STORE_CF_DEDUP,	      /* messageId -> (time ms, seq) */
-	STORE_CF_DEDUP_TIME,  /* time ms, messageId -> "" (expiry order) */
+	STORE_CF_DEDUP,	      /* messageId -> first-seen time ms (expires, below) */
+	STORE_CF_DEDUP_TIME,  /* unused since 2026-11 (was an expiry index) */
 	STORE_CF_JOURNEYS,    /* definitions, all versions */
 	STORE_CF_INSTANCES,   /* journey instances */
 	STORE_CF_WAITS,	      /* (profile, event name) -> instance */
@@ -111,6 +111,14 @@ bool store_iter_valid(const struct store_iter *it);
 void store_iter_next(struct store_iter *it);
 const char *store_iter_key(const struct store_iter *it, size_t *klen);
 const char *store_iter_value(const struct store_iter *it, size_t *vlen);
+
+/*
+ * STORE_CF_DEDUP values begin with a big-endian time in ms; compaction drops
+ * entries older than window_ms by the wall clock (0, the default: never).
+ */
+void store_set_dedup_window(struct store *s, int64_t window_ms);
+/* Compacts the whole family now, down to the last level (tests, operations). */
+void store_compact(struct store *s, enum store_cf cf);
 
 /* Big-endian integer key parts. */
 void store_put_u64(void *dst, uint64_t v);
