@@ -560,13 +560,46 @@ static void conn_write(struct http_conn *c, char **owned, size_t *lens, unsigned
 		}
 		return;
 	}
+	for (unsigned i = 0; i < n; i++)
+		bufs[i] = uv_buf_init(owned[i], (unsigned)lens[i]);
+	if (!c->writes_pending) {
+		/* Most answers fit the socket buffer: written here, with no
+		 * request, no callback and no pass through the loop's queues.
+		 * libuv refuses (EAGAIN) while earlier writes wait, so the order
+		 * holds. What is left, if anything, goes the queued way. */
+		unsigned first = 0;
+
+		rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+		if (rc < 0 && rc != UV_EAGAIN) {
+			for (unsigned i = 0; i < n; i++)
+				free(owned[i]);
+			log_debug(SUB, "conn=%p write: %s", (void *)c, uv_strerror(rc));
+			conn_close(c);
+			return;
+		}
+		for (size_t done = rc > 0 ? (size_t)rc : 0; first < n && done;) {
+			if (done < bufs[first].len) {
+				bufs[first].base += done;
+				bufs[first].len -= (unsigned)done;
+				break;
+			}
+			done -= bufs[first].len;
+			free(owned[first++]);
+		}
+		if (first == n) {
+			c->write_progress_ms = conn_now(c);
+			return;
+		}
+		owned += first;
+		memmove(bufs, bufs + first, (n - first) * sizeof(bufs[0]));
+		n -= first;
+	}
 	w = xcalloc(1, sizeof(*w));
 	w->c = c;
 	w->n = n;
 	for (unsigned i = 0; i < n; i++) {
 		w->owned[i] = owned[i];
-		bufs[i] = uv_buf_init(owned[i], (unsigned)lens[i]);
-		w->bytes += lens[i];
+		w->bytes += bufs[i].len;
 	}
 	rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
 	if (rc) {
