@@ -494,6 +494,7 @@ static void *engine_main(void *arg)
 	struct journey_batch jb;
 
 	pthread_setname_np(pthread_self(), "nudge-engine");
+	store_thread_init();
 	for (;;) {
 		uint64_t upto;
 		bool stop, changed;

@@ -224,6 +224,7 @@ static void *committer_main(void *arg)
 	struct store_batch *b = store_batch_new(ib->s);
 
 	pthread_setname_np(pthread_self(), "nudge-commit");
+	store_thread_init();
 	for (;;) {
 		struct inbox_job *take, **take_tail = &take, *j;
 		unsigned nrec = 0;

@@ -95,6 +95,11 @@ const char *store_cf_name(enum store_cf cf)
 static rocksdb_t *db_for(const struct store *s, enum store_cf cf);
 static rocksdb_column_family_handle_t *cf_for(const struct store *s, enum store_cf cf);
 
+void store_thread_init(void)
+{
+	rocksdb_set_perf_level(1); /* rocksdb::kDisable */
+}
+
 void store_set_dedup_window(struct store *s, int64_t window_ms)
 {
 	atomic_store(&s->dedup_window_ms, window_ms > 0 ? window_ms : 0);

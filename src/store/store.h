@@ -120,6 +120,12 @@ void store_set_dedup_window(struct store *s, int64_t window_ms);
 /* Compacts the whole family now, down to the last level (tests, operations). */
 void store_compact(struct store *s, enum store_cf cf);
 
+/* Turns RocksDB's per-thread performance counters off for the calling thread
+ * (nudge never reads them; counting them costs thread-local lookups on every
+ * read and write). Call once at the start of each thread that uses the store
+ * heavily. */
+void store_thread_init(void);
+
 /* Big-endian integer key parts. */
 void store_put_u64(void *dst, uint64_t v);
 uint64_t store_get_u64(const void *src);
