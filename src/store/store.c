@@ -498,8 +498,9 @@ static struct entry *entry_upsert(struct store_batch *b, enum store_cf cf,
 	if ((b->nkeys + 1) * 2 > b->nslots)
 		slots_grow(b);
 	slot = slot_find(b, h, cf, key, klen);
-	if (*slot)
-		return *slot;
+	e = *slot;
+	if (e)
+		return e;
 	e = arena_alloc(&b->mem, sizeof(*e) + klen);
 	e->hash = h;
 	e->val = NULL;
