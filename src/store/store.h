@@ -4,11 +4,13 @@
  * Design: every byte nudge keeps lives in one RocksDB database under data_dir,
  * split into column families by concern (DESIGN.md §4). All reads and writes go
  * through this interface so crashes and I/O errors can be simulated in one place.
- * Writes are grouped in a `store_batch` (a RocksDB WriteBatchWithIndex): reads
- * through the batch see its own pending writes, which the engine needs because
- * one batch may create a profile and update it again before committing. A batch
- * commits atomically; `sync` commits are durable when they return (invariants 1
- * and 2). Keys that are numbers are big-endian so iteration order is numeric.
+ * Writes are grouped in a `store_batch`, nudge's own write-back batch: a hash
+ * table of each key's last write, so reads through the batch see its pending
+ * writes (the engine needs that: one batch may create a profile and update it
+ * again before committing) and a key written many times is sent to RocksDB
+ * once, in key order, at commit. A batch commits atomically; `sync` commits
+ * are durable when they return (invariants 1 and 2). Keys that are numbers
+ * are big-endian so iteration order is numeric.
  * STORE_CF_INBOX is kept in a database of its own (own WAL, data_dir/inbox): its
  * writes in a batch are blind, and are applied after the batch's other writes,
  * not atomically with them (store_batch_commit says how).
@@ -66,8 +68,8 @@ void store_close(struct store *s);
 enum nerr store_get(struct store *s, enum store_cf cf, const void *key, size_t klen,
 		    char **val, size_t *len);
 
-/* A write batch whose reads see its own (indexed) writes. The count includes
- * blind writes. */
+/* A write batch whose reads see its own (indexed) writes. The count is the
+ * number of distinct keys written indexed plus the number of blind writes. */
 struct store_batch *store_batch_new(struct store *s);
 void store_batch_free(struct store_batch *b);
 void store_batch_clear(struct store_batch *b);
@@ -78,7 +80,7 @@ void store_batch_delete(struct store_batch *b, enum store_cf cf, const void *key
 			size_t klen);
 /*
  * Blind writes: recorded without indexing, so they cost a copy instead of a
- * search of the batch's write index, and they are invisible to
+ * hash lookup and a place in the sort at commit, and they are invisible to
  * store_batch_get() and to iterators over the batch. They commit atomically
  * with the batch, applied after its indexed writes (a key written both ways
  * ends with the blind write). For writes the batch never reads back: consumed
@@ -100,7 +102,14 @@ enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *k
  * NERR_IO means the durability promise may be broken: callers stop accepting. */
 enum nerr store_batch_commit(struct store_batch *b, bool sync, struct nerr_msg *msg);
 
-/* Ordered iteration over one column family; with a batch, merged with its writes. */
+/*
+ * Ordered iteration over one column family; with a batch, merged with its
+ * writes (the batch wins on equal keys; its deletes hide keys). Writing to the
+ * batch while iterating is safe: the current key and value stay valid until
+ * the next move, and a later write to a key ahead is seen when the iterator
+ * gets there, except that a key new to both the batch and the database shows
+ * only after a seek. Free the iterator before the batch commits or clears.
+ */
 struct store_iter *store_iter_new(struct store *s, struct store_batch *b,
 				  enum store_cf cf);
 void store_iter_free(struct store_iter *it);
