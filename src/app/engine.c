@@ -33,6 +33,8 @@
 #include "report/metrics.h"
 #include "report/report.h"
 
+/* The engine batch's read cache of profiles and identities (store.h). */
+#define ENGINE_CACHE_BYTES ((size_t)64 << 20)
 static const char META_APPLIED[] = "applied_seq";
 static const char META_PROFILES[] = "profiles_count";
 
@@ -495,6 +497,9 @@ static void *engine_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "nudge-engine");
 	store_thread_init();
+	/* Profiles and identities are written by this batch alone. */
+	store_batch_cache(b, STORE_CF_PROFILES, ENGINE_CACHE_BYTES);
+	store_batch_cache(b, STORE_CF_IDENTITIES, ENGINE_CACHE_BYTES);
 	for (;;) {
 		uint64_t upto;
 		bool stop, changed;
@@ -546,6 +551,10 @@ static void *engine_main(void *arg)
 			break;
 		}
 		journey_rt_batch_done(e->rt, &jb);
+		/* The batch may have moved the test clock: dedup entries expire
+		 * by the clock that stamped them. */
+		store_set_dedup_clock_offset(e->s,
+					     journey_rt_now(e->rt) - clock_wall_ms());
 		/* Invariant 3: envelopes leave only after their batch is durable. */
 		hand_over_sends(e, &jb);
 		metrics_observe(&m_batch, (double)(clock_mono_ns() - t0) / 1e9);
@@ -637,6 +646,7 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 		return NERR_IO;
 	}
 	aud_set_runtime(e->aud, e->rt);
+	store_set_dedup_clock_offset(s, journey_rt_now(e->rt) - clock_wall_ms());
 	report_open(s, &e->report);
 	/* Envelopes committed but never reported (crash, restart) go out again,
 	 * with the same id (invariant 4). */

@@ -95,6 +95,15 @@ void store_batch_delete_blind(struct store_batch *b, enum store_cf cf, const voi
 void store_batch_delete_range_blind(struct store_batch *b, enum store_cf cf,
 				    const void *start, size_t slen, const void *end,
 				    size_t elen);
+/*
+ * Gives the batch a read cache for family cf: committed values it read or
+ * wrote stay in memory (max_bytes over all its cached families, the last call
+ * sets it; least recently used first out), and its later reads of them, in
+ * this or a later batch, skip RocksDB. Correct only while no other batch,
+ * thread or process writes cf: the engine's profiles and identities.
+ */
+void store_batch_cache(struct store_batch *b, enum store_cf cf, size_t max_bytes);
+
 /* Like store_get, but sees the batch's pending writes first. */
 enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *key,
 			  size_t klen, char **val, size_t *len);
@@ -123,9 +132,13 @@ const char *store_iter_value(const struct store_iter *it, size_t *vlen);
 
 /*
  * STORE_CF_DEDUP values begin with a big-endian time in ms; compaction drops
- * entries older than window_ms by the wall clock (0, the default: never).
+ * entries older than window_ms (0, the default: never) by the wall clock plus
+ * the offset below.
  */
 void store_set_dedup_window(struct store *s, int64_t window_ms);
+/* Where the clock that stamps dedup entries stands against the wall clock
+ * (ms; the engine's test clock); compaction judges expiry by it. */
+void store_set_dedup_clock_offset(struct store *s, int64_t offset_ms);
 /* Compacts the whole family now, down to the last level (tests, operations). */
 void store_compact(struct store *s, enum store_cf cf);
 

@@ -1,8 +1,9 @@
 /*
  * test_dedup_expiry.c -- the dedup family expires by compaction: entries whose
  * first-seen time is older than the window are dropped when compacted, newer
- * ones stay, and with no window (0) nothing is dropped. Uses a real RocksDB
- * store in a temporary directory and forces the compaction.
+ * ones stay, with no window (0) nothing is dropped, and age is judged by the
+ * clock that stamped the entries (a test clock behind the wall clock). Uses a real
+ * RocksDB store in a temporary directory and forces the compaction.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -72,6 +73,16 @@ static void expired_entries_dropped_by_compaction(void **state)
 	}
 	assert_false(present(s, "ancient"));
 	assert_true(present(s, "edge"));
+
+	/* A test clock two hours behind the wall clock: an entry it stamped a
+	 * minute ago is 2h01 old by the wall clock, and must stay. */
+	store_set_dedup_clock_offset(s, -7200000);
+	put_seen(b, "behind", now - 7200000 - 60000);
+	put_seen(b, "behind-old", now - 7200000 - 3600000 - 60000);
+	assert_int_equal(store_batch_commit(b, true, NULL), NERR_OK);
+	store_compact(s, STORE_CF_DEDUP);
+	assert_true(present(s, "behind"));
+	assert_false(present(s, "behind-old"));
 	store_batch_free(b);
 	store_close(s);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

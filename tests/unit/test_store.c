@@ -1049,6 +1049,144 @@ static void group_commit_assigns_dense_sequences_in_order(void **state)
 	store_close(s);
 }
 
+/*
+ * The read cache answers like the committed state: random puts, deletes,
+ * blind writes and range deletions over two cached families and one not
+ * cached, committed or abandoned (cleared), with a budget that holds every
+ * key and then with one small enough to evict all the time; after every
+ * commit or clear each key read through the batch (its cache) matches a read
+ * of the database itself.
+ */
+static void read_cache_matches_the_committed_state(void **state)
+{
+	static const enum store_cf cfs[3] = {STORE_CF_PROFILES, STORE_CF_IDENTITIES,
+					     STORE_CF_INDEX};
+	struct store *s = NULL;
+	struct store_batch *b;
+	unsigned r = 12345;
+	char k[32], v[600];
+
+	(void)state;
+	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
+	for (int round = 0; round < 2; round++) {
+		b = store_batch_new(s);
+		store_batch_cache(b, STORE_CF_PROFILES, round ? 16 << 10 : 4 << 20);
+		store_batch_cache(b, STORE_CF_IDENTITIES, round ? 16 << 10 : 4 << 20);
+		for (int step = 0; step < 3000; step++) {
+			int cf, op;
+
+			r = r * 1103515245u + 12345u;
+			cf = (int)(r >> 8) % 3;
+			op = (int)(r >> 12) % 10;
+			snprintf(k, sizeof(k), "k%03u", (r >> 16) % 200);
+			if (op < 5) {
+				/* "v<step>" then up to 500 bytes of padding: sizes vary.
+				 */
+				int n = snprintf(v, sizeof(v), "v%d", step);
+
+				memset(v + n, 'a' + step % 26, (r >> 4) % 500);
+				v[n + (r >> 4) % 500] = '\0';
+				put_s(b, cfs[cf], k, v);
+			} else if (op < 7) {
+				del_s(b, cfs[cf], k);
+			} else if (op == 7) {
+				store_batch_put_blind(b, cfs[cf], k, strlen(k), "blind",
+						      5);
+			} else if (op == 8 && step % 50 == 0) {
+				store_batch_delete_range_blind(b, cfs[cf], "k05", 3,
+							       "k09", 3);
+			} else {
+				/* Reads through the batch fill the cache too. */
+				char *x = NULL;
+
+				if (store_batch_get(b, cfs[cf], k, strlen(k), &x, NULL) ==
+				    NERR_OK)
+					free(x);
+			}
+			if (step % 7 == 0) {
+				if ((r >> 20) % 5 == 0)
+					store_batch_clear(b); /* abandoned */
+				else
+					assert_int_equal(
+						store_batch_commit(b, false, NULL),
+						NERR_OK);
+				for (int f = 0; f < 3; f++)
+					for (unsigned i = 0; i < 200; i++) {
+						char *want = NULL, *got = NULL;
+						size_t wl = 0, gl = 0;
+						enum nerr wr, gr;
+
+						snprintf(k, sizeof(k), "k%03u", i);
+						wr = store_get(s, cfs[f], k, strlen(k),
+							       &want, &wl);
+						gr = store_batch_get(b, cfs[f], k,
+								     strlen(k), &got,
+								     &gl);
+						assert_int_equal(gr, wr);
+						if (wr == NERR_OK) {
+							assert_int_equal(gl, wl);
+							assert_memory_equal(got, want,
+									    wl);
+						}
+						free(want);
+						free(got);
+					}
+			}
+		}
+		store_batch_free(b);
+	}
+	store_close(s);
+}
+
+/* After one huge batch the batch gives back its big tables at clear: later
+ * small batches must still read, iterate and commit correctly. */
+static void small_batches_after_a_huge_one(void **state)
+{
+	struct store *s = NULL;
+	struct store_batch *b;
+	char k[32], out[256];
+
+	(void)state;
+	assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
+	b = store_batch_new(s);
+	for (int i = 0; i < 200000; i++) {
+		snprintf(k, sizeof(k), "h%06d", i);
+		put_s(b, STORE_CF_INDEX, k, "v");
+	}
+	assert_int_equal(store_batch_commit(b, false, NULL), NERR_OK);
+	for (int round = 0; round < 3; round++) {
+		put_s(b, STORE_CF_INDEX, "a", "1");
+		del_s(b, STORE_CF_INDEX, "h000001");
+		check_get(s, b, STORE_CF_INDEX, "a", "1");
+		check_get(s, b, STORE_CF_INDEX, "h000001", NULL);
+		check_get(s, b, STORE_CF_INDEX, "h000002", "v");
+		{
+			struct store_iter *it = store_iter_new(s, b, STORE_CF_INDEX);
+			size_t n = 0;
+
+			store_iter_seek_first(it);
+			for (int j = 0; j < 3 && store_iter_valid(it);
+			     j++, store_iter_next(it)) {
+				size_t kl;
+				const char *key = store_iter_key(it, &kl);
+
+				n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%.*s",
+						      n ? " " : "", (int)kl, key);
+			}
+			store_iter_free(it);
+			assert_string_equal(out, "a h000000 h000002");
+		}
+		if (round == 1)
+			store_batch_clear(b);
+		else
+			assert_int_equal(store_batch_commit(b, false, NULL), NERR_OK);
+	}
+	check_get(s, NULL, STORE_CF_INDEX, "a", "1");
+	check_get(s, NULL, STORE_CF_INDEX, "h000001", NULL);
+	store_batch_free(b);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1078,6 +1216,10 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(
 			batch_and_iterators_match_a_reference_model, setup, teardown),
+		cmocka_unit_test_setup_teardown(small_batches_after_a_huge_one, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(read_cache_matches_the_committed_state,
+						setup, teardown),
 		cmocka_unit_test(inbox_records_round_trip_and_reject_garbage),
 		cmocka_unit_test_setup_teardown(
 			group_commit_assigns_dense_sequences_in_order, setup, teardown),
