@@ -50,6 +50,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,17 +112,35 @@ static void event_key(unsigned char *k, uint64_t pid, int64_t t, uint64_t seq)
 }
 
 /* Parses a stored JSON value; NULL if it is not a JSON object. */
+/* One tokener per thread, reset for each record: allocating one (its depth
+ * stack included) per load was a third of the parse. Freed at thread exit. */
+static pthread_key_t tok_key;
+static pthread_once_t tok_once = PTHREAD_ONCE_INIT;
+
+static void tok_free(void *tok)
+{
+	json_tokener_free(tok);
+}
+
+static void tok_key_init(void)
+{
+	ASSERT(pthread_key_create(&tok_key, tok_free) == 0);
+}
+
 static struct json_object *parse_record(const char *data, size_t len)
 {
-	/* One tokener per thread, reset for each record: allocating one (its
-	 * depth stack included) per load was a third of the parse. */
-	static _Thread_local struct json_tokener *tok;
+	struct json_tokener *tok;
 	struct json_object *o;
 
-	if (!tok)
+	pthread_once(&tok_once, tok_key_init);
+	tok = pthread_getspecific(tok_key);
+	if (!tok) {
 		tok = json_tokener_new_ex(PARSE_DEPTH);
-	if (!tok)
-		return NULL;
+		if (!tok || pthread_setspecific(tok_key, tok) != 0) {
+			json_tokener_free(tok);
+			return NULL;
+		}
+	}
 	json_tokener_reset(tok);
 	o = json_tokener_parse_ex(tok, data, (int)len);
 	if (o && (json_tokener_get_error(tok) != json_tokener_success ||
