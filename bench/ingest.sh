@@ -30,7 +30,11 @@ done
 auth=$(printf '%s:' $key | base64)
 metric() { curl -s -H 'Authorization: Bearer benchadmin' "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 applied() { curl -s -H 'Authorization: Bearer benchadmin' "http://127.0.0.1:$port/metrics" | awk '/^nudge_engine_records_total\{outcome="applied"\}/ {print $2}'; }
-ticks() { # CPU ticks of the server threads named $1
+ticks() { # CPU ticks of the server threads named $1 (loop: the main thread)
+	if [ "$1" = loop ]; then
+		awk '{print $14 + $15}' /proc/$pid/task/$pid/stat
+		return
+	fi
 	for t in /proc/$pid/task/*; do
 		[ "$(cat $t/comm)" = "$1" ] && awk '{print $14 + $15}' $t/stat
 	done | awk '{s += $1} END {print s + 0}'
@@ -39,12 +43,12 @@ hz=$(getconf CLK_TCK)
 us_per() { echo $(( $1 * 1000000 / hz / ($2 > 0 ? $2 : 1) )); }
 run() { # name connections script
 	echo "-- $1: $2 connections, ${DUR}s"
-	l0=$(ticks nudge) c0=$(ticks nudge-commit) e0=$(ticks nudge-engine)
+	l0=$(ticks loop) c0=$(ticks nudge-commit) e0=$(ticks nudge-engine)
 	a0=$(metric nudge_events_accepted_total)
 	NUDGE_AUTH="$auth" wrk -t2 -c"$2" -d"${DUR}s" --latency -s "$here/$3" \
 		"http://127.0.0.1:$port" >"$dir/wrk" 2>&1
 	n=$(( $(metric nudge_events_accepted_total) - a0 ))
-	echo "   server CPU per event: loop thread $(us_per $(( $(ticks nudge) - l0 )) $n) us," \
+	echo "   server CPU per event: loop thread $(us_per $(( $(ticks loop) - l0 )) $n) us," \
 		"committer $(us_per $(( $(ticks nudge-commit) - c0 )) $n) us," \
 		"engine $(us_per $(( $(ticks nudge-engine) - e0 )) $n) us;" \
 		"inbox lag left $(metric nudge_inbox_lag_records)"
