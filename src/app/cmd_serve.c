@@ -635,6 +635,7 @@ int cmd_serve(int argc, char **argv)
 
 	memset(&ec, 0, sizeof(ec));
 	ec.batch_max = (unsigned)srv.cfg.engine_batch_max;
+	ec.cache_bytes = (size_t)srv.cfg.engine_cache_bytes;
 	ec.dedup_window_ms = srv.cfg.dedup_window_ms;
 	profile_config_default(&ec.profile);
 	ec.profile.max_identities = (unsigned)srv.cfg.max_identities;

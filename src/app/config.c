@@ -62,6 +62,8 @@ static const struct config_option options[] = {
 	 NUM(commit_batch_max), "records per group commit"},
 	{"engine", "batch_max", CONFIG_INT, "2000", 1, 1000000, NUM(engine_batch_max),
 	 "inbox records per engine batch"},
+	{"engine", "cache_size", CONFIG_SIZE, "64MiB", 0, (int64_t)64 << 30,
+	 NUM(engine_cache_bytes), "profiles and identities kept in memory; 0: none"},
 	{"profiles", "max_identities", CONFIG_INT, "50", 1, 10000, NUM(max_identities),
 	 "identities attached to one profile"},
 	{"profiles", "history_max_events", CONFIG_INT, "100", 0, 100000,

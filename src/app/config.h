@@ -38,6 +38,7 @@ struct config {
 	int64_t commit_batch_max;
 	/* [engine] */
 	int64_t engine_batch_max;
+	int64_t engine_cache_bytes;
 	/* [profiles] */
 	int64_t max_identities;
 	int64_t history_max_events;

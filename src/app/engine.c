@@ -33,8 +33,6 @@
 #include "report/metrics.h"
 #include "report/report.h"
 
-/* The engine batch's read cache of profiles and identities (store.h). */
-#define ENGINE_CACHE_BYTES ((size_t)64 << 20)
 static const char META_APPLIED[] = "applied_seq";
 static const char META_PROFILES[] = "profiles_count";
 
@@ -498,8 +496,10 @@ static void *engine_main(void *arg)
 	pthread_setname_np(pthread_self(), "nudge-engine");
 	store_thread_init();
 	/* Profiles and identities are written by this batch alone. */
-	store_batch_cache(b, STORE_CF_PROFILES, ENGINE_CACHE_BYTES);
-	store_batch_cache(b, STORE_CF_IDENTITIES, ENGINE_CACHE_BYTES);
+	if (e->cfg.cache_bytes) {
+		store_batch_cache(b, STORE_CF_PROFILES, e->cfg.cache_bytes);
+		store_batch_cache(b, STORE_CF_IDENTITIES, e->cfg.cache_bytes);
+	}
 	for (;;) {
 		uint64_t upto;
 		bool stop, changed;

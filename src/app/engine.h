@@ -27,6 +27,8 @@ typedef void (*engine_send_fn)(void *ud, const char *envelope_json);
 
 struct engine_config {
 	unsigned batch_max;
+	size_t cache_bytes; /* the engine batch's read cache (store_batch_cache); 0: none
+			     */
 	int64_t dedup_window_ms;
 	struct profile_config profile;
 	struct journey_rt_config journey;
