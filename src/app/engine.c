@@ -430,7 +430,6 @@ static uint64_t run_batch(struct engine *e, struct journey_batch *jb, uint64_t a
 	if (last == applied && store_batch_count(b) == 0)
 		return applied;
 	*changed = true;
-
 	unsigned char sv[8];
 	store_put_u64(sv, last);
 	store_batch_put(b, STORE_CF_META, META_APPLIED, sizeof(META_APPLIED) - 1, sv, 8);
@@ -553,8 +552,7 @@ static void *engine_main(void *arg)
 		journey_rt_batch_done(e->rt, &jb);
 		/* The batch may have moved the test clock: dedup entries expire
 		 * by the clock that stamped them. */
-		store_set_dedup_clock_offset(e->s,
-					     journey_rt_now(e->rt) - clock_wall_ms());
+		store_set_dedup_clock_offset(e->s, journey_rt_clock_offset(e->rt));
 		/* Invariant 3: envelopes leave only after their batch is durable. */
 		hand_over_sends(e, &jb);
 		metrics_observe(&m_batch, (double)(clock_mono_ns() - t0) / 1e9);
@@ -646,7 +644,7 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 		return NERR_IO;
 	}
 	aud_set_runtime(e->aud, e->rt);
-	store_set_dedup_clock_offset(s, journey_rt_now(e->rt) - clock_wall_ms());
+	store_set_dedup_clock_offset(s, journey_rt_clock_offset(e->rt));
 	report_open(s, &e->report);
 	/* Envelopes committed but never reported (crash, restart) go out again,
 	 * with the same id (invariant 4). */

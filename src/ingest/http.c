@@ -1395,8 +1395,8 @@ static void respond_ex(struct http_req *r, int status, const char *content_type,
 	buf_init(&b, 0);
 	buf_reserve(&b,
 		    160 + (content_type ? strlen(content_type) : 0) + extra_len + len);
-	/* Put together by hand: printf was a tenth of an ingest request's
-	 * own work in the loop thread. */
+	/* Put together by hand: the printf calls were about 3 % of the
+	 * loop thread's time under single-event load. */
 	{
 		char num[24] = {(char)('0' + status / 100),
 				(char)('0' + status / 10 % 10), (char)('0' + status % 10),

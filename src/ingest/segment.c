@@ -42,6 +42,7 @@
 #include <sys/random.h>
 
 #include "base/clock.h"
+#include "base/jtok.h"
 #include "base/mem.h"
 
 #define EVENT_NAME_MAX_CHARS 200
@@ -494,27 +495,6 @@ static void where(const char *body, size_t off, unsigned *line, unsigned *col)
 	}
 }
 
-/*
- * The calling thread's tokener for this depth, reset. Allocating one per
- * request (its depth stack included) was a measurable share of the loop
- * thread's time; each thread keeps one and replaces it when the depth changes.
- */
-static struct json_tokener *tokener_for(int depth)
-{
-	static _Thread_local struct json_tokener *tok;
-	static _Thread_local int tok_depth;
-
-	if (!tok || tok_depth != depth) {
-		if (tok)
-			json_tokener_free(tok);
-		tok = json_tokener_new_ex(depth);
-		ASSERT(tok);
-		tok_depth = depth;
-	}
-	json_tokener_reset(tok);
-	return tok;
-}
-
 enum nerr segment_parse_json(const char *body, size_t len,
 			     const struct segment_limits *lim, struct json_object **out,
 			     struct nerr_msg *msg)
@@ -565,7 +545,7 @@ enum nerr segment_parse_json(const char *body, size_t len,
 		rc = nerr_set(msg, NERR_INVAL, "", "The body must be a JSON object.");
 		goto out;
 	}
-	tok = tokener_for(depth);
+	tok = jtok_thread(depth);
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	obj = json_tokener_parse_ex(tok, body, (int)(value_end - s->start));
 	if (!obj || json_tokener_get_error(tok) != json_tokener_success ||

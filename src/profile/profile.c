@@ -50,7 +50,6 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <json-c/json.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +57,7 @@
 #include <unicode/ustring.h>
 
 #include "base/clock.h"
+#include "base/jtok.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -112,36 +112,14 @@ static void event_key(unsigned char *k, uint64_t pid, int64_t t, uint64_t seq)
 }
 
 /* Parses a stored JSON value; NULL if it is not a JSON object. */
-/* One tokener per thread, reset for each record: allocating one (its depth
- * stack included) per load was a third of the parse. Freed at thread exit. */
-static pthread_key_t tok_key;
-static pthread_once_t tok_once = PTHREAD_ONCE_INIT;
-
-static void tok_free(void *tok)
-{
-	json_tokener_free(tok);
-}
-
-static void tok_key_init(void)
-{
-	ASSERT(pthread_key_create(&tok_key, tok_free) == 0);
-}
 
 static struct json_object *parse_record(const char *data, size_t len)
 {
-	struct json_tokener *tok;
+	/* The thread's tokener: allocating one per load was a third of the
+	 * parse. */
+	struct json_tokener *tok = jtok_thread(PARSE_DEPTH);
 	struct json_object *o;
 
-	pthread_once(&tok_once, tok_key_init);
-	tok = pthread_getspecific(tok_key);
-	if (!tok) {
-		tok = json_tokener_new_ex(PARSE_DEPTH);
-		if (!tok || pthread_setspecific(tok_key, tok) != 0) {
-			json_tokener_free(tok);
-			return NULL;
-		}
-	}
-	json_tokener_reset(tok);
 	o = json_tokener_parse_ex(tok, data, (int)len);
 	if (o && (json_tokener_get_error(tok) != json_tokener_success ||
 		  !json_object_is_type(o, json_type_object))) {

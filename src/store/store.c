@@ -546,6 +546,15 @@ static uint64_t key_hash(enum store_cf cf, const void *key, size_t klen)
 	return h;
 }
 
+/* Whether a stored (hash, family, key) is the one looked for (batch entries
+ * and read-cache entries alike). */
+static bool same_key(uint64_t h1, unsigned cf1, const char *k1, size_t l1, uint64_t h2,
+		     enum store_cf cf2, const void *k2, size_t l2)
+{
+	return h1 == h2 && cf1 == (unsigned)cf2 && l1 == l2 &&
+	       (l1 == 0 || memcmp(k1, k2, l1) == 0);
+}
+
 /* Returns the slot holding (cf, key), or the empty slot where it would go. */
 static struct entry **slot_find(const struct store_batch *b, uint64_t h, enum store_cf cf,
 				const void *key, size_t klen)
@@ -555,8 +564,7 @@ static struct entry **slot_find(const struct store_batch *b, uint64_t h, enum st
 	for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
 		struct entry *e = b->slots[i];
 
-		if (!e || (e->hash == h && e->cf == cf && e->klen == klen &&
-			   (klen == 0 || memcmp(e->key, key, klen) == 0)))
+		if (!e || same_key(e->hash, e->cf, e->key, e->klen, h, cf, key, klen))
 			return &b->slots[i];
 	}
 }
@@ -691,8 +699,7 @@ static struct centry *rc_find(struct rcache *rc, uint64_t h, enum store_cf cf,
 			      const void *key, size_t klen)
 {
 	for (struct centry *e = *rc_chain(rc, h); e; e = e->hnext)
-		if (e->hash == h && e->cf == cf && e->klen == klen &&
-		    (klen == 0 || memcmp(e->key, key, klen) == 0))
+		if (same_key(e->hash, e->cf, e->key, e->klen, h, cf, key, klen))
 			return e;
 	return NULL;
 }
@@ -763,10 +770,10 @@ static void rc_grow(struct rcache *rc)
 	rc->nslots = n;
 }
 
-static void rc_put(struct rcache *rc, enum store_cf cf, const void *key, size_t klen,
-		   const void *val, size_t vlen)
+/* h is key_hash(cf, key, klen), which batch entries carry already. */
+static void rc_put(struct rcache *rc, uint64_t h, enum store_cf cf, const void *key,
+		   size_t klen, const void *val, size_t vlen)
 {
-	uint64_t h = key_hash(cf, key, klen);
 	struct centry *e = rc_find(rc, h, cf, key, klen);
 
 	if (sizeof(*e) + klen + vlen > rc->max_bytes / 8) {
@@ -802,9 +809,10 @@ static void rc_put(struct rcache *rc, enum store_cf cf, const void *key, size_t 
 		rc_remove(rc, rc->tail);
 }
 
-static void rc_drop(struct rcache *rc, enum store_cf cf, const void *key, size_t klen)
+static void rc_drop(struct rcache *rc, uint64_t h, enum store_cf cf, const void *key,
+		    size_t klen)
 {
-	struct centry *e = rc_find(rc, key_hash(cf, key, klen), cf, key, klen);
+	struct centry *e = rc_find(rc, h, cf, key, klen);
 
 	if (e)
 		rc_remove(rc, e);
@@ -857,10 +865,10 @@ static void rc_committed(struct store_batch *b)
 			const struct entry *e = sn->e[i];
 
 			if (e->val)
-				rc_put(rc, (enum store_cf)cf, e->key, e->klen, e->val,
-				       e->vlen);
+				rc_put(rc, e->hash, (enum store_cf)cf, e->key, e->klen,
+				       e->val, e->vlen);
 			else
-				rc_drop(rc, (enum store_cf)cf, e->key, e->klen);
+				rc_drop(rc, e->hash, (enum store_cf)cf, e->key, e->klen);
 		}
 	}
 	for (size_t off = 0; off < b->blind_len;) {
@@ -874,7 +882,8 @@ static void rc_committed(struct store_batch *b)
 		if (op.kind == BLIND_DELETE_RANGE)
 			rc_drop_family(rc, (enum store_cf)op.cf);
 		else
-			rc_drop(rc, (enum store_cf)op.cf, k, op.klen);
+			rc_drop(rc, key_hash((enum store_cf)op.cf, k, op.klen),
+				(enum store_cf)op.cf, k, op.klen);
 	}
 }
 
@@ -1042,50 +1051,48 @@ void store_batch_delete(struct store_batch *b, enum store_cf cf, const void *key
 	e->vlen = 0;
 }
 
+/* A NUL-terminated malloc'd copy of the value, as store_get gives. */
+static enum nerr copy_out(const char *v, size_t vlen, char **val, size_t *len)
+{
+	char *p = xmalloc(vlen + 1);
+
+	memcpy(p, v, vlen);
+	p[vlen] = '\0';
+	*val = p;
+	if (len)
+		*len = vlen;
+	return NERR_OK;
+}
+
 enum nerr store_batch_get(struct store_batch *b, enum store_cf cf, const void *key,
 			  size_t klen, char **val, size_t *len)
 {
 	struct entry *e;
-	char *p;
+	struct centry *c;
+	uint64_t h;
+	size_t vl = 0;
+	enum nerr rc;
 
 	if (in_idb(b->s, cf)) /* its writes are blind: committed state only */
 		return store_get(b->s, cf, key, klen, val, len);
 	e = entry_get(b, cf, key, klen);
-	if (!e && b->rc && b->rc->on[cf]) {
-		struct centry *c = rc_find(b->rc, key_hash(cf, key, klen), cf, key, klen);
-		enum nerr rc;
-
-		if (c) {
-			rc_touch(b->rc, c);
-			p = xmalloc((size_t)c->vlen + 1);
-			memcpy(p, c->val, c->vlen);
-			p[c->vlen] = '\0';
-			*val = p;
-			if (len)
-				*len = c->vlen;
-			return NERR_OK;
-		}
-		size_t vl = 0;
-
-		rc = store_get(b->s, cf, key, klen, val, &vl);
-		if (rc == NERR_OK) {
-			rc_put(b->rc, cf, key, klen, *val, vl);
-			if (len)
-				*len = vl;
-		}
-		return rc;
-	}
-	if (!e)
+	if (e)
+		return e->val ? copy_out(e->val, e->vlen, val, len) : NERR_NOTFOUND;
+	if (!b->rc || !b->rc->on[cf])
 		return store_get(b->s, cf, key, klen, val, len);
-	if (!e->val)
-		return NERR_NOTFOUND;
-	p = xmalloc((size_t)e->vlen + 1);
-	memcpy(p, e->val, e->vlen);
-	p[e->vlen] = '\0';
-	*val = p;
-	if (len)
-		*len = e->vlen;
-	return NERR_OK;
+	h = key_hash(cf, key, klen);
+	c = rc_find(b->rc, h, cf, key, klen);
+	if (c) {
+		rc_touch(b->rc, c);
+		return copy_out(c->val, c->vlen, val, len);
+	}
+	rc = store_get(b->s, cf, key, klen, val, &vl);
+	if (rc == NERR_OK) {
+		rc_put(b->rc, h, cf, key, klen, *val, vl);
+		if (len)
+			*len = vl;
+	}
+	return rc;
 }
 
 /*
