@@ -27,7 +27,7 @@
  * On-disk format (all in the store's column families, see store.h):
  *   meta       "profile.next_id" -> u64 BE, the next id to hand out (from 1).
  *   profiles   u64 BE id -> JSON object:
- *     {"v":1, "id":<int>, "created_ms":<int>, "updated_ms":<int>,
+ *     {"v":1, "id":<int>, "created_ms":<int>,
  *      "identities":["ns:value", ...]            (attach order; ≤ 1 user_id),
  *      "traits":{"name":{"v":<json or null>,"t":<ms>}}  (null = removed; the
  *                                              tombstone keeps its timestamp),
@@ -35,10 +35,15 @@
  *      "timezone":{"v":"Europe/Paris","t":<ms>}              (optional),
  *      "addresses":{"email":{"v":<str|null>,"t":<ms>}, "phone":{...},
  *                   "push":[{"token":..,"type":..,"t":<ms>}]}  (optional),
- *      "history":[[<event ms>,<seq>], ...]       (ascending; keys of records),
- *      "merged_from":[{"id":<int>,"at_ms":<ms>}]}
+ *      "merged_from":[{"id":<int>,"at_ms":<ms>}],
+ *      "updated_ms":<int>,
+ *      "history":[[<event ms>,<seq>], ...]}      (ascending; keys of records)
  *     Times "t" are event times (newest wins); created/updated/at are the
- *     engine's clock.
+ *     engine's clock. prof_save writes "updated_ms" and "history" last (the
+ *     members before them, the head, are rewritten as they were stored when
+ *     an event changed only these two); any member order loads alike, and
+ *     records from before 2026-11-27, with "updated_ms" fourth, are rewritten
+ *     this way by their next event.
  *   identities "ns:value" (bytes, no NUL) -> u64 BE profile id.
  *   events     u64 BE profile id, u64 BE event ms (negative clamped to 0),
  *              u64 BE inbox seq -> the event JSON as received.
@@ -492,17 +497,27 @@ struct hent {
 	uint64_t seq;
 };
 
-/* A loaded profile: the record plus its history keys as a C array. */
+/*
+ * A loaded profile: the record's head (every member but "updated_ms" and
+ * "history"), its update time, and its history keys as a C array. The head is
+ * either parsed (j) or, when loaded for an event that may not need it, kept
+ * as the stored text (raw, head_len bytes, j NULL) and written back as it
+ * was: most events only add to the history (prof_head parses on demand).
+ */
 struct prof {
 	uint64_t id;
-	struct json_object *j; /* owned; "history" lives in hist while loaded */
-	struct hent *hist;     /* ascending (t, seq) */
+	struct json_object *j; /* owned; NULL while the head is only raw */
+	char *raw;	       /* owned stored record, or NULL */
+	size_t head_len;       /* raw[0, head_len) is the head without its '}' */
+	int64_t updated_ms;
+	struct hent *hist; /* ascending (t, seq) */
 	size_t nhist, hcap;
 };
 
 static void prof_fini(struct prof *p)
 {
 	json_object_put(p->j);
+	free(p->raw);
 	free(p->hist);
 	memset(p, 0, sizeof(*p));
 }
@@ -611,11 +626,14 @@ static bool record_shape_ok(struct json_object *j)
 }
 
 /*
- * The history is the last member of every record prof_save writes:
- * `,"history":[[t,seq],...]}` closes the text. Reading it by hand instead of
- * through json-c avoids 3 json objects per entry on every load.
+ * The update time and the history are the last members of every record
+ * prof_save writes: `,"updated_ms":<int>,"history":[[t,seq],...]}` closes the
+ * text. Reading them by hand instead of through json-c avoids 3 json objects
+ * per entry on every load, and lets an event that changes neither the head
+ * nor anything but these two leave the head unparsed (struct prof).
  */
 static const char HIST_MEMBER[] = "\"history\":[";
+static const char UPD_MEMBER[] = "\"updated_ms\":";
 
 /* Writes v in decimal (as printf %lld would); returns the end. */
 static char *put_i64(char *o, int64_t v)
@@ -663,20 +681,23 @@ static bool get_i64(const char **pp, const char *end, int64_t *out)
 }
 
 /*
- * Loads a record whose last member is the history as prof_save writes it: the
- * history is read by hand, the rest by json-c. Returns false (p untouched) for
- * any other layout; the caller then parses the whole record the general way,
- * which gives the same result for every well-formed record. The text before
- * `,"history":[` must end a member (not `{`, `,` or `:`), so the head plus `}`
- * is a valid object exactly when the whole text is.
+ * Reads the tail prof_save writes, `,"updated_ms":<int>,"history":[[t,seq],...]}`,
+ * by hand into p (updated_ms, hist) and sets p->head_len to where the head
+ * ends. Returns false (p untouched) for any other layout: records written
+ * before updated_ms moved to the tail, or anything else; the caller then
+ * parses the whole record the general way, which gives the same result for
+ * every well-formed record. The text before `,"updated_ms"` must end a member
+ * (not `{`, `,`, `:`, `[` or blank), so the head plus `}` is a valid object
+ * exactly when the whole text is.
  */
 static bool load_fast(struct prof *p, const char *val, size_t len)
 {
-	const char *m, *q, *end = val + len;
-	struct json_object *head;
+	const char *m, *q, *u, *end = val + len;
+	int64_t upd;
 	char c;
 
-	if (len < sizeof(HIST_MEMBER) + 3 || val[len - 1] != '}' || val[len - 2] != ']')
+	if (len < sizeof(HIST_MEMBER) + sizeof(UPD_MEMBER) + 4 || val[len - 1] != '}' ||
+	    val[len - 2] != ']')
 		return false;
 	/* The history holds no quote: the last one closes its key. */
 	m = memrchr(val, '"', len);
@@ -685,7 +706,19 @@ static bool load_fast(struct prof *p, const char *val, size_t len)
 	m -= sizeof(HIST_MEMBER) - 4; /* back to the key's opening quote */
 	if (memcmp(m, HIST_MEMBER, sizeof(HIST_MEMBER) - 1) != 0 || m[-1] != ',')
 		return false;
-	c = m[-2];
+	/* Back over `"updated_ms":<int>` to its comma. */
+	u = m - 1;
+	while (u > val && ((u[-1] >= '0' && u[-1] <= '9') || u[-1] == '-'))
+		u--;
+	if ((size_t)(u - val) < sizeof(UPD_MEMBER) + 2)
+		return false;
+	q = u;
+	if (!get_i64(&q, m - 1, &upd) || q != m - 1)
+		return false;
+	u -= sizeof(UPD_MEMBER) - 1;
+	if (memcmp(u, UPD_MEMBER, sizeof(UPD_MEMBER) - 1) != 0 || u[-1] != ',')
+		return false;
+	c = u[-2];
 	if (c == '{' || c == ',' || c == ':' || c == '[' || c == ' ' || c == '\t' ||
 	    c == '\n' || c == '\r')
 		return false;
@@ -706,22 +739,8 @@ static bool load_fast(struct prof *p, const char *val, size_t len)
 	}
 	if (q != end - 2 || q[0] != ']' || q[1] != '}')
 		goto fail;
-	/* The head, closed: json-c needs a terminated copy anyway. */
-	{
-		size_t hl = (size_t)(m - 1 - val);
-		char *h = xmalloc(hl + 2);
-
-		memcpy(h, val, hl);
-		h[hl] = '}';
-		h[hl + 1] = '\0';
-		head = parse_record(h, hl + 1);
-		free(h);
-	}
-	if (!head || jget(head, "history") || !record_shape_ok(head)) {
-		json_object_put(head);
-		goto fail;
-	}
-	p->j = head;
+	p->updated_ms = upd;
+	p->head_len = (size_t)(u - 1 - val);
 	return true;
 fail:
 	free(p->hist);
@@ -729,9 +748,41 @@ fail:
 	return false;
 }
 
-/* Reads profile pid. NERR_NOTFOUND, NERR_CORRUPT (logged), NERR_IO. */
-static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
-			   struct prof *p)
+/* Parses p's raw head if it is not parsed yet. NERR_CORRUPT (logged). */
+static enum nerr prof_head(struct prof *p)
+{
+	char *h;
+
+	if (p->j)
+		return NERR_OK;
+	/* json-c needs a terminated copy anyway. */
+	h = xmalloc(p->head_len + 2);
+	memcpy(h, p->raw, p->head_len);
+	h[p->head_len] = '}';
+	h[p->head_len + 1] = '\0';
+	p->j = parse_record(h, p->head_len + 1);
+	free(h);
+	if (p->j && (jget(p->j, "history") || jget(p->j, "updated_ms") ||
+		     !record_shape_ok(p->j))) {
+		json_object_put(p->j);
+		p->j = NULL;
+	}
+	if (!p->j) {
+		log_error("profile", "msg=\"unreadable profile record\" profile=%" PRIu64,
+			  p->id);
+		return NERR_CORRUPT;
+	}
+	free(p->raw);
+	p->raw = NULL;
+	return NERR_OK;
+}
+
+/*
+ * Reads profile pid; lazy leaves the head raw when the record has prof_save's
+ * layout (prof_head parses it). NERR_NOTFOUND, NERR_CORRUPT (logged), NERR_IO.
+ */
+static enum nerr prof_load_as(struct store *s, struct store_batch *b, uint64_t pid,
+			      struct prof *p, bool lazy)
 {
 	unsigned char k[8];
 	char *val = NULL;
@@ -745,9 +796,9 @@ static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
 	if (rc != NERR_OK)
 		return rc;
 	if (load_fast(p, val, len)) {
-		free(val);
 		p->id = pid;
-		return NERR_OK;
+		p->raw = val;
+		return lazy ? NERR_OK : prof_head(p);
 	}
 	p->j = parse_record(val, len);
 	free(val);
@@ -777,31 +828,52 @@ static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
 		}
 	}
 	json_object_object_del(p->j, "history");
+	p->updated_ms = jint(p->j, "updated_ms", 0);
+	json_object_object_del(p->j, "updated_ms");
 	return NERR_OK;
 }
 
+static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
+			   struct prof *p)
+{
+	return prof_load_as(s, b, pid, p, false);
+}
+
 /*
- * Writes the record: json-c prints everything but the history, then the
- * history is appended as the last member by hand. The bytes are exactly what
- * json-c would print with "history" added last (test_profile checks this); the
- * history is most of a busy profile's record, and building 3 json objects per
- * entry only to print them was most of the cost of saving.
+ * Writes the record: the head as json-c prints it (or as it was stored, when
+ * it was never parsed), then "updated_ms" and "history" as the last members by
+ * hand. The bytes are exactly what json-c would print with those two added
+ * last (test_profile checks this); the history is most of a busy profile's
+ * record, and building 3 json objects per entry only to print them was most of
+ * the cost of saving.
  */
 static void prof_save(struct store_batch *b, struct prof *p)
 {
 	unsigned char k[8];
 	size_t hlen = 0;
-	const char *head =
-		json_object_to_json_string_length(p->j, JSON_C_TO_STRING_PLAIN, &hlen);
+	const char *head;
 	char *out, *o;
 
-	ASSERT(hlen >= 2 && head[hlen - 1] == '}');
+	if (p->j) {
+		head = json_object_to_json_string_length(p->j, JSON_C_TO_STRING_PLAIN,
+							 &hlen);
+		ASSERT(hlen >= 2 && head[hlen - 1] == '}');
+		hlen--; /* without the '}' */
+	} else {
+		head = p->raw;
+		hlen = p->head_len;
+	}
 	/* Per entry at most ",[" 20 digits "," 20 digits "]". */
-	out = xmalloc(hlen + sizeof(HIST_MEMBER) + 1 + p->nhist * (2 * 20 + 4) + 2);
-	memcpy(out, head, hlen - 1);
-	o = out + hlen - 1;
-	if (hlen > 2)
+	out = xmalloc(hlen + sizeof(UPD_MEMBER) + 22 + sizeof(HIST_MEMBER) + 1 +
+		      p->nhist * (2 * 20 + 4) + 2);
+	memcpy(out, head, hlen);
+	o = out + hlen;
+	if (hlen > 1)
 		*o++ = ',';
+	memcpy(o, UPD_MEMBER, sizeof(UPD_MEMBER) - 1);
+	o += sizeof(UPD_MEMBER) - 1;
+	o = put_i64(o, p->updated_ms);
+	*o++ = ',';
 	memcpy(o, HIST_MEMBER, sizeof(HIST_MEMBER) - 1);
 	o += sizeof(HIST_MEMBER) - 1;
 	for (size_t i = 0; i < p->nhist; i++) {
@@ -828,7 +900,8 @@ static void prof_new(struct prof *p, uint64_t pid, int64_t now_ms)
 	json_object_object_add(p->j, "v", json_object_new_int(FORMAT_VERSION));
 	json_object_object_add(p->j, "id", json_object_new_int64((int64_t)pid));
 	json_object_object_add(p->j, "created_ms", json_object_new_int64(now_ms));
-	json_object_object_add(p->j, "updated_ms", json_object_new_int64(now_ms));
+	p->updated_ms = now_ms;
+
 	json_object_object_add(p->j, "identities", json_object_new_array());
 	json_object_object_add(p->j, "traits", json_object_new_object());
 }
@@ -1385,6 +1458,25 @@ static bool is_history_type(const char *type)
 	       strcmp(type, "screen") == 0 || strcmp(type, "group") == 0;
 }
 
+/* True if some identity of the event is to be attached to the profile. */
+static bool needs_attach(const struct ident_list *ids)
+{
+	for (size_t i = 0; i < ids->n; i++)
+		if (!ids->v[i].mapped && !ids->v[i].deferred && !ids->v[i].conflict)
+			return true;
+	return false;
+}
+
+/* True if apply_content may change the head: the tests it makes, in short. */
+static bool has_content(struct json_object *ev, struct json_object *traits)
+{
+	struct json_object *ctx = jget(ev, "context");
+	const char *token = jstr(jget(ctx, "device"), "token");
+
+	return json_object_object_length(traits) > 0 || jstr(ctx, "timezone") ||
+	       (token && *token);
+}
+
 enum nerr profile_apply_event(struct store_batch *b, const struct profile_config *cfg,
 			      struct json_object *event, uint64_t seq, int64_t ts_ms,
 			      int64_t now_ms, struct profile_result *res,
@@ -1452,7 +1544,7 @@ enum nerr profile_apply_event_text(struct store_batch *b,
 			have |= members[m].id == id->pid;
 		if (have)
 			continue;
-		rc = prof_load(NULL, b, id->pid, &p);
+		rc = prof_load_as(NULL, b, id->pid, &p, true);
 		if (rc == NERR_NOTFOUND) {
 			/* A dangling identity (profile_check reports these):
 			 * re-attach it like a new one. */
@@ -1463,7 +1555,20 @@ enum nerr profile_apply_event_text(struct store_batch *b,
 		}
 		if (rc != NERR_OK)
 			goto out;
-		puid = prof_user_id(&p);
+		if (ident_is_ns(id, "user_id")) {
+			/* The profile a user_id maps to holds that user_id
+			 * (invariants 1 and 4): no need to read its head. */
+			puid = ident_value(id);
+		} else if (ids.n == 1) {
+			puid = NULL; /* nothing left for it to decide */
+		} else {
+			rc = prof_head(&p);
+			if (rc != NERR_OK) {
+				prof_fini(&p);
+				goto out;
+			}
+			puid = prof_user_id(&p);
+		}
 		if (set_uid && puid && strcmp(set_uid, puid) != 0) {
 			id->conflict = true;
 			prof_fini(&p);
@@ -1499,6 +1604,16 @@ enum nerr profile_apply_event_text(struct store_batch *b,
 	for (size_t m = 1; m < nmembers; m++)
 		if (members[m].id < members[surv].id)
 			surv = m;
+	/* Most events change only the history and the update time: the heads
+	 * are parsed only for a merge, a new identity or new content. */
+	if (nmembers > 1 || needs_attach(&ids) || has_content(event, traits)) {
+		for (size_t m = 0; m < nmembers; m++) {
+			rc = prof_head(&members[m]);
+			if (rc != NERR_OK)
+				goto out;
+		}
+	}
+
 	for (size_t m = 0; m < nmembers; m++) {
 		if (m == surv)
 			continue;
@@ -1525,8 +1640,7 @@ enum nerr profile_apply_event_text(struct store_batch *b,
 	if (is_history_type(type))
 		hist_add_event(b, cfg, &members[surv], event, text, text_len, ts_ms, seq,
 			       now_ms);
-	json_object_object_add(members[surv].j, "updated_ms",
-			       json_object_new_int64(now_ms));
+	members[surv].updated_ms = now_ms;
 	prof_save(b, &members[surv]);
 	res->profile_id = members[surv].id;
 out:
@@ -1744,7 +1858,7 @@ enum nerr profile_get_json(struct store *s, struct store_batch *b, uint64_t prof
 	o = json_object_new_object();
 	json_object_object_add(o, "id", new_id_string(profile_id));
 	json_object_object_add(o, "created_at", new_time(jint(p.j, "created_ms", 0)));
-	json_object_object_add(o, "updated_at", new_time(jint(p.j, "updated_ms", 0)));
+	json_object_object_add(o, "updated_at", new_time(p.updated_ms));
 	json_object_object_add(o, "identities", identities_map(&p));
 	json_object_object_add(o, "traits", traits_map(&p));
 	json_object_object_add(o, "consent", consent_map(&p, false));

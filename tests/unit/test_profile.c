@@ -1066,6 +1066,69 @@ static void test_record_bytes_are_json_c_plain(void **state)
 	free(rec);
 }
 
+/*
+ * An event that adds only to the history writes the head back as it was
+ * stored, without parsing it (the spaces below are not json-c's); one that
+ * changes the head (a trait, a new identity, a time zone) prints it again.
+ * Either way the record reads back the same, with the new update time.
+ */
+static void test_history_only_event_keeps_the_stored_head(void **state)
+{
+	struct fx *f = *state;
+	static const char head[] =
+		"{\"v\":1, \"id\":7, \"created_ms\":1, \"identities\":[\"user_id:u9\", "
+		"\"anonymous_id:a9\"], \"traits\":{\"plan\":{\"v\":\"pro\",\"t\":1}}";
+	static const char *const changing[] = {
+		"{\"type\":\"identify\",\"userId\":\"u9\",\"traits\":{\"n\":1}}",
+		"{\"type\":\"track\",\"userId\":\"u9\",\"anonymousId\":\"a10\","
+		"\"event\":\"E\"}",
+		"{\"type\":\"track\",\"userId\":\"u9\",\"event\":\"E\",\"context\":"
+		"{\"timezone\":\"Europe/Paris\"}}",
+		"{\"type\":\"track\",\"userId\":\"u9\",\"event\":\"E\",\"context\":"
+		"{\"traits\":{\"email\":\"a@b.io\"}}}",
+	};
+	unsigned char k[8], v[8];
+	char rec[512], *got;
+	struct json_object *o;
+
+	f->cfg.history_max_age_ms = 0;
+	store_put_u64(k, 7);
+	store_put_u64(v, 7);
+	for (size_t i = 0; i <= sizeof(changing) / sizeof(changing[0]); i++) {
+		snprintf(rec, sizeof(rec), "%s,\"updated_ms\":5,\"history\":[]}", head);
+		store_batch_put(f->b, STORE_CF_PROFILES, k, 8, rec, strlen(rec));
+		store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
+		store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:a9", 15, v, 8);
+		commit(f);
+		/* Both of its identities, one anonymous: still no head needed. */
+		apply_at(f,
+			 i == 0 ? "{\"type\":\"track\",\"userId\":\"u9\",\"anonymousId\":"
+				  "\"a9\",\"event\":\"E\"}"
+				: changing[i - 1],
+			 T0, T0 + 7);
+		commit(f);
+		got = raw_record(f, 7);
+		if (i == 0) {
+			snprintf(rec, sizeof(rec),
+				 "%s,\"updated_ms\":%lld,\"history\":[[%lld,%llu]]}",
+				 head, T0 + 7, T0, (unsigned long long)f->seq);
+			assert_string_equal(got, rec);
+		} else {
+			assert_null(strstr(got, ", ")); /* printed by json-c */
+			assert_non_null(strstr(got, "\"updated_ms\":"));
+		}
+		free(got);
+		o = get(f, 7);
+		assert_string_equal(str_at(o, "traits.plan"), "pro");
+		assert_string_equal(str_at(o, "updated_at"), "2026-01-01T00:00:00.007Z");
+		assert_string_equal(str_at(o, "created_at"), "1970-01-01T00:00:00.001Z");
+		assert_int_equal(len_at(o, "identities.user_id"), 1);
+		json_object_put(o);
+		assert_int_equal(profile_erase(f->b, 7), NERR_OK);
+		commit(f);
+	}
+}
+
 /* Records whose history is not the last member (written by hand here) load
  * like the ones prof_save writes, and are rewritten in its layout. */
 static void test_record_layouts_load_alike(void **state)
@@ -1112,6 +1175,9 @@ static void test_record_layouts_load_alike(void **state)
 		o = json_tokener_parse(rec);
 		assert_string_equal(
 			json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), rec);
+		/* the update time moved next to the history, at the end */
+		assert_non_null(
+			strstr(rec, ",\"updated_ms\":1767225601500,\"history\":["));
 		h = at(o, "history");
 		assert_int_equal(len_at(o, "history"), 3);
 		assert_int_equal(json_object_get_int64(json_object_array_get_idx(
@@ -1271,6 +1337,7 @@ int main(void)
 		T(test_record_bytes_are_json_c_plain),
 		T(test_history_record_is_the_given_text),
 		T(test_record_layouts_load_alike),
+		T(test_history_only_event_keeps_the_stored_head),
 		T(test_bad_history_tail_is_corrupt),
 		T(test_history_age_cap),
 		T(test_erase_removes_everything),
