@@ -494,10 +494,12 @@ static void *engine_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "nudge-engine");
 	store_thread_init();
-	/* Profiles and identities are written by this batch alone. */
+	/* Profiles, their histories and identities are written by this batch
+	 * alone. */
 	if (e->cfg.cache_bytes) {
 		store_batch_cache(b, STORE_CF_PROFILES, e->cfg.cache_bytes);
 		store_batch_cache(b, STORE_CF_IDENTITIES, e->cfg.cache_bytes);
+		store_batch_cache(b, STORE_CF_HISTORY, e->cfg.cache_bytes);
 	}
 	for (;;) {
 		uint64_t upto;

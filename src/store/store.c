@@ -53,7 +53,7 @@ static const char *const cf_names[STORE_CF__COUNT] = {
 	[STORE_CF_SUPPRESSION] = "suppression", [STORE_CF_CAPS] = "caps",
 	[STORE_CF_COUNTERS] = "counters",	[STORE_CF_META] = "meta",
 	[STORE_CF_TEMPLATES] = "templates",	[STORE_CF_INDEX] = "index",
-	[STORE_CF_AUDIENCES] = "audiences",
+	[STORE_CF_AUDIENCES] = "audiences",	[STORE_CF_HISTORY] = "history",
 };
 
 struct store {
@@ -65,6 +65,9 @@ struct store {
 	rocksdb_writeoptions_t *wopts_sync;
 	rocksdb_writeoptions_t *wopts_nosync;
 	rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
+	/* Read-only, a family the directory does not have yet reads as the
+	 * default family, which nudge never writes: empty (see open_read_only). */
+	bool cf_alias[STORE_CF__COUNT];
 	rocksdb_cache_t *cache;
 	rocksdb_block_based_table_options_t *bbto;
 	/* STORE_CF_DEDUP expires by compaction (see store_set_dedup_window). */
@@ -270,6 +273,51 @@ static rocksdb_column_family_handle_t *cf_for(const struct store *s, enum store_
 static const char *const inbox_cf_names[2] = {"default", "inbox"};
 
 /*
+ * Opens dir read-only with the families it has: one written by an older nudge
+ * lacks the newer ones, which only a writable open creates. Those read as the
+ * default family (never written, so empty) through an alias handle.
+ */
+static rocksdb_t *open_read_only(struct store *s, const char *dir,
+				 const rocksdb_options_t *const *cf_opts, char **err)
+{
+	size_t nhave = 0, n = 0;
+	char **have = rocksdb_list_column_families(s->opts, dir, &nhave, err);
+	const char *names[STORE_CF__COUNT];
+	const rocksdb_options_t *opts[STORE_CF__COUNT];
+	rocksdb_column_family_handle_t *h[STORE_CF__COUNT];
+	int idx[STORE_CF__COUNT];
+	rocksdb_t *db;
+
+	if (*err)
+		return NULL;
+	for (int i = 0; i < STORE_CF__COUNT; i++) {
+		bool found = i == STORE_CF_DEFAULT;
+
+		for (size_t j = 0; !found && j < nhave; j++)
+			found = strcmp(have[j], cf_names[i]) == 0;
+		if (!found)
+			continue;
+		names[n] = cf_names[i];
+		opts[n] = cf_opts[i];
+		idx[n++] = i;
+	}
+	rocksdb_list_column_families_destroy(have, nhave);
+	db = rocksdb_open_for_read_only_column_families(s->opts, dir, (int)n, names, opts,
+							h, 0, err);
+	if (!db)
+		return NULL;
+	for (size_t j = 0; j < n; j++)
+		s->cf[idx[j]] = h[j];
+	for (int i = 0; i < STORE_CF__COUNT; i++) {
+		if (!s->cf[i]) {
+			s->cf[i] = s->cf[STORE_CF_DEFAULT];
+			s->cf_alias[i] = true;
+		}
+	}
+	return db;
+}
+
+/*
  * Opens the inbox database in dir/inbox. Read-only, a data directory from
  * before it existed has none: the inbox family of the main database is used.
  */
@@ -385,8 +433,7 @@ static enum nerr open_common(const char *dir, bool readonly, struct store **out,
 	cf_opts[STORE_CF_DEDUP] = s->dedup_opts;
 
 	if (readonly)
-		s->db = rocksdb_open_for_read_only_column_families(
-			s->opts, dir, STORE_CF__COUNT, cf_names, cf_opts, s->cf, 0, &err);
+		s->db = open_read_only(s, dir, cf_opts, &err);
 	else
 		s->db = rocksdb_open_column_families(s->opts, dir, STORE_CF__COUNT,
 						     cf_names, cf_opts, s->cf, &err);
@@ -434,7 +481,7 @@ void store_close(struct store *s)
 	}
 	if (s->db) {
 		for (int i = 0; i < STORE_CF__COUNT; i++)
-			if (s->cf[i])
+			if (s->cf[i] && !s->cf_alias[i])
 				rocksdb_column_family_handle_destroy(s->cf[i]);
 		rocksdb_close(s->db);
 	}

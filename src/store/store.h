@@ -45,6 +45,7 @@ enum store_cf {
 	STORE_CF_TEMPLATES,   /* template id -> versions */
 	STORE_CF_INDEX,	      /* secondary indexes (journey -> instances, ...) */
 	STORE_CF_AUDIENCES,   /* audiences, computed attributes, trait index, jobs */
+	STORE_CF_HISTORY,     /* profile id (u64) -> update time + history keys */
 	STORE_CF__COUNT
 };
 

@@ -983,6 +983,12 @@ static void test_check_finds_corruption(void **state)
 	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{\"identities\":\"x\"}", 18);
 	store_put_u64(v, 556);
 	store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:bad", 16, v, 8);
+	/* a history record of no profile, and a profile with none */
+	store_put_u64(pk, 888);
+	store_batch_put(f->b, STORE_CF_HISTORY, pk, 8, "H00000000", 9);
+	store_put_u64(pk, 557);
+	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8,
+			"{\"v\":1,\"id\":557,\"identities\":[]}", 32);
 	/* u2's profile loses its identity record and its history record */
 	store_batch_delete(f->b, STORE_CF_IDENTITIES, "user_id:u2", 10);
 	store_put_u64(ek, q.profile_id);
@@ -1005,7 +1011,7 @@ static void test_check_finds_corruption(void **state)
 
 	buf_init(&problems, 0);
 	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_CORRUPT);
-	assert_int_equal(seen, 4);
+	assert_int_equal(seen, 5);
 	assert_non_null(strstr(buf_str(&problems), "email:ghost@x.io"));
 	assert_non_null(strstr(buf_str(&problems), "profile 556: unreadable"));
 	assert_non_null(
@@ -1015,6 +1021,10 @@ static void test_check_finds_corruption(void **state)
 	assert_non_null(strstr(buf_str(&problems), "identity user_id:u1 points at"));
 	assert_non_null(strstr(buf_str(&problems), "event (777"));
 	assert_non_null(strstr(buf_str(&problems), "profile 555: unreadable"));
+	assert_non_null(
+		strstr(buf_str(&problems), "history record 888: profile does not exist"));
+	assert_non_null(
+		strstr(buf_str(&problems), "profile 557: history record missing"));
 	(void)p;
 	buf_fini(&problems);
 }
@@ -1031,13 +1041,64 @@ static char *raw_record(struct fx *f, uint64_t pid)
 	return v;
 }
 
-/* prof_save prints the history by hand: the bytes must be json-c's own. */
-static void test_record_bytes_are_json_c_plain(void **state)
+/* A profile's history record, decoded: update time and up to 8 entries. */
+struct hrec {
+	int64_t updated_ms;
+	size_t n;
+	int64_t t[8];
+	uint64_t seq[8];
+};
+
+static struct hrec raw_history(struct fx *f, uint64_t pid)
+{
+	unsigned char k[8];
+	char *v = NULL;
+	size_t len = 0;
+	struct hrec h = {0};
+
+	store_put_u64(k, pid);
+	assert_int_equal(store_get(f->s, STORE_CF_HISTORY, k, 8, &v, &len), NERR_OK);
+	assert_true(len >= 9 && (len - 9) % 16 == 0 && v[0] == 'H');
+	h.updated_ms = (int64_t)store_get_u64(v + 1);
+	h.n = (len - 9) / 16;
+	assert_true(h.n <= 8);
+	for (size_t i = 0; i < h.n; i++) {
+		h.t[i] = (int64_t)store_get_u64(v + 9 + 16 * i);
+		h.seq[i] = store_get_u64(v + 9 + 16 * i + 8);
+	}
+	free(v);
+	return h;
+}
+
+/* Stores a history record for pid by hand (the entries as given). */
+static void put_history(struct fx *f, uint64_t pid, int64_t updated_ms, size_t n,
+			const int64_t *t, const uint64_t *seq)
+{
+	unsigned char k[8], v[9 + 16 * 8];
+
+	assert_true(n <= 8);
+	v[0] = 'H';
+	store_put_u64(v + 1, (uint64_t)updated_ms);
+	for (size_t i = 0; i < n; i++) {
+		store_put_u64(v + 9 + 16 * i, (uint64_t)t[i]);
+		store_put_u64(v + 9 + 16 * i + 8, seq[i]);
+	}
+	store_put_u64(k, pid);
+	store_batch_put(f->b, STORE_CF_HISTORY, k, 8, v, 9 + 16 * n);
+}
+
+/*
+ * The profile record is json-c's own print of the head, without the update
+ * time and the history: those are the history record's, in binary. Events
+ * that change only the history leave the profile record as it was.
+ */
+static void test_records_as_stored(void **state)
 {
 	struct fx *f = *state;
 	struct profile_result r = {0};
 	struct json_object *o;
-	char *rec;
+	struct hrec h;
+	char *rec, *rec2;
 
 	f->cfg.history_max_age_ms = 0; /* keep every event time below */
 	apply(f,
@@ -1045,39 +1106,46 @@ static void test_record_bytes_are_json_c_plain(void **state)
 	      "\"A@x.io\",\"n\":[1,{\"history\":[[1,2]]}]}}",
 	      T0);
 	rec = raw_record(f, lookup(f, "user_id", "u1"));
-	assert_non_null(strstr(rec, ",\"history\":[]}"));
 	o = json_tokener_parse(rec);
 	assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
 			    rec);
+	assert_null(at(o, "history"));
+	assert_null(at(o, "updated_ms"));
 	json_object_put(o);
-	free(rec);
+	h = raw_history(f, lookup(f, "user_id", "u1"));
+	assert_int_equal(h.n, 0);
+	assert_int_equal(h.updated_ms, T0 + 1000);
 	for (int i = 0; i < 3; i++)
 		r = apply(f, "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\"}",
 			  i == 1 ? -5 : T0 * 1000 * (i + 1));
-	rec = raw_record(f, r.profile_id);
-	o = json_tokener_parse(rec);
-	assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
-			    rec);
-	assert_int_equal(len_at(o, "history"), 3);
-	assert_int_equal(json_object_get_int64(json_object_array_get_idx(
-				 json_object_array_get_idx(at(o, "history"), 0), 0)),
-			 0); /* a negative event time is kept as 0 */
-	json_object_put(o);
+	rec2 = raw_record(f, r.profile_id);
+	assert_string_equal(rec2, rec);
 	free(rec);
+	free(rec2);
+	h = raw_history(f, r.profile_id);
+	assert_int_equal(h.n, 3);
+	assert_int_equal(h.t[0], 0); /* a negative event time is kept as 0 */
+	assert_int_equal(h.t[1], T0 * 1000);
+	assert_int_equal(h.t[2], T0 * 3000);
+	assert_int_equal(h.updated_ms, T0 * 3000 + 1000);
+	o = get(f, r.profile_id);
+	assert_int_equal(len_at(o, "events"), 3);
+	assert_string_equal(str_at(o, "traits.email"), "A@x.io");
+	json_object_put(o);
 }
 
 /*
- * An event that adds only to the history writes the head back as it was
- * stored, without parsing it (the spaces below are not json-c's); one that
- * changes the head (a trait, a new identity, a time zone) prints it again.
- * Either way the record reads back the same, with the new update time.
+ * An event that adds only to the history does not parse the head, nor write
+ * it back (the spaces below are not json-c's); one that changes the head (a
+ * trait, a new identity, a time zone) prints it again. Either way the profile
+ * reads back the same, with the new update time.
  */
 static void test_history_only_event_keeps_the_stored_head(void **state)
 {
 	struct fx *f = *state;
 	static const char head[] =
 		"{\"v\":1, \"id\":7, \"created_ms\":1, \"identities\":[\"user_id:u9\", "
-		"\"anonymous_id:a9\"], \"traits\":{\"plan\":{\"v\":\"pro\",\"t\":1}}";
+		"\"anonymous_id:a9\"], \"traits\":{\"plan\":{\"v\":\"pro\",\"t\":1}}}";
 	static const char *const changing[] = {
 		"{\"type\":\"identify\",\"userId\":\"u9\",\"traits\":{\"n\":1}}",
 		"{\"type\":\"track\",\"userId\":\"u9\",\"anonymousId\":\"a10\","
@@ -1088,15 +1156,16 @@ static void test_history_only_event_keeps_the_stored_head(void **state)
 		"{\"traits\":{\"email\":\"a@b.io\"}}}",
 	};
 	unsigned char k[8], v[8];
-	char rec[512], *got;
+	char *got;
 	struct json_object *o;
+	struct hrec h;
 
 	f->cfg.history_max_age_ms = 0;
 	store_put_u64(k, 7);
 	store_put_u64(v, 7);
 	for (size_t i = 0; i <= sizeof(changing) / sizeof(changing[0]); i++) {
-		snprintf(rec, sizeof(rec), "%s,\"updated_ms\":5,\"history\":[]}", head);
-		store_batch_put(f->b, STORE_CF_PROFILES, k, 8, rec, strlen(rec));
+		store_batch_put(f->b, STORE_CF_PROFILES, k, 8, head, strlen(head));
+		put_history(f, 7, 5, 0, NULL, NULL);
 		store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
 		store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:a9", 15, v, 8);
 		commit(f);
@@ -1108,16 +1177,14 @@ static void test_history_only_event_keeps_the_stored_head(void **state)
 			 T0, T0 + 7);
 		commit(f);
 		got = raw_record(f, 7);
-		if (i == 0) {
-			snprintf(rec, sizeof(rec),
-				 "%s,\"updated_ms\":%lld,\"history\":[[%lld,%llu]]}",
-				 head, T0 + 7, T0, (unsigned long long)f->seq);
-			assert_string_equal(got, rec);
-		} else {
+		if (i == 0)
+			assert_string_equal(got, head);
+		else
 			assert_null(strstr(got, ", ")); /* printed by json-c */
-			assert_non_null(strstr(got, "\"updated_ms\":"));
-		}
 		free(got);
+		h = raw_history(f, 7);
+		assert_int_equal(h.updated_ms, T0 + 7);
+		assert_int_equal(h.n, i == 1 ? 0 : 1); /* an identify has none */
 		o = get(f, 7);
 		assert_string_equal(str_at(o, "traits.plan"), "pro");
 		assert_string_equal(str_at(o, "updated_at"), "2026-01-01T00:00:00.007Z");
@@ -1126,11 +1193,13 @@ static void test_history_only_event_keeps_the_stored_head(void **state)
 		json_object_put(o);
 		assert_int_equal(profile_erase(f->b, 7), NERR_OK);
 		commit(f);
+		assert_int_equal(count_cf(f, STORE_CF_HISTORY), 0);
 	}
 }
 
-/* Records whose history is not the last member (written by hand here) load
- * like the ones prof_save writes, and are rewritten in its layout. */
+/* Records written before the history record existed hold the history and
+ * the update time themselves, in any member order: they load like the others,
+ * and their next event moves both to a history record. */
 static void test_record_layouts_load_alike(void **state)
 {
 	struct fx *f = *state;
@@ -1153,7 +1222,8 @@ static void test_record_layouts_load_alike(void **state)
 	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
 		unsigned char k[8], v[8], ek[24];
 		struct profile_result r;
-		struct json_object *o, *h;
+		struct json_object *o;
+		struct hrec h;
 		char *rec;
 
 		store_put_u64(k, 7);
@@ -1167,6 +1237,10 @@ static void test_record_layouts_load_alike(void **state)
 			store_batch_put(f->b, STORE_CF_EVENTS, ek, 24, "{}", 2);
 		}
 		commit(f);
+		o = get(f, 7);
+		assert_int_equal(len_at(o, "events"), 2);
+		assert_string_equal(str_at(o, "updated_at"), "1970-01-01T00:00:00.001Z");
+		json_object_put(o);
 		f->seq = 2;
 		r = apply(f, "{\"type\":\"track\",\"userId\":\"u9\",\"event\":\"E\"}",
 			  T0 + 500);
@@ -1175,32 +1249,64 @@ static void test_record_layouts_load_alike(void **state)
 		o = json_tokener_parse(rec);
 		assert_string_equal(
 			json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), rec);
-		/* the update time moved next to the history, at the end */
-		assert_non_null(
-			strstr(rec, ",\"updated_ms\":1767225601500,\"history\":["));
-		h = at(o, "history");
-		assert_int_equal(len_at(o, "history"), 3);
-		assert_int_equal(json_object_get_int64(json_object_array_get_idx(
-					 json_object_array_get_idx(h, 1), 1)),
-				 3);
-		assert_int_equal(json_object_get_int64(json_object_array_get_idx(
-					 json_object_array_get_idx(h, 2), 1)),
-				 2);
+		assert_null(at(o, "history"));
+		assert_null(at(o, "updated_ms"));
 		json_object_put(o);
 		free(rec);
+		h = raw_history(f, 7);
+		assert_int_equal(h.n, 3);
+		assert_int_equal(h.updated_ms, T0 + 1500);
+		assert_int_equal(h.seq[0], 1);
+		assert_int_equal(h.seq[1], 3);
+		assert_int_equal(h.seq[2], 2);
 		o = get(f, 7);
 		assert_int_equal(len_at(o, "events"), 3);
 		json_object_put(o);
 		/* the next layout starts over */
-		store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
-		for (uint64_t s = 1; s <= 3; s++) {
-			store_put_u64(ek + 8, (uint64_t)(T0 + (s == 3 ? 500
-								      : (int64_t)(s - 1) *
-										1000)));
-			store_put_u64(ek + 16, s);
-			store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
-		}
+		assert_int_equal(profile_erase(f->b, 7), NERR_OK);
 		commit(f);
+		assert_int_equal(count_cf(f, STORE_CF_EVENTS), 0);
+	}
+}
+
+/* A history record that is not 'H', a time and whole ascending entries makes
+ * the profile unreadable. */
+static void test_bad_history_record_is_corrupt(void **state)
+{
+	struct fx *f = *state;
+	static const char head[] = "{\"v\":1,\"id\":7,\"identities\":[\"user_id:u9\"]}";
+	const int64_t t[2] = {T0, T0};
+	const uint64_t seq[2] = {2, 1};
+
+	for (int i = 0; i < 4; i++) {
+		unsigned char k[8], v[8];
+		struct json_object *ev = json_tokener_parse(
+			"{\"type\":\"track\",\"userId\":\"u9\",\"event\":\"E\"}");
+		struct json_object *o = NULL;
+		struct profile_result res;
+		struct nerr_msg msg;
+
+		store_put_u64(k, 7);
+		store_batch_put(f->b, STORE_CF_PROFILES, k, 8, head, strlen(head));
+		store_put_u64(v, 7);
+		store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
+		if (i == 0)
+			put_history(f, 7, 1, 2, t, seq); /* descending */
+		else if (i == 1)
+			store_batch_put(f->b, STORE_CF_HISTORY, k, 8, "H1234567", 8);
+		else if (i == 2)
+			store_batch_put(f->b, STORE_CF_HISTORY, k, 8, "X12345678",
+					9); /* not 'H' */
+		else
+			store_batch_put(f->b, STORE_CF_HISTORY, k, 8,
+					"H12345678abcdefgh1234567", 24);
+		commit(f);
+		assert_int_equal(
+			profile_apply_event(f->b, &f->cfg, ev, 99, T0, T0, &res, &msg),
+			NERR_CORRUPT);
+		assert_int_equal(profile_get_json(f->s, NULL, 7, &o), NERR_CORRUPT);
+		json_object_put(ev);
+		store_batch_clear(f->b);
 	}
 }
 
@@ -1334,7 +1440,8 @@ int main(void)
 		T(test_custom_namespaces),
 		T(test_identity_cap),
 		T(test_history_count_cap),
-		T(test_record_bytes_are_json_c_plain),
+		T(test_records_as_stored),
+		T(test_bad_history_record_is_corrupt),
 		T(test_history_record_is_the_given_text),
 		T(test_record_layouts_load_alike),
 		T(test_history_only_event_keeps_the_stored_head),

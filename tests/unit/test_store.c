@@ -301,6 +301,55 @@ static void inbox_has_its_own_database(void **state)
 	rocksdb_options_destroy(o);
 }
 
+/* A directory written before a family existed opens read-only (nudge check)
+ * with that family empty; a writable open then creates it. */
+static void read_only_open_of_an_older_directory(void **state)
+{
+	const char *names[STORE_CF__COUNT];
+	const rocksdb_options_t *opts[STORE_CF__COUNT];
+	rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
+	rocksdb_options_t *o = rocksdb_options_create();
+	rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+	struct store *s;
+	struct store_iter *it;
+	char *err = NULL, *v = NULL;
+	size_t vl, n = 0;
+	rocksdb_t *db;
+
+	rocksdb_options_set_create_if_missing(o, 1);
+	rocksdb_options_set_create_missing_column_families(o, 1);
+	for (int i = 0; i < STORE_CF_HISTORY; i++) { /* the last family is missing */
+		names[n] = store_cf_name(i);
+		opts[n++] = o;
+	}
+	db = rocksdb_open_column_families(o, dir, (int)n, names, opts, cf, &err);
+	assert_null(err);
+	rocksdb_put_cf(db, wo, cf[STORE_CF_PROFILES], "p", 1, "v", 1, &err);
+	assert_null(err);
+	for (size_t i = 0; i < n; i++)
+		rocksdb_column_family_handle_destroy(cf[i]);
+	rocksdb_close(db);
+
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(store_open_readonly(dir, &s, NULL), NERR_OK);
+		assert_int_equal(store_get(s, STORE_CF_PROFILES, "p", 1, &v, &vl),
+				 NERR_OK);
+		free(v);
+		assert_int_equal(store_get(s, STORE_CF_HISTORY, "p", 1, &v, &vl),
+				 NERR_NOTFOUND);
+		it = store_iter_new(s, NULL, STORE_CF_HISTORY);
+		store_iter_seek_first(it);
+		assert_false(store_iter_valid(it));
+		store_iter_free(it);
+		store_close(s);
+		/* a writable open adds the family */
+		assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
+		store_close(s);
+	}
+	rocksdb_writeoptions_destroy(wo);
+	rocksdb_options_destroy(o);
+}
+
 /* Helpers for the batch tests: string keys and values. */
 static void put_s(struct store_batch *b, enum store_cf cf, const char *k, const char *v)
 {
@@ -1199,6 +1248,8 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			iteration_is_ordered_and_merges_pending_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(read_only_open_of_an_older_directory,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(inbox_has_its_own_database, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(
