@@ -349,6 +349,23 @@ static void handle_ingest(struct api *a, struct http_req *req, enum route r)
 			    "send JSON with Content-Type: application/json");
 		return;
 	}
+	if (r != ROUTE_BATCH && auth > 0) {
+		/* One pass over the text, no tree, for the common event; anything
+		 * else (and every error) goes the general way below. */
+		char *ev;
+		size_t evl;
+
+		if (segment_fast_event(text, len, (enum segment_type)r, now_ms, &a->lim,
+				       &ev, &evl, &ts_ms) == NERR_OK) {
+			struct inbox_job *job = inbox_job_new();
+
+			inbox_job_add(job, INBOX_EVENT, now_ms, ev, evl);
+			free(ev);
+			metrics_add(&a->m_events, 1);
+			submit(a, req, r, job, xstrdup("{\"success\":true}"), false);
+			return;
+		}
+	}
 	rc = segment_parse_json(text, len, &a->lim, &body, &msg);
 	if (rc) {
 		if (auth < 0)

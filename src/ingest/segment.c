@@ -986,6 +986,345 @@ enum nerr segment_normalize_json(struct json_object *ev, int type, const char *p
 	return NERR_OK;
 }
 
+/* ---- the single-event fast path ---------------------------------------- */
+
+/*
+ * segment_fast_event() works on the body's text, already validated by
+ * scan_document(), so the walkers below trust its syntax: they only find where
+ * tokens end. It copies every member it does not rewrite as it was received
+ * and declines (NERR_NOTFOUND) whenever a rule would need more than a look at
+ * a plain string: the general path then decides, with its error messages.
+ */
+#define FAST_MEMBERS_MAX 64
+
+struct span {
+	const char *p;
+	size_t n;
+};
+
+struct member {
+	struct span key;   /* without quotes; no escapes */
+	const char *start; /* the key's opening quote */
+	struct span val;   /* the value's text */
+};
+
+static const char *fast_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* p at an opening quote: returns the byte after the closing one. */
+static const char *fast_string_end(const char *p, const char *end)
+{
+	for (p++; p < end && *p != '"'; p++)
+		if (*p == '\\')
+			p++;
+	return p + 1;
+}
+
+/* p at a value: returns the byte after it. */
+static const char *fast_value_end(const char *p, const char *end)
+{
+	int depth = 0;
+
+	if (*p == '"')
+		return fast_string_end(p, end);
+	if (*p != '{' && *p != '[') {
+		while (p < end && !strchr(",}] \t\n\r", *p))
+			p++;
+		return p;
+	}
+	for (; p < end; p++) {
+		if (*p == '"') {
+			p = fast_string_end(p, end) - 1;
+		} else if (*p == '{' || *p == '[') {
+			depth++;
+		} else if (*p == '}' || *p == ']') {
+			if (--depth == 0)
+				return p + 1;
+		}
+	}
+	return p;
+}
+
+/* Splits the object at p into members; false if there are too many or a key
+ * has an escape (the general path compares keys after unescaping). */
+static bool fast_members(const char *p, const char *end, struct member *m, size_t *n)
+{
+	*n = 0;
+	p = fast_ws(p + 1, end);
+	if (p < end && *p == '}')
+		return true;
+	while (p < end) {
+		const char *k = p, *ke = fast_string_end(p, end);
+
+		if (*n == FAST_MEMBERS_MAX || memchr(k, '\\', (size_t)(ke - k)))
+			return false;
+		m[*n].start = k;
+		m[*n].key = (struct span){k + 1, (size_t)(ke - k - 2)};
+		p = fast_ws(fast_ws(ke, end) + 1, end); /* past ':' */
+		m[*n].val.p = p;
+		p = fast_value_end(p, end);
+		m[*n].val.n = (size_t)(p - m[*n].val.p);
+		(*n)++;
+		p = fast_ws(p, end);
+		if (p >= end || *p == '}')
+			return true;
+		p = fast_ws(p + 1, end); /* past ',' */
+	}
+	return false;
+}
+
+static bool key_is(const struct member *m, const char *name)
+{
+	return m->key.n == strlen(name) && memcmp(m->key.p, name, m->key.n) == 0;
+}
+
+/* The member named name, or NULL. */
+static const struct member *fast_find(const struct member *m, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (key_is(&m[i], name))
+			return &m[i];
+	return NULL;
+}
+
+/* A string value without escapes, as its content; false otherwise. */
+static bool plain_string(const struct member *m, struct span *out)
+{
+	if (m->val.n < 2 || m->val.p[0] != '"' || memchr(m->val.p, '\\', m->val.n))
+		return false;
+	*out = (struct span){m->val.p + 1, m->val.n - 2};
+	return true;
+}
+
+/* An optional non-empty plain string of at most max_chars characters
+ * (0: no cap): true if absent (*present false) or such a string. */
+static bool fast_id(const struct member *m, size_t max_chars, bool *present)
+{
+	struct span v;
+
+	*present = false;
+	if (!m)
+		return true;
+	if (!plain_string(m, &v) || v.n == 0 ||
+	    (max_chars && utf8_chars(v.p, v.n) > max_chars))
+		return false;
+	*present = true;
+	return true;
+}
+
+/* An optional date-time member: true if absent or readable (into *ms). */
+static bool fast_time(const struct member *m, int64_t *ms, bool *present)
+{
+	struct span v;
+	char buf[64];
+
+	*present = false;
+	if (!m)
+		return true;
+	if (!plain_string(m, &v) || v.n >= sizeof(buf))
+		return false;
+	memcpy(buf, v.p, v.n);
+	buf[v.n] = '\0';
+	if (clock_parse_rfc3339(buf, ms) != 0)
+		return false;
+	*present = true;
+	return true;
+}
+
+/* True for the fields segment_normalize reads for type, whose null it
+ * removes (get_field); a null elsewhere is kept. */
+static bool null_dropped(const struct member *m, enum segment_type type)
+{
+	static const char *const always[] = {
+		"userId", "anonymousId", "messageId", "timestamp", "originalTimestamp",
+		"sentAt", "properties",	 "traits",    "context",   "integrations"};
+
+	for (size_t i = 0; i < sizeof(always) / sizeof(always[0]); i++)
+		if (key_is(m, always[i]))
+			return true;
+	switch (type) {
+	case SEGMENT_TRACK:
+		return key_is(m, "event");
+	case SEGMENT_PAGE:
+		return key_is(m, "category") || key_is(m, "name");
+	case SEGMENT_SCREEN:
+		return key_is(m, "name");
+	case SEGMENT_ALIAS:
+		return key_is(m, "previousId");
+	case SEGMENT_GROUP:
+		return key_is(m, "groupId");
+	default:
+		return false;
+	}
+}
+
+/* Drops the members whose null the general path removes; false if a
+ * top-level key repeats (there the last one wins). */
+static bool fast_prune(struct member *m, size_t *n, enum segment_type type)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < *n; i++) {
+		for (size_t j = 0; j < i; j++)
+			if (m[j].key.n == m[i].key.n &&
+			    memcmp(m[j].key.p, m[i].key.p, m[i].key.n) == 0)
+				return false;
+		if (m[i].val.p[0] == 'n' && null_dropped(&m[i], type))
+			continue;
+		m[k++] = m[i];
+	}
+	*n = k;
+	return true;
+}
+
+/* Applies segment_normalize's rules to the top-level members; false where
+ * the general path must decide. */
+static bool fast_rules(const struct member *m, size_t n, enum segment_type type)
+{
+	static const char *const objects[] = {"properties", "traits", "context",
+					      "integrations"};
+	const struct member *v;
+	bool user, anon, ok;
+
+	if (!fast_id(fast_find(m, n, "userId"), 0, &user) ||
+	    !fast_id(fast_find(m, n, "anonymousId"), 0, &anon) || !(user || anon))
+		return false;
+	if (!fast_id(fast_find(m, n, "messageId"), MESSAGE_ID_MAX_CHARS, &ok))
+		return false;
+	for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++)
+		if ((v = fast_find(m, n, objects[i])) && v->val.p[0] != '{')
+			return false;
+	if ((v = fast_find(m, n, "context"))) {
+		struct member c[FAST_MEMBERS_MAX];
+		const struct member *t;
+		size_t nc;
+
+		if (!fast_members(v->val.p, v->val.p + v->val.n, c, &nc) ||
+		    fast_find(c, nc, "externalIds") ||
+		    ((t = fast_find(c, nc, "traits")) && t->val.p[0] != '{'))
+			return false;
+	}
+	switch (type) {
+	case SEGMENT_TRACK:
+		return fast_id(fast_find(m, n, "event"), EVENT_NAME_MAX_CHARS, &ok) && ok;
+	case SEGMENT_PAGE:
+		if ((v = fast_find(m, n, "category")) && v->val.p[0] != '"')
+			return false;
+		/* fall through */
+	case SEGMENT_SCREEN:
+		return !(v = fast_find(m, n, "name")) || v->val.p[0] == '"';
+	case SEGMENT_ALIAS:
+		return user && fast_id(fast_find(m, n, "previousId"), 0, &ok) && ok;
+	case SEGMENT_GROUP:
+		return fast_id(fast_find(m, n, "groupId"), 0, &ok) && ok;
+	default:
+		return true;
+	}
+}
+
+static char *put_bytes(char *o, const void *p, size_t n)
+{
+	memcpy(o, p, n);
+	return o + n;
+}
+
+static char *put_field(char *o, const char *name, const char *p, size_t n)
+{
+	o = put_bytes(o, ",\"", 2);
+	o = put_bytes(o, name, strlen(name));
+	o = put_bytes(o, "\":\"", 3);
+	o = put_bytes(o, p, n);
+	return put_bytes(o, "\"", 1);
+}
+
+enum nerr segment_fast_event(const char *body, size_t len, enum segment_type type,
+			     int64_t now_ms, const struct segment_limits *lim, char **out,
+			     size_t *out_len, int64_t *ts_ms)
+{
+	struct segment_limits defaults;
+	struct scan scan, *s = &scan;
+	const unsigned char *value_end;
+	struct member m[FAST_MEMBERS_MAX];
+	const struct member *ts_m, *orig_m;
+	int64_t ts = 0, orig = 0, sent = 0, eff = now_ms;
+	bool has_ts, has_orig, has_sent, has_mid;
+	char buf[32], id[37], *o;
+	size_t n;
+
+	*out = NULL;
+	if (!lim) {
+		segment_limits_default(&defaults);
+		lim = &defaults;
+	}
+	if ((unsigned)type >= SEGMENT__COUNT || len > INT_MAX)
+		return NERR_NOTFOUND;
+	s->start = s->p = (const unsigned char *)body;
+	s->end = s->start + len;
+	s->depth = 0;
+	s->err = NULL;
+	s->max_depth = lim->max_depth < 1		    ? 1
+		       : lim->max_depth > SEGMENT_DEPTH_CAP ? SEGMENT_DEPTH_CAP
+							    : lim->max_depth;
+	skip_ws(s);
+	if (s->p == s->end || *s->p != '{' || scan_document(s, &value_end))
+		return NERR_NOTFOUND;
+	if (!fast_members(fast_ws(body, body + len), (const char *)value_end, m, &n) ||
+	    !fast_prune(m, &n, type) || !fast_rules(m, n, type))
+		return NERR_NOTFOUND;
+	ts_m = fast_find(m, n, "timestamp");
+	orig_m = fast_find(m, n, "originalTimestamp");
+	if (!fast_time(ts_m, &ts, &has_ts) || !fast_time(orig_m, &orig, &has_orig) ||
+	    !fast_time(fast_find(m, n, "sentAt"), &sent, &has_sent))
+		return NERR_NOTFOUND;
+	if (has_ts || has_orig) { /* as norm_times */
+		int64_t client = has_ts ? ts : orig;
+
+		eff = has_sent ? now_ms - (sent - client) : client;
+		if (eff < 0 || eff > WALL_MS_MAX)
+			return NERR_NOTFOUND;
+	}
+	has_mid = fast_find(m, n, "messageId") != NULL;
+	if (!has_mid && uuid_v4(id) != NERR_OK)
+		return NERR_NOTFOUND;
+
+	/* {"type":..., the members as received, then what normalizing adds. */
+	o = *out = xmalloc(len + 512); /* the added members take at most 240 */
+	o = put_bytes(o, "{\"type\":\"", 9);
+	o = put_bytes(o, type_names[type], strlen(type_names[type]));
+	*o++ = '"';
+	for (size_t i = 0; i < n; i++) {
+		if (key_is(&m[i], "type") || key_is(&m[i], "writeKey") ||
+		    key_is(&m[i], "receivedAt") || key_is(&m[i], "timestamp"))
+			continue;
+		*o++ = ',';
+		o = put_bytes(o, m[i].start,
+			      (size_t)(m[i].val.p + m[i].val.n - m[i].start));
+	}
+	if (!has_mid)
+		o = put_field(o, "messageId", id, 36);
+	if (has_ts && !has_orig)
+		o = put_bytes(o, ",\"originalTimestamp\":", 21),
+		o = put_bytes(o, ts_m->val.p, ts_m->val.n);
+	clock_format_rfc3339(now_ms, buf);
+	o = put_field(o, "receivedAt", buf, strlen(buf));
+	clock_format_rfc3339(eff, buf);
+	o = put_field(o, "timestamp", buf, strlen(buf));
+	*o++ = '}';
+	*out_len = (size_t)(o - *out);
+	if (*out_len > lim->max_event_bytes) {
+		free(*out);
+		*out = NULL;
+		return NERR_NOTFOUND;
+	}
+	if (ts_ms)
+		*ts_ms = eff;
+	return NERR_OK;
+}
+
 const char *segment_body_write_key(struct json_object *body)
 {
 	struct json_object *v;

@@ -93,6 +93,23 @@ enum nerr segment_normalize_json(struct json_object *ev, int type, const char *p
 				 int64_t *ts_ms, const char **json, size_t *json_len,
 				 struct nerr_msg *msg);
 
+/*
+ * The single-event endpoints' fast path: validates and normalizes the body of
+ * one event of the given type in one pass over its text, without a json-c
+ * tree. On NERR_OK *out (malloc'd, *out_len bytes, not NUL-terminated) is the
+ * event to store: the members as received (but type, writeKey, receivedAt and
+ * timestamp), then type, a generated messageId when there was none,
+ * originalTimestamp, receivedAt and timestamp as segment_normalize() sets
+ * them; it parses to what the general path stores. *ts_ms as there.
+ * NERR_NOTFOUND: not taken (anything invalid or unusual: nulls, numbers as
+ * ids, escapes in keys or ids, duplicate top-level keys, externalIds, over
+ * the size cap...); the caller then uses the general path, which reports
+ * errors. It never fails otherwise.
+ */
+enum nerr segment_fast_event(const char *body, size_t len, enum segment_type type,
+			     int64_t now_ms, const struct segment_limits *lim, char **out,
+			     size_t *out_len, int64_t *ts_ms);
+
 /* Returns the body's non-empty string "writeKey" (borrowed from body), or NULL. */
 const char *segment_body_write_key(struct json_object *body);
 

@@ -4,7 +4,9 @@
  *
  * Design: besides crashes, leaks and UB (ASan/UBSan/LSan), it checks segment.c
  * invariants (1) and (2): an accepted event has its required string fields and
- * serializes to JSON our own strict parser accepts, within the size cap.
+ * serializes to JSON our own strict parser accepts, within the size cap; and
+ * that the single-event fast path (segment_fast_event) takes only what the
+ * general path accepts and stores an equal event.
  */
 #include <json-c/json.h>
 #include <stdint.h>
@@ -46,6 +48,48 @@ static void check_event(struct json_object *ev, const struct segment_limits *lim
 	json_object_put(again);
 }
 
+static struct json_object *copy_of(struct json_object *o);
+
+/*
+ * segment_fast_event() on the raw bytes: when it takes them, the general path
+ * must have accepted the body (rc) and stored an equal event (ev), but for a
+ * messageId each generated.
+ */
+static void check_fast(const uint8_t *data, size_t size, int type, enum nerr rc,
+		       struct json_object *ev, struct json_object *body,
+		       const struct segment_limits *lim, int64_t ts)
+{
+	char *out = NULL;
+	size_t len = 0;
+	int64_t fts = 0;
+	struct json_object *fev, *copy, *mid;
+	struct json_tokener *tok;
+
+	if (segment_fast_event((const char *)data, size, type, NOW_MS, lim, &out, &len,
+			       &fts) != NERR_OK) {
+		must(out == NULL, "no text when declined");
+		return;
+	}
+	must(rc == NERR_OK, "fast path took a body the general path rejects");
+	must(fts == ts, "same event time");
+	must(len <= lim->max_event_bytes, "fast size cap");
+	tok = json_tokener_new();
+	fev = json_tokener_parse_ex(tok, out, (int)len);
+	json_tokener_free(tok);
+	must(fev != NULL, "fast output parses");
+	copy = copy_of(ev);
+	if (!json_object_object_get_ex(body, "messageId", &mid) ||
+	    !json_object_is_type(mid, json_type_string) ||
+	    json_object_get_string_len(mid) == 0) {
+		json_object_object_del(fev, "messageId");
+		json_object_object_del(copy, "messageId");
+	}
+	must(json_object_equal(fev, copy), "fast path stores what the general path does");
+	json_object_put(fev);
+	json_object_put(copy);
+	free(out);
+}
+
 static struct json_object *copy_of(struct json_object *o)
 {
 	struct json_object *c = NULL;
@@ -63,16 +107,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	segment_limits_default(&lim);
 	if (segment_parse_json((const char *)data, size, &lim, &body, &msg) != NERR_OK) {
+		char *out = NULL;
+		size_t len;
+
 		must(body == NULL, "no tree on error");
+		for (int t = 0; t < SEGMENT__COUNT; t++)
+			must(segment_fast_event((const char *)data, size, t, NOW_MS, &lim,
+						&out, &len, &ts) == NERR_NOTFOUND,
+			     "fast path declines what does not parse");
 		return 0;
 	}
 	must(json_object_is_type(body, json_type_object), "object body");
 	(void)segment_body_write_key(body);
 	for (int t = 0; t < SEGMENT__COUNT; t++) {
 		struct json_object *ev = copy_of(body);
+		enum nerr rc = segment_normalize(ev, t, "", NOW_MS, &lim, &ts, &msg);
 
-		if (segment_normalize(ev, t, "", NOW_MS, &lim, &ts, &msg) == NERR_OK)
+		if (rc == NERR_OK)
 			check_event(ev, &lim);
+		check_fast(data, size, t, rc, ev, body, &lim, ts);
 		json_object_put(ev);
 	}
 	if (segment_batch_items(body, &lim, &items, &msg) == NERR_OK) {

@@ -77,12 +77,104 @@ static bool has(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, NULL);
 }
 
-/* Parses and normalizes; returns rc and leaves the event in *out. */
+/* Bodies segment_fast_event() took, over the whole run. */
+static unsigned fast_taken;
+
+/* Top-level members of the JSON object text (json-c would fold repeats). */
+static size_t top_members(const char *p, size_t n)
+{
+	size_t count = 0;
+	int depth = 0;
+	bool in_str = false;
+
+	for (size_t i = 0; i < n; i++) {
+		if (in_str) {
+			if (p[i] == '\\')
+				i++;
+			else if (p[i] == '"')
+				in_str = false;
+		} else if (p[i] == '"') {
+			in_str = true;
+		} else if (p[i] == '{' || p[i] == '[') {
+			depth++;
+		} else if (p[i] == '}' || p[i] == ']') {
+			depth--;
+		} else if (p[i] == ':' && depth == 1) {
+			count++;
+		}
+	}
+	return count;
+}
+
+
+/*
+ * Checks segment_fast_event() against the general path's result (rc, ev,
+ * ts_ms) for body: when it takes the body, the general path accepted it too
+ * and the two events are equal as JSON (but a messageId each generated).
+ * Returns whether it took the body.
+ */
+static bool fast_agrees(const char *body, int type, enum nerr rc, struct json_object *ev,
+			int64_t ts_ms)
+{
+	struct json_object *fev, *copy = NULL, *in = NULL;
+	struct json_tokener *tok;
+	struct nerr_msg pm;
+	char *out = (char *)1;
+	size_t out_len = 0;
+	int64_t fts = 0;
+	enum nerr frc = segment_fast_event(body, strlen(body), type, NOW_MS, &lim, &out,
+					   &out_len, &fts);
+	bool generated;
+
+	if (frc != NERR_OK) {
+		assert_int_equal(frc, NERR_NOTFOUND);
+		assert_null(out);
+		return false;
+	}
+	if (rc != NERR_OK)
+		fail_msg("fast path took a body the general path rejects (%s): %s",
+			 nerr_str(rc), body);
+	assert_int_equal(segment_parse_json(body, strlen(body), &lim, &in, &pm), NERR_OK);
+	generated = !get_str(in, "messageId") || !get_str(in, "messageId")[0];
+	json_object_put(in);
+	tok = json_tokener_new();
+	fev = json_tokener_parse_ex(tok, out, (int)out_len);
+	json_tokener_free(tok);
+	assert_non_null(fev);
+	assert_int_equal(top_members(out, out_len), json_object_object_length(fev));
+	assert_int_equal(json_object_deep_copy(ev, &copy, NULL), 0);
+	if (generated) {
+		assert_non_null(get_str(fev, "messageId"));
+		json_object_object_del(fev, "messageId");
+		json_object_object_del(copy, "messageId");
+	}
+	if (!json_object_equal(fev, copy))
+		fail_msg("fast %.*s\nvs general %s", (int)out_len, out,
+			 json_object_to_json_string(copy));
+	assert_int_equal(fts, ts_ms);
+	assert_true(out_len <= lim.max_event_bytes);
+	json_object_put(fev);
+	json_object_put(copy);
+	free(out);
+	fast_taken++;
+	return true;
+}
+
+/* Parses and normalizes; returns rc and leaves the event in *out. For a
+ * single-event type, also checks the fast path against the result. */
 static enum nerr norm(const char *body, int type, const char *path,
 		      struct json_object **out, int64_t *ts_ms, struct nerr_msg *msg)
 {
+	int64_t ts = 0;
+	enum nerr rc;
+
 	*out = parse_ok(body);
-	return segment_normalize(*out, type, path, NOW_MS, &lim, ts_ms, msg);
+	rc = segment_normalize(*out, type, path, NOW_MS, &lim, &ts, msg);
+	if (type >= 0 && !path[0])
+		fast_agrees(body, type, rc, *out, ts);
+	if (ts_ms)
+		*ts_ms = ts;
+	return rc;
 }
 
 static struct json_object *norm_ok(const char *body, int type, int64_t *ts_ms)
@@ -211,6 +303,73 @@ static void test_analytics_js_identify_page_group_alias(void **state)
 		     SEGMENT_ALIAS, NULL);
 	assert_string_equal(get_str(ev, "previousId"), "anon-1");
 	json_object_put(ev);
+}
+
+/* The fast path takes what SDKs send, and leaves the unusual to the
+ * general path (whose rules norm() checks it against in every test). */
+static void test_fast_path_takes_common_bodies(void **state)
+{
+	static const struct {
+		const char *body;
+		int type;
+		bool taken;
+	} cases[] = {
+		{ajs_track, SEGMENT_TRACK, true},
+		{"{\"userId\":\"u1\",\"event\":\"E\",\"properties\":{\"a\":[1,2.5,"
+		 "\"\\u00e9\\/\"],\"b\":{\"c\":null}}}",
+		 SEGMENT_TRACK, true},
+		{" {\n  \"userId\" : \"u1\" ,\n  \"traits\" : { \"plan\" : \"pro\" }\n} ",
+		 SEGMENT_IDENTIFY, true},
+		{"{\"anonymousId\":\"a\",\"name\":\"Home\",\"category\":null}",
+		 SEGMENT_PAGE, true},
+		{"{\"anonymousId\":\"a\",\"name\":\"Home\"}", SEGMENT_SCREEN, true},
+		{"{\"userId\":\"u\",\"previousId\":\"a\"}", SEGMENT_ALIAS, true},
+		{"{\"userId\":\"u\",\"groupId\":\"g\",\"type\":\"track\","
+		 "\"receivedAt\":\"x\",\"writeKey\":\"k\"}",
+		 SEGMENT_GROUP, true},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"timestamp\":"
+		 "\"2026-01-02T03:04:03+02:00\",\"sentAt\":\"2026-01-02T03:04:04Z\"}",
+		 SEGMENT_TRACK, true},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"originalTimestamp\":"
+		 "\"2026-01-02T03:04:03Z\",\"foo\":null}",
+		 SEGMENT_TRACK, true},
+		/* left to the general path */
+		{"{\"userId\":\"u\",\"userId\":\"v\",\"event\":\"E\"}", SEGMENT_TRACK,
+		 false},
+		{"{\"userId\":42,\"event\":\"E\"}", SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"ev\\u0065nt\":\"E\"}", SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\\u0031\",\"event\":\"E\"}", SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"context\":{\"externalIds\":"
+		 "[{\"id\":\"x\",\"type\":\"t\"}]}}",
+		 SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"messageId\":\"\"}", SEGMENT_TRACK,
+		 false},
+		{"{\"userId\":\"u\",\"event\":\"\"}", SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"timestamp\":\"yesterday\"}",
+		 SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"properties\":[]}", SEGMENT_TRACK,
+		 false},
+		{"{\"userId\":\"u\",\"event\":\"E\"", SEGMENT_TRACK, false},
+		{"[]", SEGMENT_TRACK, false},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct json_object *ev = NULL;
+		struct nerr_msg msg;
+		int64_t ts = 0;
+		enum nerr rc = NERR_PARSE;
+
+		if (segment_parse_json(cases[i].body, strlen(cases[i].body), &lim, &ev,
+				       &msg) == NERR_OK)
+			rc = segment_normalize(ev, cases[i].type, "", NOW_MS, &lim, &ts,
+					       &msg);
+		if (fast_agrees(cases[i].body, cases[i].type, rc, ev, ts) !=
+		    cases[i].taken)
+			fail_msg("case %zu: fast path %s %s", i,
+				 cases[i].taken ? "declined" : "took", cases[i].body);
+		json_object_put(ev);
+	}
+	assert_true(fast_taken >= 9);
 }
 
 /* As sent by @segment/analytics-node: Basic auth, no body write key,
@@ -1140,6 +1299,7 @@ int main(void)
 				       setup),
 		cmocka_unit_test_setup(test_analytics_js_identify_page_group_alias,
 				       setup),
+		cmocka_unit_test_setup(test_fast_path_takes_common_bodies, setup),
 		cmocka_unit_test_setup(test_analytics_node_batch_is_accepted, setup),
 		cmocka_unit_test_setup(test_analytics_python_batch_is_accepted, setup),
 		cmocka_unit_test_setup(test_every_truncation_of_a_valid_body_fails,
