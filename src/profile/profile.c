@@ -12,7 +12,7 @@
  * atomically (DESIGN.md invariant 2). The rules are in docs/profiles.md; the
  * numbered invariants below are what profile_check() verifies.
  *
- * A profile's history record keeps its update time and the keys of its history
+ * A profile's history index keeps its update time and the keys of its history
  * records, so apply, merge and erase need only point reads and writes (the engine
  * hands us a batch, not an iterator), and the caps are enforced without
  * scanning. It is binary and apart from the profile record (the head), so the
@@ -24,8 +24,12 @@
  *   (2) every identity a profile lists maps back to that profile;
  *   (3) every history record belongs to an existing profile that lists its key,
  *       and every key a profile lists has a record;
- *   (3a) every profile has one history record (or is a legacy record holding
- *       its history), and every history record has its profile;
+ *   (3a) every profile has one history index (or is a legacy record holding
+ *       its history), and every history index has its profile;
+ *   (6) an event that needs no head (see profile_apply_event_text) does not
+ *       read it: a damaged head goes unnoticed by such events (their history
+ *       is kept) and is reported by everything that reads it, nudge check
+ *       included.
  *   (4) a profile holds at most one user_id (two user_ids never merge);
  *   (5) every profile id is below the id counter.
  *
@@ -43,8 +47,8 @@
  *      "merged_from":[{"id":<int>,"at_ms":<ms>}]}
  *     Times "t" are event times (newest wins); created/at are the engine's
  *     clock. Legacy records (before 2026-11-27) also hold "updated_ms" and
- *     "history":[[<event ms>,<seq>], ...] and have no history record; they load
- *     as before and their next event moves both into a history record.
+ *     "history":[[<event ms>,<seq>], ...] and have no history index; they load
+ *     as before and their next event moves both into a history index.
  *   history    u64 BE id -> 'H', i64 BE updated_ms (the engine's clock at the
  *              last event), then per kept event i64 BE event ms and u64 BE
  *              inbox seq, strictly ascending: the keys of its events records.
@@ -504,9 +508,9 @@ struct hent {
 /*
  * A loaded profile: the head (the profiles record: everything but the update
  * time and the history), the update time and the history keys as a C array
- * (the history record). The head is either parsed (j) or, when loaded for an
+ * (the history index). The head is either parsed (j) or, when loaded for an
  * event that may not need it, kept as the stored text (raw, j NULL) and then
- * not written back: most events change only the history record (prof_head
+ * not written back: most events change only the history index (prof_head
  * parses on demand).
  */
 struct prof {
@@ -537,9 +541,15 @@ static int hent_cmp(const struct hent *a, const struct hent *b)
 	return 0;
 }
 
+/* Inserts e in order; a key already there is not added again (the history
+ * index holds each once: hist_decode refuses repeats). */
 static void hist_insert(struct prof *p, struct hent e)
 {
 	size_t i = p->nhist;
+
+	for (size_t j = p->nhist; j-- > 0 && hent_cmp(&p->hist[j], &e) >= 0;)
+		if (hent_cmp(&p->hist[j], &e) == 0)
+			return;
 
 	if (p->nhist == p->hcap) {
 		p->hcap = p->hcap ? 2 * p->hcap : 16;
@@ -632,7 +642,7 @@ static bool record_shape_ok(struct json_object *j)
 }
 
 /*
- * The history record: 'H', the update time (i64 BE), then per history entry
+ * The history index: 'H', the update time (i64 BE), then per history entry
  * the event time (i64 BE) and the inbox seq (u64 BE), ascending. Binary, so a
  * busy profile's 100 entries cost two copies instead of printing and reading
  * back 200 decimal numbers (a fifth of the engine's time per event).
@@ -733,7 +743,7 @@ static enum nerr prof_head(struct prof *p)
 
 /*
  * Reads profile pid; lazy leaves the head raw (prof_head parses it). A profile
- * without a history record is one written before it existed: its head holds
+ * without a history index is one written before it existed: its head holds
  * the history, and is parsed at once. NERR_NOTFOUND, NERR_CORRUPT (logged),
  * NERR_IO.
  */
@@ -760,7 +770,7 @@ static enum nerr prof_load_as(struct store *s, struct store_batch *b, uint64_t p
 			free(head);
 			prof_fini(p);
 			log_error("profile",
-				  "msg=\"unreadable history record\" profile=%" PRIu64,
+				  "msg=\"unreadable history index\" profile=%" PRIu64,
 				  pid);
 			return NERR_CORRUPT;
 		}
@@ -792,7 +802,7 @@ static enum nerr prof_load(struct store *s, struct store_batch *b, uint64_t pid,
 	return prof_load_as(s, b, pid, p, false);
 }
 
-/* Writes the history record, and the head if it was parsed (and so may have
+/* Writes the history index, and the head if it was parsed (and so may have
  * changed); a raw head is as stored. */
 static void prof_save(struct store_batch *b, struct prof *p)
 {
@@ -1728,7 +1738,7 @@ enum nerr profile_history_keys(struct store *s, struct store_batch *b,
 			       uint64_t profile_id, struct profile_hkey **out, size_t *n)
 {
 	struct prof p;
-	/* Lazy: the keys are in the history record, the head is not needed. */
+	/* Lazy: the keys are in the history index, the head is not needed. */
 	enum nerr rc = prof_load_as(s, b, profile_id, &p, true);
 
 	if (rc != NERR_OK)
@@ -1970,7 +1980,7 @@ static void check_profile(struct store *s, struct prof *p, uint64_t next_id,
 	}
 	if (p->legacy && p->updated_ms == 0) {
 		/* Not one of the records that held their history: lost. */
-		buf_printf(problems, "profile %" PRIu64 ": history record missing\n",
+		buf_printf(problems, "profile %" PRIu64 ": history index missing\n",
 			   p->id);
 		(*nproblems)++;
 	}
@@ -2074,11 +2084,13 @@ enum nerr profile_check(struct store *s, struct buf *problems, uint64_t *profile
 			buf_printf(problems, "history: key of %zu bytes (want 8)\n",
 				   klen);
 			nproblems++;
-		} else if (cache_get(s, &cache, store_get_u64(k)) == NERR_NOTFOUND) {
+		} else if (store_get(s, STORE_CF_PROFILES, k, 8, &val, NULL) != NERR_OK) {
 			buf_printf(problems,
-				   "history record %" PRIu64 ": profile does not exist\n",
+				   "history index %" PRIu64 ": profile does not exist\n",
 				   store_get_u64(k));
 			nproblems++;
+		} else {
+			free(val);
 		}
 	}
 	store_iter_free(it);

@@ -290,6 +290,14 @@ static rocksdb_t *open_read_only(struct store *s, const char *dir,
 
 	if (*err)
 		return NULL;
+	for (size_t j = 0; j < nhave && !n; j++)
+		n = strcmp(have[j], cf_names[STORE_CF_META]) == 0;
+	if (!n) { /* every nudge directory has had it from the start */
+		rocksdb_list_column_families_destroy(have, nhave);
+		*err = strdup("not a nudge data directory (no meta family)");
+		return NULL;
+	}
+	n = 0;
 	for (int i = 0; i < STORE_CF__COUNT; i++) {
 		bool found = i == STORE_CF_DEFAULT;
 

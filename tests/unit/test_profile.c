@@ -983,7 +983,7 @@ static void test_check_finds_corruption(void **state)
 	store_batch_put(f->b, STORE_CF_PROFILES, pk, 8, "{\"identities\":\"x\"}", 18);
 	store_put_u64(v, 556);
 	store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:bad", 16, v, 8);
-	/* a history record of no profile, and a profile with none */
+	/* a history index of no profile, and a profile with none */
 	store_put_u64(pk, 888);
 	store_batch_put(f->b, STORE_CF_HISTORY, pk, 8, "H00000000", 9);
 	store_put_u64(pk, 557);
@@ -1022,9 +1022,8 @@ static void test_check_finds_corruption(void **state)
 	assert_non_null(strstr(buf_str(&problems), "event (777"));
 	assert_non_null(strstr(buf_str(&problems), "profile 555: unreadable"));
 	assert_non_null(
-		strstr(buf_str(&problems), "history record 888: profile does not exist"));
-	assert_non_null(
-		strstr(buf_str(&problems), "profile 557: history record missing"));
+		strstr(buf_str(&problems), "history index 888: profile does not exist"));
+	assert_non_null(strstr(buf_str(&problems), "profile 557: history index missing"));
 	(void)p;
 	buf_fini(&problems);
 }
@@ -1041,7 +1040,7 @@ static char *raw_record(struct fx *f, uint64_t pid)
 	return v;
 }
 
-/* A profile's history record, decoded: update time and up to 8 entries. */
+/* A profile's history index, decoded: update time and up to 8 entries. */
 struct hrec {
 	int64_t updated_ms;
 	size_t n;
@@ -1070,7 +1069,7 @@ static struct hrec raw_history(struct fx *f, uint64_t pid)
 	return h;
 }
 
-/* Stores a history record for pid by hand (the entries as given). */
+/* Stores a history index for pid by hand (the entries as given). */
 static void put_history(struct fx *f, uint64_t pid, int64_t updated_ms, size_t n,
 			const int64_t *t, const uint64_t *seq)
 {
@@ -1089,7 +1088,7 @@ static void put_history(struct fx *f, uint64_t pid, int64_t updated_ms, size_t n
 
 /*
  * The profile record is json-c's own print of the head, without the update
- * time and the history: those are the history record's, in binary. Events
+ * time and the history: those are the history index's, in binary. Events
  * that change only the history leave the profile record as it was.
  */
 static void test_records_as_stored(void **state)
@@ -1197,9 +1196,9 @@ static void test_history_only_event_keeps_the_stored_head(void **state)
 	}
 }
 
-/* Records written before the history record existed hold the history and
+/* Records written before the history index existed hold the history and
  * the update time themselves, in any member order: they load like the others,
- * and their next event moves both to a history record. */
+ * and their next event moves both to a history index. */
 static void test_record_layouts_load_alike(void **state)
 {
 	struct fx *f = *state;
@@ -1269,7 +1268,110 @@ static void test_record_layouts_load_alike(void **state)
 	}
 }
 
-/* A history record that is not 'H', a time and whole ascending entries makes
+/* A legacy profile merged with a new one, beyond the count cap: one history
+ * index remains, ascending, the oldest entries dropped. */
+static void test_merge_of_a_legacy_profile_keeps_the_caps(void **state)
+{
+	struct fx *f = *state;
+	struct buf problems;
+	uint64_t seen = 0;
+	struct hrec h;
+	unsigned char k[8], v[8], ek[24];
+	/* profile 1: legacy (lower id -> survivor when merged) */
+	static const char legacy[] =
+		"{\"v\":1,\"id\":1,\"created_ms\":1,\"updated_ms\":1,"
+		"\"identities\":[\"anonymous_id:a1\"],\"traits\":{},\"history\":"
+		"[[1767225600004,4],[1767225600002,2]]}";
+
+	f->cfg.history_max_age_ms = 0;
+	f->cfg.history_max_events = 5;
+	store_put_u64(k, 1);
+	store_batch_put(f->b, STORE_CF_PROFILES, k, 8, legacy, strlen(legacy));
+	store_put_u64(v, 1);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:a1", 15, v, 8);
+	for (uint64_t s = 2; s <= 4; s += 2) {
+		store_put_u64(ek, 1);
+		store_put_u64(ek + 8, (uint64_t)(T0 + (int64_t)s));
+		store_put_u64(ek + 16, s);
+		store_batch_put(f->b, STORE_CF_EVENTS, ek, 24, "{}", 2);
+	}
+	store_put_u64(v, 2);
+	store_batch_put(f->b, STORE_CF_META, "profile.next_id", 15, v, 8);
+	commit(f);
+	f->seq = 10;
+	/* profile 2: new format, events at T0+1, T0+3, T0+5 */
+	apply(f, "{\"type\":\"track\",\"userId\":\"u2\",\"event\":\"E\"}", T0 + 1);
+	apply(f, "{\"type\":\"track\",\"userId\":\"u2\",\"event\":\"E\"}", T0 + 3);
+	apply(f, "{\"type\":\"track\",\"userId\":\"u2\",\"event\":\"E\"}", T0 + 5);
+	assert_int_equal(lookup(f, "user_id", "u2"), 2);
+	/* links them: merge 2 into legacy 1, plus the event: 2+3+1 = 6 > cap 5 */
+	apply(f,
+	      "{\"type\":\"track\",\"userId\":\"u2\",\"anonymousId\":\"a1\","
+	      "\"event\":\"E\"}",
+	      T0 + 6);
+	assert_int_equal(lookup(f, "user_id", "u2"), 1);
+	h = raw_history(f, 1);
+	assert_int_equal(h.n, 5);
+	for (size_t i = 1; i < h.n; i++)
+		assert_true(h.t[i - 1] < h.t[i]);
+	assert_int_equal(h.t[0], T0 + 2); /* T0+1 dropped */
+	assert_int_equal(count_cf(f, STORE_CF_HISTORY), 1);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 5);
+	buf_init(&problems, 0);
+	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_OK);
+	buf_fini(&problems);
+}
+
+/* A legacy record that lists one event twice is read, and rewritten, with
+ * it once (an index with a repeat would be unreadable). */
+static void test_legacy_repeated_history_key_is_kept_once(void **state)
+{
+	struct fx *f = *state;
+	static const char rec[] = "{\"v\":1,\"id\":7,\"created_ms\":1,\"updated_ms\":1,"
+				  "\"identities\":[\"user_id:u9\"],\"traits\":{},"
+				  "\"history\":[[1767225600000,1],[1767225600000,1]]}";
+	unsigned char k[8], v[8], ek[24];
+	struct json_object *o;
+	struct hrec h;
+
+	f->cfg.history_max_age_ms = 0;
+	store_put_u64(k, 7);
+	store_batch_put(f->b, STORE_CF_PROFILES, k, 8, rec, strlen(rec));
+	store_put_u64(v, 7);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
+	store_put_u64(ek, 7);
+	store_put_u64(ek + 8, (uint64_t)T0);
+	store_put_u64(ek + 16, 1);
+	store_batch_put(f->b, STORE_CF_EVENTS, ek, 24, "{}", 2);
+	commit(f);
+	f->seq = 5;
+	apply(f, "{\"type\":\"track\",\"userId\":\"u9\",\"event\":\"E\"}", T0 + 5);
+	h = raw_history(f, 7);
+	assert_int_equal(h.n, 2);
+	o = get(f, 7);
+	assert_int_equal(len_at(o, "events"), 2);
+	json_object_put(o);
+}
+
+/* A push token on a profile whose head was not otherwise needed. */
+static void test_device_token_reaches_an_unparsed_head(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result p;
+	struct json_object *o;
+
+	p = apply(f, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"a\":1}}",
+		  T0);
+	apply(f,
+	      "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"E\",\"context\":"
+	      "{\"device\":{\"token\":\"tok9\",\"type\":\"ios\"}}}",
+	      T0 + 10);
+	o = get(f, p.profile_id);
+	assert_int_equal(len_at(o, "addresses.push"), 1);
+	json_object_put(o);
+}
+
+/* A history index that is not 'H', a time and whole ascending entries makes
  * the profile unreadable. */
 static void test_bad_history_record_is_corrupt(void **state)
 {
@@ -1441,6 +1543,9 @@ int main(void)
 		T(test_identity_cap),
 		T(test_history_count_cap),
 		T(test_records_as_stored),
+		T(test_merge_of_a_legacy_profile_keeps_the_caps),
+		T(test_legacy_repeated_history_key_is_kept_once),
+		T(test_device_token_reaches_an_unparsed_head),
 		T(test_bad_history_record_is_corrupt),
 		T(test_history_record_is_the_given_text),
 		T(test_record_layouts_load_alike),

@@ -346,6 +346,16 @@ static void read_only_open_of_an_older_directory(void **state)
 		assert_int_equal(store_open(dir, &s, NULL), NERR_OK);
 		store_close(s);
 	}
+	/* a RocksDB directory that is not nudge's is refused, not read as empty */
+	{
+		char other[128];
+
+		snprintf(other, sizeof(other), "%s/other", dir);
+		db = rocksdb_open(o, other, &err);
+		assert_null(err);
+		rocksdb_close(db);
+		assert_int_equal(store_open_readonly(other, &s, NULL), NERR_IO);
+	}
 	rocksdb_writeoptions_destroy(wo);
 	rocksdb_options_destroy(o);
 }
