@@ -1162,17 +1162,27 @@ static bool null_dropped(const struct member *m, enum segment_type type)
 	}
 }
 
+/* True if a key repeats among the members (the general path takes the last
+ * one, the lookups here the first). */
+static bool fast_repeats(const struct member *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < i; j++)
+			if (m[j].key.n == m[i].key.n &&
+			    memcmp(m[j].key.p, m[i].key.p, m[i].key.n) == 0)
+				return true;
+	return false;
+}
+
 /* Drops the members whose null the general path removes; false if a
- * top-level key repeats (there the last one wins). */
+ * top-level key repeats. */
 static bool fast_prune(struct member *m, size_t *n, enum segment_type type)
 {
 	size_t k = 0;
 
+	if (fast_repeats(m, *n))
+		return false;
 	for (size_t i = 0; i < *n; i++) {
-		for (size_t j = 0; j < i; j++)
-			if (m[j].key.n == m[i].key.n &&
-			    memcmp(m[j].key.p, m[i].key.p, m[i].key.n) == 0)
-				return false;
 		if (m[i].val.p[0] == 'n' && null_dropped(&m[i], type))
 			continue;
 		m[k++] = m[i];
@@ -1204,7 +1214,7 @@ static bool fast_rules(const struct member *m, size_t n, enum segment_type type)
 		size_t nc;
 
 		if (!fast_members(v->val.p, v->val.p + v->val.n, c, &nc) ||
-		    fast_find(c, nc, "externalIds") ||
+		    fast_repeats(c, nc) || fast_find(c, nc, "externalIds") ||
 		    ((t = fast_find(c, nc, "traits")) && t->val.p[0] != '{'))
 			return false;
 	}

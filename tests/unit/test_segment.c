@@ -106,7 +106,6 @@ static size_t top_members(const char *p, size_t n)
 	return count;
 }
 
-
 /*
  * Checks segment_fast_event() against the general path's result (rc, ev,
  * ts_ms) for body: when it takes the body, the general path accepted it too
@@ -351,6 +350,9 @@ static void test_fast_path_takes_common_bodies(void **state)
 		 false},
 		{"{\"userId\":\"u\",\"event\":\"E\"", SEGMENT_TRACK, false},
 		{"[]", SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"context\":{\"traits\":{},"
+		 "\"traits\":\"x\"}}",
+		 SEGMENT_TRACK, false},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
