@@ -30,6 +30,8 @@
 #include "base/map.h"
 #include "base/mem.h"
 #include "ingest/inbox.h"
+#include "ingest/segment.h"
+
 #include "report/metrics.h"
 #include "report/report.h"
 
@@ -658,7 +660,9 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 	map_init(&e->dedup_batch);
 	store_set_dedup_window(s, e->cfg.dedup_window_ms);
 	drop_dedup_time(s);
-	e->tok = json_tokener_new();
+	/* Events are as deep as ingest lets them (up to SEGMENT_DEPTH_CAP; json-c's
+	 * default of 32 cuts one level short of ingest's default limit). */
+	e->tok = json_tokener_new_ex(SEGMENT_DEPTH_CAP * 2);
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	atomic_store(&e->applied_seq, engine_stored_applied_seq(s));

@@ -68,6 +68,19 @@ class IngestTest(unittest.TestCase):
             self.assertEqual(r.status, 200, (ns, v, r))
             self.assertEqual(r.json()["id"], p["id"])
 
+    def test_event_at_the_depth_limit_is_applied(self):
+        # 32 levels (the default max_depth) with the body as level 1: the
+        # engine must parse what ingest acknowledged.
+        s, u = self.srv, self.uid()
+        v = 1
+        for _ in range(31):
+            v = {"a": v}
+        self.assertEqual(s.post("/v1/track", {"userId": u, "event": "Deep", "properties": v}).status, 200)
+        p = s.wait_profile("user_id", u, lambda p: p["events"])
+        self.assertEqual(p["events"][0]["event"], "Deep")
+        v = {"a": v}
+        self.assertEqual(s.post("/v1/track", {"userId": u, "event": "Deeper", "properties": v}).status, 400)
+
     def test_alias_merges_two_profiles(self):
         s, u = self.srv, self.uid()
         anon = "anon-" + uuid.uuid4().hex
