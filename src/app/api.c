@@ -65,6 +65,16 @@ enum route {
 	ROUTE__COUNT
 };
 
+/* The single-event routes are the segment types, in order: handle_ingest
+ * casts one to the other. */
+_Static_assert(ROUTE_TRACK == (int)SEGMENT_TRACK &&
+		       ROUTE_IDENTIFY == (int)SEGMENT_IDENTIFY &&
+		       ROUTE_PAGE == (int)SEGMENT_PAGE &&
+		       ROUTE_SCREEN == (int)SEGMENT_SCREEN &&
+		       ROUTE_ALIAS == (int)SEGMENT_ALIAS &&
+		       ROUTE_GROUP == (int)SEGMENT_GROUP,
+	       "single-event routes follow enum segment_type");
+
 static const char *const route_names[ROUTE__COUNT] = {
 	"track",    "identify",	 "page",     "screen",	  "alias",
 	"group",    "batch",	 "profiles", "healthz",	  "metrics",

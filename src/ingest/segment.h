@@ -97,8 +97,8 @@ enum nerr segment_normalize_json(struct json_object *ev, int type, const char *p
  * The single-event endpoints' fast path: validates and normalizes the body of
  * one event of the given type in one pass over its text, without a json-c
  * tree. On NERR_OK *out (malloc'd, *out_len bytes, not NUL-terminated) is the
- * event to store: the members as received (but type, writeKey, receivedAt and
- * timestamp), then type, a generated messageId when there was none,
+ * event to store: type, the members as received (but type, writeKey,
+ * receivedAt and timestamp), then a generated messageId when there was none,
  * originalTimestamp, receivedAt and timestamp as segment_normalize() sets
  * them; it parses to what the general path stores. *ts_ms as there.
  * NERR_NOTFOUND: not taken (anything invalid or unusual: nulls, numbers as

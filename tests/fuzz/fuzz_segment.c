@@ -50,6 +50,31 @@ static void check_event(struct json_object *ev, const struct segment_limits *lim
 
 static struct json_object *copy_of(struct json_object *o);
 
+/* Top-level members of the JSON object text (json-c would fold repeats). */
+static size_t top_members(const char *p, size_t n)
+{
+	size_t count = 0;
+	int depth = 0, in_str = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (in_str) {
+			if (p[i] == '\\')
+				i++;
+			else if (p[i] == '"')
+				in_str = 0;
+		} else if (p[i] == '"') {
+			in_str = 1;
+		} else if (p[i] == '{' || p[i] == '[') {
+			depth++;
+		} else if (p[i] == '}' || p[i] == ']') {
+			depth--;
+		} else if (p[i] == ':' && depth == 1) {
+			count++;
+		}
+	}
+	return count;
+}
+
 /*
  * segment_fast_event() on the raw bytes: when it takes them, the general path
  * must have accepted the body (rc) and stored an equal event (ev), but for a
@@ -77,6 +102,8 @@ static void check_fast(const uint8_t *data, size_t size, int type, enum nerr rc,
 	fev = json_tokener_parse_ex(tok, out, (int)len);
 	json_tokener_free(tok);
 	must(fev != NULL, "fast output parses");
+	must(top_members(out, len) == (size_t)json_object_object_length(fev),
+	     "no repeated top-level key");
 	copy = copy_of(ev);
 	if (!json_object_object_get_ex(body, "messageId", &mid) ||
 	    !json_object_is_type(mid, json_type_string) ||

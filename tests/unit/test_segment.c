@@ -336,7 +336,10 @@ static void test_fast_path_takes_common_bodies(void **state)
 		{"{\"userId\":\"u\",\"userId\":\"v\",\"event\":\"E\"}", SEGMENT_TRACK,
 		 false},
 		{"{\"userId\":42,\"event\":\"E\"}", SEGMENT_TRACK, false},
-		{"{\"userId\":\"u\",\"ev\\u0065nt\":\"E\"}", SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"time\\u0073tamp\":\"x\"}",
+		 SEGMENT_TRACK, false},
+		{"{\"userId\":\"u\",\"event\":\"E\",\"user\\u0049d\":\"v\"}",
+		 SEGMENT_TRACK, false},
 		{"{\"userId\":\"u\\u0031\",\"event\":\"E\"}", SEGMENT_TRACK, false},
 		{"{\"userId\":\"u\",\"event\":\"E\",\"context\":{\"externalIds\":"
 		 "[{\"id\":\"x\",\"type\":\"t\"}]}}",
