@@ -89,6 +89,12 @@ class GovernanceTest(unittest.TestCase):
         self.assertEqual(self.srv.post("/v1/identify", body).status, 200)
         return u, traits
 
+    def messages(self, u):
+        # Polled right after the ingest answers: until the engine has applied
+        # the person's identify, the profile is not there yet (404).
+        r = self.srv.request("GET", "/v1/profiles/user_id/%s/messages" % u, auth="admin")
+        return r.json()["messages"] if r.status == 200 else []
+
     def track(self, u, event):
         self.assertEqual(self.srv.post("/v1/track", {"userId": u, "event": event}).status, 200)
 
@@ -261,9 +267,7 @@ class GovernanceTest(unittest.TestCase):
     def test_sms_receipts_and_invalid_push_tokens_are_applied(self):
         u, t = self.person(phone=True, consent={"sms": "granted"})
         self.track(u, "Sms Offer")
-        env = self.sink.wait(lambda s: [e for e in self.srv.request("GET", "/v1/profiles/user_id/%s/messages" % u,
-                                                                      auth="admin").json()["messages"]
-                                         if e.get("provider_id")])[0]
+        env = self.sink.wait(lambda s: [e for e in self.messages(u) if e.get("provider_id")])[0]
         form = "MessageSid=%s&MessageStatus=delivered&To=%s" % (env["provider_id"], t["phone"].replace("+", "%2B"))
         r = self.srv.request("POST", "/v1/feedback/sms", form,
                              headers={"Content-Type": "application/x-www-form-urlencoded"}, auth="admin")
