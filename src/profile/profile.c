@@ -547,18 +547,15 @@ static void hist_insert(struct prof *p, struct hent e)
 {
 	size_t i = p->nhist;
 
-	for (size_t j = p->nhist; j-- > 0 && hent_cmp(&p->hist[j], &e) >= 0;)
-		if (hent_cmp(&p->hist[j], &e) == 0)
-			return;
-
+	while (i > 0 && hent_cmp(&p->hist[i - 1], &e) > 0)
+		i--;
+	if (i > 0 && hent_cmp(&p->hist[i - 1], &e) == 0)
+		return;
 	if (p->nhist == p->hcap) {
 		p->hcap = p->hcap ? 2 * p->hcap : 16;
 		p->hist = xrealloc(p->hist, p->hcap * sizeof(*p->hist));
 	}
-	while (i > 0 && hent_cmp(&p->hist[i - 1], &e) > 0) {
-		p->hist[i] = p->hist[i - 1];
-		i--;
-	}
+	memmove(p->hist + i + 1, p->hist + i, (p->nhist - i) * sizeof(*p->hist));
 	p->hist[i] = e;
 	p->nhist++;
 }

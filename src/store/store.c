@@ -282,46 +282,40 @@ static rocksdb_t *open_read_only(struct store *s, const char *dir,
 {
 	size_t nhave = 0, n = 0;
 	char **have = rocksdb_list_column_families(s->opts, dir, &nhave, err);
+	bool present[STORE_CF__COUNT] = {[STORE_CF_DEFAULT] = true};
 	const char *names[STORE_CF__COUNT];
 	const rocksdb_options_t *opts[STORE_CF__COUNT];
 	rocksdb_column_family_handle_t *h[STORE_CF__COUNT];
-	int idx[STORE_CF__COUNT];
 	rocksdb_t *db;
 
 	if (*err)
 		return NULL;
-	for (size_t j = 0; j < nhave && !n; j++)
-		n = strcmp(have[j], cf_names[STORE_CF_META]) == 0;
-	if (!n) { /* every nudge directory has had it from the start */
-		rocksdb_list_column_families_destroy(have, nhave);
+	for (size_t j = 0; j < nhave; j++)
+		for (int i = 0; i < STORE_CF__COUNT; i++)
+			present[i] |= strcmp(have[j], cf_names[i]) == 0;
+	rocksdb_list_column_families_destroy(have, nhave);
+	if (!present[STORE_CF_META]) { /* every nudge directory has had it */
 		*err = strdup("not a nudge data directory (no meta family)");
 		return NULL;
 	}
-	n = 0;
 	for (int i = 0; i < STORE_CF__COUNT; i++) {
-		bool found = i == STORE_CF_DEFAULT;
-
-		for (size_t j = 0; !found && j < nhave; j++)
-			found = strcmp(have[j], cf_names[i]) == 0;
-		if (!found)
-			continue;
-		names[n] = cf_names[i];
-		opts[n] = cf_opts[i];
-		idx[n++] = i;
+		if (present[i]) {
+			names[n] = cf_names[i];
+			opts[n++] = cf_opts[i];
+		}
 	}
-	rocksdb_list_column_families_destroy(have, nhave);
 	db = rocksdb_open_for_read_only_column_families(s->opts, dir, (int)n, names, opts,
 							h, 0, err);
 	if (!db)
 		return NULL;
-	for (size_t j = 0; j < n; j++)
-		s->cf[idx[j]] = h[j];
+	n = 0;
 	for (int i = 0; i < STORE_CF__COUNT; i++) {
-		if (!s->cf[i]) {
-			s->cf[i] = s->cf[STORE_CF_DEFAULT];
-			s->cf_alias[i] = true;
-		}
+		s->cf_alias[i] = !present[i];
+		s->cf[i] = present[i] ? h[n++] : NULL;
 	}
+	for (int i = 0; i < STORE_CF__COUNT; i++)
+		if (s->cf_alias[i])
+			s->cf[i] = s->cf[STORE_CF_DEFAULT];
 	return db;
 }
 
