@@ -70,6 +70,9 @@ struct engine {
 	engine_applied_fn on_applied;
 	void *ud;
 	struct json_tokener *tok; /* engine thread: parses event records */
+	const char **view_keep;	  /* members of an event the engine reads */
+	char *view;		  /* engine thread: an event's view */
+	size_t view_cap;
 };
 
 static struct metric m_applied = {
@@ -167,19 +170,53 @@ static void dedup_batch_reset(struct engine *e)
 	}
 }
 
+/* Parses an event record (or its view) to a JSON object, or NULL. */
+static struct json_object *parse_event(struct engine *e, const char *text, size_t len)
+{
+	struct json_object *o;
+
+	json_tokener_reset(e->tok);
+	o = json_tokener_parse_ex(e->tok, text, (int)len);
+	if (o && !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		o = NULL;
+	}
+	return o;
+}
+
+/*
+ * Most events interest only the profile: no audience is defined and no
+ * journey enters on, waits for or exits on their name. For those the engine
+ * parses a view of the record with the members the profile, dedup and the
+ * journeys' name check read (segment_event_view), not the properties and
+ * context an SDK sends: json-c's tree of a whole event was a fifth of the
+ * engine's time. The whole record is parsed when a module wants it, and
+ * when the view cannot be cut or parsed (the whole record then decides).
+ */
 static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq,
 			const char *payload, size_t len, int64_t now_ms)
 {
 	struct store_batch *b = jb->b;
-	struct json_object *ev, *v;
+	struct json_object *ev = NULL, *v, *whole = NULL;
 	struct profile_result res = {0};
 	struct nerr_msg msg = {"", ""};
 	int64_t ts_ms = now_ms;
+	size_t vlen = 0;
 	enum nerr rc;
 
-	json_tokener_reset(e->tok);
-	ev = json_tokener_parse_ex(e->tok, payload, (int)len);
-	if (!ev || !json_object_is_type(ev, json_type_object)) {
+	if (!aud_wants_event(e->aud, 0)) {
+		if (e->view_cap < len) {
+			e->view_cap = len;
+			e->view = xrealloc(e->view, e->view_cap);
+		}
+		vlen = segment_event_view(payload, len, e->view_keep,
+					  profile_context_members, e->view);
+		if (vlen)
+			ev = parse_event(e, e->view, vlen);
+	}
+	if (!ev)
+		ev = whole = parse_event(e, payload, len);
+	if (!ev) {
 		log_error("engine", "msg=\"corrupt event record\" seq=%llu",
 			  (unsigned long long)seq);
 		metrics_add(&m_err, 1);
@@ -214,8 +251,15 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 		journey_rt_on_merge(e->rt, jb, res.merged_ids, res.merged,
 				    res.profile_id);
 	}
-	aud_on_event(e->aud, jb, res.profile_id, ev, ts_ms);
-	journey_rt_on_event(e->rt, jb, res.profile_id, ev);
+	if (aud_wants_event(e->aud, res.profile_id) ||
+	    journey_rt_wants_event(e->rt, ev)) {
+		if (!whole)
+			whole = parse_event(e, payload, len);
+		if (whole) {
+			aud_on_event(e->aud, jb, res.profile_id, whole, ts_ms);
+			journey_rt_on_event(e->rt, jb, res.profile_id, whole);
+		}
+	}
 	metrics_add(&m_applied, 1);
 	if (res.created) {
 		metrics_add(&m_profiles, 1);
@@ -225,7 +269,9 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 	metrics_add(&m_merges, res.merged);
 	metrics_add(&m_idrej, res.identities_rejected);
 out:
-	json_object_put(ev);
+	if (ev != whole)
+		json_object_put(ev);
+	json_object_put(whole);
 }
 
 /* Keeps an answer for the request that submitted record seq (loop thread takes it). */
@@ -663,6 +709,17 @@ enum nerr engine_start(struct store *s, const struct engine_config *cfg, uv_loop
 	/* Events are as deep as ingest lets them (up to SEGMENT_DEPTH_CAP; json-c's
 	 * default of 32 cuts one level short of ingest's default limit). */
 	e->tok = json_tokener_new_ex(SEGMENT_DEPTH_CAP * 2);
+	{
+		static const char *const engine_reads[] = {"messageId", "timestamp",
+							   "event"};
+		size_t n = 0, ne = sizeof(engine_reads) / sizeof(engine_reads[0]);
+
+		while (profile_event_members[n])
+			n++;
+		e->view_keep = xcalloc(n + ne + 1, sizeof(*e->view_keep));
+		memcpy(e->view_keep, profile_event_members, n * sizeof(*e->view_keep));
+		memcpy(e->view_keep + n, engine_reads, sizeof(engine_reads));
+	}
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	atomic_store(&e->applied_seq, engine_stored_applied_seq(s));
@@ -730,6 +787,8 @@ void engine_free(struct engine *e)
 	report_free(e->report);
 	map_fini(&e->dedup_batch);
 	json_tokener_free(e->tok);
+	free(e->view_keep);
+	free(e->view);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	free(e);

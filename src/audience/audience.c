@@ -1303,13 +1303,18 @@ static bool carries_traits(struct json_object *ev)
 	       json_object_object_get_ex(ctx, "traits", &v);
 }
 
+bool aud_wants_event(const struct aud *a, uint64_t pid)
+{
+	return a->naud || a->ncomp || a->nindexed || (pid && a->reindex_pid == pid);
+}
+
 void aud_on_event(struct aud *a, struct journey_batch *jb, uint64_t pid,
 		  struct json_object *event, int64_t ev_ms)
 {
 	struct round r;
 	bool merged = a->reindex_pid == pid;
 
-	if (!a->naud && !a->ncomp && !a->nindexed && !merged)
+	if (!aud_wants_event(a, pid))
 		return;
 	round_init(&r, a, jb, pid, event);
 	if (a->ncomp)

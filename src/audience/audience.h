@@ -78,6 +78,10 @@ void aud_set_runtime(struct aud *a, struct journey_rt *rt);
 struct journey_rt_config;
 void aud_hooks(struct aud *a, struct journey_rt_config *cfg);
 
+/* False when aud_on_event(a, .., pid, ..) would do nothing: no audience,
+ * computed attribute or trait index, and no merge into pid to re-index. With
+ * pid 0, before the event's profile is known: the first three alone. */
+bool aud_wants_event(const struct aud *a, uint64_t pid);
 /*
  * An event was applied to profile pid (after profile_apply_event and any merge,
  * before the journeys see it): updates computed attributes, the trait index

@@ -1015,13 +1015,22 @@ static const char *fast_ws(const char *p, const char *end)
 	return p;
 }
 
-/* p at an opening quote: returns the byte after the closing one. */
+/* p at an opening quote: returns the byte after the closing one (a quote
+ * after an odd run of backslashes is escaped). */
 static const char *fast_string_end(const char *p, const char *end)
 {
-	for (p++; p < end && *p != '"'; p++)
-		if (*p == '\\')
-			p++;
-	return p + 1;
+	for (p++; p < end;) {
+		const char *q = memchr(p, '"', (size_t)(end - p)), *b;
+
+		if (!q)
+			return end; /* unterminated: not in validated text */
+		for (b = q; b > p && b[-1] == '\\'; b--)
+			;
+		if ((q - b) % 2 == 0)
+			return q + 1;
+		p = q + 1;
+	}
+	return end;
 }
 
 /* p at a value: returns the byte after it. */
@@ -1032,7 +1041,8 @@ static const char *fast_value_end(const char *p, const char *end)
 	if (*p == '"')
 		return fast_string_end(p, end);
 	if (*p != '{' && *p != '[') {
-		while (p < end && !strchr(",}] \t\n\r", *p))
+		while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' &&
+		       *p != '\t' && *p != '\n' && *p != '\r')
 			p++;
 		return p;
 	}
@@ -1256,6 +1266,58 @@ static char *put_field(char *o, const char *name, const char *p, size_t n)
 	o = put_bytes(o, "\":\"", 3);
 	o = put_bytes(o, p, n);
 	return put_bytes(o, "\"", 1);
+}
+
+static bool named(const struct member *m, const char *const *names)
+{
+	for (; *names; names++)
+		if (m->key.n && m->key.p[0] == (*names)[0] && key_is(m, *names))
+			return true;
+	return false;
+}
+
+/* Copies to o the object at p..end with only the members named in keep;
+ * returns the byte after what it wrote, or NULL if the object cannot be cut
+ * without parsing (see fast_members). Member text is copied as it was. */
+static char *view_object(const char *p, const char *end, const char *const *keep,
+			 const char *const *keep_context, char *o)
+{
+	struct member m[FAST_MEMBERS_MAX];
+	size_t n;
+	bool first = true;
+
+	p = fast_ws(p, end);
+	if (p >= end || *p != '{' || !fast_members(p, end, m, &n))
+		return NULL;
+	*o++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (!named(&m[i], keep))
+			continue;
+		if (!first)
+			*o++ = ',';
+		first = false;
+		if (keep_context && key_is(&m[i], "context") && m[i].val.n &&
+		    m[i].val.p[0] == '{') {
+			o = put_bytes(o, m[i].start, (size_t)(m[i].val.p - m[i].start));
+			o = view_object(m[i].val.p, m[i].val.p + m[i].val.n, keep_context,
+					NULL, o);
+			if (!o)
+				return NULL;
+		} else {
+			o = put_bytes(o, m[i].start,
+				      (size_t)(m[i].val.p + m[i].val.n - m[i].start));
+		}
+	}
+	*o++ = '}';
+	return o;
+}
+
+size_t segment_event_view(const char *rec, size_t len, const char *const *keep,
+			  const char *const *keep_context, char *out)
+{
+	char *o = view_object(rec, rec + len, keep, keep_context, out);
+
+	return o ? (size_t)(o - out) : 0;
 }
 
 enum nerr segment_fast_event(const char *body, size_t len, enum segment_type type,

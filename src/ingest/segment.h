@@ -110,6 +110,20 @@ enum nerr segment_fast_event(const char *body, size_t len, enum segment_type typ
 			     int64_t now_ms, const struct segment_limits *lim, char **out,
 			     size_t *out_len, int64_t *ts_ms);
 
+/*
+ * A view of a stored event for a reader that needs only some of its members:
+ * writes to out (at least len bytes) the event record rec (a JSON object as
+ * nudge stored it, so valid and without repeated keys) holding only the
+ * top-level members named in keep (NULL-terminated) and, if "context" is one
+ * of them and keep_context is not NULL, only its members named there. Members
+ * are copied as they are. Returns the view's length, or 0 if the record cannot
+ * be cut without parsing (not an object, an escaped key, over 64 members):
+ * the caller then reads all of it. The engine uses it so that it does not
+ * build a json-c tree of properties and context nobody reads.
+ */
+size_t segment_event_view(const char *rec, size_t len, const char *const *keep,
+			  const char *const *keep_context, char *out);
+
 /* Returns the body's non-empty string "writeKey" (borrowed from body), or NULL. */
 const char *segment_body_write_key(struct json_object *body);
 

@@ -2338,14 +2338,23 @@ static void check_waits(struct journey_rt *rt, struct journey_batch *jb, struct 
 	buf_fini(&prefix);
 }
 
+bool journey_rt_wants_event(const struct journey_rt *rt, struct json_object *event)
+{
+	const char *type = jstr(event, "type"), *name = jstr(event, "event");
+
+	return type && strcmp(type, "track") == 0 && name &&
+	       (map_get(&rt->waiting, name) || map_get(&rt->waits_for, name) ||
+		map_get(&rt->entry, name));
+}
+
 void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
 			 struct json_object *event)
 {
-	const char *type = jstr(event, "type"), *name = jstr(event, "event");
+	const char *name = jstr(event, "event");
 	struct evctx ec;
 	struct jlist *l;
 
-	if (!type || strcmp(type, "track") != 0 || !name)
+	if (!journey_rt_wants_event(rt, event))
 		return;
 	evctx_init(&ec, rt, jb, pid, event);
 	if (map_get(&rt->waiting, name)) {

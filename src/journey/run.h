@@ -117,6 +117,9 @@ void journey_rt_free(struct journey_rt *rt);
 int64_t journey_rt_now(const struct journey_rt *rt);
 int64_t journey_rt_clock_offset(const struct journey_rt *rt);
 
+/* False when journey_rt_on_event would do nothing with event: it reads only
+ * its "type" and "event" (no journey enters on, waits for or exits on it). */
+bool journey_rt_wants_event(const struct journey_rt *rt, struct json_object *event);
 /* An event was applied to profile pid (after the profile update). */
 void journey_rt_on_event(struct journey_rt *rt, struct journey_batch *jb, uint64_t pid,
 			 struct json_object *event);

@@ -87,6 +87,14 @@
 
 static const char next_id_key[] = "profile.next_id";
 
+/* What profile_apply_event_text reads of an event; keep in step with
+ * collect_identities, event_traits, has_content and apply_content (test_profile
+ * applies events both whole and as views and compares the profiles). */
+const char *const profile_event_members[] = {
+	"type", "userId", "anonymousId", "previousId", "traits", "context", NULL};
+const char *const profile_context_members[] = {"traits", "externalIds", "timezone",
+					       "device", NULL};
+
 void profile_config_default(struct profile_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));

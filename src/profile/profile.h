@@ -75,10 +75,15 @@ enum nerr profile_apply_event(struct store_batch *b, const struct profile_config
 			      int64_t now_ms, struct profile_result *res,
 			      struct nerr_msg *msg);
 /*
- * The same, for a caller that holds the event's JSON text (text_len bytes, the
- * text event was parsed from): the history record stores that text instead of
- * printing the event again. The engine has it from the inbox record.
+ * The same, for a caller that holds the event's JSON text (text_len bytes):
+ * the history record stores that text instead of printing the event again.
+ * The engine has it from the inbox record. event may then be a view of the
+ * text holding only the top-level members profile_event_members names and,
+ * of "context", those profile_context_members names (segment_event_view):
+ * they are all this function reads.
  */
+extern const char *const profile_event_members[];
+extern const char *const profile_context_members[];
 enum nerr profile_apply_event_text(struct store_batch *b,
 				   const struct profile_config *cfg,
 				   struct json_object *event, const char *text,

@@ -19,6 +19,7 @@
 
 #include "base/clock.h"
 #include "ingest/segment.h"
+#include "profile/profile.h"
 
 /* 2026-01-02T03:04:05.678Z */
 #define NOW_MS 1767323045678LL
@@ -77,8 +78,9 @@ static bool has(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, NULL);
 }
 
-/* Bodies segment_fast_event() took, over the whole run. */
-static unsigned fast_taken;
+/* Bodies segment_fast_event() took, over the whole run; events whose view
+ * norm() checked. */
+static unsigned fast_taken, views_checked;
 
 /* Top-level members of the JSON object text (json-c would fold repeats). */
 static size_t top_members(const char *p, size_t n)
@@ -104,6 +106,84 @@ static size_t top_members(const char *p, size_t n)
 		}
 	}
 	return count;
+}
+
+/*
+ * Checks segment_event_view() on text, a JSON object whose parse is full:
+ * when it cuts a view, the view parses to full's members named in
+ * profile_event_members (of "context", if an object, only those
+ * profile_context_members names), equal, and to nothing else.
+ */
+static int view_matches(const char *text, size_t len, struct json_object *full)
+{
+	const char *const *keep = profile_event_members, *const *keep_ctx =
+								 profile_context_members;
+	char *out = malloc(len ? len : 1);
+	size_t n = segment_event_view(text, len, keep, keep_ctx, out);
+	struct json_tokener *tok;
+	struct json_object *view, *fctx = NULL;
+	int ok = 1;
+
+	if (n == 0 || n > len) {
+		free(out);
+		return n == 0;
+	}
+	tok = json_tokener_new_ex(SEGMENT_DEPTH_CAP * 2);
+	view = json_tokener_parse_ex(tok, out, (int)n);
+	json_tokener_free(tok);
+	free(out);
+	if (!view || !json_object_is_type(view, json_type_object)) {
+		json_object_put(view);
+		return 0;
+	}
+	json_object_object_get_ex(full, "context", &fctx);
+	for (const char *const *k = keep; *k; k++) {
+		struct json_object *fv = NULL, *vv = NULL;
+		int fin = json_object_object_get_ex(full, *k, &fv);
+		int vin = json_object_object_get_ex(view, *k, &vv);
+
+		if (fin != vin)
+			ok = 0;
+		else if (!fin)
+			continue;
+		else if (strcmp(*k, "context") == 0 &&
+			 json_object_is_type(fv, json_type_object)) {
+			if (!json_object_is_type(vv, json_type_object))
+				ok = 0;
+			json_object_object_foreach(vv, ck, cv)
+			{
+				struct json_object *x = NULL;
+				int named = 0;
+
+				for (const char *const *c = keep_ctx; *c; c++)
+					named |= strcmp(*c, ck) == 0;
+				if (!named || !json_object_object_get_ex(fv, ck, &x) ||
+				    !json_object_equal(x, cv))
+					ok = 0;
+			}
+			for (const char *const *c = keep_ctx; *c; c++) {
+				struct json_object *x = NULL;
+
+				if (json_object_object_get_ex(fv, *c, &x) &&
+				    !json_object_object_get_ex(vv, *c, NULL))
+					ok = 0;
+			}
+		} else if (!json_object_equal(fv, vv)) {
+			ok = 0;
+		}
+	}
+	json_object_object_foreach(view, vk, vval)
+	{
+		int named = 0;
+
+		(void)vval;
+		for (const char *const *k = keep; *k; k++)
+			named |= strcmp(*k, vk) == 0;
+		if (!named)
+			ok = 0;
+	}
+	json_object_put(view);
+	return ok;
 }
 
 /*
@@ -141,6 +221,7 @@ static bool fast_agrees(const char *body, int type, enum nerr rc, struct json_ob
 	json_tokener_free(tok);
 	assert_non_null(fev);
 	assert_int_equal(top_members(out, out_len), json_object_object_length(fev));
+	assert_true(view_matches(out, out_len, fev));
 	assert_int_equal(json_object_deep_copy(ev, &copy, NULL), 0);
 	if (generated) {
 		assert_non_null(get_str(fev, "messageId"));
@@ -171,6 +252,14 @@ static enum nerr norm(const char *body, int type, const char *path,
 	rc = segment_normalize(*out, type, path, NOW_MS, &lim, &ts, msg);
 	if (type >= 0 && !path[0])
 		fast_agrees(body, type, rc, *out, ts);
+	if (rc == NERR_OK) {
+		size_t sl;
+		const char *st = json_object_to_json_string_length(
+			*out, JSON_C_TO_STRING_PLAIN, &sl);
+
+		assert_true(view_matches(st, sl, *out));
+		views_checked++;
+	}
 	if (ts_ms)
 		*ts_ms = ts;
 	return rc;
@@ -375,6 +464,70 @@ static void test_fast_path_takes_common_bodies(void **state)
 		json_object_put(ev);
 	}
 	assert_true(fast_taken >= 9);
+}
+
+static size_t view_of(const char *rec, char *out)
+{
+	size_t n = segment_event_view(rec, strlen(rec), profile_event_members,
+				      profile_context_members, out);
+
+	out[n] = 0;
+	return n;
+}
+
+/* As stored from analytics.js: the engine's view keeps what the profile
+ * reads, members as they were (escapes, spacing, numbers), and of context
+ * only its traits, externalIds, timezone and device. */
+static void test_event_view_keeps_what_the_profile_reads(void **state)
+{
+	static const char rec[] =
+		"{\"type\":\"identify\", \"userId\" : \"u\\\"1\\\\\","
+		"\"properties\":{\"type\":\"x\",\"context\":{}},\"traits\":{\"a\":1.50,"
+		"\"b\":[1,{\"c\":\"}\"}]},\"context\":{\"library\":{\"name\":"
+		"\"analytics.js\"},\"ip\":\"1.2.3.4\",\"traits\":{\"email\":\"a@b.c\"},"
+		"\"page\":{\"url\":\"https://x/?q=\\\"}\"},\"timezone\":\"Europe/Paris\","
+		"\"device\":{\"token\":\"t\"}},\"messageId\":\"m\",\"anonymousId\":null}";
+	char out[sizeof(rec)];
+	struct json_object *whole;
+
+	(void)state;
+	assert_true(view_of(rec, out) > 0);
+	assert_string_equal(
+		out, "{\"type\":\"identify\",\"userId\" : \"u\\\"1\\\\\",\"traits\":"
+		     "{\"a\":1.50,\"b\":[1,{\"c\":\"}\"}]},\"context\":{\"traits\":"
+		     "{\"email\":\"a@b.c\"},\"timezone\":\"Europe/Paris\",\"device\":"
+		     "{\"token\":\"t\"}},\"anonymousId\":null}");
+	whole = parse_ok(rec);
+	assert_true(view_matches(rec, strlen(rec), whole));
+	json_object_put(whole);
+	/* A context that is not an object is kept as it is. */
+	assert_true(view_of("{\"context\":null,\"event\":\"e\"}", out) > 0);
+	assert_string_equal(out, "{\"context\":null}");
+	assert_true(view_of("{ }", out) > 0);
+	assert_string_equal(out, "{}");
+}
+
+/* What cannot be cut without parsing is left to the caller's whole parse. */
+static void test_event_view_declines_what_needs_parsing(void **state)
+{
+	char out[2048], big[2048];
+	size_t n = 0;
+
+	(void)state;
+	/* An escaped key may unescape to a kept name. */
+	assert_int_equal(view_of("{\"\\u0074ype\":\"track\"}", out), 0);
+	assert_int_equal(view_of("{\"context\":{\"\\u0074raits\":{}}}", out), 0);
+	assert_int_equal(view_of("[1]", out), 0);
+	/* Over 64 members. */
+	n += (size_t)sprintf(big + n, "{");
+	for (int i = 0; i < 65; i++)
+		n += (size_t)sprintf(big + n, "%s\"k%d\":%d", i ? "," : "", i, i);
+	sprintf(big + n, "}");
+	assert_int_equal(view_of(big, out), 0);
+	big[n - 9] = '}'; /* without ,"k64":64 */
+	big[n - 8] = 0;
+	assert_true(view_of(big, out) > 0);
+	assert_string_equal(out, "{}");
 }
 
 /* As sent by @segment/analytics-node: Basic auth, no body write key,
@@ -1325,6 +1478,10 @@ int main(void)
 		cmocka_unit_test_setup(
 			test_long_error_paths_are_cut_on_a_character_boundary, setup),
 		cmocka_unit_test_setup(test_top_level_must_be_an_object, setup),
+		cmocka_unit_test_setup(test_event_view_keeps_what_the_profile_reads,
+				       setup),
+		cmocka_unit_test_setup(test_event_view_declines_what_needs_parsing,
+				       setup),
 		cmocka_unit_test_setup(test_duplicate_keys_last_one_wins, setup),
 		cmocka_unit_test_setup(test_user_or_anonymous_id_is_required, setup),
 		cmocka_unit_test_setup(test_empty_ids_do_not_count_and_are_removed,
