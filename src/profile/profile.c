@@ -49,12 +49,23 @@
  *     clock. Legacy records (before 2026-11-27) also hold "updated_ms" and
  *     "history":[[<event ms>,<seq>], ...] and have no history index; they load
  *     as before and their next event moves both into a history index.
- *   history    u64 BE id -> 'H', i64 BE updated_ms (the engine's clock at the
- *              last event), then per kept event i64 BE event ms and u64 BE
- *              inbox seq, strictly ascending: the keys of its events records.
+ *   history    u64 BE id -> 'E', i64 BE updated_ms (the engine's clock at the
+ *              last event), then per kept event i64 BE event ms (negative
+ *              clamped to 0) and u64 BE inbox seq, strictly ascending: its
+ *              history. Before 2026-11-28 the magic was 'H' (see events).
  *   identities "ns:value" (bytes, no NUL) -> u64 BE profile id.
- *   events     u64 BE profile id, u64 BE event ms (negative clamped to 0),
- *              u64 BE inbox seq -> the event JSON as received.
+ *   events     u64 BE inbox seq, u64 BE profile id -> the event JSON as
+ *              received, for a profile with an 'E' index. The engine applies
+ *              events in inbox order, so its inserts ascend (RocksDB reuses
+ *              the memtable position; a third of the engine's time was spent
+ *              finding it). Profiles with an 'H' index, or legacy records
+ *              holding their history, key theirs by u64 BE profile id, u64 BE
+ *              event ms, u64 BE inbox seq (24 bytes): every reader and deleter
+ *              uses the profile's form (struct prof old_keys); the first event
+ *              applied to such a profile moves its records to the new keys in
+ *              the same batch (prof_migrate), a merge moves a merged-away
+ *              profile's records from its form to the survivor's new keys.
+ *              profile_history_event, given no form, tries the new key first.
  * Threading: only the engine thread writes; readers use committed state.
  * References: Segment spec (identify, alias, externalIds); ITU-T E.164.
  */
