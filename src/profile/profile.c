@@ -2077,10 +2077,18 @@ static void check_profile(struct store *s, struct prof *p, uint64_t next_id,
 /*
  * The history indexes the events pass reads, by profile id: under new keys a
  * profile's records are not adjacent, so the last-profile cache would miss;
- * the head is not read (a damaged one is reported by the profiles pass).
+ * the head is not parsed (a damaged one is reported by the profiles pass).
+ * Direct-mapped, one slot per profile up to 2^16 of them (at 100 kept events
+ * about 100 MB at worst): a miss costs two point reads, and a store of 10000
+ * active profiles took 1.7 times as long to check with 4096 slots.
  */
-#define HCACHE_BITS  12
-#define HCACHE_SLOTS (1u << HCACHE_BITS)
+#define HCACHE_MIN_BITS 12
+#define HCACHE_MAX_BITS 16
+
+struct hcache {
+	unsigned bits;
+	struct hcache_slot *slot;
+};
 
 struct hcache_slot {
 	uint64_t id;
@@ -2091,10 +2099,19 @@ struct hcache_slot {
 	size_t nhist;
 };
 
-static struct hcache_slot *hcache_get(struct store *s, struct hcache_slot *hc,
-				      uint64_t pid)
+/* A cache with about one slot per profile (nprofiles), within the bounds. */
+static void hcache_init(struct hcache *hc, uint64_t nprofiles)
 {
-	struct hcache_slot *e = &hc[(pid * 0x9E3779B97F4A7C15ULL) >> (64 - HCACHE_BITS)];
+	hc->bits = HCACHE_MIN_BITS;
+	while (hc->bits < HCACHE_MAX_BITS && (1ULL << hc->bits) < nprofiles)
+		hc->bits++;
+	hc->slot = xcalloc((size_t)1 << hc->bits, sizeof(*hc->slot));
+}
+
+static struct hcache_slot *hcache_get(struct store *s, struct hcache *hc, uint64_t pid)
+{
+	struct hcache_slot *e =
+		&hc->slot[(pid * 0x9E3779B97F4A7C15ULL) >> (64 - hc->bits)];
 	struct prof p;
 
 	if (e->valid && e->id == pid)
@@ -2125,17 +2142,17 @@ static bool hcache_lists(const struct hcache_slot *e, int64_t t, uint64_t seq)
 	return false;
 }
 
-static void hcache_fini(struct hcache_slot *hc)
+static void hcache_fini(struct hcache *hc)
 {
-	for (size_t i = 0; i < HCACHE_SLOTS; i++)
-		free(hc[i].hist);
-	free(hc);
+	for (size_t i = 0; i < (size_t)1 << hc->bits; i++)
+		free(hc->slot[i].hist);
+	free(hc->slot);
 }
 
 enum nerr profile_check(struct store *s, struct buf *problems, uint64_t *profiles_seen)
 {
 	struct check_cache cache = {0};
-	struct hcache_slot *hc;
+	struct hcache hc;
 	struct store_iter *it;
 	unsigned nproblems = 0;
 	uint64_t next_id = 0;
@@ -2227,7 +2244,7 @@ enum nerr profile_check(struct store *s, struct buf *problems, uint64_t *profile
 	}
 	store_iter_free(it);
 
-	hc = xcalloc(HCACHE_SLOTS, sizeof(*hc));
+	hcache_init(&hc, *profiles_seen);
 	it = store_iter_new(s, NULL, STORE_CF_EVENTS);
 	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) {
 		size_t klen = 0;
@@ -2258,7 +2275,7 @@ enum nerr profile_check(struct store *s, struct buf *problems, uint64_t *profile
 				 "event (seq %" PRIu64 ", profile %" PRIu64 ")", seq,
 				 pid);
 		}
-		e = hcache_get(s, hc, pid);
+		e = hcache_get(s, &hc, pid);
 		if (e->rc == NERR_NOTFOUND) {
 			buf_printf(problems, "%s: profile does not exist\n", what);
 			nproblems++;
@@ -2273,7 +2290,7 @@ enum nerr profile_check(struct store *s, struct buf *problems, uint64_t *profile
 		}
 	}
 	store_iter_free(it);
-	hcache_fini(hc);
+	hcache_fini(&hc);
 	cache_fini(&cache);
 	return nproblems ? NERR_CORRUPT : NERR_OK;
 }
