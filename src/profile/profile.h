@@ -125,7 +125,8 @@ struct profile_hkey {
  * records (one profile read). *out (caller frees) holds *n keys. */
 enum nerr profile_history_keys(struct store *s, struct store_batch *b,
 			       uint64_t profile_id, struct profile_hkey **out, size_t *n);
-/* One history record, the event as received (caller puts *out). NERR_NOTFOUND. */
+/* One history record, the event as received (caller puts *out), whichever key
+ * form the profile's records have (the new one is tried first). NERR_NOTFOUND. */
 enum nerr profile_history_event(struct store *s, struct store_batch *b,
 				uint64_t profile_id, const struct profile_hkey *key,
 				struct json_object **out);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +165,44 @@ static size_t count_cf(struct fx *f, enum store_cf cf)
 		n++;
 	store_iter_free(it);
 	return n;
+}
+
+/* Event records whose key is len bytes long. */
+static size_t keys_of_len(struct fx *f, size_t len)
+{
+	struct store_iter *it = store_iter_new(f->s, NULL, STORE_CF_EVENTS);
+	size_t n = 0, klen = 0;
+
+	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) {
+		store_iter_key(it, &klen);
+		n += klen == len;
+	}
+	store_iter_free(it);
+	return n;
+}
+
+/* The event record of profile pid under the new key (seq, pid) or, with
+ * old, under (pid, t, seq); its text (caller frees) or NULL. */
+static char *event_at(struct fx *f, bool old, uint64_t pid, int64_t t, uint64_t seq)
+{
+	unsigned char k[24];
+	char *v = NULL;
+	size_t len = 0;
+	enum nerr rc;
+
+	if (old) {
+		store_put_u64(k, pid);
+		store_put_u64(k + 8, (uint64_t)t);
+		store_put_u64(k + 16, seq);
+	} else {
+		store_put_u64(k, seq);
+		store_put_u64(k + 8, pid);
+	}
+	rc = store_get(f->s, STORE_CF_EVENTS, k, old ? 24 : 16, &v, &len);
+	if (rc == NERR_NOTFOUND)
+		return NULL;
+	assert_int_equal(rc, NERR_OK);
+	return v;
 }
 
 static void test_track_then_identify_builds_profile(void **state)
@@ -808,8 +847,9 @@ static void test_erase_removes_everything(void **state)
 		store_iter_seek_first(it);
 		assert_true(store_iter_valid(it));
 		k = store_iter_key(it, &klen);
-		assert_int_equal(klen, 24);
-		assert_int_equal(store_get_u64(k), pid);
+		assert_int_equal(klen, 16);
+		assert_int_equal(store_get_u64(k), 4); /* G's seq */
+		assert_int_equal(store_get_u64(k + 8), pid);
 		store_iter_free(it);
 	}
 }
@@ -991,10 +1031,9 @@ static void test_check_finds_corruption(void **state)
 			"{\"v\":1,\"id\":557,\"identities\":[]}", 32);
 	/* u2's profile loses its identity record and its history record */
 	store_batch_delete(f->b, STORE_CF_IDENTITIES, "user_id:u2", 10);
-	store_put_u64(ek, q.profile_id);
-	store_put_u64(ek + 8, T0);
-	store_put_u64(ek + 16, 2);
-	store_batch_delete(f->b, STORE_CF_EVENTS, ek, 24);
+	store_put_u64(ek, 2);
+	store_put_u64(ek + 8, q.profile_id);
+	store_batch_delete(f->b, STORE_CF_EVENTS, ek, 16);
 	commit(f);
 	{
 		struct json_object *ev = json_tokener_parse(
@@ -1040,8 +1079,10 @@ static char *raw_record(struct fx *f, uint64_t pid)
 	return v;
 }
 
-/* A profile's history index, decoded: update time and up to 8 entries. */
+/* A profile's history index, decoded: its magic ('E': events under (seq, id)
+ * keys; 'H': under (id, time, seq) keys), update time and up to 8 entries. */
 struct hrec {
+	char magic;
 	int64_t updated_ms;
 	size_t n;
 	int64_t t[8];
@@ -1057,7 +1098,8 @@ static struct hrec raw_history(struct fx *f, uint64_t pid)
 
 	store_put_u64(k, pid);
 	assert_int_equal(store_get(f->s, STORE_CF_HISTORY, k, 8, &v, &len), NERR_OK);
-	assert_true(len >= 9 && (len - 9) % 16 == 0 && v[0] == 'H');
+	assert_true(len >= 9 && (len - 9) % 16 == 0 && (v[0] == 'E' || v[0] == 'H'));
+	h.magic = v[0];
 	h.updated_ms = (int64_t)store_get_u64(v + 1);
 	h.n = (len - 9) / 16;
 	assert_true(h.n <= 8);
@@ -1069,14 +1111,14 @@ static struct hrec raw_history(struct fx *f, uint64_t pid)
 	return h;
 }
 
-/* Stores a history index for pid by hand (the entries as given). */
-static void put_history(struct fx *f, uint64_t pid, int64_t updated_ms, size_t n,
-			const int64_t *t, const uint64_t *seq)
+/* Stores a history index for pid by hand (magic and entries as given). */
+static void put_history(struct fx *f, uint64_t pid, char magic, int64_t updated_ms,
+			size_t n, const int64_t *t, const uint64_t *seq)
 {
 	unsigned char k[8], v[9 + 16 * 8];
 
 	assert_true(n <= 8);
-	v[0] = 'H';
+	v[0] = magic;
 	store_put_u64(v + 1, (uint64_t)updated_ms);
 	for (size_t i = 0; i < n; i++) {
 		store_put_u64(v + 9 + 16 * i, (uint64_t)t[i]);
@@ -1112,6 +1154,7 @@ static void test_records_as_stored(void **state)
 	assert_null(at(o, "updated_ms"));
 	json_object_put(o);
 	h = raw_history(f, lookup(f, "user_id", "u1"));
+	assert_int_equal(h.magic, 'E');
 	assert_int_equal(h.n, 0);
 	assert_int_equal(h.updated_ms, T0 + 1000);
 	for (int i = 0; i < 3; i++)
@@ -1164,7 +1207,7 @@ static void test_history_only_event_keeps_the_stored_head(void **state)
 	store_put_u64(v, 7);
 	for (size_t i = 0; i <= sizeof(changing) / sizeof(changing[0]); i++) {
 		store_batch_put(f->b, STORE_CF_PROFILES, k, 8, head, strlen(head));
-		put_history(f, 7, 5, 0, NULL, NULL);
+		put_history(f, 7, i % 2 ? 'H' : 'E', 5, 0, NULL, NULL);
 		store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
 		store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:a9", 15, v, 8);
 		commit(f);
@@ -1182,6 +1225,7 @@ static void test_history_only_event_keeps_the_stored_head(void **state)
 			assert_null(strstr(got, ", ")); /* printed by json-c */
 		free(got);
 		h = raw_history(f, 7);
+		assert_int_equal(h.magic, 'E'); /* written: new keys from now on */
 		assert_int_equal(h.updated_ms, T0 + 7);
 		assert_int_equal(h.n, i == 1 ? 0 : 1); /* an identify has none */
 		o = get(f, 7);
@@ -1253,6 +1297,9 @@ static void test_record_layouts_load_alike(void **state)
 		json_object_put(o);
 		free(rec);
 		h = raw_history(f, 7);
+		assert_int_equal(h.magic, 'E');
+		assert_int_equal(keys_of_len(f, 24), 0); /* all moved */
+		assert_int_equal(keys_of_len(f, 16), 3);
 		assert_int_equal(h.n, 3);
 		assert_int_equal(h.updated_ms, T0 + 1500);
 		assert_int_equal(h.seq[0], 1);
@@ -1315,8 +1362,10 @@ static void test_merge_of_a_legacy_profile_keeps_the_caps(void **state)
 	for (size_t i = 1; i < h.n; i++)
 		assert_true(h.t[i - 1] < h.t[i]);
 	assert_int_equal(h.t[0], T0 + 2); /* T0+1 dropped */
+	assert_int_equal(h.magic, 'E');
 	assert_int_equal(count_cf(f, STORE_CF_HISTORY), 1);
 	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 5);
+	assert_int_equal(keys_of_len(f, 16), 5);
 	buf_init(&problems, 0);
 	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_OK);
 	buf_fini(&problems);
@@ -1351,6 +1400,347 @@ static void test_legacy_repeated_history_key_is_kept_once(void **state)
 	o = get(f, 7);
 	assert_int_equal(len_at(o, "events"), 2);
 	json_object_put(o);
+}
+
+/*
+ * Stores by hand a profile as written before (seq, id) keys: head, user_id
+ * identity, an 'H' history index and its n records under (id, time, seq)
+ * keys, the event named names[i]; the id counter past pid. Committed.
+ */
+static void put_old_profile(struct fx *f, uint64_t pid, const char *uid, size_t n,
+			    const int64_t *t, const uint64_t *seq,
+			    const char *const *names)
+{
+	unsigned char k[8], v[8], ek[24];
+	char head[256], ikey[64], ev[128];
+	int hl, il, el;
+
+	hl = snprintf(head, sizeof(head),
+		      "{\"v\":1, \"id\":%" PRIu64 ",\"created_ms\":1,\"identities\":"
+		      "[\"user_id:%s\"],\"traits\":{}}",
+		      pid, uid);
+	store_put_u64(k, pid);
+	store_batch_put(f->b, STORE_CF_PROFILES, k, 8, head, (size_t)hl);
+	il = snprintf(ikey, sizeof(ikey), "user_id:%s", uid);
+	store_put_u64(v, pid);
+	store_batch_put(f->b, STORE_CF_IDENTITIES, ikey, (size_t)il, v, 8);
+	put_history(f, pid, 'H', 1, n, t, seq);
+	for (size_t i = 0; i < n; i++) {
+		store_put_u64(ek, pid);
+		store_put_u64(ek + 8, (uint64_t)t[i]);
+		store_put_u64(ek + 16, seq[i]);
+		el = snprintf(ev, sizeof(ev),
+			      "{\"type\":\"track\",\"userId\":\"%s\",\"event\":\"%s\"}",
+			      uid, names[i]);
+		store_batch_put(f->b, STORE_CF_EVENTS, ek, 24, ev, (size_t)el);
+	}
+	store_put_u64(v, pid + 1);
+	store_batch_put(f->b, STORE_CF_META, "profile.next_id", 15, v, 8);
+	commit(f);
+}
+
+/* The names of the profile's events, newest first, comma-separated. */
+static void event_names(struct fx *f, uint64_t pid, char *out, size_t cap)
+{
+	struct json_object *o = get(f, pid), *evs = at(o, "events");
+	size_t used = 0;
+
+	out[0] = 0;
+	for (size_t i = 0; evs && i < json_object_array_length(evs); i++) {
+		const char *n = str_at(json_object_array_get_idx(evs, i), "event");
+
+		used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "",
+					 n ? n : "?");
+		assert_true(used < cap);
+	}
+	json_object_put(o);
+}
+
+static void assert_check_clean(struct fx *f)
+{
+	struct buf problems;
+	uint64_t seen = 0;
+
+	buf_init(&problems, 0);
+	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_OK);
+	assert_string_equal(buf_str(&problems), "");
+	buf_fini(&problems);
+}
+
+/* New events are stored under (seq, id): ascending in the order applied,
+ * whichever profile they belong to, and read back through the history. */
+static void test_new_events_are_keyed_by_seq(void **state)
+{
+	struct fx *f = *state;
+	struct profile_result a, b;
+	struct profile_hkey *keys = NULL;
+	struct json_object *ev = NULL;
+	struct store_iter *it;
+	uint64_t want = 1;
+	size_t n = 0, klen = 0;
+	char *v;
+
+	f->cfg.history_max_age_ms = 0;
+	a = apply(f, "{\"type\":\"track\",\"userId\":\"ua\",\"event\":\"A1\"}", T0 + 9);
+	b = apply(f, "{\"type\":\"track\",\"userId\":\"ub\",\"event\":\"B1\"}", T0);
+	apply(f, "{\"type\":\"track\",\"userId\":\"ua\",\"event\":\"A2\"}", T0 + 5);
+	apply(f, "{\"type\":\"track\",\"userId\":\"ub\",\"event\":\"B2\"}", T0 + 1);
+	assert_int_not_equal(a.profile_id, b.profile_id);
+	assert_int_equal(raw_history(f, a.profile_id).magic, 'E');
+	it = store_iter_new(f->s, NULL, STORE_CF_EVENTS);
+	for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) {
+		const char *k = store_iter_key(it, &klen);
+
+		assert_int_equal(klen, 16);
+		assert_int_equal(store_get_u64(k), want);
+		assert_int_equal(store_get_u64(k + 8),
+				 want % 2 ? a.profile_id : b.profile_id);
+		want++;
+	}
+	store_iter_free(it);
+	assert_int_equal(want, 5);
+	v = event_at(f, false, a.profile_id, 0, 3);
+	assert_non_null(strstr(v, "A2"));
+	free(v);
+	/* the history, ascending by event time: A2 (seq 3) then A1 (seq 1) */
+	assert_int_equal(profile_history_keys(f->s, NULL, a.profile_id, &keys, &n),
+			 NERR_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(keys[0].seq, 3);
+	assert_int_equal(profile_history_event(f->s, NULL, a.profile_id, &keys[1], &ev),
+			 NERR_OK);
+	assert_string_equal(str_at(ev, "event"), "A1");
+	json_object_put(ev);
+	/* not another profile's event */
+	assert_int_equal(profile_history_event(f->s, NULL, b.profile_id, &keys[1], &ev),
+			 NERR_NOTFOUND);
+	free(keys);
+	assert_check_clean(f);
+}
+
+/* A profile with an 'H' index keeps its records under (id, time, seq) keys:
+ * it reads as before, and its next event moves them all to (seq, id). */
+static void test_old_key_profile_reads_then_migrates(void **state)
+{
+	struct fx *f = *state;
+	const int64_t t[2] = {T0, T0 + 10};
+	const uint64_t seq[2] = {4, 2};
+	static const char *const names[] = {"Old4", "Old2"};
+	struct profile_hkey *keys = NULL;
+	struct json_object *ev = NULL;
+	struct hrec h;
+	char got[128], *v, *head, *head2;
+	size_t n = 0;
+
+	f->cfg.history_max_age_ms = 0;
+	put_old_profile(f, 7, "u7", 2, t, seq, names);
+	event_names(f, 7, got, sizeof(got));
+	assert_string_equal(got, "Old2,Old4");
+	assert_int_equal(profile_history_keys(f->s, NULL, 7, &keys, &n), NERR_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(profile_history_event(f->s, NULL, 7, &keys[0], &ev), NERR_OK);
+	assert_string_equal(str_at(ev, "event"), "Old4");
+	json_object_put(ev);
+	free(keys);
+	assert_check_clean(f);
+
+	/* A history-only event: the head stays as stored (json-c would not print
+	 * its ", "), the records move anyway. */
+	f->seq = 10;
+	head = raw_record(f, 7);
+	assert_non_null(strstr(head, ", "));
+	apply(f, "{\"type\":\"track\",\"userId\":\"u7\",\"event\":\"New11\"}", T0 + 5);
+	head2 = raw_record(f, 7);
+	assert_string_equal(head2, head);
+	free(head);
+	free(head2);
+	h = raw_history(f, 7);
+	assert_int_equal(h.magic, 'E');
+	assert_int_equal(h.n, 3);
+	assert_int_equal(keys_of_len(f, 24), 0);
+	assert_int_equal(keys_of_len(f, 16), 3);
+	for (size_t i = 0; i < 2; i++) {
+		assert_null(event_at(f, true, 7, t[i], seq[i]));
+		v = event_at(f, false, 7, 0, seq[i]);
+		assert_non_null(v);
+		assert_non_null(strstr(v, names[i]));
+		free(v);
+	}
+	event_names(f, 7, got, sizeof(got));
+	assert_string_equal(got, "Old2,New11,Old4");
+	assert_check_clean(f);
+}
+
+/* Merges between old-key and new-key profiles, both ways round (and two old
+ * ones): the survivor ends with new keys and every record moved to it. */
+static void test_merge_across_key_forms(void **state)
+{
+	struct fx *f = *state;
+
+	f->cfg.history_max_age_ms = 0;
+	for (int round = 0; round < 3; round++) {
+		const int64_t t[2] = {T0 + 1, T0 + 2};
+		const uint64_t seq[2] = {1, 2};
+		static const char *const names[] = {"O1", "O2"};
+		const int64_t t2[1] = {T0 + 3};
+		const uint64_t seq2[1] = {3};
+		static const char *const names2[] = {"P3"};
+		static const char head2[] =
+			"{\"v\":1,\"id\":2,\"created_ms\":1,\"identities\":"
+			"[\"anonymous_id:x\"],\"traits\":{}}";
+		struct profile_result r;
+		char got[128];
+
+		f->seq = 0;
+		if (round == 0) {
+			/* old profile 1 survives new profile 2 */
+			put_old_profile(f, 1, "u1", 2, t, seq, names);
+			f->seq = 2;
+			r = apply(f,
+				  "{\"type\":\"track\",\"anonymousId\":\"x\","
+				  "\"event\":\"N3\"}",
+				  T0 + 3);
+			assert_int_equal(r.profile_id, 2);
+			assert_int_equal(raw_history(f, 2).magic, 'E');
+		} else if (round == 1) {
+			/* new profile 1 survives old profile 2 */
+			f->seq = 2;
+			store_batch_put(f->b, STORE_CF_META, "profile.next_id", 15,
+					"\0\0\0\0\0\0\0\1", 8);
+			commit(f);
+			r = apply(f,
+				  "{\"type\":\"track\",\"anonymousId\":\"x\","
+				  "\"event\":\"N3\"}",
+				  T0 + 3);
+			assert_int_equal(r.profile_id, 1);
+			put_old_profile(f, 2, "u1", 2, t, seq, names);
+		} else {
+			/* two old profiles */
+			put_old_profile(f, 1, "u1", 2, t, seq, names);
+			put_old_profile(f, 2, "u2", 1, t2, seq2, names2);
+			store_batch_delete(f->b, STORE_CF_IDENTITIES, "user_id:u2", 10);
+			store_batch_put(f->b, STORE_CF_IDENTITIES, "anonymous_id:x", 14,
+					"\0\0\0\0\0\0\0\2", 8);
+			store_batch_put(f->b, STORE_CF_PROFILES, "\0\0\0\0\0\0\0\2", 8,
+					head2, strlen(head2));
+			commit(f);
+			f->seq = 3;
+		}
+		assert_int_equal(keys_of_len(f, 24), round == 2 ? 3 : 2);
+		r = apply(f,
+			  "{\"type\":\"track\",\"userId\":\"u1\",\"anonymousId\":\"x\","
+			  "\"event\":\"L4\"}",
+			  T0 + 4);
+		assert_int_equal(r.merged, 1);
+		assert_int_equal(r.profile_id, 1); /* the oldest survives */
+		assert_int_equal(raw_history(f, 1).magic, 'E');
+		assert_int_equal(keys_of_len(f, 24), 0);
+		assert_int_equal(keys_of_len(f, 16), 4);
+		assert_int_equal(count_cf(f, STORE_CF_HISTORY), 1);
+		event_names(f, 1, got, sizeof(got));
+		assert_string_equal(got, round == 2 ? "L4,P3,O2,O1" : "L4,N3,O2,O1");
+		assert_check_clean(f);
+		assert_int_equal(profile_erase(f->b, 1), NERR_OK);
+		store_batch_delete(f->b, STORE_CF_META, "profile.next_id", 15);
+		commit(f);
+		assert_int_equal(count_cf(f, STORE_CF_EVENTS), 0);
+	}
+}
+
+/* Erasing a profile that still has old keys leaves nothing of it. */
+static void test_erase_of_an_old_key_profile(void **state)
+{
+	struct fx *f = *state;
+	const int64_t t[2] = {T0, T0 + 1};
+	const uint64_t seq[2] = {1, 2};
+	static const char *const names[] = {"A", "B"};
+
+	put_old_profile(f, 3, "u3", 2, t, seq, names);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 2);
+	assert_int_equal(profile_erase(f->b, 3), NERR_OK);
+	commit(f);
+	assert_int_equal(count_cf(f, STORE_CF_EVENTS), 0);
+	assert_int_equal(count_cf(f, STORE_CF_HISTORY), 0);
+	assert_int_equal(count_cf(f, STORE_CF_PROFILES), 0);
+	assert_int_equal(count_cf(f, STORE_CF_IDENTITIES), 0);
+}
+
+/* The check knows both key forms and reports records that do not fit. */
+static void test_check_event_key_forms(void **state)
+{
+	struct fx *f = *state;
+	const int64_t t[1] = {T0};
+	const uint64_t seq[1] = {50};
+	static const char *const names[] = {"Old"};
+	unsigned char k[24];
+	struct profile_result r;
+	struct buf problems;
+	uint64_t seen = 0;
+	const char *p;
+
+	f->cfg.history_max_age_ms = 0;
+	put_old_profile(f, 9, "u9", 1, t, seq, names);
+	r = apply(f, "{\"type\":\"track\",\"userId\":\"n\",\"event\":\"E\"}", T0);
+	assert_int_equal(r.profile_id, 10);
+	assert_check_clean(f);
+	/* (seq 77, 10): a new-form profile that does not list it */
+	store_put_u64(k, 77);
+	store_put_u64(k + 8, 10);
+	store_batch_put(f->b, STORE_CF_EVENTS, k, 16, "{}", 2);
+	/* (seq 50, 9): profile 9 has old keys */
+	store_put_u64(k, 50);
+	store_put_u64(k + 8, 9);
+	store_batch_put(f->b, STORE_CF_EVENTS, k, 16, "{}", 2);
+	/* (10, T0, 1): profile 10's own event under an old key */
+	store_put_u64(k, 10);
+	store_put_u64(k + 8, (uint64_t)T0);
+	store_put_u64(k + 16, 1);
+	store_batch_put(f->b, STORE_CF_EVENTS, k, 24, "{}", 2);
+	/* (seq 78, 404): no such profile */
+	store_put_u64(k, 78);
+	store_put_u64(k + 8, 404);
+	store_batch_put(f->b, STORE_CF_EVENTS, k, 16, "{}", 2);
+	/* neither length */
+	store_batch_put(f->b, STORE_CF_EVENTS, k, 20, "{}", 2);
+	commit(f);
+
+	buf_init(&problems, 0);
+	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_CORRUPT);
+	p = buf_str(&problems);
+	assert_non_null(
+		strstr(p, "event (seq 77, profile 10): profile does not list it\n"));
+	assert_non_null(
+		strstr(p, "event (seq 50, profile 9): profile keys its events with 24 "
+			  "bytes\n"));
+	assert_non_null(strstr(p, "event (10, "
+				  "1767225600000"
+				  ", 1): profile keys its events with 16 bytes\n"));
+	assert_non_null(
+		strstr(p, "event (seq 78, profile 404): profile does not exist\n"));
+	assert_non_null(strstr(p, "events: key of 20 bytes (want 16 or 24)\n"));
+	/* five problems, one line each */
+	{
+		size_t lines = 0;
+
+		for (const char *c = p; *c; c++)
+			lines += *c == '\n';
+		assert_int_equal(lines, 5);
+	}
+	buf_fini(&problems);
+
+	/* An old-form profile whose record sits only under the new key: the
+	 * profile's record is missing. */
+	store_put_u64(k, 9);
+	store_put_u64(k + 8, (uint64_t)T0);
+	store_put_u64(k + 16, 50);
+	store_batch_delete(f->b, STORE_CF_EVENTS, k, 24);
+	commit(f);
+	buf_init(&problems, 0);
+	assert_int_equal(profile_check(f->s, &problems, &seen), NERR_CORRUPT);
+	assert_non_null(
+		strstr(buf_str(&problems),
+		       "profile 9: history record (1767225600000, 50) is missing\n"));
+	buf_fini(&problems);
 }
 
 /* A push token on a profile whose head was not otherwise needed. */
@@ -1393,7 +1783,7 @@ static void test_bad_history_record_is_corrupt(void **state)
 		store_put_u64(v, 7);
 		store_batch_put(f->b, STORE_CF_IDENTITIES, "user_id:u9", 10, v, 8);
 		if (i == 0)
-			put_history(f, 7, 1, 2, t, seq); /* descending */
+			put_history(f, 7, 'E', 1, 2, t, seq); /* descending */
 		else if (i == 1)
 			store_batch_put(f->b, STORE_CF_HISTORY, k, 8, "H1234567", 8);
 		else if (i == 2)
@@ -1453,7 +1843,7 @@ static void test_history_record_is_the_given_text(void **state)
 	struct json_object *ev = json_tokener_parse(text), *o;
 	struct profile_result r;
 	struct nerr_msg msg;
-	unsigned char k[24];
+	unsigned char k[16];
 	char *v = NULL;
 	size_t len = 0;
 
@@ -1461,10 +1851,9 @@ static void test_history_record_is_the_given_text(void **state)
 						  7, T0, T0, &r, &msg),
 			 NERR_OK);
 	commit(f);
-	store_put_u64(k, r.profile_id);
-	store_put_u64(k + 8, T0);
-	store_put_u64(k + 16, 7);
-	assert_int_equal(store_get(f->s, STORE_CF_EVENTS, k, 24, &v, &len), NERR_OK);
+	store_put_u64(k, 7);
+	store_put_u64(k + 8, r.profile_id);
+	assert_int_equal(store_get(f->s, STORE_CF_EVENTS, k, 16, &v, &len), NERR_OK);
 	assert_int_equal(len, strlen(text));
 	assert_memory_equal(v, text, len);
 	free(v);
@@ -1560,6 +1949,11 @@ int main(void)
 		T(test_check_finds_corruption),
 		T(test_deep_values_survive_storage),
 		T(test_event_without_identity_is_invalid),
+		T(test_new_events_are_keyed_by_seq),
+		T(test_old_key_profile_reads_then_migrates),
+		T(test_merge_across_key_forms),
+		T(test_erase_of_an_old_key_profile),
+		T(test_check_event_key_forms),
 #undef T
 	};
 
