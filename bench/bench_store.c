@@ -56,13 +56,12 @@ int main(void)
 			    NERR_OK)
 				free(v);
 			store_batch_put(b, STORE_CF_PROFILES, pk, 8, val, 380 + seq % 40);
-			memcpy(ek, pk, 8);
-			store_put_u64(ek + 8, ms);
-			store_put_u64(ek + 16, seq);
-			store_batch_put(b, STORE_CF_EVENTS, ek, 24, val, 150);
+			store_put_u64(ek, seq); /* profile.c's event key */
+			memcpy(ek + 8, pk, 8);
+			store_batch_put(b, STORE_CF_EVENTS, ek, 16, val, 150);
 			ml = (size_t)snprintf(mid, sizeof(mid), "m-%016llx",
 					      (unsigned long long)rnd);
-			store_batch_put_blind(b, STORE_CF_DEDUP, mid, ml, ek + 8, 16);
+			store_batch_put_blind(b, STORE_CF_DEDUP, mid, ml, ek, 16);
 			store_put_u64(tk, ms);
 			memcpy(tk + 8, mid, ml);
 			store_batch_put_blind(b, STORE_CF_DEDUP_TIME, tk, 8 + ml, "", 0);

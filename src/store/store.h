@@ -30,7 +30,8 @@ enum store_cf {
 	STORE_CF_INBOX,	      /* seq (u64) -> inbox record */
 	STORE_CF_PROFILES,    /* profile id (u64) -> profile JSON */
 	STORE_CF_IDENTITIES,  /* "namespace:value" -> profile id (u64) */
-	STORE_CF_EVENTS,      /* profile id, time ms, seq -> event JSON */
+	STORE_CF_EVENTS,      /* inbox seq, profile id -> event JSON (profiles
+				 not yet moved: profile id, time ms, seq) */
 	STORE_CF_DEDUP,	      /* messageId -> first-seen time ms (expires, below) */
 	STORE_CF_DEDUP_TIME,  /* unused since 2026-11 (was an expiry index) */
 	STORE_CF_JOURNEYS,    /* definitions, all versions */
