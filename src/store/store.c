@@ -234,26 +234,6 @@ static const char *dedup_filter_name(void *state)
 	return "nudge.dedup_expiry";
 }
 
-void store_put_u64(void *dst, uint64_t v)
-{
-	unsigned char *p = dst;
-
-	for (int i = 7; i >= 0; i--) {
-		p[i] = (unsigned char)(v & 0xff);
-		v >>= 8;
-	}
-}
-
-uint64_t store_get_u64(const void *src)
-{
-	const unsigned char *p = src;
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 /* Where a column family lives: the inbox in its own database when there is one. */
 static bool in_idb(const struct store *s, enum store_cf cf)
 {

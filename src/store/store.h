@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/err.h"
 
@@ -150,8 +151,39 @@ void store_compact(struct store *s, enum store_cf cf);
  * heavily. */
 void store_thread_init(void);
 
-/* Big-endian integer key parts. */
-void store_put_u64(void *dst, uint64_t v);
-uint64_t store_get_u64(const void *src);
+/* Big-endian integer key parts. Inline: the engine encodes and decodes
+ * a profile's whole history index per event (a call each was 4 % of its
+ * instructions). */
+static inline void store_put_u64(void *dst, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	v = __builtin_bswap64(v);
+	memcpy(dst, &v, 8);
+#else
+	unsigned char *p = dst;
+
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+#endif
+}
+
+static inline uint64_t store_get_u64(const void *src)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint64_t v;
+
+	memcpy(&v, src, 8);
+	return __builtin_bswap64(v);
+#else
+	const unsigned char *p = src;
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+#endif
+}
 
 #endif
