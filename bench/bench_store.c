@@ -61,8 +61,8 @@ int main(void)
 			store_batch_put(b, STORE_CF_EVENTS, ek, 16, val, 150);
 			ml = (size_t)snprintf(mid, sizeof(mid), "m-%016llx",
 					      (unsigned long long)rnd);
-			store_batch_put_blind(b, STORE_CF_DEDUP, mid, ml, ek, 16);
-			store_put_u64(tk, ms);
+			store_put_u64(tk, ms); /* first-seen time, as the engine */
+			store_batch_put_blind(b, STORE_CF_DEDUP, mid, ml, tk, 8);
 			memcpy(tk + 8, mid, ml);
 			store_batch_put_blind(b, STORE_CF_DEDUP_TIME, tk, 8 + ml, "", 0);
 			gk[0] = 'g';

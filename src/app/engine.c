@@ -190,8 +190,10 @@ static struct json_object *parse_event(struct engine *e, const char *text, size_
  * parses a view of the record with the members the profile, dedup and the
  * journeys' name check read (segment_event_view), not the properties and
  * context an SDK sends: json-c's tree of a whole event was a fifth of the
- * engine's time. The whole record is parsed when a module wants it, and
- * when the view cannot be cut or parsed (the whole record then decides).
+ * engine's time. The whole record is parsed, before anything is applied, when
+ * a module wants it (so a record damaged outside the view's members is still
+ * refused as corrupt there) or when the view cannot be cut or parsed; after
+ * the profile, when a merge makes the audiences re-index the survivor.
  */
 static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq,
 			const char *payload, size_t len, int64_t now_ms)
@@ -213,6 +215,10 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 					  profile_context_members, e->view);
 		if (vlen)
 			ev = parse_event(e, e->view, vlen);
+		if (ev && journey_rt_wants_event(e->rt, ev)) {
+			json_object_put(ev);
+			ev = NULL;
+		}
 	}
 	if (!ev)
 		ev = whole = parse_event(e, payload, len);
@@ -258,6 +264,14 @@ static void apply_event(struct engine *e, struct journey_batch *jb, uint64_t seq
 		if (whole) {
 			aud_on_event(e->aud, jb, res.profile_id, whole, ts_ms);
 			journey_rt_on_event(e->rt, jb, res.profile_id, whole);
+		} else {
+			/* Only a merge's re-index gets here without the whole
+			 * record: the view parsed, the record does not. */
+			log_error("engine",
+				  "msg=\"corrupt event record; applied to the profile, "
+				  "not to audiences\" seq=%llu",
+				  (unsigned long long)seq);
+			metrics_add(&m_err, 1);
 		}
 	}
 	metrics_add(&m_applied, 1);
@@ -580,7 +594,7 @@ static void *engine_main(void *arg)
 			}
 			continue;
 		}
-		if (e->batch_failed) {
+		if (e->batch_failed || jb.io_failed) {
 			log_error("engine",
 				  "msg=\"store read failed mid-batch; engine stopped "
 				  "without committing\"");

@@ -1059,30 +1059,43 @@ static const char *fast_value_end(const char *p, const char *end)
 	return p;
 }
 
-/* Splits the object at p into members; false if there are too many or a key
- * has an escape (the general path compares keys after unescaping). */
+/* Splits the object at p (its '{') into members; false if there are too
+ * many, a key has an escape (the general path compares keys after
+ * unescaping), or the text is not an object's shape: the engine's view reads
+ * stored records, which a damaged disk may have cut, so nothing here reads or
+ * points past end, and only a closing brace makes a complete object. */
 static bool fast_members(const char *p, const char *end, struct member *m, size_t *n)
 {
 	*n = 0;
 	p = fast_ws(p + 1, end);
 	if (p < end && *p == '}')
 		return true;
-	while (p < end) {
-		const char *k = p, *ke = fast_string_end(p, end);
+	while (p < end && *p == '"') {
+		const char *k = p, *ke = fast_string_end(p, end), *c;
 
-		if (*n == FAST_MEMBERS_MAX || memchr(k, '\\', (size_t)(ke - k)))
+		if (ke >= end || *n == FAST_MEMBERS_MAX ||
+		    memchr(k, '\\', (size_t)(ke - k)))
+			return false;
+		c = fast_ws(ke, end);
+		if (c >= end || *c != ':')
 			return false;
 		m[*n].start = k;
 		m[*n].key = (struct span){k + 1, (size_t)(ke - k - 2)};
-		p = fast_ws(fast_ws(ke, end) + 1, end); /* past ':' */
+		p = fast_ws(c + 1, end);
+		if (p >= end)
+			return false;
 		m[*n].val.p = p;
 		p = fast_value_end(p, end);
 		m[*n].val.n = (size_t)(p - m[*n].val.p);
 		(*n)++;
 		p = fast_ws(p, end);
-		if (p >= end || *p == '}')
+		if (p >= end)
+			return false;
+		if (*p == '}')
 			return true;
-		p = fast_ws(p + 1, end); /* past ',' */
+		if (*p != ',')
+			return false;
+		p = fast_ws(p + 1, end);
 	}
 	return false;
 }

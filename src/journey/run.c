@@ -262,6 +262,7 @@ void journey_batch_init(struct journey_batch *jb, struct store_batch *b, int64_t
 	jb->sends = NULL;
 	jb->sends_tail = &jb->sends;
 	jb->min_due = INT64_MAX;
+	jb->io_failed = false;
 }
 
 void journey_batch_fini(struct journey_batch *jb)
@@ -1764,6 +1765,7 @@ static void apply_traits(struct journey_rt *rt, struct journey_batch *jb,
 	struct profile_result res;
 	struct nerr_msg msg;
 	char ts[32];
+	enum nerr rc;
 
 	if (json_object_object_get_ex(ev_profile(ec), "identities", &ids)) {
 		if (json_object_object_get_ex(ids, "user_id", &arr) &&
@@ -1787,8 +1789,11 @@ static void apply_traits(struct journey_rt *rt, struct journey_batch *jb,
 	clock_format_rfc3339(jb->now_ms, ts);
 	json_object_object_add(ev, "timestamp", json_object_new_string(ts));
 	json_object_object_add(ev, "messageId", json_object_new_string(mid));
-	if (profile_apply_event(jb->b, rt->cfg.profile, ev, jb->seq, jb->now_ms,
-				jb->now_ms, &res, &msg) != NERR_OK)
+	rc = profile_apply_event(jb->b, rt->cfg.profile, ev, jb->seq, jb->now_ms,
+				 jb->now_ms, &res, &msg);
+	if (rc == NERR_IO)
+		jb->io_failed = true; /* part of the update may be in the batch */
+	if (rc != NERR_OK)
 		log_warn("journey", "msg=\"profile update failed\" reason=\"%s\"",
 			 msg.message);
 	else if (rt->cfg.on_traits_changed)

@@ -103,6 +103,7 @@ struct journey_batch {
 	struct journey_send *sends; /* envelopes to hand to delivery after commit */
 	struct journey_send **sends_tail;
 	int64_t min_due; /* earliest timer set in this batch (INT64_MAX: none) */
+	bool io_failed;	 /* a store read failed after writes: do not commit */
 };
 
 void journey_batch_init(struct journey_batch *jb, struct store_batch *b, int64_t now_ms);

@@ -997,30 +997,43 @@ static void hist_add_event(struct store_batch *b, const struct profile_config *c
  * record already missing stays listed, as it was (profile_check reports it).
  * NERR_IO from the store.
  */
+/* Moves the event record e of profile from (keyed in its form) to profile
+ * to's key in to's form. NERR_NOTFOUND (logged: the record stays listed, as
+ * it was) or NERR_IO from the store. */
+static enum nerr move_record(struct store_batch *b, const struct prof *from,
+			     const struct prof *to, const struct hent *e)
+{
+	unsigned char fk[EVENT_KEY_MAX], tk[EVENT_KEY_MAX];
+	size_t flen = event_key(fk, from->old_keys, from->id, e->t, e->seq);
+	size_t tlen = event_key(tk, to->old_keys, to->id, e->t, e->seq);
+	char *val = NULL;
+	size_t len = 0;
+	enum nerr rc = store_batch_get(b, STORE_CF_EVENTS, fk, flen, &val, &len);
+
+	if (rc == NERR_NOTFOUND)
+		log_warn("profile", "msg=\"history record missing\" profile=%" PRIu64,
+			 from->id);
+	if (rc != NERR_OK)
+		return rc;
+	store_batch_put(b, STORE_CF_EVENTS, tk, tlen, val, len);
+	store_batch_delete(b, STORE_CF_EVENTS, fk, flen);
+	free(val);
+	return NERR_OK;
+}
+
 static enum nerr prof_migrate(struct store_batch *b, struct prof *p)
 {
+	struct prof to = {0};
+
 	if (!p->old_keys)
 		return NERR_OK;
+	to.id = p->id;
+	to.old_keys = false;
 	for (size_t i = 0; i < p->nhist; i++) {
-		unsigned char from[EVENT_KEY_MAX], to[EVENT_KEY_MAX];
-		size_t flen = event_key(from, true, p->id, p->hist[i].t, p->hist[i].seq);
-		size_t tlen = event_key(to, false, p->id, p->hist[i].t, p->hist[i].seq);
-		char *val = NULL;
-		size_t len = 0;
-		enum nerr rc =
-			store_batch_get(b, STORE_CF_EVENTS, from, flen, &val, &len);
+		enum nerr rc = move_record(b, p, &to, &p->hist[i]);
 
-		if (rc == NERR_NOTFOUND) {
-			log_warn("profile",
-				 "msg=\"history record missing\" profile=%" PRIu64,
-				 p->id);
-			continue;
-		}
-		if (rc != NERR_OK)
+		if (rc != NERR_OK && rc != NERR_NOTFOUND)
 			return rc;
-		store_batch_put(b, STORE_CF_EVENTS, to, tlen, val, len);
-		store_batch_delete(b, STORE_CF_EVENTS, from, flen);
-		free(val);
 	}
 	p->old_keys = false;
 	return NERR_OK;
@@ -1147,27 +1160,12 @@ static enum nerr merge_into(struct store_batch *b, const struct profile_config *
 	}
 
 	for (size_t i = 0; i < src->nhist; i++) {
-		unsigned char from[EVENT_KEY_MAX], to[EVENT_KEY_MAX];
-		char *val = NULL;
-		size_t len = 0, flen, tlen;
-		enum nerr rc;
+		enum nerr rc = move_record(b, src, dst, &src->hist[i]);
 
-		flen = event_key(from, src->old_keys, src->id, src->hist[i].t,
-				 src->hist[i].seq);
-		rc = store_batch_get(b, STORE_CF_EVENTS, from, flen, &val, &len);
-		if (rc == NERR_NOTFOUND) {
-			log_warn("profile",
-				 "msg=\"history record missing\" profile=%" PRIu64,
-				 src->id);
+		if (rc == NERR_NOTFOUND)
 			continue;
-		}
 		if (rc != NERR_OK)
 			return rc;
-		tlen = event_key(to, dst->old_keys, dst->id, src->hist[i].t,
-				 src->hist[i].seq);
-		store_batch_put(b, STORE_CF_EVENTS, to, tlen, val, len);
-		store_batch_delete(b, STORE_CF_EVENTS, from, flen);
-		free(val);
 		hist_insert(dst, src->hist[i]);
 	}
 	hist_enforce(b, cfg, dst, now_ms);
