@@ -31,7 +31,6 @@
 #include "base/mem.h"
 #include "ingest/inbox.h"
 #include "ingest/segment.h"
-
 #include "report/metrics.h"
 #include "report/report.h"
 

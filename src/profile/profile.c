@@ -990,13 +990,6 @@ static void hist_add_event(struct store_batch *b, const struct profile_config *c
 	hist_enforce(b, cfg, p, now_ms);
 }
 
-/*
- * Moves the event records of a profile with old keys to new keys (read, put,
- * delete, all in b) and marks it new: its history index is written with the
- * new magic by the prof_save that must follow (or deleted by a merge). A
- * record already missing stays listed, as it was (profile_check reports it).
- * NERR_IO from the store.
- */
 /* Moves the event record e of profile from (keyed in its form) to profile
  * to's key in to's form. NERR_NOTFOUND (logged: the record stays listed, as
  * it was) or NERR_IO from the store. */
@@ -1021,14 +1014,19 @@ static enum nerr move_record(struct store_batch *b, const struct prof *from,
 	return NERR_OK;
 }
 
+/*
+ * Moves the event records of a profile with old keys to new keys (all in b)
+ * and marks it new: its history index is written with the new magic by the
+ * prof_save that must follow. A record already missing stays listed, as it
+ * was (profile_check reports it). NERR_IO from the store.
+ */
 static enum nerr prof_migrate(struct store_batch *b, struct prof *p)
 {
-	struct prof to = {0};
+	struct prof to = {.id = p->id}; /* the same profile, new keys */
 
 	if (!p->old_keys)
 		return NERR_OK;
-	to.id = p->id;
-	to.old_keys = false;
+
 	for (size_t i = 0; i < p->nhist; i++) {
 		enum nerr rc = move_record(b, p, &to, &p->hist[i]);
 

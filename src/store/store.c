@@ -288,14 +288,14 @@ static rocksdb_t *open_read_only(struct store *s, const char *dir,
 							h, 0, err);
 	if (!db)
 		return NULL;
+	/* STORE_CF_DEFAULT, first and always present, is set before the
+	 * families that alias it. */
+	_Static_assert(STORE_CF_DEFAULT == 0, "the default family comes first");
 	n = 0;
 	for (int i = 0; i < STORE_CF__COUNT; i++) {
 		s->cf_alias[i] = !present[i];
-		s->cf[i] = present[i] ? h[n++] : NULL;
+		s->cf[i] = present[i] ? h[n++] : s->cf[STORE_CF_DEFAULT];
 	}
-	for (int i = 0; i < STORE_CF__COUNT; i++)
-		if (s->cf_alias[i])
-			s->cf[i] = s->cf[STORE_CF_DEFAULT];
 	return db;
 }
 

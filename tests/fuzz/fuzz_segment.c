@@ -17,7 +17,7 @@
 
 #include "ingest/segment.h"
 #include "profile/profile.h"
-#include "../view_check.h"
+#include "../segment_check.h"
 
 #define NOW_MS 1767323045678LL
 
@@ -52,31 +52,6 @@ static void check_event(struct json_object *ev, const struct segment_limits *lim
 }
 
 static struct json_object *copy_of(struct json_object *o);
-
-/* Top-level members of the JSON object text (json-c would fold repeats). */
-static size_t top_members(const char *p, size_t n)
-{
-	size_t count = 0;
-	int depth = 0, in_str = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (in_str) {
-			if (p[i] == '\\')
-				i++;
-			else if (p[i] == '"')
-				in_str = 0;
-		} else if (p[i] == '"') {
-			in_str = 1;
-		} else if (p[i] == '{' || p[i] == '[') {
-			depth++;
-		} else if (p[i] == '}' || p[i] == ']') {
-			depth--;
-		} else if (p[i] == ':' && depth == 1) {
-			count++;
-		}
-	}
-	return count;
-}
 
 /*
  * segment_fast_event() on the raw bytes: when it takes them, the general path

@@ -93,7 +93,10 @@ class GovernanceTest(unittest.TestCase):
         # Polled right after the ingest answers: until the engine has applied
         # the person's identify, the profile is not there yet (404).
         r = self.srv.request("GET", "/v1/profiles/user_id/%s/messages" % u, auth="admin")
-        return r.json()["messages"] if r.status == 200 else []
+        if r.status == 404:
+            return []
+        self.assertEqual(r.status, 200, r)
+        return r.json()["messages"]
 
     def track(self, u, event):
         self.assertEqual(self.srv.post("/v1/track", {"userId": u, "event": event}).status, 200)

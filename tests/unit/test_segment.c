@@ -20,7 +20,7 @@
 #include "base/clock.h"
 #include "ingest/segment.h"
 #include "profile/profile.h"
-#include "../view_check.h"
+#include "../segment_check.h"
 
 /* 2026-01-02T03:04:05.678Z */
 #define NOW_MS 1767323045678LL
@@ -82,32 +82,6 @@ static bool has(struct json_object *o, const char *key)
 /* Bodies segment_fast_event() took, over the whole run; events whose view
  * norm() checked. */
 static unsigned fast_taken, views_checked;
-
-/* Top-level members of the JSON object text (json-c would fold repeats). */
-static size_t top_members(const char *p, size_t n)
-{
-	size_t count = 0;
-	int depth = 0;
-	bool in_str = false;
-
-	for (size_t i = 0; i < n; i++) {
-		if (in_str) {
-			if (p[i] == '\\')
-				i++;
-			else if (p[i] == '"')
-				in_str = false;
-		} else if (p[i] == '"') {
-			in_str = true;
-		} else if (p[i] == '{' || p[i] == '[') {
-			depth++;
-		} else if (p[i] == '}' || p[i] == ']') {
-			depth--;
-		} else if (p[i] == ':' && depth == 1) {
-			count++;
-		}
-	}
-	return count;
-}
 
 /*
  * Checks segment_fast_event() against the general path's result (rc, ev,

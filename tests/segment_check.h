@@ -1,19 +1,49 @@
 /*
- * view_check.h -- the property test_segment and fuzz_segment check of the
- * engine's view of an event (segment_event_view): a view parses to exactly the
- * members of the whole event that profile_event_members and
- * profile_context_members name. Header-only (static), so each program links
- * its own copy and the fuzz target needs no test library.
+ * segment_check.h -- checks test_segment and fuzz_segment share: the count
+ * of an object text's top-level members (json-c folds repeated keys, so this
+ * is how a test sees one), and the property of the engine's view of an event
+ * (segment_event_view): a view parses to exactly the members of the whole
+ * event that profile_event_members and profile_context_members name.
+ * Header-only (static), so each program has its own copy and the fuzz target
+ * needs no test library.
  */
-#ifndef NUDGE_TESTS_VIEW_CHECK_H
-#define NUDGE_TESTS_VIEW_CHECK_H
+#ifndef NUDGE_TESTS_SEGMENT_CHECK_H
+#define NUDGE_TESTS_SEGMENT_CHECK_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
+
 #include <stdlib.h>
 #include <string.h>
 
 #include "ingest/segment.h"
 #include "profile/profile.h"
+
+/* Top-level members of the JSON object text (json-c would fold repeats). */
+static size_t top_members(const char *p, size_t n)
+{
+	size_t count = 0;
+	int depth = 0;
+	bool in_str = false;
+
+	for (size_t i = 0; i < n; i++) {
+		if (in_str) {
+			if (p[i] == '\\')
+				i++;
+			else if (p[i] == '"')
+				in_str = false;
+		} else if (p[i] == '"') {
+			in_str = true;
+		} else if (p[i] == '{' || p[i] == '[') {
+			depth++;
+		} else if (p[i] == '}' || p[i] == ']') {
+			depth--;
+		} else if (p[i] == ':' && depth == 1) {
+			count++;
+		}
+	}
+	return count;
+}
 
 /*
  * Checks segment_event_view() on text, a JSON object whose parse is full:
